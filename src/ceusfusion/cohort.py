@@ -1,0 +1,257 @@
+"""The cohort manifest: schema, validation, leakage checks and splits.
+
+One row per patient (see DESIGN.md). Paths are relative to the manifest's
+folder. Validation collects every problem at once, each naming the row, the
+case, the column and what is wrong, so a user fixes a file in one pass.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import CeusError
+
+REQUIRED = ("case_id", "label")
+FILE_COLUMNS = ("image", "image_mask", "video", "video_mask")
+RESERVED = REQUIRED + ("split", "group", "center") + FILE_COLUMNS
+SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+@dataclass
+class Problem:
+    row: int | None  # 1-based data row (header excluded); None for cohort-wide problems
+    case_id: str | None
+    column: str | None
+    problem: str
+
+    def line(self) -> str:
+        where = []
+        if self.row is not None:
+            where.append(f"row {self.row}")
+        if self.case_id:
+            where.append(f"case {self.case_id}")
+        if self.column:
+            where.append(f"column {self.column}")
+        return f"{', '.join(where) or 'cohort'}: {self.problem}"
+
+
+def read_manifest(path: str | Path) -> pd.DataFrame:
+    """Read a manifest CSV as strings (ids like '007' stay ids); clear error if unreadable."""
+    path = Path(path)
+    if not path.is_file():
+        raise CeusError(f"{path}: cohort manifest not found")
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CeusError(f"{path}: cannot read the manifest as CSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [c.strip() for c in df.columns]
+    return df
+
+
+def clinical_columns(df: pd.DataFrame) -> list[str]:
+    """Every column that is not part of the schema: clinical covariates."""
+    return [c for c in df.columns if c not in RESERVED]
+
+
+def groups_of(df: pd.DataFrame) -> pd.Series:
+    """The patient group per row; defaults to case_id where absent or empty."""
+    if "group" in df.columns:
+        return df["group"].fillna(df["case_id"]).astype(str)
+    return df["case_id"].astype(str)
+
+
+def resolve(manifest: str | Path, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else Path(manifest).parent / p
+
+
+def load_cohort(path: str | Path) -> pd.DataFrame:
+    """Read and validate a manifest; raise one CeusError listing the problems if any."""
+    df = read_manifest(path)
+    problems = validate_table(df)
+    if problems:
+        lines = "; ".join(p.line() for p in problems[:5])
+        more = f" (and {len(problems) - 5} more; run `ceusfusion validate`)" if len(problems) > 5 else ""
+        raise CeusError(f"{path}: {len(problems)} problem(s): {lines}{more}")
+    out = df.copy()
+    out["label"] = out["label"].astype(int)
+    out["group"] = groups_of(out)
+    return out
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def validate(path: str | Path, check_files: bool = True) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Validate the manifest table and (optionally) every file; return (table, problems)."""
+    try:
+        df = read_manifest(path)
+    except CeusError as exc:
+        return None, [Problem(None, None, None, str(exc))]
+    problems = validate_table(df)
+    if check_files:
+        problems += validate_files(df, Path(path))
+    return df, problems
+
+
+def validate_table(df: pd.DataFrame) -> list[Problem]:
+    """Schema, values and leakage checks that need no file access."""
+    problems: list[Problem] = []
+    for col in REQUIRED:
+        if col not in df.columns:
+            problems.append(Problem(None, None, col, "required column is missing"))
+    if not any(c in df.columns for c in ("image", "video")):
+        problems.append(Problem(None, None, "image/video", "the manifest needs an image or a video column"))
+    if "case_id" not in df.columns:
+        return problems
+
+    ids = df["case_id"]
+    for i, cid in enumerate(ids, start=1):
+        if pd.isna(cid):
+            problems.append(Problem(i, None, "case_id", "missing value"))
+        elif not SAFE_ID.match(str(cid)):
+            problems.append(Problem(i, str(cid), "case_id", "not filesystem-safe (use letters, digits, '_', '-', '.')"))
+    dup = ids[ids.notna() & ids.duplicated(keep=False)]
+    for i, cid in dup.items():
+        problems.append(Problem(int(i) + 1, str(cid), "case_id", "duplicate case_id"))
+
+    if "label" in df.columns:
+        for i, (cid, lab) in enumerate(zip(ids, df["label"]), start=1):
+            if pd.isna(lab):
+                problems.append(Problem(i, _s(cid), "label", "missing value"))
+            elif str(lab).strip() not in ("0", "1", "0.0", "1.0"):
+                problems.append(Problem(i, _s(cid), "label", f"label must be 0 or 1, got {lab!r}"))
+
+    for col in ("image", "video"):
+        if col in df.columns:
+            other = "video" if col == "image" else "image"
+            for i, (cid, v) in enumerate(zip(ids, df[col]), start=1):
+                has_other = other in df.columns and not pd.isna(df[other].iloc[i - 1])
+                if pd.isna(v) and not has_other:
+                    problems.append(Problem(i, _s(cid), col, "missing value (no image and no video for this case)"))
+
+    if "split" in df.columns:
+        for i, (cid, s) in enumerate(zip(ids, df["split"]), start=1):
+            if pd.isna(s) or str(s).strip() not in ("train", "test"):
+                problems.append(Problem(i, _s(cid), "split", f"split must be 'train' or 'test', got {s!r}"))
+        problems += _leakage(df)
+    return problems
+
+
+def _leakage(df: pd.DataFrame) -> list[Problem]:
+    problems = []
+    groups = groups_of(df)
+    split = df["split"].astype(str).str.strip()
+    both = sorted(set(groups[split == "train"]) & set(groups[split == "test"]))
+    for g in both:
+        cases = ", ".join(df.loc[groups == g, "case_id"].astype(str))
+        problems.append(Problem(None, None, "group", f"group {g!r} is in both train and test (cases {cases}): patient-level leakage"))
+    if "label" in df.columns:
+        train_labels = set(df.loc[split == "train", "label"].astype(str).str.strip()) & {"0", "1", "0.0", "1.0"}
+        classes = {int(float(v)) for v in train_labels}
+        if (split == "train").any() and len(classes) < 2:
+            problems.append(Problem(None, None, "label", f"the training split holds only one class ({sorted(classes)}); both 0 and 1 are needed"))
+    return problems
+
+
+def validate_files(df: pd.DataFrame, manifest: Path) -> list[Problem]:
+    """Every referenced file exists, decodes, and every mask fits its image and is not empty."""
+    from .io.image import read_image
+    from .io.mask import read_mask
+    from .io.video import probe_video
+
+    problems: list[Problem] = []
+    for i, row in enumerate(df.itertuples(index=False), start=1):
+        r = row._asdict()
+        cid = _s(r.get("case_id"))
+        sizes: dict[str, tuple[int, int]] = {}
+        for col in FILE_COLUMNS:
+            rel = r.get(col)
+            if col not in df.columns or pd.isna(rel):
+                continue
+            path = resolve(manifest, str(rel))
+            try:
+                if col == "image":
+                    sizes[col] = read_image(path).shape[:2]
+                elif col == "video":
+                    info = probe_video(path)
+                    sizes[col] = (info.height, info.width)
+                else:
+                    m = read_mask(path)
+                    if not m.any():
+                        problems.append(Problem(i, cid, col, f"{rel}: mask is empty (no foreground pixel)"))
+                    sizes[col] = m.shape[-2:]
+            except CeusError as exc:
+                problems.append(Problem(i, cid, col, _relative_message(str(exc), path, rel)))
+        for mask_col, img_col in (("image_mask", "image"), ("video_mask", "video")):
+            if mask_col in sizes and img_col in sizes and tuple(sizes[mask_col]) != tuple(sizes[img_col]):
+                mh, mw = sizes[mask_col]
+                ih, iw = sizes[img_col]
+                problems.append(Problem(i, cid, mask_col, f"{r[mask_col]}: mask is {mw}x{mh} px but the {img_col} is {iw}x{ih} px"))
+    return problems
+
+
+def _relative_message(msg: str, path: Path, rel: str) -> str:
+    return msg.replace(str(path), str(rel), 1)
+
+
+def _s(v) -> str | None:
+    return None if pd.isna(v) else str(v)
+
+
+def problems_frame(problems: list[Problem]) -> pd.DataFrame:
+    return pd.DataFrame([asdict(p) for p in problems], columns=["row", "case_id", "column", "problem"])
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def make_split(df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, by_center: str | None = None) -> pd.DataFrame:
+    """Return a copy with a ``split`` column: grouped by patient, stratified by label.
+
+    ``by_center`` puts every case of that centre in test (external validation).
+    The stratified split draws whole groups so that each label keeps about the
+    same share in train and test; a group counts as positive if any case is.
+    """
+    if not 0 < test_fraction < 1 and by_center is None:
+        raise CeusError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
+    out = df.copy()
+    groups = groups_of(out)
+    if by_center is not None:
+        if "center" not in out.columns:
+            raise CeusError("--by-center needs a 'center' column in the manifest")
+        centres = sorted(out["center"].dropna().astype(str).unique())
+        if by_center not in centres:
+            raise CeusError(f"centre {by_center!r} not in the manifest (centres: {', '.join(centres)})")
+        test = out["center"].astype(str) == by_center
+        mixed = sorted(set(groups[test]) & set(groups[~test]))
+        if mixed:
+            raise CeusError(f"group(s) {', '.join(mixed[:5])} span centre {by_center!r} and another centre")
+        out["split"] = np.where(test, "test", "train")
+        return out
+    labels = pd.to_numeric(out["label"], errors="coerce")
+    if labels.isna().any():
+        raise CeusError("cannot split: some labels are missing or not numeric (run `ceusfusion validate`)")
+    g_label = labels.groupby(groups).max().astype(int)
+    g_size = groups.value_counts()
+    rng = np.random.default_rng(seed)
+    test_groups: set[str] = set()
+    for lab in (0, 1):
+        members = np.array(sorted(g_label.index[g_label == lab]))
+        if len(members) == 0:
+            continue
+        members = members[rng.permutation(len(members))]
+        target = test_fraction * g_size[members].sum()
+        taken = 0
+        for g in members:  # add whole groups until the case count reaches the target
+            if taken + g_size[g] / 2 > target:
+                break
+            test_groups.add(g)
+            taken += g_size[g]
+    out["split"] = np.where(groups.isin(test_groups), "test", "train")
+    return out
