@@ -126,7 +126,7 @@ def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run director
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry: run the Typer app, turning CeusError into one line."""
     try:
-        app(args=argv, standalone_mode=False)
+        rv = app(args=argv, standalone_mode=False)
     except CeusError as exc:
         err_console.print(f"[red]error:[/red] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
@@ -144,6 +144,7 @@ def main(argv: Optional[List[str]] = None) -> None:
         if isinstance(exc, click.exceptions.Abort):
             sys.exit(1)
         raise
+    sys.exit(rv if isinstance(rv, int) else 0)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,165 @@
+"""The study report: one self-contained HTML file a clinician can open offline.
+
+Everything is read from the run directory (so every number traces back to a
+file) and images are embedded as data URIs. Sections whose inputs are absent
+are left out with a note rather than failing.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import platform
+from pathlib import Path
+
+import pandas as pd
+
+from ..fsutil import write_text
+
+CSS = """
+body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.45}
+h1{border-bottom:3px solid #2b6cb0;padding-bottom:.3em}h2{color:#2b6cb0;margin-top:2em;border-bottom:1px solid #ddd}
+table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
+th{background:#edf2f7}tr:nth-child(even) td{background:#f9fafb}.fig{display:inline-block;margin:.5em;text-align:center;vertical-align:top}
+.fig img{max-width:520px;border:1px solid #eee}.note{color:#666;font-style:italic}.ok{color:#276749;font-weight:bold}.warn{color:#c05621;font-weight:bold}
+code{background:#f1f1f1;padding:0 .2em}
+"""
+
+
+def _img(path: Path, caption: str = "", width: int | None = None) -> str:
+    if not path.is_file():
+        return ""
+    mime = "image/svg+xml" if path.suffix.lower() == ".svg" else "image/png"
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    style = f' style="max-width:{width}px"' if width else ""
+    cap = f"<div>{html.escape(caption)}</div>" if caption else ""
+    return f'<div class="fig"><img alt="{html.escape(caption or path.stem)}" src="data:{mime};base64,{data}"{style}>{cap}</div>'
+
+
+def _table(df: pd.DataFrame, max_rows: int = 200) -> str:
+    return df.head(max_rows).to_html(index=False, border=0, na_rep="", escape=True, float_format=lambda v: f"{v:.3f}")
+
+
+def _section(title: str, body: str) -> str:
+    return f"<h2>{html.escape(title)}</h2>\n{body}\n"
+
+
+def _missing(what: str) -> str:
+    return f'<p class="note">{html.escape(what)} not available in this run.</p>'
+
+
+def cohort_section(run: Path) -> str:
+    path = run / "cohort.csv"
+    if not path.is_file():
+        return _missing("Cohort")
+    df = pd.read_csv(path, dtype={"case_id": str})
+    counts = df.groupby(["split", "label"]).size().unstack(fill_value=0) if "split" in df else df.groupby("label").size().to_frame("n").T
+    counts.columns = [f"OLNM{'+' if int(c) == 1 else '-'} (label {c})" for c in counts.columns]
+    counts.insert(0, "set", counts.index)
+    counts["total"] = counts.iloc[:, 1:].sum(axis=1)
+    body = f"<p>{len(df)} patients in the manifest.</p>" + _table(counts)
+    failures = run / "prepared" / "failures.csv"
+    if failures.is_file():
+        f = pd.read_csv(failures)
+        body += f"<p>{len(f)} case(s) could not be prepared and were excluded:</p>" + (_table(f) if len(f) else "")
+    return body
+
+
+def training_section(run: Path) -> str:
+    rows, figs = [], []
+    for summary in sorted((run / "models").glob("*/summary.json")):
+        s = json.loads(summary.read_text())
+        cfg_path = summary.parent / "config.json"
+        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
+        rows.append({"model": summary.parent.name, "modality": cfg.get("modality", ""), "arch": cfg.get("arch", ""),
+                     "input": cfg.get("input", cfg.get("input_mode", "")), "mean CV AUC": s.get("mean_cv_auc"),
+                     "SD": s.get("sd_cv_auc"), "folds": len(s.get("fold_aucs", []))})
+    if not rows:
+        return _missing("Cross-validated training results")
+    df = pd.DataFrame(rows).sort_values(["modality", "mean CV AUC"], ascending=[True, False])
+    for fig in sorted((run / "evaluation" / "figures").glob("cv_roc_*.png")):
+        figs.append(_img(fig, fig.stem.replace("cv_roc_", "CV ROC: ")))
+    return ("<p>Architectures are ranked by mean AUC over the cross-validation folds of the training set; "
+            "the best per modality is selected here, never on the test set.</p>" + _table(df) + "".join(figs))
+
+
+def evaluation_section(run: Path) -> str:
+    ev = run / "evaluation"
+    if not (ev / "metrics.json").is_file():
+        return _missing("Evaluation")
+    body = ""
+    if (ev / "table2.csv").is_file():
+        body += "<h3>Table 2. Performance (AUC with DeLong 95% CI; thresholds fixed on the training set)</h3>" + _table(pd.read_csv(ev / "table2.csv"))
+    if (ev / "comparisons.csv").is_file():
+        body += "<h3>Pairwise DeLong tests</h3>" + _table(pd.read_csv(ev / "comparisons.csv"))
+    figs = ev / "figures"
+    for stem, cap in (("roc", "ROC"), ("calibration", "Calibration"), ("dca", "Decision curves")):
+        for f in sorted(figs.glob(f"{stem}*.png")):
+            body += _img(f, f"{cap}: {f.stem}")
+    return body
+
+
+def table1_section(run: Path) -> str:
+    path = run / "evaluation" / "table1.csv"
+    return _table(pd.read_csv(path)) if path.is_file() else _missing("Table 1")
+
+
+def fusion_section(run: Path) -> str:
+    fdir = run / "fusion"
+    if not fdir.is_dir():
+        return _missing("Fusion (DL_combined)")
+    body = ""
+    if (fdir / "cv_results.csv").is_file():
+        body += "<p>Classifier families compared by cross-validated AUC inside the training set:</p>" + _table(pd.read_csv(fdir / "cv_results.csv"))
+    for f in sorted(fdir.rglob("*.png")):
+        body += _img(f, f.stem.replace("_", " "))
+    return body
+
+
+def explain_section(run: Path) -> str:
+    figs = sorted((run / "explain").rglob("figure5*.png")) or sorted((run / "explain").rglob("*.png"))[:6]
+    if not figs:
+        return _missing("Grad-CAM")
+    return "<p>Grad-CAM heat maps for OLNM-negative and OLNM-positive examples (single-frame and five-frame models).</p>" + "".join(_img(f, f.parent.name, 1000) for f in figs)
+
+
+def safeguards_section(run: Path) -> str:
+    manifest = run / "manifest.json"
+    m = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    checks = m.get("safeguards") or {
+        "patient-level splits (no group in both train and test)": None,
+        "model selection on cross-validation inside the training set only": None,
+        "test set scored once, after training": None,
+        "thresholds fixed on the training set and carried to test": None,
+    }
+    items = "".join(f"<li>{'<span class=ok>✔</span>' if ok else ('<span class=warn>✘</span>' if ok is False else '•')} {html.escape(k)}</li>" for k, ok in checks.items())
+    return f"<ul>{items}</ul>"
+
+
+def environment_section(run: Path) -> str:
+    manifest = run / "manifest.json"
+    m = json.loads(manifest.read_text()) if manifest.is_file() else {}
+    env = m.get("environment") or {"python": platform.python_version(), "platform": platform.platform()}
+    rows = pd.DataFrame({"item": list(env), "value": [str(v) for v in env.values()]})
+    return _table(rows)
+
+
+def build_report(run: str | Path, out: str | Path | None = None, title: str = "ceusfusion study report") -> Path:
+    """Write RUN/report.html (or OUT) from the files of the run directory."""
+    run = Path(run)
+    out = Path(out) if out else run / "report.html"
+    parts = [
+        _section("Cohort flow and counts", cohort_section(run)),
+        _section("Table 1. Baseline characteristics", table1_section(run)),
+        _section("Cross-validated results per architecture (Figure 3)", training_section(run)),
+        _section("DL_combined: feature fusion", fusion_section(run)),
+        _section("Performance on the training (out-of-fold) and test sets (Table 2, Figure 4)", evaluation_section(run)),
+        _section("Explainability (Figure 5)", explain_section(run)),
+        _section("Safeguards", safeguards_section(run)),
+        _section("Environment", environment_section(run)),
+    ]
+    doc = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style></head>"
+           f"<body><h1>{html.escape(title)}</h1><p>Run directory: <code>{html.escape(str(run))}</code></p>{''.join(parts)}</body></html>\n")
+    write_text(out, doc)
+    return out

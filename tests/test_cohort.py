@@ -1,0 +1,169 @@
+"""Cohort manifest validation and splits: every bad input is caught with the right message."""
+
+from __future__ import annotations
+
+import json
+
+import av
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from PIL import Image
+
+from ceusfusion.cli import main
+from ceusfusion.cohort import load_cohort, make_split, validate
+from ceusfusion.errors import CeusError
+
+
+def _png(path, arr):
+    Image.fromarray(arr).save(path)
+
+
+def _nii(path, mask2d):
+    sitk.WriteImage(sitk.GetImageFromArray(mask2d[None].astype(np.uint8)), str(path))
+
+
+def _avi(path, n=4, h=24, w=32):
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mjpeg", rate=4)
+        s.width, s.height, s.pix_fmt = w, h, "yuvj420p"
+        for k in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), 40 * k, np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+
+
+@pytest.fixture
+def cohort_dir(tmp_path):
+    """A valid 6-case cohort with stills, masks and videos."""
+    rows = []
+    for i in range(6):
+        img = np.full((24, 32), 100, np.uint8)
+        mask = np.zeros((24, 32), np.uint8)
+        mask[5:15, 8:20] = 1
+        _png(tmp_path / f"c{i}.png", img)
+        _nii(tmp_path / f"c{i}_mask.nii.gz", mask)
+        _avi(tmp_path / f"c{i}.avi")
+        _nii(tmp_path / f"c{i}_vmask.nii.gz", mask)
+        rows.append(dict(case_id=f"c{i}", label=i % 2, split="train" if i < 4 else "test", group=f"p{i}", center="A",
+                         image=f"c{i}.png", image_mask=f"c{i}_mask.nii.gz", video=f"c{i}.avi", video_mask=f"c{i}_vmask.nii.gz", age=50 + i))
+    pd.DataFrame(rows).to_csv(tmp_path / "cohort.csv", index=False)
+    return tmp_path
+
+
+def _edit(cohort_dir, fn):
+    df = pd.read_csv(cohort_dir / "cohort.csv", dtype=str)
+    fn(df)
+    df.to_csv(cohort_dir / "cohort.csv", index=False)
+    return cohort_dir / "cohort.csv"
+
+
+def _lines(path):
+    _, problems = validate(path)
+    return [p.line() for p in problems]
+
+
+def test_valid_cohort_has_no_problems(cohort_dir):
+    assert _lines(cohort_dir / "cohort.csv") == []
+    df = load_cohort(cohort_dir / "cohort.csv")
+    assert df["label"].dtype.kind == "i" and list(df["group"]) == [f"p{i}" for i in range(6)]
+
+
+@pytest.mark.parametrize(
+    "edit, expected",
+    [
+        (lambda d: d.__setitem__("label", ["0", "2", "0", "1", "0", "1"]), "row 2, case c1, column label: label must be 0 or 1, got '2'"),
+        (lambda d: d.loc.__setitem__((3, "case_id"), "c0"), "row 4, case c0, column case_id: duplicate case_id"),
+        (lambda d: d.loc.__setitem__((4, "group"), "p0"), "group 'p0' is in both train and test"),
+        (lambda d: d.__setitem__("label", ["1", "1", "1", "1", "0", "0"]), "the training split holds only one class"),
+        (lambda d: d.loc.__setitem__((2, "label"), np.nan), "row 3, case c2, column label: missing value"),
+        (lambda d: d.loc.__setitem__((1, "image"), "nope.png"), "row 2, case c1, column image: nope.png: file not found"),
+        (lambda d: d.loc.__setitem__((1, "video"), "c1.txt"), "column video: c1.txt: unknown video type"),
+        (lambda d: d.loc.__setitem__((0, "split"), "validation"), "split must be 'train' or 'test'"),
+        (lambda d: d.loc.__setitem__((0, "case_id"), "a/b"), "not filesystem-safe"),
+    ],
+)
+def test_each_bad_input_is_reported(cohort_dir, edit, expected):
+    (cohort_dir / "c1.txt").write_text("not a video")
+    lines = _lines(_edit(cohort_dir, edit))
+    assert any(expected in line for line in lines), lines
+
+
+def test_file_problems(cohort_dir):
+    (cohort_dir / "c0.png").write_bytes(b"")  # zero bytes
+    (cohort_dir / "c1.avi").write_bytes(b"RIFF garbage that is not a video")  # corrupt
+    _nii(cohort_dir / "c2_mask.nii.gz", np.zeros((24, 32), np.uint8))  # empty mask
+    _nii(cohort_dir / "c3_mask.nii.gz", np.ones((20, 32), np.uint8))  # wrong size
+    lines = _lines(cohort_dir / "cohort.csv")
+    assert any("case c0, column image: c0.png: empty file" in line for line in lines), lines
+    assert any("case c1, column video: c1.avi: cannot open video" in line for line in lines), lines
+    assert any("case c2, column image_mask: c2_mask.nii.gz: mask is empty" in line for line in lines), lines
+    assert any("case c3, column image_mask: c3_mask.nii.gz: mask is 32x20 px but the image is 32x24 px" in line for line in lines), lines
+    assert len(lines) == 4  # every problem at once, nothing spurious
+
+
+def test_missing_required_column_and_unreadable_manifest(tmp_path):
+    (tmp_path / "m.csv").write_text("case_id,image\na,x.png\n")
+    assert any("column label: required column is missing" in line for line in _lines(tmp_path / "m.csv"))
+    assert "cohort manifest not found" in _lines(tmp_path / "absent.csv")[0]
+
+
+def test_validate_cli_table_json_and_exit_codes(cohort_dir, capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["validate", str(cohort_dir / "cohort.csv")])
+    assert e.value.code == 0
+    path = _edit(cohort_dir, lambda d: d.__setitem__("label", ["0", "5", "0", "1", "0", "1"]))
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:
+        main(["validate", str(path), "--json"])
+    assert e.value.code == 1
+    out = json.loads(capsys.readouterr().out)
+    assert out["problems"] == [{"row": 2, "case_id": "c1", "column": "label", "problem": "label must be 0 or 1, got '5'"}]
+
+
+def test_load_cohort_raises_one_line(cohort_dir):
+    path = _edit(cohort_dir, lambda d: d.__setitem__("label", ["0", "x", "0", "1", "0", "1"]))
+    with pytest.raises(CeusError, match="1 problem"):
+        load_cohort(path)
+
+
+def _cohort(n=200, seed=1):
+    rng = np.random.default_rng(seed)
+    groups = [f"g{i // 2}" for i in range(n)]  # two cases per patient
+    label = [int(rng.random() < 0.25) for _ in range(n // 2) for _ in range(2)]
+    return pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "label": [str(v) for v in label], "group": groups,
+                         "center": ["A" if i < 150 else "B" for i in range(n)]})
+
+
+def test_split_is_stratified_grouped_and_deterministic():
+    df = _cohort()
+    a = make_split(df, test_fraction=0.3, seed=7)
+    b = make_split(df, test_fraction=0.3, seed=7)
+    assert a["split"].tolist() == b["split"].tolist()
+    assert a["split"].tolist() != make_split(df, test_fraction=0.3, seed=8)["split"].tolist()
+    assert a.groupby("group")["split"].nunique().max() == 1  # no patient on both sides
+    test = a["split"] == "test"
+    assert abs(test.mean() - 0.3) < 0.03
+    lab = a["label"].astype(int)
+    assert abs(lab[test].mean() - lab[~test].mean()) < 0.05  # stratified
+
+
+def test_split_by_center_and_cli(tmp_path):
+    df = _cohort()
+    out = make_split(df, by_center="B")
+    assert set(out.loc[out["center"] == "B", "split"]) == {"test"} and set(out.loc[out["center"] == "A", "split"]) == {"train"}
+    with pytest.raises(CeusError, match="centre 'C' not in the manifest"):
+        make_split(df, by_center="C")
+    df.to_csv(tmp_path / "c.csv", index=False)
+    main_args = ["split", str(tmp_path / "c.csv"), "--test-fraction", "0.3", "--seed", "3"]
+    with pytest.raises(SystemExit) as e:
+        main(main_args)
+    assert e.value.code == 0
+    written = pd.read_csv(tmp_path / "c.split.csv")
+    assert set(written["split"]) == {"train", "test"}
+    with pytest.raises(SystemExit) as e:  # never overwrite what exists without --force
+        main(main_args)
+    assert e.value.code == 2
