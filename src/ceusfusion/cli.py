@@ -104,11 +104,176 @@ def synth(
 
 # ----------------------------------------------------------------------------- ingestion (issue 3)
 
+
+@app.command()
+def prepare(
+    cohort: Path = typer.Argument(..., help="Cohort manifest CSV."),
+    out: Path = typer.Option(..., "--out", help="Run directory (writes RUN/cohort.csv and RUN/prepared/)."),
+    size: int = typer.Option(256, help="Side S of the square ROI arrays."),
+    frames: int = typer.Option(5, help="Keyframes per video."),
+    period: float = typer.Option(2.0, help="Seconds between sampled frames."),
+    policy: str = typer.Option("study", help="Keyframe policy: study, uniform or peak."),
+    margin: float = typer.Option(0.1, help="Margin around the mask's box, as a share of its larger side."),
+    crop: Optional[str] = typer.Option(None, help="Fixed crop X,Y,W,H (pixels) for cases without a mask (default: whole frame)."),
+    color: str = typer.Option("auto", help="Video colour: auto, gray or rgb."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first failing case (exit 2)."),
+    tic_plots: bool = typer.Option(False, "--tic-plots", help="Write a time-intensity curve plot per case with a video mask."),
+):
+    """Keyframes, ROI crops, perfusion parameters and contact sheets into RUN/prepared/; exit 1 if some case failed."""
+    from .preprocess import PrepareParams, prepare as run_prepare
+
+    box = None
+    if crop:
+        try:
+            box = tuple(int(v) for v in crop.split(","))
+        except ValueError:
+            raise CeusError(f"--crop must be X,Y,W,H integers, got {crop!r}") from None
+    params = PrepareParams(size=size, frames=frames, period=period, policy=policy, margin=margin, crop=box, color=color, tic_plots=tic_plots)
+
+    def show(case_id, file, problem):
+        where = f" ({file})" if file else ""
+        err_console.print(f"[red]failed[/red] case {case_id}{where}: {problem}", highlight=False, soft_wrap=True)
+
+    res = run_prepare(cohort, out, params, workers=workers, strict=strict, progress=sys.stderr.isatty(), on_failure=show)
+    console.print(f"prepared {res.n_ok}/{res.n_cases} cases ({res.n_skipped} unchanged, skipped) in {res.run / 'prepared'}; {len(res.failures)} failed")
+    raise typer.Exit(1 if len(res.failures) else 0)
+
 # ----------------------------------------------------------------------------- training (issue 4)
+
+
+@app.command()
+def train(
+    run: Path = typer.Option(..., "--run", help="Run directory (with prepared/)."),
+    modality: Optional[str] = typer.Option(None, "--modality", help="image or video."),
+    arch: str = typer.Option("resnet18", "--arch", help="densenet121|169|201, resnet18|34, efficientnet_b0, convnext_tiny."),
+    input_mode: Optional[str] = typer.Option(None, "--input", help="single (image), stack or temporal (video)."),
+    weights: str = typer.Option("imagenet", "--weights", help="imagenet, none, or a state-dict file."),
+    require_weights: bool = typer.Option(False, "--require-weights", help="Fail instead of falling back to random init."),
+    epochs: int = typer.Option(30, "--epochs"),
+    folds: int = typer.Option(5, "--folds", help="Cross-validation folds inside the training split."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Global batch size (split over DDP processes)."),
+    lr: float = typer.Option(3e-4, "--lr"),
+    patience: int = typer.Option(8, "--patience", help="Early stopping: epochs without a better fold-validation AUC."),
+    size: Optional[int] = typer.Option(None, "--size", help="Resize cached arrays to this side first."),
+    crop: int = typer.Option(224, "--crop", help="Random (train) / centre (eval) crop side."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (default DL_<modality>_<arch>[_temporal])."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing model of this name."),
+    freeze_bn: bool = typer.Option(False, "--freeze-bn", help="Keep BatchNorm statistics fixed (small batches)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    summary: bool = typer.Option(False, "--summary", help="Only rank the trained models by mean CV AUC."),
+):
+    """Cross-validated training of a DL_image / DL_video model; writes models/<name>/ and predictions/<name>.csv."""
+    from .train import TrainConfig, rank_models, train as run_train
+
+    if summary:
+        df = rank_models(run, modality)
+        table = Table(title=f"models in {run} ranked by mean CV AUC (training split only)")
+        for col in df.columns:
+            table.add_column(col)
+        for row in df.itertuples(index=False):
+            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
+        console.print(table)
+        return
+    if modality is None:
+        raise CeusError("--modality image|video is required (or pass --summary)")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    cfg = TrainConfig(modality=modality, arch=arch, input_mode=input_mode, weights=weights, require_weights=require_weights,
+                      epochs=epochs, folds=folds, batch_size=batch_size, lr=lr, patience=patience, size=size, crop=crop,
+                      seed=seed, device=device, name=name, freeze_bn=freeze_bn)
+    res = run_train(run, cfg, resume=resume, overwrite=overwrite, progress=not no_progress)
+    if res is not None and res.get("rank", 0) == 0:
+        console.print(f"{res['name']}: mean CV AUC {res['cv_auc_mean']:.3f} ± {res['cv_auc_std']:.3f} "
+                      f"over {res['folds']} folds (weights: {res['weights_used']})")
 
 # ----------------------------------------------------------------------------- statistics (issue 5)
 
+
+@app.command()
+def evaluate(
+    predictions: List[Path] = typer.Argument(..., help="Predictions CSVs (case_id,set,fold,y,prob; model = file stem) or one wide CSV (y, [set], one column per model)."),
+    out: Path = typer.Option(..., "--out", help="Output folder (metrics.json, table2.csv, comparisons.csv, dca.csv, figures/)."),
+    conf_level: float = typer.Option(0.95, "--conf-level", help="Confidence level of every interval."),
+    bootstrap: int = typer.Option(0, "--bootstrap", help="Stratified bootstrap replicates for the metric CIs (0: Wilson intervals)."),
+    seed: int = typer.Option(0, help="Seed of the bootstrap."),
+    no_figures: bool = typer.Option(False, "--no-figures", help="Skip the ROC, calibration and DCA figures."),
+):
+    """AUC with DeLong CI, Youden thresholds carried from train to test, calibration, DCA, DeLong tests."""
+    from .evaluate import evaluate as run_evaluate
+
+    ci = "bootstrap" if bootstrap > 0 else "wilson"
+    m = run_evaluate(predictions, out, conf_level=conf_level, ci=ci, n_boot=bootstrap or 2000, seed=seed, figures=not no_figures)
+    table = Table(title=f"evaluation written to {out}")
+    for col in ("set", "model", "AUC (95% CI)", "threshold", "sens", "spec"):
+        table.add_column(col)
+    for s, block in m["sets"].items():
+        for name, r in block["models"].items():
+            lo, hi = r["auc_ci"]
+            ci_txt = f"{lo:.3f}-{hi:.3f}" if lo is not None else "n/a"
+            table.add_row(s, name, f"{r['auc']:.3f} ({ci_txt})", f"{r['threshold']} ({r['threshold_source']})" if isinstance(r["threshold"], str) else f"{r['threshold']:.4g} ({r['threshold_source']})",
+                          "NA" if r["sensitivity"] is None else f"{r['sensitivity']:.3f}", "NA" if r["specificity"] is None else f"{r['specificity']:.3f}")
+    console.print(table)
+
+
+@app.command()
+def table1(
+    cohort: Path = typer.Argument(..., help="Cohort CSV with label, split and clinical columns."),
+    out: Path = typer.Option(..., "--out", help="Output CSV."),
+    columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated clinical columns (default: every non-schema column)."),
+):
+    """Baseline characteristics per class within each set, with the right test per variable."""
+    from .cohort import read_manifest
+    from .fsutil import write_csv
+    from .stats.table1 import table1 as make_table1
+
+    cols = [c.strip() for c in columns.split(",")] if columns else None
+    t = make_table1(read_manifest(cohort), columns=cols)
+    write_csv(out, t)
+    console.print(f"wrote {out}: {len(t)} rows")
+
 # ----------------------------------------------------------------------------- fusion (issue 6)
+
+
+@app.command()
+def fuse(
+    files: Optional[List[Path]] = typer.Argument(None, help="Features parquet files (same as --features)."),
+    features: Optional[List[Path]] = typer.Option(None, "--features", help="Features parquet file(s): --features A.parquet B.parquet, or repeat the option."),
+    out: Path = typer.Option(..., "--out", help="Output folder (predictions/, figures/, CSVs, fusion.json)."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort manifest: clinical covariates and patient groups."),
+    clinical: Optional[List[str]] = typer.Option(None, "--clinical", help="Clinical column(s) of the cohort, comma-separated or repeated: --clinical age,size_mm,margin."),
+    perfusion: Optional[Path] = typer.Option(None, "--perfusion", help="CEUS perfusion parameters CSV (case_id + numeric columns)."),
+    classifiers: str = typer.Option("lr,svm,knn,rf,et,xgb,lgbm,mlp", "--classifiers", help="Classifier families to compare."),
+    folds: int = typer.Option(5, "--folds", help="Outer CV folds on the training set."),
+    inner_folds: int = typer.Option(5, "--inner-folds", help="Inner CV folds (LASSO penalty, hyperparameters)."),
+    seed: int = typer.Option(0, "--seed", help="Random seed for every split and model."),
+    one_se: bool = typer.Option(False, "--one-se", help="Use the 1-SE rule for the LASSO penalty (sparser)."),
+    n_cs: int = typer.Option(20, "--n-cs", help="Number of LASSO penalties on the CV grid."),
+    fallback_k: int = typer.Option(10, "--fallback-k", help="Features kept if LASSO keeps none."),
+    fast: bool = typer.Option(False, "--fast", help="Tiny grids and few trees (smoke tests)."),
+    drop_missing: bool = typer.Option(False, "--drop-missing", help="Keep only cases present in every features file."),
+    name: str = typer.Option("DL_combined", "--name", help="Model name: predictions/<name>.csv."),
+):
+    """DL_combined: scaler → LASSO → best classifier family by CV AUC; the test set is scored once."""
+    from .fusion import FusionConfig, fuse as run_fuse, parse_families
+
+    paths = list(features or []) + list(files or [])
+    clin = [c.strip() for item in (clinical or []) for c in item.split(",") if c.strip()]
+    cfg = FusionConfig(classifiers=parse_families(classifiers), folds=folds, inner_folds=inner_folds, seed=seed,
+                       one_se=one_se, n_cs=n_cs, fallback_k=fallback_k, fast=fast, name=name)
+    res = run_fuse(paths, out, cohort=cohort, clinical=clin, perfusion=perfusion, drop_missing=drop_missing, cfg=cfg)
+    s = res.summary
+    console.print(f"chosen {s['chosen_classifier']} (mean CV AUC {s['cv_auc_mean']:.3f}); "
+                  f"LASSO kept {s['lasso']['n_selected']} of {s['lasso']['n_features_in']} features at C={s['lasso']['C']:.3g}")
+    if s["lasso"]["fallback"]:
+        console.print(f"[yellow]note:[/yellow] {s['lasso']['fallback_note']}")
+    console.print(f"wrote {Path(out) / 'predictions' / (name + '.csv')} and {out}/fusion.json")
 
 # ----------------------------------------------------------------------------- explain (issue 7)
 

@@ -1,0 +1,274 @@
+"""Evaluate prediction files: metrics.json, Table 2, DeLong comparisons, figures.
+
+Input is either predictions CSVs (``case_id, set, fold, y, prob``; the model
+name is the file stem) or one wide CSV (``y``, optional ``set`` and
+``case_id``, one column per model). Thresholds are Youden-optimal on a
+model's training rows and carried unchanged to every other set
+(``threshold_source = "train"``); a model without training rows gets the
+Youden threshold of the set itself (``"self"``). In metrics.json NaN is
+written as null and infinite thresholds as "Infinity"/"-Infinity".
+"""
+
+from __future__ import annotations
+
+import math
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import CeusError
+from .fsutil import write_csv, write_json
+
+PRED_COLUMNS = ("case_id", "set", "fold", "y", "prob")
+SET_ORDER = ("train", "test")
+
+
+def read_csv_exact(path, **kwargs) -> pd.DataFrame:
+    """Read a CSV with correctly rounded floats (pandas < 3 needs float_precision="round_trip")."""
+    if int(pd.__version__.split(".")[0]) < 3:
+        kwargs.setdefault("float_precision", "round_trip")
+    try:
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise CeusError(f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CeusError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
+
+
+def _lines(mask: pd.Series) -> str:
+    lines = (np.flatnonzero(mask.to_numpy()) + 2).tolist()  # header is line 1
+    return ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
+
+
+def _check_column(df: pd.DataFrame, col: str, path, numeric: bool = True) -> pd.Series:
+    s = pd.to_numeric(df[col], errors="coerce") if numeric else df[col]
+    bad = s.isna() | (np.isinf(s) if numeric else False)
+    if bad.any():
+        raise CeusError(f"{path}: missing or non-numeric values in column {col!r} at lines {_lines(bad)}")
+    return s
+
+
+def _check_y(y: pd.Series, path) -> pd.Series:
+    bad = ~y.isin([0, 1])
+    if bad.any():
+        raise CeusError(f"{path}: column 'y' must be 0 or 1; lines {_lines(bad)} are not")
+    return y.astype(int)
+
+
+def load_predictions(paths: list[str | Path]) -> pd.DataFrame:
+    """Long table: model, case_id, set, y, prob (one row per model and patient)."""
+    if not paths:
+        raise CeusError("no prediction files given")
+    frames = []
+    for path in map(Path, paths):
+        df = read_csv_exact(path)
+        df.columns = [str(c).strip() for c in df.columns]
+        if "y" not in df.columns:
+            raise CeusError(f"{path}: no 'y' column (expected case_id, set, fold, y, prob or a wide table with y)")
+        frames.extend(_predictions(df, path) if "prob" in df.columns else _wide(df, path))
+    out = pd.concat(frames, ignore_index=True)
+    names = [f["model"].iloc[0] for f in frames]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise CeusError(f"model name(s) {dup} given twice; rename one of the files/columns")
+    return out
+
+
+def _predictions(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
+    if "case_id" not in df.columns:
+        raise CeusError(f"{path}: no 'case_id' column")
+    y = _check_y(_check_column(df, "y", path), path)
+    prob = _check_column(df, "prob", path)
+    case = _check_column(df, "case_id", path, numeric=False).astype(str)
+    sets = df["set"].astype(str).str.strip() if "set" in df.columns else pd.Series("all", index=df.index)
+    if "set" in df.columns:
+        _check_column(df, "set", path, numeric=False)
+    dup = pd.Series(list(zip(case, sets))).duplicated(keep=False)
+    if dup.any():
+        raise CeusError(f"{path}: case_id repeated within a set at lines {_lines(dup)}")
+    return [pd.DataFrame({"model": path.stem, "case_id": case, "set": sets, "y": y, "prob": prob.astype(float), "file": str(path)})]
+
+
+def _wide(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
+    y = _check_y(_check_column(df, "y", path), path)
+    sets = df["set"].astype(str).str.strip() if "set" in df.columns else pd.Series("all", index=df.index)
+    case = df["case_id"].astype(str) if "case_id" in df.columns else pd.Series([f"row{i + 1}" for i in range(len(df))])
+    models = [c for c in df.columns if c not in ("y", "set", "case_id", "fold")]
+    if not models:
+        raise CeusError(f"{path}: no model columns besides y/set/case_id")
+    return [pd.DataFrame({"model": m, "case_id": case, "set": sets, "y": y, "prob": _check_column(df, m, path).astype(float),
+                          "file": str(path)}) for m in models]
+
+
+def _set_order(sets) -> list[str]:
+    sets = list(dict.fromkeys(sets))
+    return [s for s in SET_ORDER if s in sets] + sorted(s for s in sets if s not in SET_ORDER)
+
+
+def _where(d: pd.DataFrame, s: str) -> str:
+    return f"model {d['model'].iloc[0]} ({d['file'].iloc[0]}), set {s!r}"
+
+
+def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wilson", n_boot: int = 2000,
+                   seed: int = 0) -> tuple[dict, dict]:
+    """Compute everything. Returns (metrics in the DESIGN.md schema, curves for tables/figures)."""
+    from .stats import auc_ci, calibration_summary, decision_curves, metrics_at, roc_curve, youden
+    from .stats.calibration import binned_curve, smooth_curve
+
+    models = list(dict.fromkeys(pred["model"]))
+    sets = _set_order(pred["set"])
+    out = {"conf_level": conf_level, "ci_method": ci, "threshold_rule": "score >= threshold is positive",
+           "threshold_method": "youden", "sets": {}}
+    curves = {"roc": {}, "calibration": {}, "dca": {}}
+    for s in sets:
+        sub = pred[pred["set"] == s]
+        cases = sub.drop_duplicates("case_id")
+        block = {"n": int(len(cases)), "n_pos": int(cases["y"].sum()), "models": {}, "comparisons": []}
+        rocs, cals, scores = [], [], {}
+        for m in models:
+            d = sub[sub["model"] == m]
+            if d.empty:
+                continue
+            y, p = d["y"].to_numpy(), d["prob"].to_numpy()
+            try:
+                a = auc_ci(y, p, conf_level)
+                train = pred[(pred["model"] == m) & (pred["set"] == "train")]
+                if len(train):
+                    thr, source = youden(train["y"].to_numpy(), train["prob"].to_numpy()).threshold, "train"
+                else:
+                    thr, source = youden(y, p).threshold, "self"
+            except CeusError as exc:
+                raise CeusError(f"{_where(d, s)}: {exc}") from None
+            mt = metrics_at(y, p, thr, conf_level, ci=ci, n_boot=n_boot, seed=seed)
+            r = {"n": int(len(d)), "n_pos": int(y.sum()), "auc": a.auc, "auc_ci": list(a.ci), "auc_se": a.se,
+                 "auc_ci_defined": a.ci_defined, "auc_note": a.note, "threshold": thr, "threshold_source": source}
+            r.update(mt)
+            is_prob = bool(np.all((p >= 0) & (p <= 1)))
+            if is_prob:
+                cs = calibration_summary(y, p)
+                r.update(cs)
+                cals.append({"name": m, "binned": binned_curve(y, p), "smooth": smooth_curve(y, p)})
+            else:
+                r.update(brier=None, calibration_intercept=None, calibration_slope=None,
+                         hosmer_lemeshow={"chi2": None, "df": None, "p": None, "note": "scores are not probabilities"})
+            block["models"][m] = r
+            rc = roc_curve(y, p)
+            rocs.append({"name": m, "fpr": 1 - rc.specificity, "tpr": rc.sensitivity, "auc": a.auc,
+                         "ci": a.ci if a.ci_defined else None})
+            if is_prob:
+                scores[m] = d
+        block["comparisons"] = _comparisons(sub, [m for m in models if m in block["models"]], conf_level)
+        if scores:
+            curves["dca"][s] = _dca(scores, decision_curves)
+        curves["roc"][s], curves["calibration"][s] = rocs, cals
+        out["sets"][s] = block
+    return out, curves
+
+
+def _dca(scores: dict, decision_curves) -> pd.DataFrame:
+    """Decision curves on the patients shared by all probability models of the set."""
+    names = list(scores)
+    base = scores[names[0]][["case_id", "y"]]
+    for m in names[1:]:
+        base = base.merge(scores[m][["case_id"]], on="case_id")
+    cols = {m: base[["case_id"]].merge(scores[m][["case_id", "prob"]], on="case_id")["prob"].to_numpy() for m in names}
+    return decision_curves(base["y"].to_numpy(), cols)
+
+
+def _comparisons(sub: pd.DataFrame, models: list[str], conf_level: float) -> list[dict]:
+    from .stats import delong_test, delong_test_unpaired
+
+    res = []
+    for a, b in combinations(models, 2):
+        da, db = sub[sub["model"] == a], sub[sub["model"] == b]
+        paired = set(da["case_id"]) == set(db["case_id"])
+        if paired:
+            mm = da.merge(db, on="case_id", suffixes=("_a", "_b"))
+            bad = mm["y_a"] != mm["y_b"]
+            if bad.any():
+                raise CeusError(f"models {a} and {b} disagree on y for case(s) {mm.loc[bad, 'case_id'].tolist()[:10]}")
+            t = delong_test(mm["y_a"].to_numpy(), mm["prob_a"].to_numpy(), mm["prob_b"].to_numpy(), conf_level)
+        else:
+            t = delong_test_unpaired(da["y"].to_numpy(), da["prob"].to_numpy(), db["y"].to_numpy(), db["prob"].to_numpy(), conf_level)
+        res.append({"a": a, "b": b, "method": "delong", "z": t.z, "p": t.p, "paired": paired, "auc_a": t.auc_a,
+                    "auc_b": t.auc_b, "diff": t.diff, "diff_ci": list(t.diff_ci), "note": t.note})
+    return res
+
+
+def _json_safe(o):
+    if isinstance(o, dict):
+        return {k: _json_safe(v) for k, v in o.items()}
+    if isinstance(o, (list, tuple)):
+        return [_json_safe(v) for v in o]
+    if isinstance(o, (float, np.floating)):
+        o = float(o)
+        if math.isnan(o):
+            return None
+        if math.isinf(o):
+            return "Infinity" if o > 0 else "-Infinity"
+        return o
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    return o
+
+
+def _fmt(v, nd=3) -> str:
+    return "NA" if v is None or not np.isfinite(v) else f"{v:.{nd}f}"
+
+
+def table2(metrics: dict) -> pd.DataFrame:
+    """The reference study's Table 2: model, AUC (95% CI), sens, spec, PPV, NPV, accuracy, cohort."""
+    rows = []
+    for s, block in metrics["sets"].items():
+        for m, r in block["models"].items():
+            lo, hi = r["auc_ci"]
+            auc = f"{_fmt(r['auc'])} ({_fmt(lo)} - {_fmt(hi)})" if r["auc_ci_defined"] else f"{_fmt(r['auc'])} (NA)"
+            rows.append({"model": m, "AUC (95% CI)": auc, "sensitivity": _fmt(r["sensitivity"]),
+                         "specificity": _fmt(r["specificity"]), "PPV": _fmt(r["ppv"]), "NPV": _fmt(r["npv"]),
+                         "accuracy": _fmt(r["accuracy"]), "cohort": s.capitalize()})
+    return pd.DataFrame(rows, columns=["model", "AUC (95% CI)", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "cohort"])
+
+
+def comparisons_table(metrics: dict) -> pd.DataFrame:
+    rows = []
+    for s, block in metrics["sets"].items():
+        for c in block["comparisons"]:
+            rows.append({"set": s, "a": c["a"], "b": c["b"], "method": c["method"], "paired": c["paired"],
+                         "auc_a": c["auc_a"], "auc_b": c["auc_b"], "diff": c["diff"], "diff_ci_lower": c["diff_ci"][0],
+                         "diff_ci_upper": c["diff_ci"][1], "z": c["z"], "p": c["p"], "note": c["note"]})
+    return pd.DataFrame(rows, columns=["set", "a", "b", "method", "paired", "auc_a", "auc_b", "diff", "diff_ci_lower",
+                                       "diff_ci_upper", "z", "p", "note"])
+
+
+def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95, ci: str = "wilson",
+             n_boot: int = 2000, seed: int = 0, figures: bool = True) -> dict:
+    """Read prediction files, compute everything, write metrics.json, tables and figures to ``out``."""
+    out = Path(out)
+    pred = load_predictions(paths)
+    metrics, curves = evaluate_frame(pred, conf_level, ci, n_boot, seed)
+    metrics["inputs"] = [str(p) for p in paths]
+    metrics = _json_safe(metrics)
+    write_csv(out / "table2.csv", table2(metrics))
+    write_csv(out / "comparisons.csv", comparisons_table(metrics))
+    dca = [d.assign(set=s) for s, d in curves["dca"].items()]
+    if dca:
+        write_csv(out / "dca.csv", pd.concat(dca, ignore_index=True)[["set", "model", "threshold", "net_benefit", "tp", "fp"]])
+    if figures:
+        _figures(curves, out / "figures")
+    write_json(out / "metrics.json", metrics)  # last: its presence marks a complete evaluation
+    return metrics
+
+
+def _figures(curves: dict, folder: Path) -> None:
+    from .report.figures import calibration_figure, dca_figure, roc_figure, save_figure
+
+    for s, rocs in curves["roc"].items():
+        save_figure(roc_figure(rocs, f"ROC, {s} set"), folder / f"roc_{s}")
+        if curves["calibration"].get(s):
+            save_figure(calibration_figure(curves["calibration"][s], f"Calibration, {s} set"), folder / f"calibration_{s}")
+        if s in curves["dca"]:
+            save_figure(dca_figure(curves["dca"][s], f"Decision curves, {s} set"), folder / f"dca_{s}")
