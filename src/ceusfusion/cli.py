@@ -90,15 +90,17 @@ def synth(
     n: int = typer.Option(396, help="Number of patients."),
     seed: int = typer.Option(0, help="Random seed."),
     size: int = typer.Option(192, help="Video frame size in pixels."),
-    fps: float = typer.Option(6.0, help="Video frame rate."),
+    fps: float = typer.Option(4.0, help="Video frame rate."),
     duration: Optional[float] = typer.Option(None, help="Fixed video duration in seconds (default: 20-60 s per patient)."),
+    still_size: Optional[int] = typer.Option(None, "--still-size", help="B-mode still size in pixels (default: 4/3 of --size)."),
     workers: int = typer.Option(2, help="Worker processes."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out."),
 ):
     """Write a synthetic cohort that looks, file by file, like a hospital export."""
     from .synth import SynthConfig, generate
 
-    cfg = SynthConfig(n=n, seed=seed, size=size, fps=fps, duration=duration)
-    path = generate(out, cfg, workers=workers)
+    cfg = SynthConfig(n=n, seed=seed, size=size, fps=fps, duration=duration, still_size=still_size)
+    path = generate(out, cfg, workers=workers, overwrite=overwrite)
     console.print(f"wrote {path}")
 
 
@@ -241,6 +243,22 @@ def table1(
 # ----------------------------------------------------------------------------- fusion (issue 6)
 
 
+@app.command("features")
+def features_cmd(
+    model: Path = typer.Option(..., "--model", help="Trained model folder RUN/models/NAME."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output parquet (default RUN/features/NAME.parquet)."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Graph node to pool (default: the penultimate vector feeding the head)."),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+):
+    """Deep features for fusion: out-of-fold for training cases, mean over fold models for test cases."""
+    from .features import features as run_features
+
+    path, meta = run_features(model, out, layer=layer, batch_size=batch_size, device=device)
+    console.print(f"wrote {path}: {meta['n_train']} train (out-of-fold) + {meta['n_test']} test cases, "
+                  f"{meta['feature_dim']} features from {meta['layer']} ({meta['extractor']})")
+
+
 @app.command()
 def fuse(
     files: Optional[List[Path]] = typer.Argument(None, help="Features parquet files (same as --features)."),
@@ -281,11 +299,29 @@ def fuse(
 
 
 @app.command()
-def demo(out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory.")):
-    """Synthetic cohort → validate; says what it made (grows into the full study)."""
+def study(
+    config: Path = typer.Argument(..., help="Study YAML (see `ceusfusion study --template`)."),
+    force: Optional[List[str]] = typer.Option(None, "--force", help="Redo this stage and those after it (repeatable)."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+):
+    """Run the whole study: validate, prepare, train, select, features, fuse, evaluate, explain, report."""
+    from .study import run_study
+
+    report = run_study(config, force=force, console=console, progress=not no_progress and sys.stderr.isatty())
+    console.print(f"report: {report}")
+
+
+@app.command()
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
+    full: bool = typer.Option(False, "--full", help="The reference protocol (5 architectures, 224 px, 5 folds): for a GPU."),
+    n: int = typer.Option(396, "--n", help="Synthetic patients."),
+    seed: int = typer.Option(0, "--seed"),
+):
+    """Synthetic cohort → full study → report, with CPU-friendly settings; prints Table 2 and where the report is."""
     from .demo import run_demo
 
-    run_demo(out, console)
+    run_demo(out, console, n=n, seed=seed, full=full, progress=sys.stderr.isatty())
 
 
 def main(argv: Optional[List[str]] = None) -> None:

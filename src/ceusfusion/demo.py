@@ -1,4 +1,9 @@
-"""`ceusfusion demo`: the synthetic cohort, then the study on it."""
+"""`ceusfusion demo`: the synthetic cohort, then the whole study on it, then the report.
+
+The default settings are sized for a 2-core laptop CPU (two architectures,
+small images, a few epochs, 3 folds); ``full=True`` runs the reference
+study's protocol (five architectures, 224 px, 5 folds) and wants a GPU.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,33 @@ import time
 from pathlib import Path
 
 from rich.console import Console
+from rich.table import Table
 
-from .cohort import validate
 from .errors import CeusError
 
 
-def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0) -> Path:
-    """Generate (or reuse) the synthetic cohort under OUT/data and validate it."""
+def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False) -> dict:
+    """The study config the demo runs (also a template for users: `ceusfusion study --template`)."""
+    if full:
+        return {"cohort": str(cohort), "out": str(out), "title": "ceusfusion demo (reference protocol)",
+                "prepare": {"size": 256}, "train": {"epochs": 30, "folds": 5, "crop": 224}}
+    if quick:  # the integration test: seconds, not minutes
+        return {"cohort": str(cohort), "out": str(out), "title": "ceusfusion demo (tiny)",
+                "prepare": {"size": 40, "workers": 1},
+                "train": {"archs": ["resnet18"], "epochs": 1, "folds": 2, "crop": 32, "batch_size": 8, "weights": "none"},
+                "fusion": {"classifiers": ["lr", "knn"], "folds": 2, "fast": True},
+                "explain": {"per_class": 1}}
+    return {"cohort": str(cohort), "out": str(out), "title": "ceusfusion demo (synthetic cohort, CPU settings)",
+            "prepare": {"size": 72, "workers": 2},
+            "train": {"archs": ["resnet18", "densenet121"], "epochs": 4, "folds": 3, "crop": 64, "batch_size": 32, "lr": 1e-3, "patience": 4},
+            "fusion": {"classifiers": ["lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp"], "folds": 3, "fast": True},
+            "explain": {"per_class": 2}}
+
+
+def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0, full: bool = False, quick: bool = False,
+             synth_size: int | None = None, progress: bool = True) -> Path:
+    """Generate (or reuse) the synthetic cohort under OUT/data, run the study in OUT, print Table 2."""
+    from .study import parse_config, run_study
     from .synth import SynthConfig, generate
 
     out = Path(out)
@@ -23,11 +48,24 @@ def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0) -> Path:
         console.print(f"reusing the synthetic cohort in {data}")
     else:
         console.print(f"generating a synthetic cohort of {n} patients in {data} ...")
-        generate(data, SynthConfig(n=n, seed=seed), workers=2)
-    df, problems = validate(cohort)
-    if problems:
-        raise CeusError(f"{cohort}: the synthetic cohort failed validation: {problems[0].line()}")
-    n_train = int((df["split"] == "train").sum())
-    console.print(f"cohort: {cohort} — {len(df)} patients, {n_train} train / {len(df) - n_train} test, "
-                  f"{int(df['label'].astype(int).sum())} positive; validated in {time.perf_counter() - t0:.0f} s")
-    return cohort
+        kw = {"size": synth_size} if synth_size else {}
+        if quick:
+            kw.update(size=synth_size or 48, fps=2.0, duration=12.0)
+        generate(data, SynthConfig(n=n, seed=seed, **kw), workers=2)
+    cfg = parse_config(dict(demo_config(out, cohort, full=full, quick=quick), seed=seed), source="demo")
+    report = run_study(cfg, console=console, progress=progress)
+    table2 = out / "evaluation" / "table2.csv"
+    if not table2.is_file():
+        raise CeusError(f"the demo finished without {table2}")
+    import pandas as pd
+
+    df = pd.read_csv(table2)
+    t = Table(title="Table 2 (synthetic cohort): AUC with DeLong 95% CI; thresholds from the training set")
+    for col in df.columns:
+        t.add_column(str(col))
+    for row in df.itertuples(index=False):
+        t.add_row(*[str(v) for v in row])
+    console.print(t)
+    console.print(f"report: {report.resolve()}\nrun directory: {out.resolve()} (cohort.csv, prepared/, models/, predictions/, "
+                  f"features/, fusion/, evaluation/, explain/, manifest.json)\ntotal {time.perf_counter() - t0:.0f} s")
+    return report
