@@ -352,7 +352,7 @@ class Study:
         from .fsutil import write_bytes
 
         write_bytes(self.run / "predictions" / f"{cfg.name}.csv", src.read_bytes())
-        return {"chosen": res.summary.get("chosen")}
+        return {"chosen": res.summary.get("chosen_family")}
 
     def _evaluate(self) -> dict:
         from .cohort import clinical_columns, read_manifest

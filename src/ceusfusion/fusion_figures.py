@@ -1,0 +1,94 @@
+"""Figures of the fusion stage: LASSO path, penalty CV curve, feature weights, CV AUC per family.
+
+The first three are panel III of the reference study's Figure 2; all are drawn
+from the final LASSO fit on the training rows and the outer-CV results.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, folder: Path, stem: str, paths: dict) -> None:
+    from .fsutil import savefig
+
+    for ext in ("png", "svg"):
+        p = folder / f"{stem}.{ext}"
+        savefig(fig, p, dpi=150) if ext == "png" else savefig(fig, p)
+        paths[f"{stem}_{ext}"] = p
+
+
+def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
+    """Write the four fusion figures as PNG and SVG; return their paths."""
+    plt = _plt()
+    folder = Path(folder)
+    model = result.model
+    lasso = model.named_steps["lasso"]
+    names = np.asarray(model[:-2].get_feature_names_out())
+    logc = np.log10(lasso.Cs_)
+    paths: dict[str, Path] = {}
+
+    # LASSO coefficient path: one line per feature that is ever non-zero.
+    fig, ax = plt.subplots(figsize=(6, 4))
+    path = lasso.path_ if lasso.path_ is not None else np.zeros((len(logc), len(names)))
+    active = np.flatnonzero(np.any(path != 0, axis=0))
+    for j in active:
+        ax.plot(logc, path[:, j], lw=0.8, color="C0" if lasso.support_[j] else "0.7")
+    ax.axvline(np.log10(lasso.C_), color="k", ls="--", lw=1, label=f"chosen C = {lasso.C_:.3g}")
+    ax.axhline(0, color="0.5", lw=0.5)
+    ax.set(xlabel="log10(C)  (larger C = weaker penalty)", ylabel="coefficient (standardised)",
+           title=f"LASSO path ({len(active)} features ever non-zero)")
+    ax.legend(frameon=False, fontsize=8)
+    _save(fig, folder, "lasso_path", paths)
+    plt.close(fig)
+
+    # CV curve of the penalty: mean AUC ± SE, chosen and 1-SE C marked.
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.errorbar(logc, lasso.cv_mean_, yerr=lasso.cv_se_, fmt="o-", ms=3, lw=1, capsize=2, color="C3")
+    ax.axvline(np.log10(lasso.C_best_), color="k", ls="--", lw=1, label=f"best C = {lasso.C_best_:.3g}")
+    ax.axvline(np.log10(lasso.C_1se_), color="k", ls=":", lw=1, label=f"1-SE C = {lasso.C_1se_:.3g}")
+    ax.set(xlabel="log10(C)", ylabel="inner-CV AUC (mean ± SE)",
+           title="LASSO penalty by cross-validation" + (" (1-SE rule used)" if lasso.C_ == lasso.C_1se_ != lasso.C_best_ else ""))
+    ax.legend(frameon=False, fontsize=8)
+    _save(fig, folder, "lasso_cv", paths)
+    plt.close(fig)
+
+    # Feature weights: the kept features' coefficients, strongest first.
+    sel = result.selected[result.selected["selected"]].head(top)
+    fig, ax = plt.subplots(figsize=(6, max(2.0, 0.25 * len(sel) + 1)))
+    vals = sel["coefficient"].to_numpy()[::-1]
+    ax.barh(np.arange(len(sel)), vals, color=np.where(vals >= 0, "C3", "C0"))
+    ax.set_yticks(np.arange(len(sel)), sel["feature"].to_numpy()[::-1], fontsize=7)
+    ax.axvline(0, color="0.3", lw=0.5)
+    n_sel = int(result.selected["selected"].sum())
+    more = f", top {len(sel)} shown" if n_sel > len(sel) else ""
+    ax.set(xlabel="LASSO coefficient (standardised)", title=f"Feature weights ({n_sel} selected{more})")
+    _save(fig, folder, "feature_weights", paths)
+    plt.close(fig)
+
+    # CV AUC per classifier family: per-fold points, mean ± SD.
+    cv = result.cv_results
+    fold_cols = [c for c in cv.columns if c.startswith("auc_fold")]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    x = np.arange(len(cv))
+    colors = ["C2" if c else "C0" for c in cv["chosen"]]
+    ax.bar(x, cv["mean_auc"], yerr=cv["sd_auc"], color=colors, alpha=0.7, capsize=3)
+    for i, row in enumerate(cv[fold_cols].to_numpy()):
+        ax.plot(np.full(len(row), i), row, "k.", ms=3)
+    ax.axhline(0.5, color="0.5", ls=":", lw=1)
+    ax.set_xticks(x, cv["classifier"], rotation=30, ha="right")
+    ax.set(ylabel="outer-CV AUC (mean ± SD)", ylim=(0, 1), title="Classifier families (chosen in green)")
+    _save(fig, folder, "cv_auc", paths)
+    plt.close(fig)
+    return paths
