@@ -195,6 +195,65 @@ def train(
         console.print(f"{res['name']}: mean CV AUC {res['cv_auc_mean']:.3f} ± {res['cv_auc_std']:.3f} "
                       f"over {res['folds']} folds (weights: {res['weights_used']})")
 
+
+@app.command()
+def pretrain(
+    cohort: Optional[Path] = typer.Argument(None, help="Cohort manifest CSV: the videos of its training split (labels are not read)."),
+    unlabeled: Optional[List[Path]] = typer.Option(None, "--unlabeled", help="Folder of unlabeled videos (recursive; repeat the option)."),
+    arch: str = typer.Option("resnet18", "--arch", help="Backbone (as for train)."),
+    out: Path = typer.Option(..., "--out", help="Weights file WEIGHTS.safetensors (+ WEIGHTS.json sidecar)."),
+    size: int = typer.Option(64, "--size", help="Frame side in pixels."),
+    epochs: int = typer.Option(20, "--epochs"),
+    batch_size: int = typer.Option(64, "--batch-size"),
+    method: str = typer.Option("simclr", "--method", help="simclr (NT-Xent) or moco (momentum encoder + queue, small batches)."),
+    frames_per_video: int = typer.Option(32, "--frames-per-video", help="Frames kept per video, evenly spread in time."),
+    max_gap_s: float = typer.Option(1.0, "--max-gap-s", help="Positive pairs: two frames of a video at most this far apart."),
+    lr: float = typer.Option(1e-3, "--lr"),
+    temperature: float = typer.Option(0.2, "--temperature"),
+    queue: int = typer.Option(4096, "--queue", help="MoCo queue length."),
+    init: str = typer.Option("none", "--init", help="Starting weights: none, imagenet or a state-dict file."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda (mixed precision on CUDA)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
+    resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (WEIGHTS.ckpt/)."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing weights file."),
+    probe: bool = typer.Option(False, "--probe", help="Afterwards: linear and k-NN probes with grouped CV on the training labels."),
+    no_progress: bool = typer.Option(False, "--no-progress", help="No per-epoch lines."),
+):
+    """Self-supervised contrastive pretraining on unlabeled video frames; weights load with train --weights."""
+    from .pretrain import PretrainConfig, collect_videos, pretrain as run_pretrain, probe_path
+
+    if cohort is None and not unlabeled:
+        raise CeusError("give a cohort manifest and/or --unlabeled folders of videos")
+    if probe and cohort is None:
+        raise CeusError("--probe needs a cohort manifest with labels")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    cfg = PretrainConfig(arch=arch, size=size, epochs=epochs, batch_size=batch_size, method=method,
+                         frames_per_video=frames_per_video, max_gap_s=max_gap_s, lr=lr, temperature=temperature,
+                         queue=queue, init=init, seed=seed, device=device).check()
+    videos, sources = collect_videos(cohort, unlabeled)
+    console.print(f"pretraining {arch} ({method}) on {len(videos)} videos")
+
+    def show(rec):
+        if not no_progress:
+            console.print(f"epoch {rec['epoch']}/{epochs}: loss {rec['loss']:.4f} ({rec['seconds']:.1f} s, {rec['frames']} frames)")
+
+    side = run_pretrain(videos, out, cfg, resume=resume, overwrite=overwrite, on_epoch=show, sources=sources,
+                        probe_cohort=cohort if probe else None)
+    if side is None:
+        return
+    console.print(f"wrote {out} ({side['n_videos']} videos, {side['n_frames']} frames) and {out.with_suffix('.json')}")
+    if "probe" in side:
+        pr = side["probe"]
+        for name in ("pretrained", "random_init"):
+            console.print(f"probe {name}: linear AUC {pr[name]['linear']['oof_auc']:.3f}, "
+                          f"k-NN AUC {pr[name]['knn']['oof_auc']:.3f} ({pr['n_videos']} training videos, "
+                          f"{pr[name]['folds']}-fold grouped CV)")
+        console.print(f"wrote {probe_path(out)}")
+
 # ----------------------------------------------------------------------------- statistics (issue 5)
 
 
