@@ -210,6 +210,7 @@ def pretrain(
     max_gap_s: float = typer.Option(1.0, "--max-gap-s", help="Positive pairs: two frames of a video at most this far apart."),
     lr: float = typer.Option(1e-3, "--lr"),
     temperature: float = typer.Option(0.2, "--temperature"),
+    min_crop: float = typer.Option(0.3, "--min-crop", help="Smallest random crop, as a share of the frame area."),
     queue: int = typer.Option(4096, "--queue", help="MoCo queue length."),
     init: str = typer.Option("none", "--init", help="Starting weights: none, imagenet or a state-dict file."),
     seed: int = typer.Option(0, "--seed"),
@@ -233,7 +234,7 @@ def pretrain(
         torch.set_num_threads(threads)
     cfg = PretrainConfig(arch=arch, size=size, epochs=epochs, batch_size=batch_size, method=method,
                          frames_per_video=frames_per_video, max_gap_s=max_gap_s, lr=lr, temperature=temperature,
-                         queue=queue, init=init, seed=seed, device=device).check()
+                         min_crop=min_crop, queue=queue, init=init, seed=seed, device=device).check()
     videos, sources = collect_videos(cohort, unlabeled)
     console.print(f"pretraining {arch} ({method}) on {len(videos)} videos")
 
@@ -353,6 +354,46 @@ def fuse(
     console.print(f"wrote {Path(out) / 'predictions' / (name + '.csv')} and {out}/fusion.json")
 
 # ----------------------------------------------------------------------------- explain (issue 7)
+
+
+@app.command()
+def explain(
+    model: Path = typer.Option(..., "--model", help="A trained model folder: RUN/models/NAME."),
+    cases: Optional[List[str]] = typer.Option(None, "--cases", help="Case ids to explain (repeat the option)."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Per label, the K cases most confidently predicted as their own label."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/explain/NAME)."),
+    method: str = typer.Option("gradcam", "--method", help="gradcam, gradcam++ or scorecam."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Use one fold model (default: all folds averaged for test cases, the held-out fold for training cases)."),
+    split: str = typer.Option("test", "--set", help="Which cases when no --cases: test or train."),
+    layer: Optional[str] = typer.Option(None, "--layer", help="Hook another module (e.g. encoder.layer3) for finer maps."),
+    truth: Optional[Path] = typer.Option(None, "--truth", help="Synthetic cohort's truth.csv: report CAM energy inside its signal regions."),
+    sanity: bool = typer.Option(False, "--sanity", help="Also compare with maps of randomised models (Adebayo et al.)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+):
+    """Grad-CAM overlays per case, per-frame contributions / attention, and explain.json."""
+    from .explain import explain as run_explain
+
+    if cases and per_class is not None:
+        raise CeusError("give either --cases or --per-class, not both")
+    if model.parent.name != "models":
+        raise CeusError(f"--model {model}: expected a folder RUN/models/NAME")
+    path = run_explain(model.parent.parent, model.name, out, cases or None, per_class, split, method, fold, truth,
+                       sanity, seed, device, layer)
+    console.print(f"wrote {path} and one PNG per case in {path.parent}")
+
+
+@app.command("explain-figure")
+def explain_figure(
+    image: Path = typer.Option(..., "--image", help="explain output folder of a DL_image model."),
+    video: Path = typer.Option(..., "--video", help="explain output folder of a DL_video model."),
+    out: Path = typer.Option(..., "--out", help="Figure path; .png and .svg are written."),
+):
+    """The reference study's Figure 5 layout: negative and positive cases, five-frame and single-frame rows."""
+    from .explain_figures import figure5
+
+    png, svg = figure5(image, video, out)
+    console.print(f"wrote {png} and {svg}")
 
 # ----------------------------------------------------------------------------- study, demo (issue 8)
 

@@ -331,13 +331,12 @@ class Study:
         return json.loads((self.run / "selection.json").read_text())["best"]
 
     def _features(self) -> dict:
-        from .features import extract_features
+        from .features import features
 
         paths = {}
         for modality, name in self._best().items():
-            out = self.run / "features" / f"{name}.parquet"
-            extract_features(self.run / "models" / name, out, device=self.cfg.device)
-            paths[modality] = str(out)
+            path, _ = features(self.run / "models" / name, self.run / "features" / f"{name}.parquet", device=self.cfg.device)
+            paths[modality] = str(path)
         return {"features": paths}
 
     def _fuse(self) -> dict:
