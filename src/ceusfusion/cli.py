@@ -247,6 +247,8 @@ def pretrain(
     if side is None:
         return
     console.print(f"wrote {out} ({side['n_videos']} videos, {side['n_frames']} frames) and {out.with_suffix('.json')}")
+    for sk in side["videos_skipped"]:
+        err_console.print(f"[yellow]skipped[/yellow] video {sk['video']}: {sk['problem']}", highlight=False, soft_wrap=True)
     if "probe" in side:
         pr = side["probe"]
         for name in ("pretrained", "random_init"):

@@ -1,55 +1,101 @@
 """DICOM stills and multi-frame cines through pydicom.
 
 Only pixel data and frame timing leave this module: names, IDs, birth dates
-and accession numbers are never returned, logged or copied anywhere.
+and accession numbers are never returned, logged or copied anywhere (error
+messages name the file path and the problem only).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 from ..errors import CeusError
 
 
-def read_dicom_frames(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
-    """Return (frames, times_s): frames uint8 (T, H, W) or (T, H, W, 3); times or None for a still."""
+@dataclass(frozen=True)
+class CineHeader:
+    width: int
+    height: int
+    n_frames: int
+    times: np.ndarray | None  # seconds, one per frame; None for a still
+    fps: float | None
+    duration_s: float | None
+
+
+def _fail(path: Path, exc: Exception, what: str = "decode") -> CeusError:
+    first = str(exc).splitlines()[0][:160] if str(exc) else ""
+    return CeusError(f"{path}: cannot {what} DICOM ({exc.__class__.__name__}: {first})")
+
+
+def dicom_cine_header(path: str | Path) -> CineHeader:
+    """Frame size, count and timing from the header alone (no pixel decoding)."""
     import pydicom
 
     path = Path(path)
     try:
-        ds = pydicom.dcmread(str(path))
-        arr = ds.pixel_array
-    except Exception as exc:  # pydicom raises many types for corrupt / unsupported data
-        raise CeusError(f"{path}: cannot decode DICOM ({exc.__class__.__name__}: {str(exc).splitlines()[0][:160]})") from None
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        rows, cols = int(ds.Rows), int(ds.Columns)
+    except Exception as exc:
+        raise _fail(path, exc, "read") from None
     n = int(getattr(ds, "NumberOfFrames", 1) or 1)
+    times = dicom_frame_times(ds, n, path) if n > 1 else None
+    dur = float(times[-1]) if times is not None else None
+    fps = (n - 1) / dur if dur else None
+    return CineHeader(cols, rows, n, times, fps, dur)
+
+
+def _to_uint8(arr: np.ndarray, ds) -> np.ndarray:
+    if arr.dtype == np.uint8:
+        return arr
+    bits = int(getattr(ds, "BitsStored", 16) or 16)
+    a = arr.astype(np.float64)
+    if getattr(ds, "PixelRepresentation", 0) == 1:
+        a = a + 2 ** (bits - 1)
+    return np.clip(np.round(a / (2**bits - 1) * 255), 0, 255).astype(np.uint8)
+
+
+def iter_dicom_frames(path: str | Path) -> Iterator[np.ndarray]:
+    """Yield frames one at a time: uint8 (H, W) grey or (H, W, 3) RGB (YBR converted)."""
+    import pydicom
+    from pydicom.pixels import iter_pixels
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+    except Exception as exc:
+        raise _fail(path, exc, "read") from None
     photometric = str(getattr(ds, "PhotometricInterpretation", "MONOCHROME2"))
-    samples = int(getattr(ds, "SamplesPerPixel", 1) or 1)
-    if n == 1:
-        arr = arr[None]
-    if samples == 3 and photometric.startswith("YBR") and not getattr(ds, "_pixel_array_rgb", False):
-        try:
-            from pydicom.pixels import convert_color_space
-        except ImportError:  # pydicom < 3
-            from pydicom.pixel_data_handlers.util import convert_color_space
-        arr = convert_color_space(arr, photometric, "RGB")
-    if photometric == "MONOCHROME1":
-        arr = arr.max() - arr
-    if arr.dtype != np.uint8:
-        a = arr.astype(np.float64)
-        lo, hi = float(a.min()), float(a.max())
-        arr = np.zeros(a.shape, np.uint8) if hi <= lo else np.round((a - lo) / (hi - lo) * 255).astype(np.uint8)
-    times = dicom_frame_times(ds, arr.shape[0]) if n > 1 else None
-    return np.ascontiguousarray(arr), times
+    try:
+        for arr in iter_pixels(str(path)):  # YBR_FULL(_422) -> RGB inside pydicom
+            if photometric == "MONOCHROME1":
+                arr = arr.max() - arr
+            yield np.ascontiguousarray(_to_uint8(arr, ds))
+    except CeusError:
+        raise
+    except Exception as exc:  # truncated pixel data, missing decoder, ...
+        raise _fail(path, exc) from None
 
 
-def dicom_frame_times(ds, n: int) -> np.ndarray:
+def read_dicom_frames(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
+    """Return (frames, times_s): frames uint8 (T, H, W) or (T, H, W, 3); times or None for a still."""
+    header = dicom_cine_header(path)
+    frames = list(iter_dicom_frames(path))
+    if not frames:
+        raise CeusError(f"{path}: DICOM holds no frame")
+    return np.stack(frames), header.times
+
+
+def dicom_frame_times(ds, n: int, path: str | Path = "DICOM") -> np.ndarray:
     """Frame times in seconds from FrameTimeVector, FrameTime, CineRate or RecommendedDisplayFrameRate."""
     vec = getattr(ds, "FrameTimeVector", None)
     if vec is not None and len(vec) == n:
         # FrameTimeVector holds increments in ms; the first is usually 0
-        return np.cumsum(np.asarray([float(v) for v in vec])) / 1000.0
+        t = np.cumsum(np.asarray([float(v) for v in vec])) / 1000.0
+        return t - t[0]
     ft = getattr(ds, "FrameTime", None)
     if ft:
         return np.arange(n) * float(ft) / 1000.0
@@ -57,4 +103,4 @@ def dicom_frame_times(ds, n: int) -> np.ndarray:
         rate = getattr(ds, key, None)
         if rate:
             return np.arange(n) / float(rate)
-    raise CeusError("DICOM cine has no frame timing (FrameTimeVector, FrameTime or CineRate)")
+    raise CeusError(f"{path}: DICOM cine has no frame timing (FrameTimeVector, FrameTime or CineRate)")

@@ -1,7 +1,11 @@
 """Videos: AVI / MP4 / MOV / GIF through PyAV (streamed), DICOM cines through pydicom.
 
 Frame times come from presentation timestamps (variable frame rate exists),
-and frames are decoded one at a time so memory stays bounded.
+relative to the first frame. Frames are decoded one at a time and handed out
+as light :class:`Frame` handles: converting a frame to numpy (the expensive
+part after decoding) happens only for the frames a caller keeps, and the
+luma plane of YUV video is read without any conversion. Memory stays bounded
+by what the caller keeps, not by the length of the video.
 """
 
 from __future__ import annotations
@@ -15,6 +19,11 @@ import numpy as np
 from ..errors import CeusError
 from .filetypes import VIDEO_SUFFIXES, kind_of
 
+# pixel formats whose first plane is 8-bit luma, readable without conversion
+_LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv440p", "yuvj440p", "nv12", "nv21", "gray"}
+# a file decoding to fewer than this share of the frames its header declares is truncated
+TRUNCATION_RATIO = 0.8
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -23,6 +32,53 @@ class VideoInfo:
     fps: float | None
     duration_s: float | None
     n_frames: int | None  # from the header; may differ from what decodes
+
+
+class Frame:
+    """One decoded frame: ``index`` (decode order), ``time`` (s from the first frame), lazy pixels."""
+
+    __slots__ = ("index", "time", "_av", "_arr")
+
+    def __init__(self, index: int, time: float, av_frame=None, array: np.ndarray | None = None):
+        self.index = index
+        self.time = time
+        self._av = av_frame
+        self._arr = array
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        if self._av is not None:
+            return (self._av.height, self._av.width)
+        return self._arr.shape[:2]
+
+    def luma(self) -> np.ndarray:
+        """Grey (H, W) uint8, a zero-copy view of the Y plane where the format allows."""
+        if self._av is None:
+            return _rgb_to_gray(self._arr) if self._arr.ndim == 3 else self._arr
+        f = self._av
+        if f.format.name in _LUMA_FORMATS:
+            plane = f.planes[0]
+            buf = np.frombuffer(plane, np.uint8)
+            return buf.reshape(f.height, plane.line_size)[:, : f.width]
+        return f.to_ndarray(format="gray")
+
+    def luma_to_full(self) -> tuple[float, float]:
+        """(scale, offset) mapping :meth:`luma` values to full-range grey: limited-range video has Y in 16..235."""
+        f = self._av
+        if f is None or f.format.name == "gray" or f.format.name.startswith("yuvj") or f.format.name not in _LUMA_FORMATS:
+            return 1.0, 0.0
+        if int(getattr(f, "color_range", 0) or 0) == 2:  # AVCOL_RANGE_JPEG
+            return 1.0, 0.0
+        return 255.0 / 219.0, -16.0 * 255.0 / 219.0
+
+    def to_array(self, gray: bool) -> np.ndarray:
+        """uint8 (H, W) when ``gray`` else (H, W, 3) RGB (a copy the caller owns)."""
+        if self._av is None:
+            a = self._arr
+            if gray:
+                return _rgb_to_gray(a) if a.ndim == 3 else a.copy()
+            return np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a[..., :3].copy()
+        return self._av.to_ndarray(format="gray" if gray else "rgb24")
 
 
 def _check(path: Path) -> str:
@@ -42,24 +98,37 @@ def _open(path: Path):
     try:
         container = av.open(str(path))
     except Exception as exc:  # av.error.* (InvalidDataError, ...)
-        raise CeusError(f"{path}: cannot open video ({exc.__class__.__name__}: {str(exc)[:160]})") from None
+        msg = str(exc).replace(f": '{path}'", "").replace(str(path), "")
+        raise CeusError(f"{path}: cannot open video ({exc.__class__.__name__}: {msg[:160]})") from None
     if not container.streams.video:
         container.close()
-        raise CeusError(f"{path}: no video stream")
+        raise CeusError(f"{path}: no video stream (not a video, or mislabelled)")
+    fmt = container.format.name
+    if (fmt.endswith("_pipe") and fmt != "gif_pipe") or fmt == "image2":
+        container.close()
+        raise CeusError(f"{path}: is a still image ({fmt.replace('_pipe', '')}), not a video (mislabelled file)")
     return container
+
+
+def _header(container) -> tuple[float | None, float | None, int | None]:
+    stream = container.streams.video[0]
+    fps = float(stream.average_rate) if stream.average_rate else None
+    dur = None
+    if stream.duration is not None and stream.time_base is not None:
+        dur = float(stream.duration * stream.time_base)
+    elif container.duration is not None:
+        dur = container.duration / 1_000_000
+    return fps, dur, (stream.frames or None)
 
 
 def probe_video(path: str | Path) -> VideoInfo:
     """Frame size and timing, decoding the first frame to be sure the file is readable."""
     path = Path(path)
     if _check(path) in (".dcm", ".dicom"):
-        from .dicom import read_dicom_frames
+        from .dicom import dicom_cine_header
 
-        frames, times = read_dicom_frames(path)
-        n = frames.shape[0]
-        dur = float(times[-1]) if times is not None and n > 1 else None
-        fps = (n - 1) / dur if dur else None
-        return VideoInfo(frames.shape[2], frames.shape[1], fps, dur, n)
+        h = dicom_cine_header(path)
+        return VideoInfo(h.width, h.height, h.fps, h.duration_s, h.n_frames)
     container = _open(path)
     try:
         stream = container.streams.video[0]
@@ -72,56 +141,111 @@ def probe_video(path: str | Path) -> VideoInfo:
             raise CeusError(f"{path}: cannot decode video ({exc.__class__.__name__}: {str(exc)[:160]})") from None
         if first is None:
             raise CeusError(f"{path}: video holds no decodable frame")
-        fps = float(stream.average_rate) if stream.average_rate else None
-        dur = None
-        if stream.duration is not None and stream.time_base is not None:
-            dur = float(stream.duration * stream.time_base)
-        elif container.duration is not None:
-            dur = container.duration / 1_000_000
-        return VideoInfo(first.width, first.height, fps, dur, stream.frames or None)
+        fps, dur, n = _header(container)
+        return VideoInfo(first.width, first.height, fps, dur, n)
     finally:
         container.close()
 
 
-def iter_frames(path: str | Path, gray: bool = True) -> Iterator[tuple[float, np.ndarray]]:
-    """Yield (time_s, frame) for every frame, streamed; time from the presentation timestamp."""
-    path = Path(path)
-    if _check(path) in (".dcm", ".dicom"):
-        from .dicom import read_dicom_frames
+class VideoStream:
+    """Open a video, read its header hints (``info``), then iterate :class:`Frame` handles once.
 
-        frames, times = read_dicom_frames(path)
-        if times is None:
-            times = np.zeros(1)
-        for t, f in zip(times, frames):
-            if gray and f.ndim == 3:
-                f = _rgb_to_gray(f)
-            yield float(t), f
-        return
-    container = _open(path)
-    try:
+    ``strict`` (default) turns a decode error after the first frame, or a file
+    that decodes to far fewer frames than its header declares, into a
+    CeusError (corrupt / truncated file); otherwise what decoded is kept.
+    """
+
+    def __init__(self, path: str | Path, strict: bool = True, threads: bool = True):
+        self.path = Path(path)
+        self.strict = strict
+        self._dicom = _check(self.path) in (".dcm", ".dicom")
+        self._container = None
+        self.n_decoded = 0
+        self.repaired_times = 0  # non-monotonic timestamps that were put back in order
+        if self._dicom:
+            from .dicom import dicom_cine_header
+
+            self._dh = dicom_cine_header(self.path)
+            self.info = VideoInfo(self._dh.width, self._dh.height, self._dh.fps, self._dh.duration_s, self._dh.n_frames)
+        else:
+            self._container = _open(self.path)
+            stream = self._container.streams.video[0]
+            if threads:
+                stream.thread_type = "AUTO"
+            fps, dur, n = _header(self._container)
+            cc = stream.codec_context
+            self.info = VideoInfo(cc.width, cc.height, fps, dur, n)
+
+    def __enter__(self) -> "VideoStream":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._container is not None:
+            self._container.close()
+            self._container = None
+
+    def __iter__(self) -> Iterator[Frame]:
+        if self._dicom:
+            yield from self._iter_dicom()
+        else:
+            yield from self._iter_av()
+
+    def _iter_dicom(self) -> Iterator[Frame]:
+        from .dicom import iter_dicom_frames
+
+        times = self._dh.times
+        for k, arr in enumerate(iter_dicom_frames(self.path)):
+            self.n_decoded = k + 1
+            yield Frame(k, float(times[k]) if times is not None else 0.0, array=arr)
+
+    def _iter_av(self) -> Iterator[Frame]:
+        path, container = self.path, self._container
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        fmt = "gray" if gray else "rgb24"
+        fps = self.info.fps or 25.0
         t0 = None
+        prev = None
         k = 0
-        fps = float(stream.average_rate) if stream.average_rate else 25.0
         try:
             for frame in container.decode(stream):
                 t = frame.time if frame.pts is not None else None
                 if t is None:
-                    t = k / fps
+                    t = k / fps if t0 is None else (prev + t0) + 1.0 / fps
                 if t0 is None:
                     t0 = t
-                yield float(t - t0), frame.to_ndarray(format=fmt)
+                t = float(t - t0)
+                if prev is not None and t <= prev:  # broken index: keep presentation order monotonic
+                    t = prev + 1.0 / fps
+                    self.repaired_times += 1
+                prev = t
+                self.n_decoded = k + 1
+                yield Frame(k, t, av_frame=frame)
                 k += 1
         except CeusError:
             raise
+        except GeneratorExit:
+            raise
         except Exception as exc:
+            msg = f"{exc.__class__.__name__}: {str(exc)[:160]}"
             if k == 0:
-                raise CeusError(f"{path}: cannot decode video ({exc.__class__.__name__}: {str(exc)[:160]})") from None
-            # a truncated tail: keep what decoded
-    finally:
-        container.close()
+                raise CeusError(f"{path}: cannot decode video ({msg})") from None
+            if self.strict:
+                raise CeusError(f"{path}: corrupt or truncated video (decode error after frame {k}: {msg})") from None
+            return
+        if k == 0:
+            raise CeusError(f"{path}: video holds no decodable frame")
+        declared = self.info.n_frames
+        if self.strict and declared and k < TRUNCATION_RATIO * declared:
+            raise CeusError(f"{path}: truncated video (header declares {declared} frames, only {k} decode)")
+
+
+def iter_frames(path: str | Path, gray: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+    """Yield (time_s, frame) for every frame, streamed; time from the presentation timestamp."""
+    with VideoStream(path, strict=False) as vs:
+        for f in vs:
+            yield f.time, f.to_array(gray)
 
 
 def _rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
