@@ -169,7 +169,10 @@ def train(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     summary: bool = typer.Option(False, "--summary", help="Only rank the trained models by mean CV AUC."),
 ):
-    """Cross-validated training of a DL_image / DL_video model; writes models/<name>/ and predictions/<name>.csv."""
+    """Cross-validated training of a DL_image / DL_video model; writes models/<name>/ and predictions/<name>.csv.
+
+    Several GPUs: torchrun --nproc-per-node N -m ceusfusion.cli -- train --run RUN ...
+    """
     from .train import TrainConfig, rank_models, train as run_train
 
     if summary:

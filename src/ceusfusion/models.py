@@ -1,0 +1,176 @@
+"""Backbone factory and input adapters: one logit out of a still, stacked keyframes, or a frame sequence.
+
+Input modes (the tensor the model receives is always (B, C, H, W)):
+
+* ``single``   C = 3 (a grey still is replicated to 3 channels by the data pipeline).
+* ``stack``    C = T (grey) or 3T (colour) keyframes as channels; the first
+  convolution is inflated from the pretrained RGB one (mean over RGB, replicated,
+  rescaled by 3/C so activations keep their size).
+* ``temporal`` C = T*c (c = 1 or 3 per frame); a shared 2-D backbone embeds each
+  frame, attention pooling over time gives one vector. The last attention
+  weights are kept in ``model.attention`` (B, T) for explanation.
+
+Later stages use ``model.features(x)`` (penultimate pooled vector, ``model.feature_dim``)
+and ``gradcam_layer(model)`` / ``GRADCAM_LAYER[arch]`` (the layer Grad-CAM hooks).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torchvision
+from torch import nn
+
+from .errors import CeusError
+from .weights import load_backbone_weights
+
+INPUT_MODES = ("single", "stack", "temporal")
+
+
+@dataclass(frozen=True)
+class ArchSpec:
+    head: str        # attribute path of the ImageNet classifier Linear
+    first_conv: str  # attribute path of the first convolution
+    gradcam: str     # attribute path (inside the torchvision model) of the Grad-CAM target layer
+    kwargs: tuple = ()
+
+
+ARCHS: dict[str, ArchSpec] = {
+    "densenet121": ArchSpec("classifier", "features.conv0", "features.norm5"),
+    "densenet169": ArchSpec("classifier", "features.conv0", "features.norm5"),
+    "densenet201": ArchSpec("classifier", "features.conv0", "features.norm5"),
+    "resnet18": ArchSpec("fc", "conv1", "layer4"),
+    "resnet34": ArchSpec("fc", "conv1", "layer4"),
+    "efficientnet_b0": ArchSpec("classifier.1", "features.0.0", "features.8"),
+    # no stochastic depth: small-data fine-tuning, and bit-reproducible DDP vs single process
+    "convnext_tiny": ArchSpec("classifier.2", "features.0.0", "features.7", (("stochastic_depth_prob", 0.0),)),
+}
+GRADCAM_LAYER = {a: "encoder." + s.gradcam for a, s in ARCHS.items()}
+
+
+def _get(module: nn.Module, path: str) -> nn.Module:
+    return module.get_submodule(path)
+
+
+def _set(module: nn.Module, path: str, new: nn.Module) -> None:
+    parent, _, name = path.rpartition(".")
+    setattr(module.get_submodule(parent) if parent else module, name, new)
+
+
+def inflate_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
+    """A copy of ``conv`` taking ``in_channels``: RGB kernels averaged, replicated, scaled by 3/C."""
+    if conv.in_channels == in_channels:
+        return conv
+    new = nn.Conv2d(in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, conv.bias is not None, conv.padding_mode)
+    with torch.no_grad():
+        w = conv.weight.mean(dim=1, keepdim=True)
+        new.weight.copy_(w.repeat(1, in_channels, 1, 1) * (conv.in_channels / in_channels))
+        if conv.bias is not None:
+            new.bias.copy_(conv.bias)
+    return new
+
+
+def build_encoder(arch: str, in_channels: int = 3, weights="none",
+                  require_weights: bool = False) -> tuple[nn.Module, int, str]:
+    """A torchvision backbone with its head removed: returns (encoder, feature_dim, weights_used)."""
+    if arch not in ARCHS:
+        raise CeusError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    spec = ARCHS[arch]
+    net = getattr(torchvision.models, arch)(weights=None, **dict(spec.kwargs))
+    used = load_backbone_weights(net, arch, weights, require=require_weights)
+    head = _get(net, spec.head)
+    dim = head.in_features
+    _set(net, spec.head, nn.Identity())
+    if arch.startswith("efficientnet"):  # drop the classifier dropout; our head has its own
+        net.classifier = nn.Identity()
+    _set(net, spec.first_conv, inflate_conv(_get(net, spec.first_conv), in_channels))
+    return net, dim, used
+
+
+class CeusNet(nn.Module):
+    """Backbone + linear head giving one logit per sample (``single`` and ``stack`` inputs)."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.encoder = encoder
+        self.feature_dim = feature_dim
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(feature_dim, 1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Penultimate pooled features (B, feature_dim)."""
+        return self.encoder(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x))).squeeze(1)
+
+
+class TemporalNet(nn.Module):
+    """Shared 2-D backbone per frame + gated attention pooling over time (Ilse et al. 2018)."""
+
+    def __init__(self, encoder: nn.Module, feature_dim: int, frames: int, frame_channels: int,
+                 hidden: int = 128, dropout: float = 0.0):
+        super().__init__()
+        self.encoder = encoder
+        self.feature_dim = feature_dim
+        self.frames = frames
+        self.frame_channels = frame_channels
+        self.att_v = nn.Linear(feature_dim, hidden)
+        self.att_u = nn.Linear(feature_dim, hidden)
+        self.att_w = nn.Linear(hidden, 1)
+        self.dropout = nn.Dropout(dropout)
+        self.head = nn.Linear(feature_dim, 1)
+        self.attention: torch.Tensor | None = None
+
+    def frame_features(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        t, fc = self.frames, self.frame_channels
+        if c != t * fc:
+            raise CeusError(f"temporal model expects {t}x{fc} channels, got {c}")
+        x = x.reshape(b * t, fc, h, w)
+        if fc == 1:
+            x = x.expand(-1, 3, -1, -1)
+        return self.encoder(x).reshape(b, t, -1)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Attention-pooled features (B, feature_dim); sets ``self.attention`` (B, T)."""
+        f = self.frame_features(x)
+        score = self.att_w(torch.tanh(self.att_v(f)) * torch.sigmoid(self.att_u(f))).squeeze(-1)
+        a = torch.softmax(score, dim=1)
+        self.attention = a.detach()
+        return (a.unsqueeze(-1) * f).sum(dim=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.dropout(self.features(x))).squeeze(1)
+
+
+def build_model(arch: str, input_mode: str = "single", frames: int = 1, frame_channels: int = 1,
+                weights="none", require_weights: bool = False,
+                dropout: float = 0.0) -> tuple[nn.Module, str]:
+    """Build the classifier for an input mode; returns (model, weights actually used).
+
+    ``weights``: "imagenet", "none", a state-dict path, or a ``weights.fetch_weights`` result.
+
+    ``frames`` x ``frame_channels`` describe the input (1x1 or 1x3 for a still,
+    Tx1 or Tx3 for keyframes).
+    """
+    if input_mode not in INPUT_MODES:
+        raise CeusError(f"unknown input mode {input_mode!r}; choose one of {', '.join(INPUT_MODES)}")
+    if input_mode == "temporal":
+        enc, dim, used = build_encoder(arch, 3, weights, require_weights)
+        return TemporalNet(enc, dim, frames, frame_channels, dropout=dropout), used
+    in_ch = 3 if input_mode == "single" else frames * frame_channels
+    enc, dim, used = build_encoder(arch, in_ch, weights, require_weights)
+    return CeusNet(enc, dim, dropout=dropout), used
+
+
+def model_channels(input_mode: str, frames: int, frame_channels: int) -> int:
+    """Channels of the tensor the model receives."""
+    return 3 if input_mode == "single" else frames * frame_channels
+
+
+def gradcam_layer(model: nn.Module, arch: str) -> nn.Module:
+    """The Grad-CAM target layer. For temporal models its activations are per frame (B*T, ...)."""
+    return model.get_submodule(GRADCAM_LAYER[arch])

@@ -1,0 +1,110 @@
+"""Backbone weights: ImageNet (torchvision's weights API and cache), a state-dict file, or none.
+
+Why a module of its own: clinical machines are often offline, so ImageNet
+weights may be missing. We then warn loudly and fall back to random
+initialisation, unless the user asked for ``require_weights``. Files are read
+without unpickling arbitrary objects (safetensors, or ``torch.load`` with
+``weights_only=True``), so a hostile checkpoint cannot run code.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import warnings
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .errors import CeusError
+
+log = logging.getLogger(__name__)
+
+
+class WeightsUnavailableWarning(UserWarning):
+    """ImageNet weights were requested but could not be obtained; random init is used."""
+
+
+def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from ``.safetensors`` or a torch file, never unpickling objects."""
+    path = Path(path)
+    if not path.is_file():
+        raise CeusError(f"weights file {path} not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        try:
+            sd = load_file(str(path))
+        except Exception as exc:  # safetensors raises its own error types
+            raise CeusError(f"weights file {path}: not a readable safetensors file ({exc})") from None
+    else:
+        try:
+            sd = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise CeusError(f"weights file {path}: refused, it holds objects other than tensors ({first}); "
+                            "only plain state dicts are loaded (safetensors recommended)") from None
+        except Exception as exc:
+            raise CeusError(f"weights file {path}: cannot be read as a torch state dict ({type(exc).__name__}: {exc})") from None
+    for key in ("state_dict", "model", "model_state_dict"):  # common wrappers
+        if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
+            sd = sd[key]
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CeusError(f"weights file {path}: expected a mapping of parameter names to tensors")
+    return {k.removeprefix("module."): v for k, v in sd.items()}
+
+
+def apply_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> int:
+    """Copy matching tensors into ``model``; a classification head of another size is skipped.
+
+    Returns how many tensors were loaded; raises if nothing matched (wrong architecture).
+    """
+    own = model.state_dict()
+    use = {k: v for k, v in sd.items() if k in own and own[k].shape == v.shape}
+    if not use:
+        raise CeusError(f"weights {source}: no parameter matches this architecture (wrong file or --arch?)")
+    skipped = [k for k in own if k not in use and not k.endswith("num_batches_tracked")]
+    if len(skipped) > 0.1 * len(own):
+        raise CeusError(f"weights {source}: {len(skipped)} of {len(own)} tensors do not match this architecture "
+                        f"(e.g. {skipped[0]})")
+    model.load_state_dict(use, strict=False)
+    if skipped:
+        log.info("weights %s: %d tensors left at random init (%s ...)", source, len(skipped), skipped[0])
+    return len(use)
+
+
+def fetch_weights(arch: str, weights: str | Path | None, require: bool = False) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """Get the state dict once (so CV folds do not re-read or re-warn): (state dict or None, source).
+
+    ``weights``: ``"imagenet"``, ``"none"``/None, or a path to a state-dict file. The source is what
+    is actually used: ``"imagenet"``, ``"none"`` or ``"file:<path>"``.
+    """
+    if weights is None or str(weights).lower() == "none":
+        return None, "none"
+    if str(weights).lower() == "imagenet":
+        import torchvision
+
+        try:
+            sd = torchvision.models.get_model_weights(arch).DEFAULT.get_state_dict(progress=False, check_hash=False)
+        except Exception as exc:
+            why = (f"ImageNet weights for {arch} could not be obtained ({type(exc).__name__}: {exc})")
+            how = (f"put the file in the torch hub cache ({torch.hub.get_dir()}/checkpoints) or pass --weights PATH")
+            if require:
+                raise CeusError(f"{why}; {how}") from None
+            warnings.warn(f"{why}; using RANDOM initialisation ({how}; --require-weights makes this an error)",
+                          WeightsUnavailableWarning, stacklevel=2)
+            return None, "none"
+        return sd, "imagenet"
+    return load_state_dict_file(weights), f"file:{weights}"
+
+
+def load_backbone_weights(model: nn.Module, arch: str, weights, require: bool = False) -> str:
+    """Fill a torchvision model (still with its 1000-class head) with weights; returns the source used.
+
+    ``weights`` is what :func:`fetch_weights` takes, or its result ``(state dict, source)``.
+    """
+    sd, source = weights if isinstance(weights, tuple) else fetch_weights(arch, weights, require)
+    if sd is not None:
+        apply_state_dict(model, sd, source)
+    return source
