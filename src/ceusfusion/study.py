@@ -369,14 +369,18 @@ class Study:
         return {"test_auc": {k: v.get("auc") for k, v in test.items()}}
 
     def _explain(self) -> dict:
-        from .explain import explain_model, figure5
+        from .explain import explain
+        from .explain_figures import figure5
 
+        truth = Path(self.cfg.cohort).parent / "truth.csv"  # the synthetic cohort records where the signal lives
+        device = "cuda" if self.cfg.device in ("cuda", "auto") and __import__("torch").cuda.is_available() else "cpu"
         outs = {}
         for modality, name in self._best().items():
-            outs[modality] = explain_model(self.run / "models" / name, self.run / "explain" / name, per_class=self.cfg.explain.per_class,
-                                           method=self.cfg.explain.method, device=self.cfg.device)
+            outs[modality] = explain(self.run, name, self.run / "explain" / name, per_class=self.cfg.explain.per_class,
+                                     method=self.cfg.explain.method, truth=truth if truth.is_file() else None,
+                                     sanity=True, seed=self.cfg.seed, device=device)
         if {"image", "video"} <= set(outs):
-            figure5(outs["image"], outs["video"], self.run / "explain" / "figure5")
+            figure5(self.run / "explain" / self._best()["image"], self.run / "explain" / self._best()["video"], self.run / "explain" / "figure5")
         return {}
 
     def _report(self) -> dict:

@@ -1,0 +1,153 @@
+"""Figures for Grad-CAM explanations: one PNG per case, and the reference study's Figure 5 layout.
+
+Maps are shown normalised to [0, 1] (per case; temporal models: jointly over the
+frames) in the jet colour map over the de-normalised model input, with a colour
+bar. Uses ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from .errors import CeusError
+from .fsutil import savefig
+
+CMAP = "jet"
+ALPHA = 0.45
+
+
+def _grey(img: np.ndarray) -> np.ndarray:
+    return img.mean(-1) if img.ndim == 3 and np.allclose(img[..., 0], img[..., -1]) else img
+
+
+def _show(ax, img, cam=None, region=None):
+    g = _grey(img)
+    ax.imshow(g, cmap="gray" if g.ndim == 2 else None, vmin=0, vmax=1, interpolation="nearest")
+    im = None
+    if cam is not None:
+        im = ax.imshow(cam, cmap=CMAP, vmin=0, vmax=1, alpha=ALPHA, interpolation="bilinear")
+    if region is not None and region.any():
+        ax.contour(region.astype(float), levels=[0.5], colors="white", linewidths=0.8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    return im
+
+
+def _kind(r) -> str:
+    if len(r.image) == 1:
+        return "single"
+    return "temporal" if r.attention is not None else "stack"
+
+
+def case_figure(r, path, title_extra: str = "") -> Path:
+    """One case: input and overlay (still), or every frame with its overlay plus per-frame bars (video)."""
+    from matplotlib.figure import Figure
+
+    kind = _kind(r)
+    maps = r.maps_per_frame()
+    nf = len(r.image)
+    if kind == "single":
+        fig = Figure(figsize=(6.4, 3.2))
+        axs = fig.subplots(1, 2)
+        _show(axs[0], r.image[0])
+        axs[0].set_title("ROI input")
+        im = _show(axs[1], r.image[0], maps[0], r.region)
+        axs[1].set_title("Grad-CAM")
+    else:
+        fig = Figure(figsize=(2.2 * nf + 2.4, 4.6))
+        gs = fig.add_gridspec(2, nf + 1, height_ratios=[3, 1.3], width_ratios=[1] * nf + [1.2])
+        for t in range(nf):
+            ax = fig.add_subplot(gs[0, t])
+            im = _show(ax, r.image[t], maps[t], r.region)
+            lab = f"frame {t + 1}"
+            if kind == "temporal":
+                lab += f"\nattention {r.attention[t]:.2f}"
+            ax.set_title(lab, fontsize=9)
+        ax = fig.add_subplot(gs[1, :nf])
+        xs = np.arange(1, nf + 1)
+        if kind == "temporal":
+            ax.bar(xs - 0.2, r.attention, 0.4, label="attention", color="tab:blue")
+        ax.bar(xs + (0.2 if kind == "temporal" else 0), r.share, 0.4, label="grad×input share", color="tab:orange")
+        ax.set_xticks(xs)
+        ax.set_xlabel("keyframe")
+        ax.set_ylim(0, 1)
+        ax.legend(fontsize=7, loc="upper left")
+        axs = [fig.add_subplot(gs[0, nf])]
+        axs[0].axis("off")
+    cb = fig.colorbar(im, ax=axs[-1] if kind == "single" else axs[0], fraction=0.08 if kind == "single" else 0.5)
+    cb.set_label("Grad-CAM (normalised)")
+    fig.suptitle(f"{title_extra}  {r.case_id}  label {r.label}  p = {r.prob:.2f}".strip(), fontsize=10)
+    savefig(fig, path, dpi=110)
+    return Path(path)
+
+
+def _results(src):
+    from .explain import load_explanations
+
+    if isinstance(src, (str, Path)):
+        meta, res = load_explanations(src)
+        return meta.get("name", Path(src).name), res
+    return "", list(src)
+
+
+def _pick(results, label: int):
+    """The case most confidently predicted as ``label`` (the per-class rule of ``explain``)."""
+    own = [r for r in results if int(r.label) == label]
+    if not own:
+        raise CeusError(f"no explained case with label {label}; explain at least one case per class (--per-class 1)")
+    return max(own, key=lambda r: ((r.prob if label == 1 else 1 - r.prob), r.case_id))
+
+
+def figure5(image_src, video_src, out) -> tuple[Path, Path]:
+    """Figure 5 layout of the reference study: rows A/B OLNM-negative (five-frame, single-frame), C/D positive.
+
+    ``image_src`` / ``video_src``: an explain output folder or a list of
+    ``CaseExplanation``. Writes ``out`` as .png and .svg; returns both paths.
+    """
+    from matplotlib.figure import Figure
+
+    iname, ires = _results(image_src)
+    vname, vres = _results(video_src)
+    if any(len(r.image) != 1 for r in ires):
+        raise CeusError("figure5: the image source holds multi-frame explanations; pass the DL_image explain folder first")
+    if any(len(r.image) < 2 for r in vres):
+        raise CeusError("figure5: the video source holds single-frame explanations; pass a DL_video explain folder second")
+    rows = [("A", "OLNM-negative, five-frame CEUS", _pick(vres, 0), vname),
+            ("B", "OLNM-negative, single-frame image", _pick(ires, 0), iname),
+            ("C", "OLNM-positive, five-frame CEUS", _pick(vres, 1), vname),
+            ("D", "OLNM-positive, single-frame image", _pick(ires, 1), iname)]
+    nf = max(len(r.image) for r in vres)
+    fig = Figure(figsize=(2.0 * nf + 1.0, 2.3 * 4))
+    gs = fig.add_gridspec(4, nf + 1, width_ratios=[1] * nf + [0.12], hspace=0.35, wspace=0.05)
+    im = None
+    for i, (letter, what, r, model) in enumerate(rows):
+        maps = r.maps_per_frame()
+        panels = [(r.image[t], maps[t]) for t in range(len(r.image))] if len(r.image) > 1 else \
+            [(r.image[0], None), (r.image[0], maps[0])]
+        for j, (img, cam) in enumerate(panels):
+            ax = fig.add_subplot(gs[i, j])
+            h = _show(ax, img, cam)
+            im = h if h is not None else im
+            if len(r.image) > 1:
+                sub = f"frame {j + 1}"
+                if r.attention is not None:
+                    sub += f" (att {r.attention[j]:.2f})"
+                elif r.share is not None:
+                    sub += f" ({100 * r.share[j]:.0f}%)"
+                ax.set_title(sub, fontsize=8)
+            else:
+                ax.set_title("ROI" if cam is None else "Grad-CAM", fontsize=8)
+            if j == 0:
+                ax.text(-0.08, 1.18, f"{letter}  {what} — {model} {r.case_id}, p = {r.prob:.2f}",
+                        transform=ax.transAxes, fontsize=9, fontweight="bold", ha="left", va="bottom")
+    cax = fig.add_subplot(gs[:, nf])
+    cb = fig.colorbar(im, cax=cax)
+    cb.set_label("Grad-CAM (normalised; evidence for OLNM-positive)")
+    out = Path(out)
+    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg") else out
+    png, svg = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")
+    savefig(fig, png, dpi=130)
+    savefig(fig, svg)
+    return png, svg
