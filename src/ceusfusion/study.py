@@ -324,7 +324,7 @@ class Study:
                 pred = read_csv_exact(self.run / "predictions" / f"{name}.csv")
                 tr = pred[pred["set"] == "train"]
                 roc, a = roc_curve(tr["y"].to_numpy(), tr["prob"].to_numpy()), auc_ci(tr["y"].to_numpy(), tr["prob"].to_numpy())
-                curves.append({"name": name, "fpr": roc.fpr, "tpr": roc.tpr, "auc": a.auc, "ci": a.ci})
+                curves.append({"name": name, "fpr": 1 - roc.specificity, "tpr": roc.sensitivity, "auc": a.auc, "ci": a.ci})
             save_figure(roc_figure(curves, f"Cross-validated (out-of-fold) ROC, {modality} models"), self.run / "evaluation" / "figures" / f"cv_roc_{modality}")
 
     def _best(self) -> dict:

@@ -1,0 +1,83 @@
+"""The study command end to end on a tiny synthetic cohort: stages, resume, config errors, report."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import pytest
+from rich.console import Console
+
+from ceusfusion.demo import run_demo
+from ceusfusion.errors import CeusError
+from ceusfusion.study import STAGES, load_config, parse_config, run_study
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("study") / "run"
+    console = Console(record=True, width=160)
+    report = run_demo(out, console, n=48, quick=True, progress=False)
+    return out, report, console.export_text()
+
+
+def test_tiny_study_writes_the_run_directory(tiny_run):
+    out, report, text = tiny_run
+    assert report == out / "report.html" and report.stat().st_size > 10_000
+    for rel in ("cohort.csv", "prepared/index.csv", "selection.json", "predictions/DL_image_resnet18.csv",
+                "predictions/DL_video_resnet18.csv", "predictions/DL_combined.csv", "features", "evaluation/metrics.json",
+                "evaluation/table2.csv", "evaluation/table1.csv", "manifest.json"):
+        assert (out / rel).exists(), rel
+    metrics = json.loads((out / "evaluation" / "metrics.json").read_text())
+    assert set(metrics["sets"]["test"]["models"]) == {"DL_image_resnet18", "DL_video_resnet18", "DL_combined"}
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert all(manifest["stages"][s]["status"] == "done" for s in STAGES)
+    assert manifest["inputs"]["cohort"]["sha256"] and manifest["environment"]["torch"]
+    assert all(v in (True, None) for v in manifest["safeguards"].values())
+    html = report.read_text()
+    assert "Table 2" in html and "data:image/png;base64," in html and "DL_combined" in html
+    assert "Table 2 (synthetic cohort)" in text
+
+
+def test_rerun_skips_unchanged_stages_and_force_redoes(tiny_run):
+    out, _, _ = tiny_run
+    cfg = json.loads((out / "manifest.json").read_text())["config"]
+    before = (out / "evaluation" / "metrics.json").stat().st_mtime_ns
+    console = Console(record=True, width=160)
+    run_study(parse_config(cfg), console=console, progress=False)
+    text = console.export_text()
+    assert all(f"{s}: unchanged, skipped" in text for s in STAGES)
+    assert (out / "evaluation" / "metrics.json").stat().st_mtime_ns == before
+    console = Console(record=True, width=160)
+    run_study(parse_config(cfg), force=["evaluate"], console=console, progress=False)
+    text = console.export_text()
+    assert "train: unchanged, skipped" in text and "evaluate: unchanged" not in text and "report: unchanged" not in text
+    assert (out / "evaluation" / "metrics.json").stat().st_mtime_ns != before
+
+
+def test_bad_config_names_the_key(tmp_path):
+    (tmp_path / "s.yaml").write_text("cohort: c.csv\nout: run\ntrain:\n  archs: [resnet18, vgg99]\n  epoch: 3\n")
+    with pytest.raises(CeusError) as e:
+        load_config(tmp_path / "s.yaml")
+    msg = str(e.value)
+    assert "train.archs" in msg and "vgg99" in msg and "train.epoch: unknown key" in msg
+    with pytest.raises(CeusError, match="unknown stage 'fit'"):
+        run_study(parse_config({"cohort": str(tmp_path / "s.yaml"), "out": str(tmp_path / "r")}), force=["fit"])
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="chromium not installed")
+def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
+    _, report, _ = tiny_run
+    shot = tmp_path / "shot.png"
+    cmd = ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1200,2000", f"--screenshot={shot}", report.resolve().as_uri()]
+    subprocess.run(cmd, capture_output=True, timeout=120, check=False)
+    dom = subprocess.run(cmd[:-2] + ["--dump-dom", report.resolve().as_uri()], capture_output=True, text=True, timeout=120)
+    assert "Table 2" in dom.stdout and "Safeguards" in dom.stdout
+    from PIL import Image
+    import numpy as np
+
+    img = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert img.std() > 5  # not a blank page
