@@ -81,3 +81,30 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
 
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.std() > 5  # not a blank page
+
+
+def test_export_and_predict_new_patient(tiny_run, tmp_path):
+    import pandas as pd
+
+    from ceusfusion.bundle import export, predict
+    from ceusfusion.cli import main
+
+    out, _, _ = tiny_run
+    bundle = export(out, tmp_path / "bundle")
+    meta = json.loads((bundle / "bundle.json").read_text())
+    assert set(meta["models"]) == {"image", "video"} and meta["combined"]["name"] == "DL_combined"
+    row = pd.read_csv(out / "data" / "cohort.csv").query("split == 'test'").iloc[0]
+    d = out / "data"
+    res = predict(bundle, d / row["image"], d / row["image_mask"], d / row["video"], d / row["video_mask"], out=tmp_path / "pred")
+    # the bundle reproduces the run's own test probability for this patient
+    for name in ("DL_image_resnet18", "DL_video_resnet18", "DL_combined"):
+        m = res["models"][name]
+        run_prob = pd.read_csv(out / "predictions" / f"{name}.csv", dtype={"case_id": str}).set_index("case_id").loc[str(row["case_id"]), "prob"]
+        assert abs(m["prob"] - run_prob) < 1e-5, name
+        assert m["class"] == int(m["prob"] >= m["threshold"])
+    assert (tmp_path / "pred" / "gradcam_DL_video_resnet18.png").is_file()
+    assert res["seconds"] < 30
+    (bundle / "models" / "DL_image_resnet18" / "fold0" / "model.safetensors").write_bytes(b"tampered")
+    with pytest.raises(SystemExit) as e:
+        main(["predict", "--bundle", str(bundle), "--image", str(d / row["image"])])
+    assert e.value.code == 2

@@ -76,7 +76,8 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
                 layers[m["name"]] = read_features(fpath)[1].get("layer")
         name = fj.get("name", "DL_combined")
         combined = {"name": name, "threshold": _threshold(metrics, name), "feature_layers": layers,
-                    "clinical": fj.get("inputs", {}).get("clinical") or [], "perfusion": bool(fj.get("inputs", {}).get("perfusion"))}
+                    "clinical": list(fj.get("columns", {}).get("numeric", [])) + list(fj.get("columns", {}).get("categorical", [])),
+                    "perfusion": any(i.get("kind") == "perfusion" for i in fj.get("inputs", []))}
     params = json.loads((run / "prepared" / "keyframes.json").read_text())["params"]
     files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     write_json(tmp / "bundle.json", {"bundle_version": BUNDLE_VERSION, "ceusfusion": __version__, "torch": torch.__version__,

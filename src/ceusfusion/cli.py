@@ -417,6 +417,48 @@ def study(
 
 
 @app.command()
+def export(
+    run: Path = typer.Argument(..., help="A finished run directory."),
+    out: Path = typer.Option(..., "--out", help="Bundle folder to write."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle."),
+):
+    """Bundle the selected models, preprocessing parameters and locked thresholds for new patients."""
+    from .bundle import export as run_export
+
+    console.print(f"wrote bundle {run_export(run, out, overwrite=overwrite)}")
+
+
+@app.command()
+def predict(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle from `ceusfusion export`."),
+    image: Optional[Path] = typer.Option(None, "--image", help="B-mode still."),
+    image_mask: Optional[Path] = typer.Option(None, "--image-mask", help="Nodule mask of the still."),
+    video: Optional[Path] = typer.Option(None, "--video", help="CEUS video."),
+    video_mask: Optional[Path] = typer.Option(None, "--video-mask", help="Nodule mask of the video."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for prediction.json and Grad-CAM overlays."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+):
+    """Predict for one new patient: probability per model, class at the locked threshold, Grad-CAM overlays."""
+    from .bundle import predict as run_predict
+
+    if image is None and video is None:
+        raise CeusError("give --image and/or --video")
+    res = run_predict(bundle, image, image_mask, video, video_mask, out=out)
+    if as_json:
+        typer.echo(json.dumps(res, indent=2))
+        return
+    table = Table(title=f"prediction ({res['seconds']:.2f} s)")
+    for col in ("model", "probability", "threshold (train)", "class"):
+        table.add_column(col)
+    for name, m in res["models"].items():
+        if m.get("available"):
+            table.add_row(name, f"{m['prob']:.3f}", f"{m['threshold']:.3f}", "OLNM+" if m["class"] else "OLNM-")
+        else:
+            table.add_row(name, "n/a", "", m.get("reason", ""))
+    console.print(table)
+
+
+@app.command()
 def demo(
     out: Path = typer.Option(Path("runs/demo"), "--out", help="Run directory."),
     full: bool = typer.Option(False, "--full", help="The reference protocol (5 architectures, 224 px, 5 folds): for a GPU."),
