@@ -108,3 +108,10 @@ def test_export_and_predict_new_patient(tiny_run, tmp_path):
     with pytest.raises(SystemExit) as e:
         main(["predict", "--bundle", str(bundle), "--image", str(d / row["image"])])
     assert e.value.code == 2
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "study.yaml")
+    assert cfg.train.folds == 5 and len(cfg.train.archs) == 5
