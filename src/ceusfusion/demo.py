@@ -60,9 +60,10 @@ def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0, full: boo
     import pandas as pd
 
     df = pd.read_csv(table2)
-    t = Table(title="Table 2 (synthetic cohort): AUC with DeLong 95% CI; thresholds from the training set")
+    t = Table(title="Table 2 (synthetic cohort): AUC with DeLong 95% CI; thresholds fixed on the training set")
+    short = {"sensitivity": "sens", "specificity": "spec", "accuracy": "acc"}
     for col in df.columns:
-        t.add_column(str(col))
+        t.add_column(short.get(str(col), str(col)), no_wrap=str(col) in ("model", "AUC (95% CI)"))
     for row in df.itertuples(index=False):
         t.add_row(*[str(v) for v in row])
     console.print(t)

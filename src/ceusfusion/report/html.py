@@ -62,26 +62,27 @@ def cohort_section(run: Path) -> str:
     failures = run / "prepared" / "failures.csv"
     if failures.is_file():
         f = pd.read_csv(failures)
-        body += f"<p>{len(f)} case(s) could not be prepared and were excluded:</p>" + (_table(f) if len(f) else "")
+        body += (f"<p>{len(f)} case(s) could not be prepared and were excluded:</p>" + _table(f)) if len(f) else "<p>Every case was prepared.</p>"
     return body
 
 
 def training_section(run: Path) -> str:
-    rows, figs = [], []
-    for summary in sorted((run / "models").glob("*/summary.json")):
-        s = json.loads(summary.read_text())
-        cfg_path = summary.parent / "config.json"
-        cfg = json.loads(cfg_path.read_text()) if cfg_path.is_file() else {}
-        rows.append({"model": summary.parent.name, "modality": cfg.get("modality", ""), "arch": cfg.get("arch", ""),
-                     "input": cfg.get("input", cfg.get("input_mode", "")), "mean CV AUC": s.get("mean_cv_auc"),
-                     "SD": s.get("sd_cv_auc"), "folds": len(s.get("fold_aucs", []))})
-    if not rows:
+    from ..train import rank_models
+
+    df = rank_models(run)
+    if df.empty:
         return _missing("Cross-validated training results")
-    df = pd.DataFrame(rows).sort_values(["modality", "mean CV AUC"], ascending=[True, False])
-    for fig in sorted((run / "evaluation" / "figures").glob("cv_roc_*.png")):
-        figs.append(_img(fig, fig.stem.replace("cv_roc_", "CV ROC: ")))
+    df = df.rename(columns={"cv_auc_mean": "mean CV AUC", "cv_auc_std": "SD", "oof_auc": "pooled out-of-fold AUC", "weights_used": "weights"})
+    figs = [_img(f, f.stem.replace("cv_roc_", "CV ROC: ")) for f in sorted((run / "evaluation" / "figures").glob("cv_roc_*.png"))]
+    sel = run / "selection.json"
+    chosen = ""
+    if sel.is_file():
+        best = json.loads(sel.read_text()).get("best", {})
+        chosen = "<p>Selected: " + ", ".join(f"<b>{html.escape(m)}</b>: {html.escape(n)}" for m, n in best.items()) + "</p>"
     return ("<p>Architectures are ranked by mean AUC over the cross-validation folds of the training set; "
-            "the best per modality is selected here, never on the test set.</p>" + _table(df) + "".join(figs))
+            "the best per modality is selected here, never on the test set. Early stopping picks each fold's epoch on "
+            "that fold's validation part, so the mean CV AUC is slightly optimistic; the pooled out-of-fold AUC and "
+            "Table 2 use the same out-of-fold predictions.</p>" + _table(df) + chosen + "".join(figs))
 
 
 def evaluation_section(run: Path) -> str:
