@@ -114,7 +114,7 @@ def _model_input(arr: np.ndarray, modality: str, cfg: dict) -> torch.Tensor:
         a = np.repeat(a, 3, axis=1)
     elif a.shape[1] == 3 and fc == 1:
         a = np.round(a.astype(np.float32).mean(axis=1, keepdims=True)).astype(np.uint8)
-    t = torch.from_numpy(np.ascontiguousarray(a)).reshape(1, -1, *a.shape[2:])
+    t = torch.from_numpy(np.array(a, copy=True)).reshape(1, -1, *a.shape[2:])
     size = int(cfg["image_size"])
     if t.shape[-1] != size:
         t = F.interpolate(t.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False).round().clamp(0, 255).to(torch.uint8)

@@ -68,6 +68,9 @@ class TrainConfig:
     clip_grad: float = 1.0
     dropout: float = 0.0
     freeze_bn: bool = False  # BatchNorm kept in eval mode (small batches; exact CPU-DDP equivalence)
+    # "best": keep the epoch with the best validation AUC (its out-of-fold AUC is optimistic: chosen on the
+    # fold it scores); "last": keep the final epoch (unbiased out-of-fold predictions, as for a baseline)
+    select: str = "best"
     size: int | None = None  # resize the cached arrays to this side first (None: as cached)
     crop: int = 224
     seed: int = 0
@@ -81,6 +84,8 @@ class TrainConfig:
         if c.arch not in ARCHS:
             raise CeusError(f"unknown architecture {c.arch!r}; choose one of {', '.join(ARCHS)}")
         c.input_mode = c.input_mode or ("single" if c.modality == "image" else "stack")
+        if c.select not in ("best", "last"):
+            raise CeusError(f"unknown checkpoint selection {c.select!r}; choose best or last")
         if c.modality == "image" and c.input_mode != "single":
             raise CeusError(f"input mode {c.input_mode!r} needs keyframes; use --modality video")
         if c.modality == "video" and c.input_mode == "single":
@@ -398,7 +403,7 @@ def _train_fold(ctx: _Ctx, k: int, tr: np.ndarray, va: np.ndarray, resume: bool)
         state["history"].append({"epoch": state["epoch"], "lr": opt.param_groups[0]["lr"],
                                  "train_loss": train_loss, "val_loss": vloss, "val_auc": auc,
                                  "seconds": round(time.perf_counter() - t0, 3)})
-        improved = score > state["best"]
+        improved = score > state["best"] or cfg.select == "last"
         if improved:
             state.update(best=score, best_epoch=state["epoch"], bad=0, best_val_prob=vp.tolist())
         else:
@@ -448,7 +453,7 @@ def _check_existing(out: Path, cfg_json: dict, resume: bool, overwrite: bool) ->
         raise CeusError(f"{out} already holds a model; pass --resume to continue it or --overwrite to start again")
     old = json.loads(path.read_text())
     ignore = {"device", "epochs", "patience", "weights_used"}
-    diff = [k for k in cfg_json if k not in ignore and old.get(k) != cfg_json[k]]
+    diff = [k for k in cfg_json if k not in ignore and old.get(k, asdict(TrainConfig()).get(k)) != cfg_json[k]]
     if diff:
         raise CeusError(f"{path}: cannot resume, the settings differ ({', '.join(f'{d}: {old.get(d)!r} -> {cfg_json[d]!r}' for d in diff)})")
 
