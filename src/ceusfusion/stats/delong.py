@@ -72,20 +72,36 @@ def placements(y: np.ndarray, score: np.ndarray) -> tuple[np.ndarray, np.ndarray
 
     V10_i = (#controls < x_i + 0.5 #controls == x_i) / n0, and
     V01_j = (#cases > y_j + 0.5 #cases == y_j) / n1. Inputs must be validated.
+    Sun & Xu (2014): one sort of all scores; the counts below and equal to each
+    score come from cumulative class counts over its tie group (integers, so the
+    AUC is exact), then are put back in input order.
     """
-    pos = score[y == 1]
-    neg = score[y == 0]
-    n1, n0 = len(pos), len(neg)
-    op = np.argsort(pos)
-    on = np.argsort(neg)
-    ps, ns = pos[op], neg[on]
-    # sorted queries make the binary searches cache friendly
-    twice_less_eq = np.searchsorted(ns, ps, "left") + np.searchsorted(ns, ps, "right")
-    v10 = np.empty(n1)
-    v10[op] = twice_less_eq / (2.0 * n0)
-    twice_le = np.searchsorted(ps, ns, "left") + np.searchsorted(ps, ns, "right")
-    v01 = np.empty(n0)
-    v01[on] = (2 * n1 - twice_le) / (2.0 * n1)
+    n = len(score)
+    order = np.argsort(score)
+    s = score[order]
+    ys = y[order].astype(np.int64)
+    new = np.empty(n, dtype=bool)
+    new[0] = True
+    np.not_equal(s[1:], s[:-1], out=new[1:])
+    starts = np.flatnonzero(new)
+    ends = np.append(starts[1:], n)
+    cpos = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(ys, out=cpos[1:])
+    n1 = int(cpos[-1])
+    n0 = n - n1
+    pos_below = cpos[starts]
+    pos_tied = cpos[ends] - pos_below
+    neg_below = starts - pos_below
+    neg_tied = (ends - starts) - pos_tied
+    group = np.cumsum(new) - 1
+    # per sorted element: a case needs the controls at or below it, a control the cases at or below it
+    twice = np.where(ys == 1, (2 * neg_below + neg_tied)[group], (2 * pos_below + pos_tied)[group])
+    full = np.empty(n, dtype=np.int64)
+    full[order] = twice
+    is_pos = y == 1
+    twice_less_eq = full[is_pos]
+    v10 = twice_less_eq / (2.0 * n0)
+    v01 = (2 * n1 - full[~is_pos]) / (2.0 * n1)
     auc = float(twice_less_eq.sum(dtype=np.int64)) / (2.0 * n1 * n0)
     return v10, v01, auc
 
