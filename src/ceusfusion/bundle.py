@@ -73,7 +73,11 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
             if fpath.is_file():
                 from .features import read_features
 
-                layers[m["name"]] = read_features(fpath)[1].get("layer")
+                from .features import default_layer
+                from .train import build_from_config
+
+                layer = read_features(fpath)[1].get("layer")
+                layers[m["name"]] = {"layer": layer, "penultimate": layer in (None, "features") or layer == default_layer(build_from_config(m["config"]))}
         name = fj.get("name", "DL_combined")
         combined = {"name": name, "threshold": _threshold(metrics, name), "feature_layers": layers,
                     "clinical": list(fj.get("columns", {}).get("numeric", [])) + list(fj.get("columns", {}).get("categorical", [])),
@@ -122,8 +126,21 @@ def _model_input(arr: np.ndarray, modality: str, cfg: dict) -> torch.Tensor:
 
 
 def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_mask=None, out: str | Path | None = None,
-            cams: bool = True) -> dict:
-    """Probabilities of every bundled model for one patient, classes at the locked thresholds, Grad-CAM overlays."""
+            cams: bool = True, threads: int = 1) -> dict:
+    """Probabilities of every bundled model for one patient, classes at the locked thresholds, Grad-CAM overlays.
+
+    One patient is a batch of one: a single thread avoids the thread-barrier stalls
+    that make small CPU inferences many times slower when the cores are shared.
+    """
+    previous = torch.get_num_threads()
+    torch.set_num_threads(max(1, threads))
+    try:
+        return _predict(bundle, image, image_mask, video, video_mask, out, cams)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _predict(bundle, image, image_mask, video, video_mask, out, cams) -> dict:
     from .features import make_extractor
     from .preprocess import PrepareParams, prepare_image, prepare_video
     from .train import build_from_config, transform_for
@@ -155,16 +172,21 @@ def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_m
             tensors, _ = _load_tensors(bundle / "models" / m["name"] / f"fold{k}" / "model.safetensors")
             model.load_state_dict(tensors)
             model.eval()
-            layer = (meta.get("combined") or {}).get("feature_layers", {}).get(m["name"])
+            layer = (meta.get("combined") or {}).get("feature_layers", {}).get(m["name"]) or {"layer": None, "penultimate": True}
             with torch.inference_mode():
-                probs.append(float(torch.sigmoid(model(x)).item()))
-                if meta.get("combined"):
-                    fvecs.append(make_extractor(model, layer)(x).float().numpy()[0])
+                if layer["penultimate"]:
+                    f = model.features(x)  # the penultimate vector: one forward gives features and logit
+                    probs.append(float(torch.sigmoid(model.head(model.dropout(f))).item()))
+                    fvecs.append(f.float().numpy()[0])
+                else:
+                    probs.append(float(torch.sigmoid(model(x)).item()))
+                    if meta.get("combined"):
+                        fvecs.append(make_extractor(model, layer["layer"])(x).float().numpy()[0])
             fold_models.append(model)
         prob = float(np.mean(probs))
         result["models"][m["name"]] = {"available": True, "modality": modality, "prob": prob, "threshold": m["threshold"],
                                        "class": int(prob >= m["threshold"]), "fold_probs": probs}
-        if fvecs:
+        if fvecs and meta.get("combined"):
             feats[m["name"]] = np.mean(fvecs, axis=0)
         if cams and out is not None:
             result["models"][m["name"]]["gradcam"] = str(_overlay(fold_models[0], cfg, x, tf, Path(out) / f"gradcam_{m['name']}.png"))

@@ -437,13 +437,14 @@ def predict(
     video_mask: Optional[Path] = typer.Option(None, "--video-mask", help="Nodule mask of the video."),
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for prediction.json and Grad-CAM overlays."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+    threads: int = typer.Option(1, "--threads", help="CPU threads for torch (one patient is a batch of one)."),
 ):
     """Predict for one new patient: probability per model, class at the locked threshold, Grad-CAM overlays."""
     from .bundle import predict as run_predict
 
     if image is None and video is None:
         raise CeusError("give --image and/or --video")
-    res = run_predict(bundle, image, image_mask, video, video_mask, out=out)
+    res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
