@@ -143,8 +143,7 @@ def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_m
 def _predict(bundle, image, image_mask, video, video_mask, out, cams) -> dict:
     from .features import make_extractor
     from .preprocess import PrepareParams, prepare_image, prepare_video
-    from .train import build_from_config, transform_for
-    from .train import _load_tensors
+    from .train import build_from_config, load_tensors, transform_for
 
     t0 = time.perf_counter()
     bundle = Path(bundle)
@@ -169,7 +168,7 @@ def _predict(bundle, image, image_mask, video, video_mask, out, cams) -> dict:
         probs, fvecs, fold_models = [], [], []
         for k in m["folds"]:
             model = build_from_config(cfg)
-            tensors, _ = _load_tensors(bundle / "models" / m["name"] / f"fold{k}" / "model.safetensors")
+            tensors, _ = load_tensors(bundle / "models" / m["name"] / f"fold{k}" / "model.safetensors")
             model.load_state_dict(tensors)
             model.eval()
             layer = (meta.get("combined") or {}).get("feature_layers", {}).get(m["name"]) or {"layer": None, "penultimate": True}

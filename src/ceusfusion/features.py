@@ -36,7 +36,7 @@ from .data import BatchTransform, CachedSet, load_cached
 from .errors import CaseError, CeusError
 from .fsutil import atomic_path
 from .models import TemporalNet
-from .train import _device, load_fold_model, model_dir, read_config, transform_for
+from .train import load_fold_model, resolve_device, model_dir, read_config, transform_for
 
 META_KEY = b"ceusfusion"
 HEAD_INPUT = "dropout"  # CeusNet: encoder -> dropout -> head; the node feeding ``dropout`` is the pooled vector
@@ -163,7 +163,7 @@ def extract_features(run, name: str, layer: str | None = None, batch_size: int =
     run = Path(run)
     cfg = read_config(run, name)
     k = int(cfg["folds"])
-    dev = _device(device, 0)
+    dev = resolve_device(device)
     data = load_cached(run, cfg["modality"], cfg.get("size"))
     if data.size != cfg["image_size"] or data.frames != cfg["frames"] or data.frame_channels != cfg["frame_channels"]:
         raise CeusError(f"{run}/prepared no longer matches {name} (cache {data.frames}x{data.frame_channels}x{data.size} px, "

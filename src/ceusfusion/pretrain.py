@@ -54,6 +54,7 @@ from .errors import CeusError
 from .fsutil import atomic_path, write_json
 from .io.filetypes import VIDEO_SUFFIXES, full_suffix, kind_of
 from .models import ARCHS, build_encoder
+from .train import lr_at, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -433,27 +434,11 @@ class MoCoState:
 # ----------------------------------------------------------------------------- training
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise CeusError("--device cuda asked for, but no CUDA device is available")
-    if name not in ("cpu", "cuda"):
-        raise CeusError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    return torch.device(name)
-
-
 def _autocast(device: torch.device):
     if device.type == "cuda":
         dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
         return torch.autocast("cuda", dtype=dtype)
     return contextlib.nullcontext()
-
-
-def _lr(step: int, total: int, warmup: int, base: float) -> float:
-    if step < warmup:
-        return base * (step + 1) / warmup
-    return base * 0.5 * (1.0 + math.cos(math.pi * (step - warmup) / max(1, total - warmup)))
 
 
 def ckpt_dir(out: Path) -> Path:
@@ -498,7 +483,7 @@ def pretrain(videos: list[tuple[str, Path]], out: str | Path, cfg: PretrainConfi
         shutil.rmtree(ck)
     if not videos:
         raise CeusError("no video to pretrain on (training split of the cohort and --unlabeled folders are empty)")
-    device = _device(cfg.device)
+    device = resolve_device(cfg.device)
     det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -577,7 +562,7 @@ def _pretrain(videos, out, ck, cfg, device, resume, on_epoch, max_epochs_this_ca
             if cuda:
                 x1, x2 = x1.contiguous(memory_format=torch.channels_last), x2.contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:
-                g["lr"] = _lr(state["step"], total, warm, cfg.lr)
+                g["lr"] = lr_at(state["step"], total, warm, cfg.lr)
             # mixed precision (CUDA only) for the networks; the losses in float32
             if moco is None:
                 with _autocast(device):
@@ -740,7 +725,7 @@ def probe(cohort: str | Path, weights: str | Path, arch: str, size: int, frames_
     ``bank``: frames already extracted (by :func:`pretrain`); videos not in the
     cohort's training split (``--unlabeled`` ones) are ignored.
     """
-    dev = _device(device)
+    dev = resolve_device(device)
     if bank is None:
         bank = build_bank(manifest_videos(cohort, splits), size, frames_per_video)
     labels = probe_labels(cohort, splits).set_index("case_id")

@@ -108,7 +108,8 @@ def _dist() -> tuple[int, int, int]:
     return int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("RANK", 0)), int(os.environ.get("LOCAL_RANK", 0))
 
 
-def _device(name: str, local_rank: int) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    """auto / cpu / cuda → a torch device (this process's GPU under torchrun); clear error if unavailable."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":
@@ -160,7 +161,7 @@ def _save_tensors(path: Path, tensors: dict[str, torch.Tensor], meta: dict[str, 
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp), metadata=meta)
 
 
-def _load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+def load_tensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
     from safetensors import safe_open
 
     try:
@@ -223,7 +224,7 @@ def load_fold_model(run, name: str, fold: int, device: str | torch.device = "cpu
     if not path.is_file():
         raise CeusError(f"{path} not found (fold {fold} of {name} has not finished training)")
     model = build_from_config(cfg)
-    tensors, _ = _load_tensors(path)
+    tensors, _ = load_tensors(path)
     try:
         model.load_state_dict(tensors)
     except RuntimeError as exc:
@@ -354,8 +355,8 @@ def _train_fold(ctx: _Ctx, k: int, tr: np.ndarray, va: np.ndarray, resume: bool)
     last = fdir / "last.safetensors"
     if resume and (fdir / "state.json").is_file():
         state = json.loads((fdir / "state.json").read_text())
-        mt, mmeta = _load_tensors(last)
-        ot, ometa = _load_tensors(fdir / "optim.safetensors")
+        mt, mmeta = load_tensors(last)
+        ot, ometa = load_tensors(fdir / "optim.safetensors")
         if mmeta.get("epoch") != str(state["epoch"]) or ometa.get("epoch") != str(state["epoch"]):
             raise CeusError(f"checkpoint in {fdir} is inconsistent (interrupted while saving); remove {fdir} to restart this fold")
         model.load_state_dict(mt)
@@ -469,7 +470,7 @@ def train(run, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, 
     if world > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if cfg.device != "cpu" and torch.cuda.is_available() else "gloo")
         own_pg = True
-    device = _device(cfg.device, local_rank)
+    device = resolve_device(cfg.device, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     det = (torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled())
