@@ -256,12 +256,16 @@ class Study:
 
         t = self.cfg.train
         names = []
-        for k, (modality, arch, inp) in enumerate(self.model_specs(), start=1):
+        specs = self.model_specs()
+        t_start = time.perf_counter()
+        for k, (modality, arch, inp) in enumerate(specs, start=1):
             tc = TrainConfig(modality=modality, arch=arch, input_mode=inp, weights=t.weights, require_weights=t.require_weights,
                              epochs=t.epochs, folds=t.folds, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
                              crop=t.crop, size=t.size, freeze_bn=t.freeze_bn, seed=self.cfg.seed, device=self.cfg.device)
             name = tc.resolved().name
-            self.console.print(f"  model {k}/{len(self.model_specs())}: {name}")
+            done = time.perf_counter() - t_start
+            eta = f", about {done / (k - 1) * (len(specs) - k + 1):.0f} s left for training" if k > 1 else ""
+            self.console.print(f"  model {k}/{len(specs)}: {name}{eta}")
             same = self._same_config(self._safe_config(name), tc)
             if same and (self.run / "models" / name / "summary.json").is_file():
                 self.console.print("  [dim]already trained with these settings, kept[/dim]")

@@ -528,10 +528,11 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
     results = []
     bar = contextlib.nullcontext()
     if progress and rank == 0:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         bar = ctx.progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[auc]}"), TimeElapsedColumn())
+                                      TextColumn("{task.fields[auc]}"), TimeElapsedColumn(), TimeRemainingColumn())
     with bar:
         try:
             for k in range(cfg.folds):
