@@ -115,3 +115,24 @@ def test_example_config_is_valid():
 
     cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "study.yaml")
     assert cfg.train.folds == 5 and len(cfg.train.archs) == 5
+
+
+def test_score_level_fusion_and_bundle(tiny_run, tmp_path):
+    """fusion.inputs = scores: each model's out-of-fold logit is fused; the bundle reproduces it."""
+    import pandas as pd
+
+    from ceusfusion.bundle import export, predict
+
+    out, _, _ = tiny_run
+    cfg = json.loads((out / "manifest.json").read_text())["config"]
+    cfg["fusion"]["inputs"] = "scores"
+    cfg["explain"]["enabled"] = False
+    run_study(parse_config(cfg), console=Console(record=True), progress=False)
+    fusion = json.loads((out / "fusion" / "fusion.json").read_text())
+    assert fusion["columns"]["deep"] == 2
+    bundle = export(out, tmp_path / "b")
+    row = pd.read_csv(out / "data" / "cohort.csv").query("split == 'test'").iloc[1]
+    d = out / "data"
+    res = predict(bundle, d / row["image"], d / row["image_mask"], d / row["video"], d / row["video_mask"], cams=False)
+    run_prob = pd.read_csv(out / "predictions" / "DL_combined.csv", dtype={"case_id": str}).set_index("case_id").loc[str(row["case_id"]), "prob"]
+    assert abs(res["models"]["DL_combined"]["prob"] - run_prob) < 1e-4

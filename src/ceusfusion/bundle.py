@@ -31,9 +31,11 @@ def _threshold(metrics: dict, name: str) -> float:
         m = metrics.get("sets", {}).get(s, {}).get("models", {}).get(name)
         if m and (s == "train" or m.get("threshold_source") == "train"):
             t = m.get("threshold")
-            if isinstance(t, (int, float)) and np.isfinite(t):
+            if isinstance(t, str) and t in ("Infinity", "-Infinity"):
+                return float(t.replace("Infinity", "inf"))  # degenerate Youden optimum: all negative / all positive
+            if isinstance(t, (int, float)) and not np.isnan(t):
                 return float(t)
-    raise CeusError(f"no finite training-set threshold for {name} in evaluation/metrics.json")
+    raise CeusError(f"no training-set threshold for {name} in evaluation/metrics.json")
 
 
 def export(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
@@ -79,7 +81,8 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
                 layer = read_features(fpath)[1].get("layer")
                 layers[m["name"]] = {"layer": layer, "penultimate": layer in (None, "features") or layer == default_layer(build_from_config(m["config"]))}
         name = fj.get("name", "DL_combined")
-        combined = {"name": name, "threshold": _threshold(metrics, name), "feature_layers": layers,
+        scores = any(str(i.get("meta", {}).get("name", "")).endswith("_score") for i in fj.get("inputs", []) if i.get("kind") == "features")
+        combined = {"name": name, "inputs": "scores" if scores else "features", "threshold": _threshold(metrics, name), "feature_layers": layers,
                     "clinical": list(fj.get("columns", {}).get("numeric", [])) + list(fj.get("columns", {}).get("categorical", [])),
                     "perfusion": any(i.get("kind") == "perfusion" for i in fj.get("inputs", []))}
     params = json.loads((run / "prepared" / "keyframes.json").read_text())["params"]
@@ -200,7 +203,11 @@ def _predict(bundle, image, image_mask, video, video_mask, out, cams) -> dict:
             pipe = joblib.load(bundle / "fusion" / "model.joblib")  # integrity checked by sha256 above
             row = {}
             for name, vec in feats.items():
-                row.update({f"{name}__f{i:04d}": float(v) for i, v in enumerate(vec)})
+                if comb.get("inputs") == "scores":  # late fusion: the logit of the fold-mean probability
+                    p = min(max(result["models"][name]["prob"], 1e-6), 1 - 1e-6)
+                    row[f"{name}_score__f0000"] = float(np.float32(np.log(p / (1 - p))))
+                else:
+                    row.update({f"{name}__f{i:04d}": float(v) for i, v in enumerate(vec)})
             X = pd.DataFrame([row])
             cols = getattr(pipe, "feature_names_in_", None)
             if cols is not None:

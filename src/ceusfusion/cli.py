@@ -157,6 +157,7 @@ def train(
     batch_size: int = typer.Option(32, "--batch-size", help="Global batch size (split over DDP processes)."),
     lr: float = typer.Option(3e-4, "--lr"),
     patience: int = typer.Option(8, "--patience", help="Early stopping: epochs without a better fold-validation AUC."),
+    select: str = typer.Option("best", "--select", help="Checkpoint kept per fold: best (fold-validation AUC; slightly optimistic out-of-fold predictions) or last."),
     size: Optional[int] = typer.Option(None, "--size", help="Resize cached arrays to this side first."),
     crop: int = typer.Option(224, "--crop", help="Random (train) / centre (eval) crop side."),
     seed: int = typer.Option(0, "--seed"),
@@ -192,7 +193,7 @@ def train(
         torch.set_num_threads(threads)
     cfg = TrainConfig(modality=modality, arch=arch, input_mode=input_mode, weights=weights, require_weights=require_weights,
                       epochs=epochs, folds=folds, batch_size=batch_size, lr=lr, patience=patience, size=size, crop=crop,
-                      seed=seed, device=device, name=name, freeze_bn=freeze_bn)
+                      seed=seed, device=device, name=name, freeze_bn=freeze_bn, select=select)
     res = run_train(run, cfg, resume=resume, overwrite=overwrite, progress=not no_progress)
     if res is not None and res.get("rank", 0) == 0:
         console.print(f"{res['name']}: mean CV AUC {res['cv_auc_mean']:.3f} ± {res['cv_auc_std']:.3f} "

@@ -226,3 +226,19 @@ def read_features(path) -> tuple[pd.DataFrame, dict]:
 
     table = pq.read_table(path)
     return table.to_pandas(), json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
+
+
+def score_features(run, name: str) -> Path:
+    """RUN/features/NAME.score.parquet: one column, the model's out-of-fold logit (test rows: the
+    logit of the fold-mean probability). For score-level ("late") fusion: unlike penultimate
+    features, a score means the same thing whichever fold model produced it."""
+    run = Path(run)
+    path = run / "predictions" / f"{name}.csv"
+    if not path.is_file():
+        raise CeusError(f"{path} not found (train {name} first)")
+    pred = pd.read_csv(path, dtype={"case_id": str})
+    p = pred["prob"].clip(1e-6, 1 - 1e-6)
+    df = pd.DataFrame({"case_id": pred["case_id"], "set": pred["set"], "y": pred["y"].astype(int),
+                       "f0000": np.log(p / (1 - p)).astype(np.float32)})
+    return write_features(run / "features" / f"{name}.score.parquet", df,
+                          {"name": f"{name}_score", "source": "out-of-fold logit", "feature_dim": 1})

@@ -56,6 +56,7 @@ class TrainSection(_Strict):
     batch_size: int = Field(32, ge=1)
     lr: float = Field(3e-4, gt=0)
     patience: int = Field(8, ge=1)
+    select: Literal["best", "last"] = "best"  # checkpoint kept per fold: best fold-validation AUC (early stopping) or last
     crop: int = Field(224, ge=8)
     size: int | None = None
     freeze_bn: bool = False
@@ -75,6 +76,7 @@ class TrainSection(_Strict):
 
 class FusionSection(_Strict):
     enabled: bool = True
+    inputs: Literal["features", "scores"] = "features"  # penultimate deep features, or each model's out-of-fold logit
     classifiers: list[str] = ["lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp"]
     folds: int = Field(5, ge=2)
     one_se: bool = False
@@ -205,7 +207,7 @@ class Study:
         self._stage("train", _fingerprint(self.fp("prepare"), c.train.model_dump(), c.seed), [self.run / "models"], self._train, force_set)
         self._stage("select", _fingerprint(self.fp("train")), [self.run / "selection.json"], self._select, force_set)
         if c.fusion.enabled:
-            self._stage("features", _fingerprint(self.fp("select")), [self.run / "features"], self._features, force_set)
+            self._stage("features", _fingerprint(self.fp("select"), c.fusion.inputs), [self.run / "features"], self._features, force_set)
             self._stage("fuse", _fingerprint(self.fp("features"), c.fusion.model_dump(), c.seed), [self.run / "predictions" / "DL_combined.csv"], self._fuse, force_set)
         self._stage("evaluate", _fingerprint(self.fp("select"), self.fp("fuse") if c.fusion.enabled else ""), [self.run / "evaluation" / "metrics.json"], self._evaluate, force_set)
         if c.explain.enabled:
@@ -260,7 +262,7 @@ class Study:
         t_start = time.perf_counter()
         for k, (modality, arch, inp) in enumerate(specs, start=1):
             tc = TrainConfig(modality=modality, arch=arch, input_mode=inp, weights=t.weights, require_weights=t.require_weights,
-                             epochs=t.epochs, folds=t.folds, batch_size=t.batch_size, lr=t.lr, patience=t.patience,
+                             epochs=t.epochs, folds=t.folds, batch_size=t.batch_size, lr=t.lr, patience=t.patience, select=t.select,
                              crop=t.crop, size=t.size, freeze_bn=t.freeze_bn, seed=self.cfg.seed, device=self.cfg.device)
             name = tc.resolved().name
             done = time.perf_counter() - t_start
@@ -335,10 +337,13 @@ class Study:
         return json.loads((self.run / "selection.json").read_text())["best"]
 
     def _features(self) -> dict:
-        from .features import features
+        from .features import features, score_features
 
         paths = {}
         for modality, name in self._best().items():
+            if self.cfg.fusion.inputs == "scores":
+                paths[modality] = str(score_features(self.run, name))
+                continue
             path, _ = features(self.run / "models" / name, self.run / "features" / f"{name}.parquet", device=self.cfg.device)
             paths[modality] = str(path)
         return {"features": paths}
@@ -347,7 +352,8 @@ class Study:
         from .fusion import FusionConfig, fuse, parse_families
 
         f = self.cfg.fusion
-        feats = [self.run / "features" / f"{n}.parquet" for n in self._best().values()]
+        suffix = ".score.parquet" if f.inputs == "scores" else ".parquet"
+        feats = [self.run / "features" / f"{n}{suffix}" for n in self._best().values()]
         cfg = FusionConfig(classifiers=parse_families(f.classifiers), folds=f.folds, seed=self.cfg.seed, one_se=f.one_se, fast=f.fast)
         res = fuse(feats, self.run / "fusion", cohort=self.run / "cohort.csv" if f.clinical else None, clinical=f.clinical or None,
                    perfusion=(self.run / "prepared" / "perfusion.csv") if f.perfusion else None, cfg=cfg)

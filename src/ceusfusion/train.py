@@ -333,9 +333,12 @@ def _train_fold(ctx: _Ctx, k: int, tr: np.ndarray, va: np.ndarray, resume: bool)
     if done.is_file():
         res = json.loads((fdir / "result.json").read_text())
         return res
-    torch.manual_seed(fold_seed(cfg.seed, k))
+    # Every fold starts from the same weights (pretrained, or random from the run's seed), so the
+    # fold models' penultimate features stay comparable: out-of-fold features for fusion need that.
+    torch.manual_seed(cfg.seed)
     model, used = build_model(cfg.arch, cfg.input_mode, ctx.data.frames, ctx.data.frame_channels,
                               ctx.weights, cfg.require_weights, cfg.dropout)
+    torch.manual_seed(fold_seed(cfg.seed, k))
     ctx.weights_used = used
     cuda = dev.type == "cuda"
     model = model.to(dev)
