@@ -167,3 +167,11 @@ def test_split_by_center_and_cli(tmp_path):
     with pytest.raises(SystemExit) as e:  # never overwrite what exists without --force
         main(main_args)
     assert e.value.code == 2
+
+
+def test_cli_usage_error_is_one_message_not_a_traceback(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["validate", "--bogus"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "No such option: --bogus" in err and "Traceback" not in err

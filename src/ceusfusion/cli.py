@@ -149,7 +149,7 @@ def train(
     run: Path = typer.Option(..., "--run", help="Run directory (with prepared/)."),
     modality: Optional[str] = typer.Option(None, "--modality", help="image or video."),
     arch: str = typer.Option("resnet18", "--arch", help="densenet121|169|201, resnet18|34, efficientnet_b0, convnext_tiny."),
-    input_mode: Optional[str] = typer.Option(None, "--input", help="single (image), stack or temporal (video)."),
+    input_mode: Optional[str] = typer.Option(None, "--input", help="single (image); stack, temporal or summary (video: per-pixel mean, std, dynamic image)."),
     weights: str = typer.Option("imagenet", "--weights", help="imagenet, none, or a state-dict file."),
     require_weights: bool = typer.Option(False, "--require-weights", help="Fail instead of falling back to random init."),
     epochs: int = typer.Option(30, "--epochs"),
@@ -162,7 +162,7 @@ def train(
     crop: int = typer.Option(224, "--crop", help="Random (train) / centre (eval) crop side."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    name: Optional[str] = typer.Option(None, "--name", help="Model name (default DL_<modality>_<arch>[_temporal])."),
+    name: Optional[str] = typer.Option(None, "--name", help="Model name (default DL_<modality>_<arch>[_temporal|_summary])."),
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing model of this name."),
     freeze_bn: bool = typer.Option(False, "--freeze-bn", help="Keep BatchNorm statistics fixed (small batches)."),
@@ -406,7 +406,7 @@ def explain_figure(
 
 @app.command()
 def study(
-    config: Path = typer.Argument(..., help="Study YAML (see `ceusfusion study --template`)."),
+    config: Path = typer.Argument(..., help="Study YAML (example: examples/study.yaml)."),
     force: Optional[List[str]] = typer.Option(None, "--force", help="Redo this stage and those after it (repeatable)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
 ):
@@ -485,15 +485,15 @@ def main(argv: Optional[List[str]] = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)
-    except Exception as exc:  # click usage errors carry their own message
-        import click
-
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        if isinstance(exc, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+    except typer.Abort:
+        sys.exit(1)
+    except typer.TyperException as exc:  # usage errors (unknown option, bad value) carry their own message
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            err_console.print(f"error: {exc.format_message()}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
     sys.exit(rv if isinstance(rv, int) else 0)
 
 

@@ -19,6 +19,9 @@ Input modes:
   frames (so a weak frame stays weak), and the model's attention weights are
   reported beside them. Score-CAM is not available here (it re-runs the model
   on masked inputs of one frame shape).
+* ``summary`` (mean, std, dynamic image of the keyframes as 3 channels): like
+  ``stack`` with the 3 channels in place of the frames: one map shown on each
+  channel as a grey panel, contributions per channel (``extra["panels"]`` names them).
 
 Which fold models: test cases are explained by every fold model, maps and
 probabilities averaged (the test prediction is the mean of the fold models);
@@ -47,6 +50,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .data import SUMMARY_CHANNELS
 from .errors import CaseError, CeusError
 from .fsutil import atomic_path, write_json
 
@@ -190,6 +194,8 @@ def _display(x: torch.Tensor, tf, input_mode: str, frames: int, fc: int) -> np.n
     b, c, h, w = d.shape
     if input_mode == "single":
         return d.reshape(b, 1, 3, h, w).permute(0, 1, 3, 4, 2).numpy()
+    if input_mode == "summary":  # mean, std, dynamic image as three grey panels
+        frames, fc = c, 1
     d = d.reshape(b, frames, fc, h, w)
     if fc == 1:
         d = d.expand(-1, -1, 3, -1, -1)
@@ -400,7 +406,7 @@ def explain_cases(run, name: str, case_ids: list[str] | None = None, per_class: 
             with torch.no_grad():
                 prob = torch.sigmoid(net(x).float()).cpu().numpy()
                 att = net.attention.cpu().numpy() if mode == "temporal" else None
-            contrib = frame_contributions(net, x, frames) if mode != "single" else None
+            contrib = frame_contributions(net, x, x.shape[1] if mode == "summary" else frames) if mode != "single" else None
             for j, c in enumerate(b):
                 n = len(plan[c])
                 a = acc[c]
@@ -421,7 +427,8 @@ def explain_cases(run, name: str, case_ids: list[str] | None = None, per_class: 
             case_id=c, label=int(data.labels[i]), prob=float(a["prob"]), set=str(data.split[i]), folds=plan[c],
             image=disp[j], cam=np.asarray(a["cam"], dtype=np.float32),
             contribution=None if mode == "single" else np.asarray(a["contrib"]),
-            attention=np.asarray(a["att"]) if mode == "temporal" else None, region=reg))
+            attention=np.asarray(a["att"]) if mode == "temporal" else None, region=reg,
+            extra={"panels": list(SUMMARY_CHANNELS)} if mode == "summary" else {}))
     return out
 
 
@@ -502,7 +509,8 @@ def load_explanations(folder) -> tuple[dict, list[CaseExplanation]]:
             image=z["image"].astype(np.float32), cam=z["cam"].astype(np.float32),
             contribution=np.array(c["frame_contribution"]) if "frame_contribution" in c else None,
             attention=np.array(c["attention"]) if "attention" in c else None,
-            region=z["region"] if "region" in z.files else None))
+            region=z["region"] if "region" in z.files else None,
+            extra={"panels": c["panels"]} if "panels" in c else {}))
     meta = {k: v for k, v in d.items() if k != "cases"}
     return meta, res
 

@@ -61,7 +61,8 @@ def case_figure(r, path, title_extra: str = "") -> Path:
         for t in range(nf):
             ax = fig.add_subplot(gs[0, t])
             im = _show(ax, r.image[t], maps[t], r.region)
-            lab = f"frame {t + 1}"
+            panels = r.extra.get("panels")
+            lab = panels[t] if panels else f"frame {t + 1}"
             if kind == "temporal":
                 lab += f"\nattention {r.attention[t]:.2f}"
             ax.set_title(lab, fontsize=9)
@@ -71,7 +72,9 @@ def case_figure(r, path, title_extra: str = "") -> Path:
             ax.bar(xs - 0.2, r.attention, 0.4, label="attention", color="tab:blue")
         ax.bar(xs + (0.2 if kind == "temporal" else 0), r.share, 0.4, label="grad×input share", color="tab:orange")
         ax.set_xticks(xs)
-        ax.set_xlabel("keyframe")
+        if r.extra.get("panels"):
+            ax.set_xticklabels(r.extra["panels"], fontsize=7)
+        ax.set_xlabel("summary channel" if r.extra.get("panels") else "keyframe")
         ax.set_ylim(0, 1)
         ax.legend(fontsize=7, loc="upper left")
         axs = [fig.add_subplot(gs[0, nf])]

@@ -9,6 +9,9 @@ Input modes (the tensor the model receives is always (B, C, H, W)):
 * ``temporal`` C = T*c (c = 1 or 3 per frame); a shared 2-D backbone embeds each
   frame, attention pooling over time gives one vector. The last attention
   weights are kept in ``model.attention`` (B, T) for explanation.
+* ``summary``  C = 3: per-pixel mean, std and rank-pooled dynamic image of the
+  grey keyframes (``data.summary_channels``, computed by the batch transform);
+  a standard 3-channel backbone, so RGB weights load without inflation.
 
 Later stages use ``model.features(x)`` (penultimate pooled vector, ``model.feature_dim``)
 and ``gradcam_layer(model)`` / ``GRADCAM_LAYER[arch]`` (the layer Grad-CAM hooks).
@@ -25,7 +28,7 @@ from torch import nn
 from .errors import CeusError
 from .weights import load_backbone_weights
 
-INPUT_MODES = ("single", "stack", "temporal")
+INPUT_MODES = ("single", "stack", "temporal", "summary")
 
 
 @dataclass(frozen=True)
@@ -161,14 +164,14 @@ def build_model(arch: str, input_mode: str = "single", frames: int = 1, frame_ch
     if input_mode == "temporal":
         enc, dim, used = build_encoder(arch, 3, weights, require_weights)
         return TemporalNet(enc, dim, frames, frame_channels, dropout=dropout), used
-    in_ch = 3 if input_mode == "single" else frames * frame_channels
+    in_ch = model_channels(input_mode, frames, frame_channels)
     enc, dim, used = build_encoder(arch, in_ch, weights, require_weights)
     return CeusNet(enc, dim, dropout=dropout), used
 
 
 def model_channels(input_mode: str, frames: int, frame_channels: int) -> int:
     """Channels of the tensor the model receives."""
-    return 3 if input_mode == "single" else frames * frame_channels
+    return 3 if input_mode in ("single", "summary") else frames * frame_channels
 
 
 def gradcam_layer(model: nn.Module, arch: str) -> nn.Module:

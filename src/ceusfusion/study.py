@@ -48,7 +48,7 @@ class PrepareConfig(_Strict):
 class TrainSection(_Strict):
     archs: list[str] = ["densenet121", "densenet169", "densenet201", "resnet18", "resnet34"]
     modalities: list[Literal["image", "video"]] = ["image", "video"]
-    video_inputs: list[Literal["stack", "temporal"]] = ["stack"]
+    video_inputs: list[Literal["stack", "temporal", "summary"]] = ["stack"]
     weights: str = "imagenet"
     require_weights: bool = False
     epochs: int = Field(30, ge=1)

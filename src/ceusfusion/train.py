@@ -43,7 +43,7 @@ from torch import nn
 from .data import BatchTransform, CachedSet, augment_params, load_cached, normalisation
 from .errors import CeusError
 from .fsutil import atomic_path, write_csv, write_json
-from .models import ARCHS, build_model
+from .models import ARCHS, build_model, model_channels
 from .weights import fetch_weights
 
 log = logging.getLogger(__name__)
@@ -89,9 +89,9 @@ class TrainConfig:
         if c.modality == "image" and c.input_mode != "single":
             raise CeusError(f"input mode {c.input_mode!r} needs keyframes; use --modality video")
         if c.modality == "video" and c.input_mode == "single":
-            raise CeusError("input mode 'single' is for --modality image; use stack or temporal for video")
+            raise CeusError("input mode 'single' is for --modality image; use stack, temporal or summary for video")
         if c.name is None:
-            c.name = f"DL_{c.modality}_{c.arch}" + ("_temporal" if c.input_mode == "temporal" else "")
+            c.name = f"DL_{c.modality}_{c.arch}" + (f"_{c.input_mode}" if c.input_mode in ("temporal", "summary") else "")
         for k in ("epochs", "folds", "batch_size", "crop"):
             if getattr(c, k) < (2 if k == "folds" else 1):
                 raise CeusError(f"--{k.replace('_', '-')} must be at least {2 if k == 'folds' else 1}")
@@ -501,7 +501,7 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
     out = model_dir(run, cfg.name)
     pretrained = str(cfg.weights).lower() != "none"
     cfg_json = {**asdict(cfg), "frames": data.frames, "frame_channels": data.frame_channels,
-                "channels": 3 if cfg.input_mode == "single" else data.frames * data.frame_channels,
+                "channels": model_channels(cfg.input_mode, data.frames, data.frame_channels),
                 "image_size": data.size, "pretrained": pretrained,
                 "normalisation": dict(zip(("mean", "std"), normalisation(cfg.input_mode, data.frames,
                                                                          data.frame_channels, pretrained)))}
