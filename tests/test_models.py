@@ -1,7 +1,6 @@
 """Backbones x input modes, first-conv inflation, weights loading (and refusing pickles)."""
 
 import os
-import warnings
 
 import pytest
 import torch
