@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 from rich.console import Console
-from rich.table import Table
 
 from .errors import CeusError
 
@@ -30,7 +29,8 @@ def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False
     return {"cohort": str(cohort), "out": str(out), "title": "ceusfusion demo (synthetic cohort, CPU settings)",
             "prepare": {"size": 72, "workers": 2},
             "train": {"archs": ["resnet18", "densenet121"], "epochs": 4, "folds": 3, "crop": 64, "batch_size": 32, "lr": 1e-3, "patience": 4},
-            "fusion": {"classifiers": ["lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp"], "folds": 3, "fast": True},
+            # without ImageNet weights, late fusion of the out-of-fold logits is the robust choice (BENCHMARKS.md)
+            "fusion": {"classifiers": ["lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp"], "folds": 3, "fast": True, "inputs": "scores"},
             "explain": {"per_class": 2}}
 
 
@@ -60,13 +60,8 @@ def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0, full: boo
     import pandas as pd
 
     df = pd.read_csv(table2)
-    t = Table(title="Table 2 (synthetic cohort): AUC with DeLong 95% CI; thresholds fixed on the training set")
-    short = {"sensitivity": "sens", "specificity": "spec", "accuracy": "acc"}
-    for col in df.columns:
-        t.add_column(short.get(str(col), str(col)), no_wrap=str(col) in ("model", "AUC (95% CI)"))
-    for row in df.itertuples(index=False):
-        t.add_row(*[str(v) for v in row])
-    console.print(t)
+    console.print("Table 2 (synthetic cohort): AUC with DeLong 95% CI; thresholds fixed on the training set")
+    console.print(df.to_string(index=False), highlight=False, soft_wrap=True)  # plain text: readable in any log
     console.print(f"report: {report.resolve()}\nrun directory: {out.resolve()} (cohort.csv, prepared/, models/, predictions/, "
                   f"features/, fusion/, evaluation/, explain/, manifest.json)\ntotal {time.perf_counter() - t0:.0f} s")
     return report
