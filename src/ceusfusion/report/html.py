@@ -122,7 +122,23 @@ def explain_section(run: Path) -> str:
     figs = sorted((run / "explain").rglob("figure5*.png")) or sorted((run / "explain").rglob("*.png"))[:6]
     if not figs:
         return _missing("Grad-CAM")
-    return "<p>Grad-CAM heat maps for OLNM-negative and OLNM-positive examples (single-frame and five-frame models).</p>" + "".join(_img(f, f.parent.name, 1000) for f in figs)
+    rows = []
+    for ej in sorted((run / "explain").glob("*/explain.json")):
+        d = json.loads(ej.read_text())
+        rc = d.get("randomisation_check") or {}
+        rows.append({"model": d.get("name"), "layer": d.get("layer"),
+                     "rank correlation with randomised model": rc.get("mean_rank_correlation"),
+                     "CAM energy in signal region": d.get("mean_cam_energy_in_region"),
+                     "region area share (uniform map)": d.get("mean_region_area_share"),
+                     "energy, randomised model": rc.get("mean_energy_in_region_randomised")})
+    checks = ""
+    if rows:
+        checks = ("<p>Do the maps mean something? A low rank correlation with the maps of a weight-randomised copy "
+                  "(model-randomisation test) and more CAM energy inside the known signal region than a uniform map "
+                  "or the randomised model would say so; where they do not, read the maps with caution.</p>"
+                  + _table(pd.DataFrame(rows)))
+    return ("<p>Grad-CAM heat maps for OLNM-negative and OLNM-positive examples (single-frame and five-frame models).</p>"
+            + "".join(_img(f, f.parent.name, 1000) for f in figs) + checks)
 
 
 def safeguards_section(run: Path) -> str:
