@@ -61,12 +61,12 @@ def test_train_rows_are_out_of_fold_and_test_rows_the_fold_mean(run, name):
     for i, (cid, s) in enumerate(zip(df["case_id"], df["set"])):
         if s == "train":
             f = folds[cid]
-            np.testing.assert_allclose(X[i], refs[f, i], rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(X[i], refs[f, i], rtol=1e-4, atol=1e-4)  # batch 5 vs 1: float32 noise
             other = refs[(f + 1) % K, i]
             assert not np.allclose(X[i], other, rtol=1e-3, atol=1e-4)  # another fold's model gives other features
             n_train += 1
         else:
-            np.testing.assert_allclose(X[i], refs[:, i].mean(0), rtol=1e-4, atol=1e-5)
+            np.testing.assert_allclose(X[i], refs[:, i].mean(0), rtol=1e-4, atol=1e-4)
             assert not np.allclose(X[i], refs[0, i], rtol=1e-3, atol=1e-4)
     assert n_train == len(folds) == meta["n_train"] and (df["set"] == "test").sum() == meta["n_test"] == 8
     np.testing.assert_array_equal(df["y"].to_numpy(), data.labels)

@@ -170,3 +170,18 @@ def test_workers_give_the_same_arrays_and_fixed_crop(tmp_path):
         assert np.array_equal(cache.load_case(tmp_path / "r1", cid)["video"], cache.load_case(tmp_path / "r2", cid)["video"])
     bad = prepare(d / "m.csv", tmp_path / "r3", PrepareParams(size=S, crop=(40, 40, 30, 20)), progress=False)
     assert bad.n_ok == 0 and bad.failures["problem"].str.contains("outside").all()
+
+
+def test_roi_box_is_shifted_inside_the_frame_not_zero_padded():
+    """A lesion near the border with a wide margin: the square box moves inside the frame, so no
+    black padding (whose extent would encode lesion size and position) enters the crop."""
+    from ceusfusion.preprocess import square_box
+
+    shape = (100, 120)
+    assert square_box((5, 10, 25, 30), 0.5) == (-5, 0, 35, 40)  # without the frame: sticks out
+    box = square_box((5, 10, 25, 30), 0.5, shape)
+    assert box == (0, 0, 40, 40) and box[2] - box[0] == box[3] - box[1]
+    assert square_box((80, 100, 98, 118), 0.5, shape) == (64, 84, 100, 120)  # bottom-right corner
+    assert square_box((40, 50, 60, 70), 0.1, shape) == (38, 48, 62, 72)  # inside anyway: unchanged
+    big = square_box((0, 0, 100, 120), 0.1, shape)  # larger than the frame: centred, padding unavoidable
+    assert big[2] - big[0] == 144 and big[0] == -22

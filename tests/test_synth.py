@@ -219,3 +219,18 @@ def test_cli_synth(tmp_path, capsys):
     assert run(args) == 0 and (tmp_path / "cohort.csv").is_file()
     assert run(args) == 2 and "already holds a cohort" in capsys.readouterr().err
     assert run(args + ["--overwrite"]) == 0
+
+
+def test_experiment_controls_keep_the_default_cohort_and_untie_size():
+    """signal / size_tied change only what they say: the default draw is untouched, untied sizes
+    no longer differ by label, and a larger signal separates the latents more."""
+    base_c, base_t = draw_cohort_table(SynthConfig(n=800, seed=3))
+    c, t = draw_cohort_table(SynthConfig(n=800, seed=3, size_tied=False, signal=2.5))
+    neg = base_c.label == 0
+    pd.testing.assert_series_equal(c.loc[neg, "size_mm"], base_c.loc[neg, "size_mm"])  # negatives drawn as before
+    assert base_c.loc[~neg, "size_mm"].mean() > base_c.loc[neg, "size_mm"].mean() + 2  # tied: positives larger
+    assert abs(c.loc[~neg, "size_mm"].mean() - c.loc[neg, "size_mm"].mean()) < 1.5  # untied
+    gap = lambda tt: tt.loc[tt.label == 1, "dynamic_latent"].mean() - tt.loc[tt.label == 0, "dynamic_latent"].mean()
+    assert gap(t) == pytest.approx(2.5 * gap(base_t), rel=0.15)
+    with pytest.raises(CeusError, match="--signal"):
+        SynthConfig(signal=-1).check()

@@ -139,3 +139,27 @@ def test_cli_train_and_summary(tmp_path, capsys):
     assert "DL_video_resnet18_temporal" in capsys.readouterr().out
     assert _cli(["train", "--run", str(run), "--modality", "image", "--input", "stack"]) == 2
     assert "needs keyframes" in capsys.readouterr().err
+
+
+def test_precise_bn_sets_running_statistics_to_the_training_cases(tmp_path):
+    """recalibrate_bn replaces momentum-lagged BatchNorm statistics by the exact mean/variance of
+    the given cases under the current weights (first BN layer checked against conv1's output)."""
+    from ceusfusion.models import build_model
+    from ceusfusion.train import recalibrate_bn
+
+    run = make_fake_run(tmp_path, n_train=10, n_test=2, size=24)
+    data = load_cached(run, "image")
+    torch.manual_seed(0)
+    model, _ = build_model("resnet18", "single", 1, 1, (None, "none"), False, 0.0)
+    tf = BatchTransform("single", 1, 1, 24, 24, False, torch.device("cpu"))
+    idx = np.arange(len(data))
+    model.eval()
+    recalibrate_bn(model, data, idx, tf, batch_size=4)  # chunks of 4, 4, 4: equal sizes, so the mean is exact
+    assert not model.training  # mode restored
+    with torch.no_grad():
+        z = model.encoder.conv1(tf(data.x[torch.as_tensor(idx)]))
+    bn = model.encoder.bn1
+    torch.testing.assert_close(bn.running_mean, z.mean((0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.1  # restored
+    # and training records that it was on
+    assert TrainConfig().precise_bn is True

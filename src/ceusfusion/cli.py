@@ -95,11 +95,14 @@ def synth(
     still_size: Optional[int] = typer.Option(None, "--still-size", help="B-mode still size in pixels (default: 4/3 of --size)."),
     workers: int = typer.Option(2, help="Worker processes."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out."),
+    signal: float = typer.Option(1.0, "--signal", help="Scale of both label effects (1: reference-like; larger: easier)."),
+    size_tied: bool = typer.Option(True, "--size-tied/--size-untied", help="Nodule size depends on the label (untied: the image evidence is only local)."),
 ):
     """Write a synthetic cohort that looks, file by file, like a hospital export."""
     from .synth import SynthConfig, generate
 
-    cfg = SynthConfig(n=n, seed=seed, size=size, fps=fps, duration=duration, still_size=still_size)
+    cfg = SynthConfig(n=n, seed=seed, size=size, fps=fps, duration=duration, still_size=still_size,
+                      signal=signal, size_tied=size_tied)
     path = generate(out, cfg, workers=workers, overwrite=overwrite)
     console.print(f"wrote {path}")
 
@@ -166,6 +169,7 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing model of this name."),
     freeze_bn: bool = typer.Option(False, "--freeze-bn", help="Keep BatchNorm statistics fixed (small batches)."),
+    precise_bn: bool = typer.Option(True, "--precise-bn/--no-precise-bn", help="Recompute BatchNorm statistics over the fold's training cases before each validation."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     summary: bool = typer.Option(False, "--summary", help="Only rank the trained models by mean CV AUC."),
@@ -193,7 +197,7 @@ def train(
         torch.set_num_threads(threads)
     cfg = TrainConfig(modality=modality, arch=arch, input_mode=input_mode, weights=weights, require_weights=require_weights,
                       epochs=epochs, folds=folds, batch_size=batch_size, lr=lr, patience=patience, size=size, crop=crop,
-                      seed=seed, device=device, name=name, freeze_bn=freeze_bn, select=select)
+                      seed=seed, device=device, name=name, freeze_bn=freeze_bn, precise_bn=precise_bn, select=select)
     res = run_train(run, cfg, resume=resume, overwrite=overwrite, progress=not no_progress)
     if res is not None and res.get("rank", 0) == 0:
         console.print(f"{res['name']}: mean CV AUC {res['cv_auc_mean']:.3f} ± {res['cv_auc_std']:.3f} "
@@ -376,6 +380,7 @@ def explain(
     sanity: bool = typer.Option(False, "--sanity", help="Also compare with maps of randomised models (Adebayo et al.)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    target: str = typer.Option("predicted", "--target", help="Class each map explains: predicted (the model's call per case) or positive (always label 1)."),
 ):
     """Grad-CAM overlays per case, per-frame contributions / attention, and explain.json."""
     from .explain import explain as run_explain
@@ -385,7 +390,7 @@ def explain(
     if model.parent.name != "models":
         raise CeusError(f"--model {model}: expected a folder RUN/models/NAME")
     path = run_explain(model.parent.parent, model.name, out, cases or None, per_class, split, method, fold, truth,
-                       sanity, seed, device, layer)
+                       sanity, seed, device, layer, target)
     console.print(f"wrote {path} and one PNG per case in {path.parent}")
 
 

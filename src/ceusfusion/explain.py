@@ -1,11 +1,16 @@
 """Grad-CAM explanations of trained DL_image / DL_video models, and checks that the maps mean something.
 
 Maps come from the grad-cam package (``pytorch_grad_cam``: Grad-CAM, Grad-CAM++,
-Score-CAM) hooked on ``models.gradcam_layer`` (DenseNet: ``features.norm5``, the
-end of the last dense block; ResNet: ``layer4``), with
-``BinaryClassifierOutputTarget(1)``: for our single raw logit it returns the
-logit itself, so the maps explain evidence *for* the positive class. CAM objects
-are used as context managers so their hooks are released.
+Score-CAM) hooked on the deepest block whose map is at least 7x7 for the model's
+input (``models.cam_layer_for``; at 224 px DenseNet ``features.norm5``, the end
+of the last dense block, and ResNet ``layer4``; at a CPU run's 64 px, where
+those are 2x2, ResNet ``layer2`` / DenseNet ``denseblock2``), with
+``BinaryClassifierOutputTarget``: for our single raw logit, class 1 is the
+logit and class 0 its negative. By default each case is explained for the class
+the model predicts (probability >= 0.5, as the grad-cam package does without
+targets), so a negative case shows the evidence for "negative" rather than the
+scraps of positive evidence it holds; ``target="positive"`` always explains
+label 1. CAM objects are used as context managers so their hooks are released.
 
 Input modes:
 
@@ -55,6 +60,12 @@ from .errors import CaseError, CeusError
 from .fsutil import atomic_path, write_json
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
+
+
+TARGETS = {
+    "predicted": "BinaryClassifierOutputTarget(predicted class): the logit for cases predicted positive, its negative otherwise",
+    "positive": "BinaryClassifierOutputTarget(1): the raw logit (evidence for label 1)",
+}
 
 
 def _cam_class(method: str):
@@ -120,7 +131,9 @@ class CaseExplanation:
 def energy_share(cam: np.ndarray, region: np.ndarray) -> float:
     """Share of the (non-negative) map's total inside ``region``; a uniform map gives the region's area share.
 
-    The region is resized (nearest) to the map when their sizes differ. An all-zero map gives nan.
+    The region is resized (nearest) to the map when their sizes differ. An all-zero map (no
+    evidence for the class anywhere, common for a randomised model) localises nothing and
+    counts as uniform: the area share.
     """
     cam = np.clip(np.asarray(cam, dtype=np.float64), 0, None)
     region = np.asarray(region, dtype=bool)
@@ -128,7 +141,7 @@ def energy_share(cam: np.ndarray, region: np.ndarray) -> float:
         t = torch.from_numpy(region.astype(np.float32))[None, None]
         region = F.interpolate(t, size=cam.shape, mode="nearest")[0, 0].numpy() > 0.5
     total = cam.sum()
-    return float(cam[region].sum() / total) if total > 0 else float("nan")
+    return float(cam[region].sum() / total) if total > 0 else float(region.mean())
 
 
 def rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
@@ -202,12 +215,16 @@ def _display(x: torch.Tensor, tf, input_mode: str, frames: int, fc: int) -> np.n
     return d.permute(0, 1, 3, 4, 2).numpy()
 
 
-def target_layer(model: nn.Module, cfg: dict, layer: str | None = None) -> nn.Module:
-    """The hooked layer: ``models.gradcam_layer`` by default, or a named submodule (finer maps from an earlier block)."""
-    from .models import gradcam_layer
+def layer_name(cfg: dict, layer: str | None = None) -> str:
+    """The hooked layer's module name: ``layer`` when given, else ``models.cam_layer_for`` the model's crop."""
+    from .models import cam_layer_for
 
-    if layer is None:
-        return gradcam_layer(model, cfg["arch"])
+    return layer or cam_layer_for(cfg["arch"], int(cfg["crop"]))
+
+
+def target_layer(model: nn.Module, cfg: dict, layer: str | None = None) -> nn.Module:
+    """The hooked layer (see :func:`layer_name`)."""
+    layer = layer_name(cfg, layer)
     try:
         return model.get_submodule(layer)
     except AttributeError:
@@ -215,7 +232,7 @@ def target_layer(model: nn.Module, cfg: dict, layer: str | None = None) -> nn.Mo
 
 
 def model_cams(model: nn.Module, cfg: dict, x: torch.Tensor, method: str = "gradcam",
-               layer: str | None = None) -> np.ndarray:
+               layer: str | None = None, classes=None) -> np.ndarray:
     """CAMs of one model for a batch of normalised inputs: (B, M, H, W) in [0, 1].
 
     The method's raw map (ReLU of the weighted activations, from the grad-cam
@@ -223,6 +240,7 @@ def model_cams(model: nn.Module, cfg: dict, x: torch.Tensor, method: str = "grad
     maximum over the case (over all frames for temporal models). Unlike the
     package's min-max scaling this keeps a flat map flat, so a map that does
     not localise looks like it and its energy share stays meaningful.
+    ``classes``: the class explained per case (default 1, the positive class).
     """
     from pytorch_grad_cam.utils.model_targets import BinaryClassifierOutputTarget
 
@@ -232,7 +250,8 @@ def model_cams(model: nn.Module, cfg: dict, x: torch.Tensor, method: str = "grad
         raise CeusError("scorecam is not available for temporal models (it masks whole inputs per channel); use gradcam or gradcam++")
     layer = target_layer(model, cfg, layer)
     model.eval()
-    targets = [BinaryClassifierOutputTarget(1) for _ in range(len(x))]
+    classes = [1] * len(x) if classes is None else [int(c) for c in classes]
+    targets = [BinaryClassifierOutputTarget(c) for c in classes]
     with torch.enable_grad(), cls(model=model, target_layers=[layer]) as cam:
         # BaseCAM.forward without its min-max scaling: forward, backward of the targets, raw maps
         outputs = cam.activations_and_grads(x)
@@ -351,16 +370,21 @@ def _fold_plan(run, name: str, cfg: dict, case_ids: list[str], split: np.ndarray
 def explain_cases(run, name: str, case_ids: list[str] | None = None, per_class: int | None = None,
                   split: str = "test", method: str = "gradcam", fold: int | None = None,
                   regions: dict[str, np.ndarray] | None = None, device: str = "cpu", batch_size: int = 8,
-                  models: dict[int, nn.Module] | None = None, layer: str | None = None) -> list[CaseExplanation]:
-    """Explain cases of a trained model (see the module docstring for folds and selection).
+                  models: dict[int, nn.Module] | None = None, layer: str | None = None,
+                  target: str = "predicted", classes: dict[str, int] | None = None) -> list[CaseExplanation]:
+    """Explain cases of a trained model (see the module docstring for folds, selection and target).
 
     ``regions``: case_id -> mask in prepared-cache space (signal / nodule region).
     ``models``: fold -> model to use instead of the checkpoints (e.g. a randomised copy).
+    ``classes``: case_id -> class to explain, overriding ``target`` (the randomisation check
+    explains the trained model's classes).
     """
     from .data import load_cached
     from .train import load_fold_model, read_config, transform_for
 
     _cam_class(method)
+    if target not in TARGETS:
+        raise CeusError(f"unknown --target {target!r}; choose {' or '.join(TARGETS)}")
     cfg = read_config(run, name)
     if split not in ("test", "train"):
         raise CeusError(f"--set must be test or train, not {split!r}")
@@ -386,14 +410,17 @@ def explain_cases(run, name: str, case_ids: list[str] | None = None, per_class: 
         for s in range(0, len(sel), batch_size):
             yield sel[s:s + batch_size]
 
-    if per_class is not None and not case_ids:  # probabilities first, then the confident examples
-        probs = np.zeros(len(ids))
-        for k, net in nets.items():
-            use = [i for i, c in enumerate(ids) if k in plan[c]]
-            with torch.no_grad():
-                for b in batches(use):
-                    x = tf(data.x[[pos[ids[i]] for i in b]])
-                    probs[b] += torch.sigmoid(net(x).float()).cpu().numpy() / np.array([len(plan[ids[i]]) for i in b])
+    # probabilities first: the confident examples, and the class each case is explained for
+    probs = np.zeros(len(ids))
+    for k, net in nets.items():
+        use = [i for i, c in enumerate(ids) if k in plan[c]]
+        with torch.no_grad():
+            for b in batches(use):
+                x = tf(data.x[[pos[ids[i]] for i in b]])
+                probs[b] += torch.sigmoid(net(x).float()).cpu().numpy() / np.array([len(plan[ids[i]]) for i in b])
+    if classes is None:
+        classes = {c: int(p >= 0.5) if target == "predicted" else 1 for c, p in zip(ids, probs)}
+    if per_class is not None and not case_ids:
         ids = select_per_class(ids, data.labels[[pos[c] for c in ids]], probs, per_class)
 
     mode, frames, fc = cfg["input_mode"], cfg["frames"], cfg["frame_channels"]
@@ -402,7 +429,7 @@ def explain_cases(run, name: str, case_ids: list[str] | None = None, per_class: 
         use = [c for c in ids if k in plan[c]]
         for b in batches(use):
             x = tf(data.x[[pos[c] for c in b]])
-            cams = model_cams(net, cfg, x, method, layer)
+            cams = model_cams(net, cfg, x, method, layer, [classes[c] for c in b])
             with torch.no_grad():
                 prob = torch.sigmoid(net(x).float()).cpu().numpy()
                 att = net.attention.cpu().numpy() if mode == "temporal" else None
@@ -428,7 +455,7 @@ def explain_cases(run, name: str, case_ids: list[str] | None = None, per_class: 
             image=disp[j], cam=np.asarray(a["cam"], dtype=np.float32),
             contribution=None if mode == "single" else np.asarray(a["contrib"]),
             attention=np.asarray(a["att"]) if mode == "temporal" else None, region=reg,
-            extra={"panels": list(SUMMARY_CHANNELS)} if mode == "summary" else {}))
+            extra={"cam_class": int(classes[c]), **({"panels": list(SUMMARY_CHANNELS)} if mode == "summary" else {})}))
     return out
 
 
@@ -451,7 +478,7 @@ def add_randomisation_check(run, name: str, results: list[CaseExplanation], meth
     rand = {}
     for fl, ids in by_fold.items():
         sub = explain_cases(run, name, ids, method=method, fold=fl[0] if len(fl) == 1 else None, device=device,
-                            models=rnd, layer=layer)
+                            models=rnd, layer=layer, classes={r.case_id: r.extra.get("cam_class", 1) for r in results})
         rand.update({e.case_id: e for e in sub})
     rc, er = [], []
     for r in results:
@@ -510,16 +537,16 @@ def load_explanations(folder) -> tuple[dict, list[CaseExplanation]]:
             contribution=np.array(c["frame_contribution"]) if "frame_contribution" in c else None,
             attention=np.array(c["attention"]) if "attention" in c else None,
             region=z["region"] if "region" in z.files else None,
-            extra={"panels": c["panels"]} if "panels" in c else {}))
+            extra={k: c[k] for k in ("panels", "cam_class") if k in c}))
     meta = {k: v for k, v in d.items() if k != "cases"}
     return meta, res
 
 
 def explain(run, name: str, out=None, case_ids: list[str] | None = None, per_class: int | None = None,
             split: str = "test", method: str = "gradcam", fold: int | None = None, truth=None,
-            sanity: bool = False, seed: int = 0, device: str = "cpu", layer: str | None = None) -> Path:
+            sanity: bool = False, seed: int = 0, device: str = "cpu", layer: str | None = None,
+            target: str = "predicted") -> Path:
     """The ``explain`` command: maps, PNG per case and explain.json under ``out`` (default RUN/explain/NAME)."""
-    from .models import GRADCAM_LAYER
     from .train import read_config
 
     run = Path(run)
@@ -534,10 +561,10 @@ def explain(run, name: str, out=None, case_ids: list[str] | None = None, per_cla
         regions = signal_regions(run, truth, cfg["modality"], ids_all)
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
-    res = explain_cases(run, name, case_ids, per_class, split, method, fold, regions, device, layer=layer)
+    res = explain_cases(run, name, case_ids, per_class, split, method, fold, regions, device, layer=layer, target=target)
     meta = {"name": name, "arch": cfg["arch"], "modality": cfg["modality"], "input_mode": cfg["input_mode"],
-            "method": method, "target": "BinaryClassifierOutputTarget(1): the raw logit (evidence for label 1)",
-            "layer": layer or GRADCAM_LAYER[cfg["arch"]],
+            "method": method, "target": TARGETS[target],
+            "layer": layer_name(cfg, layer),
             "folds": "fixed" if fold is not None else "test: mean over fold models; train: the held-out fold model",
             "selection": ("given case ids" if case_ids else
                           f"per class the {per_class} most confident for their own label" if per_class else f"all {split} cases")}

@@ -81,7 +81,8 @@ def case_figure(r, path, title_extra: str = "") -> Path:
         axs[0].axis("off")
     cb = fig.colorbar(im, ax=axs[-1] if kind == "single" else axs[0], fraction=0.08 if kind == "single" else 0.5)
     cb.set_label("Grad-CAM (normalised)")
-    fig.suptitle(f"{title_extra}  {r.case_id}  label {r.label}  p = {r.prob:.2f}".strip(), fontsize=10)
+    why = {0: "  map: evidence for negative", 1: "  map: evidence for positive"}.get(r.extra.get("cam_class"), "")
+    fig.suptitle(f"{title_extra}  {r.case_id}  label {r.label}  p = {r.prob:.2f}{why}".strip(), fontsize=10)
     savefig(fig, path, dpi=110)
     return Path(path)
 

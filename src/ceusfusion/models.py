@@ -35,19 +35,28 @@ INPUT_MODES = ("single", "stack", "temporal", "summary")
 class ArchSpec:
     head: str        # attribute path of the ImageNet classifier Linear
     first_conv: str  # attribute path of the first convolution
-    gradcam: str     # attribute path (inside the torchvision model) of the Grad-CAM target layer
+    # Grad-CAM target layers (attribute path inside the torchvision model, output stride), deepest first:
+    # the standard last block, then finer ones for inputs too small for it (see cam_layer_for)
+    cam_layers: tuple
     kwargs: tuple = ()
 
+    @property
+    def gradcam(self) -> str:
+        return self.cam_layers[0][0]
 
+
+_DENSE = (("features.norm5", 32), ("features.denseblock3", 16), ("features.denseblock2", 8))
+_RES = (("layer4", 32), ("layer3", 16), ("layer2", 8))
 ARCHS: dict[str, ArchSpec] = {
-    "densenet121": ArchSpec("classifier", "features.conv0", "features.norm5"),
-    "densenet169": ArchSpec("classifier", "features.conv0", "features.norm5"),
-    "densenet201": ArchSpec("classifier", "features.conv0", "features.norm5"),
-    "resnet18": ArchSpec("fc", "conv1", "layer4"),
-    "resnet34": ArchSpec("fc", "conv1", "layer4"),
-    "efficientnet_b0": ArchSpec("classifier.1", "features.0.0", "features.8"),
+    "densenet121": ArchSpec("classifier", "features.conv0", _DENSE),
+    "densenet169": ArchSpec("classifier", "features.conv0", _DENSE),
+    "densenet201": ArchSpec("classifier", "features.conv0", _DENSE),
+    "resnet18": ArchSpec("fc", "conv1", _RES),
+    "resnet34": ArchSpec("fc", "conv1", _RES),
+    "efficientnet_b0": ArchSpec("classifier.1", "features.0.0", (("features.8", 32), ("features.5", 16), ("features.3", 8))),
     # no stochastic depth: small-data fine-tuning, and bit-reproducible DDP vs single process
-    "convnext_tiny": ArchSpec("classifier.2", "features.0.0", "features.7", (("stochastic_depth_prob", 0.0),)),
+    "convnext_tiny": ArchSpec("classifier.2", "features.0.0", (("features.7", 32), ("features.5", 16), ("features.3", 8)),
+                              (("stochastic_depth_prob", 0.0),)),
 }
 GRADCAM_LAYER = {a: "encoder." + s.gradcam for a, s in ARCHS.items()}
 
@@ -177,3 +186,16 @@ def model_channels(input_mode: str, frames: int, frame_channels: int) -> int:
 def gradcam_layer(model: nn.Module, arch: str) -> nn.Module:
     """The Grad-CAM target layer. For temporal models its activations are per frame (B*T, ...)."""
     return model.get_submodule(GRADCAM_LAYER[arch])
+
+
+def cam_layer_for(arch: str, crop: int, min_side: int = 7) -> str:
+    """The deepest Grad-CAM layer whose map is at least ``min_side`` cells on a side for this input.
+
+    At the usual 224 px that is the last block (7x7: DenseNet ``norm5``, ResNet ``layer4``). At
+    the 64 px of a CPU run the last block is 2x2, too coarse to say where anything is, so the map
+    comes from an earlier block (ResNet ``layer2``, 8x8). Falls back to the finest candidate.
+    """
+    for path, stride in ARCHS[arch].cam_layers:
+        if crop // stride >= min_side:
+            return "encoder." + path
+    return "encoder." + ARCHS[arch].cam_layers[-1][0]

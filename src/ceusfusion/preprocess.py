@@ -57,14 +57,24 @@ class PrepareParams:
 # --------------------------------------------------------------------------- ROI geometry
 
 
-def square_box(bbox: Box, margin: float) -> Box:
-    """The bbox grown by ``margin`` × its larger side on each side, made square about its centre."""
+def square_box(bbox: Box, margin: float, shape: tuple[int, int] | None = None) -> Box:
+    """The bbox grown by ``margin`` × its larger side on each side, made square about its centre.
+
+    With the frame ``shape``, a box that would stick out of the frame is shifted back inside
+    (along each axis where it fits). Zero padding would otherwise appear at the crop's edge
+    with an extent set by the lesion's size and position, a shortcut a network learns
+    (Grad-CAM on synthetic data lit up exactly those black borders).
+    """
     y0, x0, y1, x1 = bbox
     side = max(y1 - y0, x1 - x0)
     side = max(1, int(round(side * (1 + 2 * margin))))
     cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
     top = int(round(cy - side / 2.0))
     left = int(round(cx - side / 2.0))
+    if shape is not None:
+        h, w = shape
+        top = min(max(top, 0), h - side) if side <= h else int(round((h - side) / 2.0))
+        left = min(max(left, 0), w - side) if side <= w else int(round((w - side) / 2.0))
     return top, left, top + side, left + side
 
 
@@ -131,7 +141,7 @@ def prepare_image(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple
         if m.shape != (h, w):
             raise CeusError(f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]} px but the image is {w}x{h} px")
         bbox = _mask_box(m, f"{mask_path}: mask")
-        box = square_box(bbox, p.margin)
+        box = square_box(bbox, p.margin, (h, w))
     else:
         bbox = fixed_or_whole((h, w), p.crop)
         box = square_box(bbox, 0.0)
@@ -155,7 +165,7 @@ def prepare_video(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple
             if mask.shape != shape:
                 raise CeusError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} px but the video is {shape[1]}x{shape[0]} px")
             geo["bbox"] = _mask_box(mask, f"{mask_path}: mask")
-            geo["box"] = square_box(geo["bbox"], p.margin)
+            geo["box"] = square_box(geo["bbox"], p.margin, shape)
         else:
             geo["bbox"] = fixed_or_whole(shape, p.crop)
             geo["box"] = square_box(geo["bbox"], 0.0)
@@ -165,7 +175,7 @@ def prepare_video(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple
     sel = select_keyframes(path, mask, p.keyframe_params(), region=None if per_frame else region, tic=mask is not None)
     if per_frame:  # union over the selected frames
         bbox = _union([_bbox(mask[k]) for k in sel.frame_index])
-        box = square_box(bbox, p.margin)
+        box = square_box(bbox, p.margin, mask.shape[1:])
     else:
         bbox, box = geo["bbox"], geo["box"]
     offset = (sel.region[0], sel.region[1]) if sel.region is not None else (0, 0)

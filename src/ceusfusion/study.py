@@ -60,6 +60,7 @@ class TrainSection(_Strict):
     crop: int = Field(224, ge=8)
     size: int | None = None
     freeze_bn: bool = False
+    precise_bn: bool = True  # exact BatchNorm statistics over the fold's training cases before each validation
 
     @field_validator("archs")
     @classmethod
@@ -263,7 +264,7 @@ class Study:
         for k, (modality, arch, inp) in enumerate(specs, start=1):
             tc = TrainConfig(modality=modality, arch=arch, input_mode=inp, weights=t.weights, require_weights=t.require_weights,
                              epochs=t.epochs, folds=t.folds, batch_size=t.batch_size, lr=t.lr, patience=t.patience, select=t.select,
-                             crop=t.crop, size=t.size, freeze_bn=t.freeze_bn, seed=self.cfg.seed, device=self.cfg.device)
+                             crop=t.crop, size=t.size, freeze_bn=t.freeze_bn, precise_bn=t.precise_bn, seed=self.cfg.seed, device=self.cfg.device)
             name = tc.resolved().name
             done = time.perf_counter() - t_start
             eta = f", about {done / (k - 1) * (len(specs) - k + 1):.0f} s left for training" if k > 1 else ""

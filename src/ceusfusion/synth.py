@@ -72,6 +72,12 @@ class SynthConfig:
     still_size: int | None = None  # B-mode still size (px); default 4/3 of ``size``
     quality: int = 20  # MJPEG quantiser (2 best .. 31 smallest)
     centers: int = 2
+    # Controlled experiments (defaults = the reference-like cohort). ``signal`` scales both label
+    # effects; ``size_tied=False`` draws every nodule's size as for a negative patient, so the
+    # image evidence is only local (margin, foci) and not also the size, which a ROI crop
+    # resized to a fixed side turns into a texture scale over the whole crop.
+    signal: float = 1.0
+    size_tied: bool = True
 
     def resolved_still_size(self) -> int:
         return int(self.still_size or 2 * round(self.size * 2 / 3))
@@ -87,6 +93,8 @@ class SynthConfig:
             raise CeusError(f"synth: --duration must be between 2 and 600 s, got {self.duration}")
         if not 2 <= self.quality <= 31:
             raise CeusError(f"synth: quality must be between 2 and 31, got {self.quality}")
+        if not 0 <= self.signal <= 10:
+            raise CeusError(f"synth: --signal must be between 0 and 10, got {self.signal}")
         if self.centers < 1:
             raise CeusError(f"synth: at least one centre is needed, got {self.centers}")
 
@@ -125,7 +133,8 @@ def _shifted_gamma(rng, mean: float, sd: float, low: float = 2.0, high: float = 
             return float(v)
 
 
-def _draw_patient(seed: int, index: int, label: int, duration: float | None, centers: int) -> tuple[dict, dict]:
+def _draw_patient(seed: int, index: int, label: int, duration: float | None, centers: int,
+                  signal: float = 1.0, size_tied: bool = True) -> tuple[dict, dict]:
     """Covariates, latents and TIC parameters of one patient, from its own seed."""
     rng = np.random.default_rng([seed, 1, index])
     y = int(label)
@@ -134,7 +143,7 @@ def _draw_patient(seed: int, index: int, label: int, duration: float | None, cen
     row["center"] = f"center{centre}"
     row["age"] = int(np.clip(round(rng.normal(*REF_AGE[y])), 18, 85))
     row["sex"] = "male" if rng.random() < REF_MALE[y] else "female"
-    row["size_mm"] = round(_shifted_gamma(rng, *REF_SIZE_MM[y]), 1)
+    row["size_mm"] = round(_shifted_gamma(rng, *REF_SIZE_MM[y if size_tied else 0]), 1)
     row["location"] = _choice(rng, LOCATIONS, REF_LOCATION[y])
     row["margin"] = _choice(rng, MARGINS, REF_MARGIN[y])
     row["extrathyroidal_extension"] = "yes" if rng.random() < REF_ETE[y] else "no"
@@ -143,12 +152,12 @@ def _draw_patient(seed: int, index: int, label: int, duration: float | None, cen
     # static latent: label shift + a within-class tie to the reported margin + noise
     p_ill = REF_MARGIN[y][0] / sum(REF_MARGIN[y])
     z_ill = ((row["margin"] == "ill-defined") - p_ill) / math.sqrt(p_ill * (1 - p_ill))
-    s = STATIC_SHIFT * y + MARGIN_TIE * z_ill + math.sqrt(1 - MARGIN_TIE**2) * rng.normal()
+    s = signal * STATIC_SHIFT * y + MARGIN_TIE * z_ill + math.sqrt(1 - MARGIN_TIE**2) * rng.normal()
     irr = float(_sigmoid(1.6 * s - 0.5))
     n_foci = {"none": 0, "microcalcification": 2 + int(rng.poisson(1.0 + 4.0 * _sigmoid(s))), "macrocalcification": 1}[row["echogenic_foci"]]
 
     # dynamic latent and the time-intensity curves it shapes
-    d = DYNAMIC_SHIFT * y + rng.normal()
+    d = signal * DYNAMIC_SHIFT * y + rng.normal()
     dur = float(duration) if duration is not None else round(float(rng.uniform(20, 60)), 1)
     ts = min(1.0, dur / 30.0)  # short test videos: compress the timing so the peak stays inside
     t0_p = ts * rng.uniform(3.0, 7.0)
@@ -190,7 +199,7 @@ def draw_cohort_table(cfg: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, truths = [], []
     for i in range(cfg.n):
         cid = f"P{i + 1:0{width}d}"
-        row, truth = _draw_patient(cfg.seed, i, int(labels[i]), cfg.duration, cfg.centers)
+        row, truth = _draw_patient(cfg.seed, i, int(labels[i]), cfg.duration, cfg.centers, cfg.signal, cfg.size_tied)
         rows.append({"case_id": cid, "label": int(labels[i]), "split": str(splits[i]), "group": cid,
                      "center": row.pop("center"), "image": f"images/{cid}.png", "image_mask": f"masks/{cid}_image.nii.gz",
                      "video": f"videos/{cid}.avi", "video_mask": f"masks/{cid}_video.nii.gz", **row})
