@@ -137,7 +137,8 @@ def explain_section(run: Path) -> str:
                   "(model-randomisation test) and more CAM energy inside the known signal region than a uniform map "
                   "or the randomised model would say so; where they do not, read the maps with caution.</p>"
                   + _table(pd.DataFrame(rows)))
-    return ("<p>Grad-CAM heat maps for OLNM-negative and OLNM-positive examples (single-frame and five-frame models).</p>"
+    return ("<p>Grad-CAM heat maps for OLNM-negative and OLNM-positive examples (single-frame and five-frame models); "
+            "each map shows the evidence for the class the model predicts for that case.</p>"
             + "".join(_img(f, f.parent.name, 1000) for f in figs) + checks)
 
 
