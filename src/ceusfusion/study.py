@@ -90,6 +90,8 @@ class ExplainSection(_Strict):
     enabled: bool = True
     per_class: int = Field(2, ge=1)
     method: Literal["gradcam", "gradcam++", "scorecam"] = "gradcam"
+    target: Literal["predicted", "positive"] = "predicted"  # class each map explains
+    layer: str | None = None  # default: the deepest block with a map of at least 7x7
 
 
 class StudyConfig(_Strict):
@@ -389,7 +391,8 @@ class Study:
         for modality, name in self._best().items():
             outs[modality] = explain(self.run, name, self.run / "explain" / name, per_class=self.cfg.explain.per_class,
                                      method=self.cfg.explain.method, truth=truth if truth.is_file() else None,
-                                     sanity=True, seed=self.cfg.seed, device=device)
+                                     sanity=True, seed=self.cfg.seed, device=device, layer=self.cfg.explain.layer,
+                                     target=self.cfg.explain.target)
         if {"image", "video"} <= set(outs):
             figure5(self.run / "explain" / self._best()["image"], self.run / "explain" / self._best()["video"], self.run / "explain" / "figure5")
         return {}
