@@ -10,18 +10,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ceusfusion.cli import main as cli_main
 from ceusfusion.errors import CeusError
 from ceusfusion.fusion import join_features, load_inputs
 
-
-def main(argv: list[str]) -> int:
-    """Run the CLI in-process; return its exit code."""
-    try:
-        cli_main(argv)
-    except SystemExit as exc:
-        return int(exc.code or 0)
-    return 0
+from cli_run import exit_code as main
 
 
 def write_features(path, df: pd.DataFrame, meta: dict | None) -> None:

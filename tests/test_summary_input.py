@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from ceusfusion import explain as E
-from ceusfusion.cli import main
 from ceusfusion.data import BatchTransform, IMAGENET_MEAN, IMAGENET_STD, rank_pool_weights, summary_channels
 from ceusfusion.errors import CeusError
 from ceusfusion.features import extract_features
@@ -16,6 +15,7 @@ from ceusfusion.study import TrainSection
 from ceusfusion.train import TrainConfig, read_config
 
 from fake_run import make_fake_run
+from cli_run import exit_code
 
 torch.set_num_threads(1)
 
@@ -105,17 +105,9 @@ def test_config_names_and_validation():
     assert TrainSection(video_inputs=["stack", "summary"]).video_inputs == ["stack", "summary"]
 
 
-def _cli(args):
-    try:
-        main(args)
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
 def test_train_features_and_explain_on_a_summary_model(tmp_path):
     run = make_fake_run(tmp_path / "run", n_train=12, n_test=4, size=20, frames=3, group_size=1, colour=True)
-    assert _cli(["train", "--run", str(run), "--modality", "video", "--input", "summary", "--weights", "none",
+    assert exit_code(["train", "--run", str(run), "--modality", "video", "--input", "summary", "--weights", "none",
                  "--epochs", "1", "--folds", "2", "--batch-size", "4", "--crop", "16", "--no-progress"]) == 0
     name = "DL_video_resnet18_summary"
     assert (run / "predictions" / f"{name}.csv").is_file()
@@ -130,7 +122,7 @@ def test_train_features_and_explain_on_a_summary_model(tmp_path):
     # the three panels are the de-normalised mean / std / dynamic-image channels, shown grey
     assert np.allclose(r.image[..., 0], r.image[..., 2]) and r.extra["panels"] == ["mean", "std", "dynamic image"]
     out = tmp_path / "ex"
-    assert _cli(["explain", "--model", str(run / "models" / name), "--cases", "case013", "--out", str(out)]) == 0
+    assert exit_code(["explain", "--model", str(run / "models" / name), "--cases", "case013", "--out", str(out)]) == 0
     d = json.loads((out / "explain.json").read_text())
     assert d["input_mode"] == "summary" and len(d["cases"][0]["frame_share"]) == 3
     assert (out / "case013.png").is_file()

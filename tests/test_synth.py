@@ -206,14 +206,7 @@ def test_bad_config_is_one_clear_error(tmp_path):
 
 
 def test_cli_synth(tmp_path, capsys):
-    from ceusfusion.cli import main
-
-    def run(args) -> int:
-        try:
-            main(args)
-        except SystemExit as exc:
-            return int(exc.code or 0)
-        return 0
+    from cli_run import exit_code as run
 
     args = ["synth", "--out", str(tmp_path), "--n", "4", "--size", "32", "--fps", "1", "--duration", "3", "--workers", "1"]
     assert run(args) == 0 and (tmp_path / "cohort.csv").is_file()

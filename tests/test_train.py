@@ -7,12 +7,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ceusfusion.cli import main
 from ceusfusion.data import BatchTransform, augment_params, load_cached
 from ceusfusion.errors import CeusError
 from ceusfusion.train import TrainConfig, load_fold_model, rank_models, train
 
 from fake_run import make_fake_run
+from cli_run import exit_code
 
 torch.set_num_threads(1)
 
@@ -119,25 +119,17 @@ def test_batch_transform_crops_flips_and_normalises():
     assert norm.shape == (1, 5, 4, 4) and float(norm.mean()) == pytest.approx((1 - 0.449) / 0.226, rel=1e-3)
 
 
-def _cli(args):
-    try:
-        main(args)
-    except SystemExit as e:
-        return e.code
-    return 0
-
-
 def test_cli_train_and_summary(tmp_path, capsys):
     run = make_fake_run(tmp_path, n_train=12, n_test=3, size=20, frames=2, group_size=1, colour=True)
     args = ["train", "--run", str(run), "--modality", "video", "--input", "temporal", "--weights", "none",
             "--epochs", "1", "--folds", "2", "--batch-size", "4", "--crop", "16", "--no-progress"]
-    assert _cli(args) == 0
+    assert exit_code(args) == 0
     assert (run / "predictions" / "DL_video_resnet18_temporal.csv").is_file()
     cfg = json.loads((run / "models" / "DL_video_resnet18_temporal" / "config.json").read_text())
     assert cfg["frames"] == 2 and cfg["frame_channels"] == 3 and cfg["channels"] == 6
-    assert _cli(["train", "--run", str(run), "--summary"]) == 0
+    assert exit_code(["train", "--run", str(run), "--summary"]) == 0
     assert "DL_video_resnet18_temporal" in capsys.readouterr().out
-    assert _cli(["train", "--run", str(run), "--modality", "image", "--input", "stack"]) == 2
+    assert exit_code(["train", "--run", str(run), "--modality", "image", "--input", "stack"]) == 2
     assert "needs keyframes" in capsys.readouterr().err
 
 

@@ -410,17 +410,19 @@ def explain_cases(run, name: str, case_ids: list[str] | None = None, per_class: 
         for s in range(0, len(sel), batch_size):
             yield sel[s:s + batch_size]
 
-    # probabilities first: the confident examples, and the class each case is explained for
+    # probabilities first, where needed: the confident examples, and the class each case is explained for
+    select = per_class is not None and not case_ids
     probs = np.zeros(len(ids))
-    for k, net in nets.items():
-        use = [i for i, c in enumerate(ids) if k in plan[c]]
-        with torch.no_grad():
-            for b in batches(use):
-                x = tf(data.x[[pos[ids[i]] for i in b]])
-                probs[b] += torch.sigmoid(net(x).float()).cpu().numpy() / np.array([len(plan[ids[i]]) for i in b])
+    if select or (classes is None and target == "predicted"):
+        for k, net in nets.items():
+            use = [i for i, c in enumerate(ids) if k in plan[c]]
+            with torch.no_grad():
+                for b in batches(use):
+                    x = tf(data.x[[pos[ids[i]] for i in b]])
+                    probs[b] += torch.sigmoid(net(x).float()).cpu().numpy() / np.array([len(plan[ids[i]]) for i in b])
     if classes is None:
         classes = {c: int(p >= 0.5) if target == "predicted" else 1 for c, p in zip(ids, probs)}
-    if per_class is not None and not case_ids:
+    if select:
         ids = select_per_class(ids, data.labels[[pos[c] for c in ids]], probs, per_class)
 
     mode, frames, fc = cfg["input_mode"], cfg["frames"], cfg["frame_channels"]
