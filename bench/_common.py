@@ -33,7 +33,7 @@ def manifest(cases: Path, test_cases: Path | None, columns: dict[str, str], grou
     """Cohort manifest from benchmark ``cases.csv`` files: file columns made absolute (they are
     relative to the folder holding that csv), ``group`` copied from ``group``, split=train for
     ``cases`` and split=test for ``test_cases`` (scored once, after CV)."""
-    from ceusfusion.errors import CeusError
+    from ceusfusion.core.errors import CeusError
 
     parts = []
     for path, split in ((cases, "train"), (test_cases, "test")):
@@ -64,9 +64,9 @@ def manifest(cases: Path, test_cases: Path | None, columns: dict[str, str], grou
 def prepare_run(df: pd.DataFrame, run: Path, params, workers: int = 1, still_from_video: bool = False) -> dict:
     """Write the manifest and fill RUN/prepared (cached: unchanged cases are skipped). With
     ``still_from_video`` every case's still is its middle keyframe (the DL_image input)."""
-    from ceusfusion import cache
-    from ceusfusion.fsutil import write_csv
-    from ceusfusion.preprocess import prepare
+    from ceusfusion.ingest import cache
+    from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.ingest.prepare import prepare
 
     run.mkdir(parents=True, exist_ok=True)
     cohort = run / "cohort_in.csv"
@@ -93,7 +93,7 @@ def prepare_run(df: pd.DataFrame, run: Path, params, workers: int = 1, still_fro
 def train_model(run: Path, name: str, modality: str, mode: str, a, weights: str = "none", epochs: int | None = None,
                 size: int | None = None) -> dict:
     """One grouped K-fold CV model (resumable: a finished model is reused)."""
-    from ceusfusion.train import TrainConfig, train
+    from ceusfusion.models.train import TrainConfig, train
 
     size = size or a.size
     ep = epochs or a.epochs
@@ -113,8 +113,8 @@ def fuse_models(run: Path, names: list[str], cohort: Path, families: str, folds:
     """Fusion of the given models in grouped CV (LASSO + classifiers); returns the predictions file.
     ``level``: ``features`` (the tool's path: out-of-fold penultimate deep features) or ``scores``
     (each model's out-of-fold logit)."""
-    from ceusfusion.features import features, score_features
-    from ceusfusion.fusion import FusionConfig, fuse, parse_families
+    from ceusfusion.fusion.extract import features, score_features
+    from ceusfusion.fusion.pipeline import FusionConfig, fuse, parse_families
 
     paths = []
     for n in names:
@@ -140,7 +140,7 @@ def fuse_models(run: Path, names: list[str], cohort: Path, families: str, folds:
 def evaluate_table(pred_files: dict[str, Path], out: Path, pairs: list[tuple[str, str]], title: str) -> str:
     """AUC with DeLong 95% CI per model on the out-of-fold rows (and the test rows when present),
     and paired DeLong tests for ``pairs``; returns the printed markdown."""
-    from ceusfusion.evaluate import evaluate
+    from ceusfusion.evaluate.evaluate import evaluate
 
     # evaluate names a model by its file stem: copy each file under its display name
     inputs = []
@@ -178,6 +178,6 @@ def evaluate_table(pred_files: dict[str, Path], out: Path, pairs: list[tuple[str
 
 
 def save_json(path: Path, obj) -> None:
-    from ceusfusion.fsutil import write_json
+    from ceusfusion.core.fsutil import write_json
 
     write_json(path, json.loads(json.dumps(obj, default=str)))

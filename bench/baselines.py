@@ -1,7 +1,7 @@
 """Naive baselines for the real-data benchmarks: raw pixels → PCA(20) → logistic regression.
 
 A deep model that does not beat these has not earned its cost. They read the same prepared
-cache as the deep models and use the very same folds (``ceusfusion.train.make_folds`` with the
+cache as the deep models and use the very same folds (``ceusfusion.models.train.make_folds`` with the
 same seed, on the same case order), so every AUC in a benchmark table is out-of-fold on
 identical splits. Inputs (grey, side ``size`` px, scaled to [0, 1]):
 
@@ -28,7 +28,7 @@ def pixel_matrix(run: Path, kind: str, size: int = 64):
     """(CachedSet, X float32 (N, D)) for one baseline input kind."""
     import torch
 
-    from ceusfusion.data import load_cached
+    from ceusfusion.models.data import load_cached
 
     modality = "image" if kind == "middle" else "video"
     data = load_cached(run, modality, size)
@@ -52,7 +52,7 @@ def make_pipeline(n_components: int, seed: int):
 
 def pixel_baseline(run: Path, kind: str, folds: int, seed: int, size: int = 64, n_components: int = 20) -> pd.DataFrame:
     """Out-of-fold (and external-test) probabilities of the pixel baseline ``kind``."""
-    from ceusfusion.train import make_folds
+    from ceusfusion.models.train import make_folds
 
     if kind not in KINDS:
         raise ValueError(f"unknown baseline {kind!r}; choose {', '.join(KINDS)}")
@@ -88,8 +88,8 @@ def write_baselines(run: Path, kinds, folds: int, seed: int, size: int = 64, pre
                     folds_csv: Path | None = None, names: dict[str, str] | None = None) -> dict[str, Path]:
     """Write RUN/predictions/<prefix>_<name>.csv for each kind (``names`` renames a kind, e.g.
     middle → roi for a still-image set); returns {display name: path}."""
-    from ceusfusion.fsutil import write_csv
-    from ceusfusion.train import safe_auc
+    from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.models.train import safe_auc
 
     out = {}
     for kind in kinds:

@@ -22,7 +22,7 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from ceusfusion.preprocess import PrepareParams, prepare_video  # noqa: E402
+from ceusfusion.ingest.prepare import PrepareParams, prepare_video  # noqa: E402
 
 
 def ours(videos: list[Path], params: PrepareParams) -> float:

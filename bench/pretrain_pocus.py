@@ -54,10 +54,10 @@ def main() -> None:
         raise SystemExit(f"no POCUS data at {a.data}")
     work = a.work or Path(tempfile.mkdtemp(prefix="pretrain_pocus_"))
     work.mkdir(parents=True, exist_ok=True)
-    from ceusfusion import cache
-    from ceusfusion.preprocess import PrepareParams, prepare
-    from ceusfusion.pretrain import PretrainConfig, collect_videos, pretrain
-    from ceusfusion.train import TrainConfig, train
+    from ceusfusion.ingest import cache
+    from ceusfusion.ingest.prepare import PrepareParams, prepare
+    from ceusfusion.models.pretrain import PretrainConfig, collect_videos, pretrain
+    from ceusfusion.models.train import TrainConfig, train
 
     src = pd.read_csv(a.data / "cases.csv", dtype=str)
     cohort = work / "cohort.csv"
@@ -89,7 +89,7 @@ def main() -> None:
             z["image"] = z["video"][len(z["video"]) // 2]
             cache.save_case(run, cid, **z)
         idx["has_image"] = True
-        from ceusfusion.fsutil import write_csv
+        from ceusfusion.core.fsutil import write_csv
 
         write_csv(cache.prepared_dir(run) / "index.csv", idx)
 

@@ -8,7 +8,7 @@ Each image (one nodule) is a case; ``patient`` is the group, so a patient's nodu
 fold. ``prepare`` crops the nodule's mask bounding box plus ``--margin`` (share of its larger
 side, each side), made square, resized to ``--size``. DL_image is trained on that ROI; the naive
 baseline is the same ROI's pixels → PCA(20) → logistic regression on the same folds. AUCs with
-DeLong 95% CIs and the paired DeLong test come from ``ceusfusion.evaluate`` on the out-of-fold
+DeLong 95% CIs and the paired DeLong test come from ``ceusfusion.evaluate.evaluate`` on the out-of-fold
 rows; with ``--test-cases`` the external set is scored once (set=test).
 Note the label: TI-RADS is the radiologist's risk score, not histology.
 """
@@ -51,7 +51,7 @@ def parse(argv=None):
 def main(argv=None) -> None:
     a = parse(argv)
     C.limit_threads(a.threads)
-    from ceusfusion.preprocess import PrepareParams
+    from ceusfusion.ingest.prepare import PrepareParams
 
     t0 = time.perf_counter()
     df = C.manifest(a.cases, a.test_cases, {"image": "image", "image_mask": "mask"}, group="patient")

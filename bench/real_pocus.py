@@ -11,7 +11,7 @@ see the same moment. DL_video uses all 5, channel-stacked (``stack``) and/or per
 attention over time (``temporal``). DL_combined fuses the out-of-fold deep features of DL_image
 and of the better video model (by mean CV AUC) with LASSO + classifiers in grouped CV.
 The pixel baselines (bench/baselines.py) use the same prepared frames and the same folds.
-AUCs with DeLong 95% CIs and paired DeLong tests come from ``ceusfusion.evaluate`` on the
+AUCs with DeLong 95% CIs and paired DeLong tests come from ``ceusfusion.evaluate.evaluate`` on the
 out-of-fold rows (set=train); with ``--test-cases`` the external set is scored once (set=test).
 Everything lands in WORK/run_<...>/ and is reused on a rerun (finished models are not retrained).
 """
@@ -62,7 +62,7 @@ def parse(argv=None):
 def main(argv=None) -> None:
     a = parse(argv)
     C.limit_threads(a.threads)
-    from ceusfusion.preprocess import PrepareParams
+    from ceusfusion.ingest.prepare import PrepareParams
 
     t0 = time.perf_counter()
     df = C.manifest(a.cases, a.test_cases, {"video": "video"}, group="group")

@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ceusfusion.data import BatchTransform, load_cached
-from ceusfusion.models import build_model
-from ceusfusion.train import train_batches, train_epoch
+from ceusfusion.models.data import BatchTransform, load_cached
+from ceusfusion.models.backbones import build_model
+from ceusfusion.models.train import train_batches, train_epoch
 
 
 def main() -> None:

@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ceusfusion.data import load_cached
-from ceusfusion.train import make_folds, safe_auc
+from ceusfusion.models.data import load_cached
+from ceusfusion.models.train import make_folds, safe_auc
 
 from fake_run import make_fake_run
 

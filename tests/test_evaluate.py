@@ -9,8 +9,8 @@ import pandas as pd
 import pytest
 
 from ceusfusion.cli import main
-from ceusfusion.errors import CeusError
-from ceusfusion.evaluate import evaluate
+from ceusfusion.core.errors import CeusError
+from ceusfusion.evaluate.evaluate import evaluate
 from ceusfusion.stats import auc_ci, confusion, delong_test, youden
 
 MODEL_KEYS = {"auc", "auc_ci", "threshold", "threshold_source", "sensitivity", "specificity", "ppv", "npv", "accuracy",

@@ -7,10 +7,10 @@ import pytest
 import torch
 from torch import nn
 
-from ceusfusion import explain as E
+from ceusfusion.explain import cases as E
 from ceusfusion.cli import main
-from ceusfusion.errors import CeusError
-from ceusfusion.train import TrainConfig, load_fold_model, train
+from ceusfusion.core.errors import CeusError
+from ceusfusion.models.train import TrainConfig, load_fold_model, train
 
 from explain_fake_run import make_region_run
 
@@ -133,8 +133,8 @@ def test_per_class_selection_rule():
 
 def test_region_mapping_follows_the_prepared_roi_box(tmp_path):
     """A signal mask in the raw frame is cut with keyframes.json's box, resized, centre-cropped."""
-    from ceusfusion.fsutil import write_json
-    from ceusfusion.synth import write_mask
+    from ceusfusion.core.fsutil import write_json
+    from ceusfusion.synthetic.synth import write_mask
 
     raw = np.zeros((100, 100), bool)
     raw[40:60, 50:70] = True  # inside the box (y 30..70, x 40..80)

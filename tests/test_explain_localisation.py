@@ -16,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 
-from ceusfusion.explain import explain
-from ceusfusion.preprocess import PrepareParams, prepare
-from ceusfusion.synth import SynthConfig, generate
-from ceusfusion.train import TrainConfig, train
+from ceusfusion.explain.cases import explain
+from ceusfusion.ingest.prepare import PrepareParams, prepare
+from ceusfusion.synthetic.synth import SynthConfig, generate
+from ceusfusion.models.train import TrainConfig, train
 
 torch.set_num_threads(1)
 

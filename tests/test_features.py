@@ -14,10 +14,10 @@ import pytest
 import torch
 
 from ceusfusion.cli import main
-from ceusfusion.data import load_cached
-from ceusfusion.errors import CaseError, CeusError
-from ceusfusion.features import extract_features, make_extractor, read_features
-from ceusfusion.train import TrainConfig, load_fold_model, train, transform_for
+from ceusfusion.models.data import load_cached
+from ceusfusion.core.errors import CaseError, CeusError
+from ceusfusion.fusion.extract import extract_features, make_extractor, read_features
+from ceusfusion.models.train import TrainConfig, load_fold_model, train, transform_for
 
 from fake_run import make_fake_run
 
@@ -88,7 +88,7 @@ def test_cli_writes_parquet_with_columns_and_metadata(run, capsys):
         "feature_dim": 512, "folds": K}
     assert not list(out.parent.glob(".*tmp*"))  # atomic write left no temporary file
     # the fusion stage reads it as is
-    from ceusfusion.fusion import read_features as fusion_read
+    from ceusfusion.fusion.pipeline import read_features as fusion_read
 
     df, fmeta = fusion_read(out)
     assert fmeta["name"] == "stk" and len(df) == 38

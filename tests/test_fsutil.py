@@ -5,7 +5,7 @@ import stat
 
 import pytest
 
-from ceusfusion.fsutil import atomic_path, write_text
+from ceusfusion.core.fsutil import atomic_path, write_text
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):

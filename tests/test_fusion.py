@@ -8,9 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ceusfusion import fusion
-from ceusfusion.errors import CeusError
-from ceusfusion.fusion import FAMILIES, FusionConfig, FusionData, LassoSelector, run_fusion
+from ceusfusion.fusion import pipeline as fusion
+from ceusfusion.core.errors import CeusError
+from ceusfusion.fusion.pipeline import FAMILIES, FusionConfig, FusionData, LassoSelector, run_fusion
 
 N_INF, N_NOISE = 5, 50
 

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ceusfusion.errors import CeusError
-from ceusfusion.fusion import join_features, load_inputs
+from ceusfusion.core.errors import CeusError
+from ceusfusion.fusion.pipeline import join_features, load_inputs
 
 from cli_run import exit_code as main
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ceusfusion.errors import CeusError
-from ceusfusion.keyframes import TIC, KeyframeParams, max_diameter, select_keyframes
-from ceusfusion.perfusion import gamma_variate, perfusion_parameters
+from ceusfusion.core.errors import CeusError
+from ceusfusion.ingest.keyframes import TIC, KeyframeParams, max_diameter, select_keyframes
+from ceusfusion.ingest.perfusion import gamma_variate, perfusion_parameters
 from ingest_fixtures import ramp_video, write_video
 
 BOX = (12, 14, 30, 36)

@@ -5,9 +5,9 @@ import os
 import pytest
 import torch
 
-from ceusfusion.errors import CeusError
-from ceusfusion.models import ARCHS, CeusNet, TemporalNet, build_model, gradcam_layer, inflate_conv
-from ceusfusion import weights as W
+from ceusfusion.core.errors import CeusError
+from ceusfusion.models.backbones import ARCHS, CeusNet, TemporalNet, build_model, gradcam_layer, inflate_conv
+from ceusfusion.models import weights as W
 
 torch.set_num_threads(1)
 

@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ceusfusion import cache
-from ceusfusion.preprocess import PrepareParams, prepare
+from ceusfusion.ingest import cache
+from ceusfusion.ingest.prepare import PrepareParams, prepare
 from ingest_fixtures import DATA
 
 POCUS, DDTI = DATA / "pocus", DATA / "ddti"

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ceusfusion import pretrain as P
-from ceusfusion.errors import CeusError
-from ceusfusion.models import build_model
+from ceusfusion.models import pretrain as P
+from ceusfusion.core.errors import CeusError
+from ceusfusion.models.backbones import build_model
 
 torch.set_num_threads(1)
 

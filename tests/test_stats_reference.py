@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ceusfusion.errors import CeusError
-from ceusfusion.evaluate import read_csv_exact
+from ceusfusion.core.errors import CeusError
+from ceusfusion.evaluate.evaluate import read_csv_exact
 from ceusfusion.stats import (auc_ci, brier, calibration_errors, calibration_in_the_large, confusion,
                               delong_test, hosmer_lemeshow, logistic_recalibration, net_benefit, treat_all, youden)
 

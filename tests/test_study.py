@@ -10,7 +10,7 @@ import pytest
 from rich.console import Console
 
 from ceusfusion.demo import run_demo
-from ceusfusion.errors import CeusError
+from ceusfusion.core.errors import CeusError
 from ceusfusion.study import STAGES, load_config, parse_config, run_study
 
 
@@ -86,7 +86,7 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
 def test_export_and_predict_new_patient(tiny_run, tmp_path):
     import pandas as pd
 
-    from ceusfusion.bundle import export, predict
+    from ceusfusion.deploy.bundle import export, predict
     from ceusfusion.cli import main
 
     out, _, _ = tiny_run
@@ -121,7 +121,7 @@ def test_score_level_fusion_and_bundle(tiny_run, tmp_path):
     """fusion.inputs = scores: each model's out-of-fold logit is fused; the bundle reproduces it."""
     import pandas as pd
 
-    from ceusfusion.bundle import export, predict
+    from ceusfusion.deploy.bundle import export, predict
 
     out, _, _ = tiny_run
     cfg = json.loads((out / "manifest.json").read_text())["config"]

@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from ceusfusion import explain as E
-from ceusfusion.data import BatchTransform, IMAGENET_MEAN, IMAGENET_STD, rank_pool_weights, summary_channels
-from ceusfusion.errors import CeusError
-from ceusfusion.features import extract_features
-from ceusfusion.models import CeusNet, build_model, model_channels
+from ceusfusion.explain import cases as E
+from ceusfusion.models.data import BatchTransform, IMAGENET_MEAN, IMAGENET_STD, rank_pool_weights, summary_channels
+from ceusfusion.core.errors import CeusError
+from ceusfusion.fusion.extract import extract_features
+from ceusfusion.models.backbones import CeusNet, build_model, model_channels
 from ceusfusion.study import TrainSection
-from ceusfusion.train import TrainConfig, read_config
+from ceusfusion.models.train import TrainConfig, read_config
 
 from fake_run import make_fake_run
 from cli_run import exit_code

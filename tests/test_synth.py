@@ -15,11 +15,11 @@ from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from ceusfusion.cohort import resolve, validate
-from ceusfusion.errors import CeusError
+from ceusfusion.ingest.cohort import resolve, validate
+from ceusfusion.core.errors import CeusError
 from ceusfusion.io.mask import read_mask
 from ceusfusion.io.video import iter_frames
-from ceusfusion.synth import SynthConfig, draw_cohort_table, gamma_variate, generate, split_counts, write_mask
+from ceusfusion.synthetic.synth import SynthConfig, draw_cohort_table, gamma_variate, generate, split_counts, write_mask
 
 TINY = dict(n=24, seed=3, size=48, fps=2, duration=10)
 

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 import torch
 
-from ceusfusion.data import BatchTransform, augment_params, load_cached
-from ceusfusion.errors import CeusError
-from ceusfusion.train import TrainConfig, load_fold_model, rank_models, train
+from ceusfusion.models.data import BatchTransform, augment_params, load_cached
+from ceusfusion.core.errors import CeusError
+from ceusfusion.models.train import TrainConfig, load_fold_model, rank_models, train
 
 from fake_run import make_fake_run
 from cli_run import exit_code
@@ -53,7 +53,7 @@ def test_folds_are_grouped_and_oof_covers_each_training_case_once(trained):
 
 def test_test_probabilities_are_the_mean_of_the_fold_models(trained):
     run, _ = trained
-    from ceusfusion.train import predict_probs, transform_for
+    from ceusfusion.models.train import predict_probs, transform_for
 
     data = load_cached(run, "video")
     test = np.flatnonzero(data.split == "test")
@@ -136,8 +136,8 @@ def test_cli_train_and_summary(tmp_path, capsys):
 def test_precise_bn_sets_running_statistics_to_the_training_cases(tmp_path):
     """recalibrate_bn replaces momentum-lagged BatchNorm statistics by the exact mean/variance of
     the given cases under the current weights (first BN layer checked against conv1's output)."""
-    from ceusfusion.models import build_model
-    from ceusfusion.train import recalibrate_bn
+    from ceusfusion.models.backbones import build_model
+    from ceusfusion.models.train import recalibrate_bn
 
     run = make_fake_run(tmp_path, n_train=10, n_test=2, size=24)
     data = load_cached(run, "image")

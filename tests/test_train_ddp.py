@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from ceusfusion.train import TrainConfig, train
+from ceusfusion.models.train import TrainConfig, train
 
 from fake_run import make_fake_run
 

@@ -6,8 +6,8 @@ import pandas as pd
 import pytest
 import torch
 
-from ceusfusion.errors import CeusError
-from ceusfusion.train import TrainConfig, train
+from ceusfusion.core.errors import CeusError
+from ceusfusion.models.train import TrainConfig, train
 
 from fake_run import make_fake_run
 

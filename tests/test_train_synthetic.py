@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from ceusfusion.preprocess import PrepareParams, prepare
-from ceusfusion.synth import SynthConfig, generate
-from ceusfusion.train import TrainConfig, train
+from ceusfusion.ingest.prepare import PrepareParams, prepare
+from ceusfusion.synthetic.synth import SynthConfig, generate
+from ceusfusion.models.train import TrainConfig, train
 
 
 @pytest.mark.slow

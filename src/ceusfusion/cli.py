@@ -16,8 +16,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from . import __version__
-from .errors import CeusError
+from ceusfusion import __version__
+from ceusfusion.core.errors import CeusError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Multimodal ultrasound deep learning: B-mode + CEUS, fusion, statistics, reports.")
 console = Console()
@@ -45,7 +45,7 @@ def validate(
     no_files: bool = typer.Option(False, "--no-files", help="Check the table only, do not open files."),
 ):
     """Check every row and file of a cohort manifest; print ALL problems; exit 1 if any."""
-    from .cohort import problems_frame, validate as run_validate
+    from ceusfusion.ingest.cohort import problems_frame, validate as run_validate
 
     df, problems = run_validate(cohort, check_files=not no_files)
     if as_json:
@@ -72,8 +72,8 @@ def split(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ):
     """Write a copy of the manifest with a stratified, patient-grouped train/test split."""
-    from .cohort import make_split, read_manifest
-    from .fsutil import write_csv
+    from ceusfusion.ingest.cohort import make_split, read_manifest
+    from ceusfusion.core.fsutil import write_csv
 
     out = out or cohort.with_name(cohort.stem + ".split.csv")
     if out.exists() and not force:
@@ -99,7 +99,7 @@ def synth(
     size_tied: bool = typer.Option(True, "--size-tied/--size-untied", help="Nodule size depends on the label (untied: the image evidence is only local)."),
 ):
     """Write a synthetic cohort that looks, file by file, like a hospital export."""
-    from .synth import SynthConfig, generate
+    from ceusfusion.synthetic.synth import SynthConfig, generate
 
     cfg = SynthConfig(n=n, seed=seed, size=size, fps=fps, duration=duration, still_size=still_size,
                       signal=signal, size_tied=size_tied)
@@ -126,7 +126,7 @@ def prepare(
     tic_plots: bool = typer.Option(False, "--tic-plots", help="Write a time-intensity curve plot per case with a video mask."),
 ):
     """Keyframes, ROI crops, perfusion parameters and contact sheets into RUN/prepared/; exit 1 if some case failed."""
-    from .preprocess import PrepareParams, prepare as run_prepare
+    from ceusfusion.ingest.prepare import PrepareParams, prepare as run_prepare
 
     box = None
     if crop:
@@ -178,7 +178,7 @@ def train(
 
     Several GPUs: torchrun --nproc-per-node N -m ceusfusion.cli -- train --run RUN ...
     """
-    from .train import TrainConfig, rank_models, train as run_train
+    from ceusfusion.models.train import TrainConfig, rank_models, train as run_train
 
     if summary:
         df = rank_models(run, modality)
@@ -230,7 +230,7 @@ def pretrain(
     no_progress: bool = typer.Option(False, "--no-progress", help="No per-epoch lines."),
 ):
     """Self-supervised contrastive pretraining on unlabeled video frames; weights load with train --weights."""
-    from .pretrain import PretrainConfig, collect_videos, pretrain as run_pretrain, probe_path
+    from ceusfusion.models.pretrain import PretrainConfig, collect_videos, pretrain as run_pretrain, probe_path
 
     if cohort is None and not unlabeled:
         raise CeusError("give a cohort manifest and/or --unlabeled folders of videos")
@@ -278,7 +278,7 @@ def evaluate(
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the ROC, calibration and DCA figures."),
 ):
     """AUC with DeLong CI, Youden thresholds carried from train to test, calibration, DCA, DeLong tests."""
-    from .evaluate import evaluate as run_evaluate
+    from ceusfusion.evaluate.evaluate import evaluate as run_evaluate
 
     ci = "bootstrap" if bootstrap > 0 else "wilson"
     m = run_evaluate(predictions, out, conf_level=conf_level, ci=ci, n_boot=bootstrap or 2000, seed=seed, figures=not no_figures)
@@ -301,9 +301,9 @@ def table1(
     columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated clinical columns (default: every non-schema column)."),
 ):
     """Baseline characteristics per class within each set, with the right test per variable."""
-    from .cohort import read_manifest
-    from .fsutil import write_csv
-    from .stats.table1 import table1 as make_table1
+    from ceusfusion.ingest.cohort import read_manifest
+    from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.stats.table1 import table1 as make_table1
 
     cols = [c.strip() for c in columns.split(",")] if columns else None
     t = make_table1(read_manifest(cohort), columns=cols)
@@ -322,7 +322,7 @@ def features_cmd(
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ):
     """Deep features for fusion: out-of-fold for training cases, mean over fold models for test cases."""
-    from .features import features as run_features
+    from ceusfusion.fusion.extract import features as run_features
 
     path, meta = run_features(model, out, layer=layer, batch_size=batch_size, device=device)
     console.print(f"wrote {path}: {meta['n_train']} train (out-of-fold) + {meta['n_test']} test cases, "
@@ -349,7 +349,7 @@ def fuse(
     name: str = typer.Option("DL_combined", "--name", help="Model name: predictions/<name>.csv."),
 ):
     """DL_combined: scaler → LASSO → best classifier family by CV AUC; the test set is scored once."""
-    from .fusion import FusionConfig, fuse as run_fuse, parse_families
+    from ceusfusion.fusion.pipeline import FusionConfig, fuse as run_fuse, parse_families
 
     paths = list(features or []) + list(files or [])
     clin = [c.strip() for item in (clinical or []) for c in item.split(",") if c.strip()]
@@ -383,7 +383,7 @@ def explain(
     target: str = typer.Option("predicted", "--target", help="Class each map explains: predicted (the model's call per case) or positive (always label 1)."),
 ):
     """Grad-CAM overlays per case, per-frame contributions / attention, and explain.json."""
-    from .explain import explain as run_explain
+    from ceusfusion.explain.cases import explain as run_explain
 
     if cases and per_class is not None:
         raise CeusError("give either --cases or --per-class, not both")
@@ -401,7 +401,7 @@ def explain_figure(
     out: Path = typer.Option(..., "--out", help="Figure path; .png and .svg are written."),
 ):
     """The reference study's Figure 5 layout: negative and positive cases, five-frame and single-frame rows."""
-    from .explain_figures import figure5
+    from ceusfusion.figures.explain import figure5
 
     png, svg = figure5(image, video, out)
     console.print(f"wrote {png} and {svg}")
@@ -416,7 +416,7 @@ def study(
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
 ):
     """Run the whole study: validate, prepare, train, select, features, fuse, evaluate, explain, report."""
-    from .study import run_study
+    from ceusfusion.study import run_study
 
     report = run_study(config, force=force, console=console, progress=not no_progress and sys.stderr.isatty())
     console.print(f"report: {report}")
@@ -429,7 +429,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle."),
 ):
     """Bundle the selected models, preprocessing parameters and locked thresholds for new patients."""
-    from .bundle import export as run_export
+    from ceusfusion.deploy.bundle import export as run_export
 
     console.print(f"wrote bundle {run_export(run, out, overwrite=overwrite)}")
 
@@ -446,7 +446,7 @@ def predict(
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (one patient is a batch of one)."),
 ):
     """Predict for one new patient: probability per model, class at the locked threshold, Grad-CAM overlays."""
-    from .bundle import predict as run_predict
+    from ceusfusion.deploy.bundle import predict as run_predict
 
     if image is None and video is None:
         raise CeusError("give --image and/or --video")
@@ -473,7 +473,7 @@ def demo(
     seed: int = typer.Option(0, "--seed"),
 ):
     """Synthetic cohort → full study → report, with CPU-friendly settings; prints Table 2 and where the report is."""
-    from .demo import run_demo
+    from ceusfusion.demo import run_demo
 
     run_demo(out, console, n=n, seed=seed, full=full, progress=sys.stderr.isatty())
 

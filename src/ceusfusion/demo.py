@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from .errors import CeusError
+from ceusfusion.core.errors import CeusError
 
 
 def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False) -> dict:
@@ -37,8 +37,8 @@ def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False
 def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0, full: bool = False, quick: bool = False,
              synth_size: int | None = None, progress: bool = True) -> Path:
     """Generate (or reuse) the synthetic cohort under OUT/data, run the study in OUT, print Table 2."""
-    from .study import parse_config, run_study
-    from .synth import SynthConfig, generate
+    from ceusfusion.study import parse_config, run_study
+    from ceusfusion.synthetic.synth import SynthConfig, generate
 
     out = Path(out)
     data = out / "data"

@@ -25,9 +25,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from rich.console import Console
 
-from . import __version__
-from .errors import CeusError
-from .fsutil import sha256_file, write_csv, write_json
+from ceusfusion import __version__
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import sha256_file, write_csv, write_json
 
 STAGES = ("validate", "prepare", "train", "select", "features", "fuse", "evaluate", "explain", "report")
 
@@ -65,7 +65,7 @@ class TrainSection(_Strict):
     @field_validator("archs")
     @classmethod
     def _known(cls, v):
-        from .models import ARCHS
+        from ceusfusion.models.backbones import ARCHS
 
         bad = [a for a in v if a not in ARCHS]
         if bad:
@@ -219,13 +219,13 @@ class Study:
         self.manifest["safeguards"] = self._safeguards()
         self.manifest["total_seconds"] = round(time.perf_counter() - self.t0, 1)
         self._save()
-        from .report.html import build_report
+        from ceusfusion.report.html import build_report
 
         build_report(self.run, title=c.title)  # refresh with the final manifest (safeguards, timings)
         return self.run / "report.html"
 
     def _validate(self) -> dict:
-        from .cohort import load_cohort, validate
+        from ceusfusion.ingest.cohort import load_cohort, validate
 
         df, problems = validate(self.cfg.cohort)
         if problems:
@@ -237,7 +237,7 @@ class Study:
         return {"n_cases": len(df), "n_train": int((df["split"] == "train").sum()), "n_test": int((df["split"] == "test").sum())}
 
     def _prepare(self) -> dict:
-        from .preprocess import PrepareParams, prepare
+        from ceusfusion.ingest.prepare import PrepareParams, prepare
 
         p = self.cfg.prepare
         params = PrepareParams(size=p.size, frames=p.frames, period=p.period, policy=p.policy, margin=p.margin)
@@ -257,7 +257,7 @@ class Study:
         return specs
 
     def _train(self) -> dict:
-        from .train import TrainConfig, train
+        from ceusfusion.models.train import TrainConfig, train
 
         t = self.cfg.train
         names = []
@@ -280,7 +280,7 @@ class Study:
         return {"models": names}
 
     def _safe_config(self, name: str) -> dict | None:
-        from .train import read_config
+        from ceusfusion.models.train import read_config
 
         try:
             return read_config(self.run, name)
@@ -298,7 +298,7 @@ class Study:
         return all(old.get(k) == new[k] for k in keys)
 
     def _select(self) -> dict:
-        from .train import rank_models
+        from ceusfusion.models.train import rank_models
 
         wanted = {self._name(s) for s in self.model_specs()}
         best, tables = {}, []
@@ -316,16 +316,16 @@ class Study:
         return {"best": best}
 
     def _name(self, spec) -> str:
-        from .train import TrainConfig
+        from ceusfusion.models.train import TrainConfig
 
         modality, arch, inp = spec
         return TrainConfig(modality=modality, arch=arch, input_mode=inp).resolved().name
 
     def _cv_figures(self, ranking: pd.DataFrame) -> None:
         """Figure 3: out-of-fold ROC of every architecture, one panel per modality."""
-        from .evaluate import read_csv_exact
-        from .report.figures import roc_figure, save_figure
-        from .stats import auc_ci, roc_curve
+        from ceusfusion.evaluate.evaluate import read_csv_exact
+        from ceusfusion.figures.curves import roc_figure, save_figure
+        from ceusfusion.stats import auc_ci, roc_curve
 
         for modality, df in ranking.groupby("modality"):
             curves = []
@@ -340,7 +340,7 @@ class Study:
         return json.loads((self.run / "selection.json").read_text())["best"]
 
     def _features(self) -> dict:
-        from .features import features, score_features
+        from ceusfusion.fusion.extract import features, score_features
 
         paths = {}
         for modality, name in self._best().items():
@@ -352,7 +352,7 @@ class Study:
         return {"features": paths}
 
     def _fuse(self) -> dict:
-        from .fusion import FusionConfig, fuse, parse_families
+        from ceusfusion.fusion.pipeline import FusionConfig, fuse, parse_families
 
         f = self.cfg.fusion
         suffix = ".score.parquet" if f.inputs == "scores" else ".parquet"
@@ -361,15 +361,15 @@ class Study:
         res = fuse(feats, self.run / "fusion", cohort=self.run / "cohort.csv" if f.clinical else None, clinical=f.clinical or None,
                    perfusion=(self.run / "prepared" / "perfusion.csv") if f.perfusion else None, cfg=cfg)
         src = self.run / "fusion" / "predictions" / f"{cfg.name}.csv"
-        from .fsutil import write_bytes
+        from ceusfusion.core.fsutil import write_bytes
 
         write_bytes(self.run / "predictions" / f"{cfg.name}.csv", src.read_bytes())
         return {"chosen": res.summary.get("chosen_family")}
 
     def _evaluate(self) -> dict:
-        from .cohort import clinical_columns, read_manifest
-        from .evaluate import evaluate
-        from .stats import table1
+        from ceusfusion.ingest.cohort import clinical_columns, read_manifest
+        from ceusfusion.evaluate.evaluate import evaluate
+        from ceusfusion.stats import table1
 
         names = list(self._best().values()) + (["DL_combined"] if self.cfg.fusion.enabled else [])
         paths = [self.run / "predictions" / f"{n}.csv" for n in names]
@@ -382,8 +382,8 @@ class Study:
         return {"test_auc": {k: v.get("auc") for k, v in test.items()}}
 
     def _explain(self) -> dict:
-        from .explain import explain
-        from .explain_figures import figure5
+        from ceusfusion.explain.cases import explain
+        from ceusfusion.figures.explain import figure5
 
         truth = Path(self.cfg.cohort).parent / "truth.csv"  # the synthetic cohort records where the signal lives
         device = "cuda" if self.cfg.device in ("cuda", "auto") and __import__("torch").cuda.is_available() else "cpu"
@@ -398,7 +398,7 @@ class Study:
         return {}
 
     def _report(self) -> dict:
-        from .report.html import build_report
+        from ceusfusion.report.html import build_report
 
         build_report(self.run, title=self.cfg.title)
         return {}

@@ -13,7 +13,7 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import CeusError
+from ceusfusion.core.errors import CeusError
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CeusError
-from .filetypes import IMAGE_SUFFIXES, kind_of
+from ceusfusion.core.errors import CeusError
+from ceusfusion.io.filetypes import IMAGE_SUFFIXES, kind_of
 
 
 def read_image(path: str | Path) -> np.ndarray:
@@ -21,7 +21,7 @@ def read_image(path: str | Path) -> np.ndarray:
     if kind is None:
         raise CeusError(f"{path}: unknown image type (expected one of {', '.join(IMAGE_SUFFIXES)})")
     if kind in (".dcm", ".dicom"):
-        from .dicom import read_dicom_frames
+        from ceusfusion.io.dicom import read_dicom_frames
 
         frames, _ = read_dicom_frames(path)
         if frames.shape[0] < 1:

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ..errors import CeusError
-from .filetypes import MASK_SUFFIXES, full_suffix
+from ceusfusion.core.errors import CeusError
+from ceusfusion.io.filetypes import MASK_SUFFIXES, full_suffix
 
 
 def read_mask(path: str | Path) -> np.ndarray:

@@ -16,8 +16,8 @@ from typing import Iterator
 
 import numpy as np
 
-from ..errors import CeusError
-from .filetypes import VIDEO_SUFFIXES, kind_of
+from ceusfusion.core.errors import CeusError
+from ceusfusion.io.filetypes import VIDEO_SUFFIXES, kind_of
 
 # pixel formats whose first plane is 8-bit luma, readable without conversion
 _LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv440p", "yuvj440p", "nv12", "nv21", "gray"}
@@ -125,7 +125,7 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Frame size and timing, decoding the first frame to be sure the file is readable."""
     path = Path(path)
     if _check(path) in (".dcm", ".dicom"):
-        from .dicom import dicom_cine_header
+        from ceusfusion.io.dicom import dicom_cine_header
 
         h = dicom_cine_header(path)
         return VideoInfo(h.width, h.height, h.fps, h.duration_s, h.n_frames)
@@ -163,7 +163,7 @@ class VideoStream:
         self.n_decoded = 0
         self.repaired_times = 0  # non-monotonic timestamps that were put back in order
         if self._dicom:
-            from .dicom import dicom_cine_header
+            from ceusfusion.io.dicom import dicom_cine_header
 
             self._dh = dicom_cine_header(self.path)
             self.info = VideoInfo(self._dh.width, self._dh.height, self._dh.fps, self._dh.duration_s, self._dh.n_frames)
@@ -194,7 +194,7 @@ class VideoStream:
             yield from self._iter_av()
 
     def _iter_dicom(self) -> Iterator[Frame]:
-        from .dicom import iter_dicom_frames
+        from ceusfusion.io.dicom import iter_dicom_frames
 
         times = self._dh.times
         for k, arr in enumerate(iter_dicom_frames(self.path)):

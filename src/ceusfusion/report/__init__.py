@@ -1,5 +1,1 @@
-"""Figures (``report.figures``) and the HTML report (``report.html``) of a run."""
-
-from .figures import auc_label, calibration_figure, dca_figure, roc_figure, save_figure
-
-__all__ = ["auc_label", "calibration_figure", "dca_figure", "roc_figure", "save_figure"]
+"""Stage: report. Reads every record of a run directory; writes ``RUN/report.html`` (one self-contained file)."""

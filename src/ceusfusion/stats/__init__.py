@@ -2,16 +2,16 @@
 
 Plain-array functions, usable from notebooks: ``auc_ci(y, score)`` and
 ``delong_test(y, score_a, score_b)`` and the rest below. Inputs with missing
-values or a single outcome class raise :class:`ceusfusion.errors.CeusError`.
+values or a single outcome class raise :class:`ceusfusion.core.errors.CeusError`.
 """
 
-from .calibration import (binned_curve, brier, calibration_errors, calibration_in_the_large,
+from ceusfusion.stats.calibration import (binned_curve, brier, calibration_errors, calibration_in_the_large,
                           calibration_summary, hosmer_lemeshow, logistic_recalibration, smooth_curve)
-from .dca import THRESHOLDS as DCA_THRESHOLDS, decision_curves, net_benefit, treat_all
-from .delong import (AUCResult, DeLongTest, RocCurve, auc_ci, compare_aucs, delong_test,
+from ceusfusion.stats.dca import THRESHOLDS as DCA_THRESHOLDS, decision_curves, net_benefit, treat_all
+from ceusfusion.stats.delong import (AUCResult, DeLongTest, RocCurve, auc_ci, compare_aucs, delong_test,
                      delong_test_unpaired, placements, roc_curve)
-from .table1 import table1
-from .thresholds import (Youden, bootstrap_ci, confusion, metrics_at, threshold_for_sensitivity,
+from ceusfusion.stats.table1 import table1
+from ceusfusion.stats.thresholds import (Youden, bootstrap_ci, confusion, metrics_at, threshold_for_sensitivity,
                          wilson_ci, youden)
 
 __all__ = [

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..errors import CeusError
+from ceusfusion.core.errors import CeusError
 
 
 def _rows(idx: np.ndarray, limit: int = 10) -> str:

@@ -19,8 +19,8 @@ from scipy.special import logit
 from scipy.stats import chi2
 from sklearn.calibration import calibration_curve
 
-from ..errors import CeusError
-from ._checks import check_binary
+from ceusfusion.core.errors import CeusError
+from ceusfusion.stats._checks import check_binary
 
 
 def _yp(y, p):

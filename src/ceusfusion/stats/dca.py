@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ._checks import check_binary
+from ceusfusion.stats._checks import check_binary
 
 THRESHOLDS = np.arange(1, 100) / 100
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from scipy.stats import norm
 
-from ._checks import check_binary
+from ceusfusion.stats._checks import check_binary
 
 
 @dataclass(frozen=True)

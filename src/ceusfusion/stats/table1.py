@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ..errors import CeusError
+from ceusfusion.core.errors import CeusError
 
 NOT_CLINICAL = ("case_id", "label", "split", "group", "image", "image_mask", "video", "video_mask")
 SET_NAMES = {"train": "Training set", "test": "Test set", "all": "All"}

@@ -14,9 +14,9 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from statsmodels.stats.proportion import proportion_confint
 
-from ..errors import CeusError
-from ._checks import check_binary
-from .delong import roc_curve
+from ceusfusion.core.errors import CeusError
+from ceusfusion.stats._checks import check_binary
+from ceusfusion.stats.delong import roc_curve
 
 METRICS = ("sensitivity", "specificity", "ppv", "npv", "accuracy")
 

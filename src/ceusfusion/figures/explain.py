@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import CeusError
-from .fsutil import savefig
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import savefig
 
 CMAP = "jet"
 ALPHA = 0.45
@@ -88,7 +88,7 @@ def case_figure(r, path, title_extra: str = "") -> Path:
 
 
 def _results(src):
-    from .explain import load_explanations
+    from ceusfusion.explain.cases import load_explanations
 
     if isinstance(src, (str, Path)):
         meta, res = load_explanations(src)

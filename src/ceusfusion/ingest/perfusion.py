@@ -14,7 +14,7 @@ import warnings
 
 import numpy as np
 
-from .keyframes import TIC
+from ceusfusion.ingest.keyframes import TIC
 
 COLUMNS = [
     "baseline", "peak_intensity", "peak_enhancement", "ring_peak_intensity", "peak_ratio_ring",

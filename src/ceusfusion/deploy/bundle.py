@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import __version__
-from .errors import CeusError
-from .fsutil import sha256_file, write_json
+from ceusfusion import __version__
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import sha256_file, write_json
 
 BUNDLE_VERSION = 1
 
@@ -73,10 +73,10 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
         for modality, m in models.items():
             fpath = run / "features" / f"{m['name']}.parquet"
             if fpath.is_file():
-                from .features import read_features
+                from ceusfusion.fusion.extract import read_features
 
-                from .features import default_layer
-                from .train import build_from_config
+                from ceusfusion.fusion.extract import default_layer
+                from ceusfusion.models.train import build_from_config
 
                 layer = read_features(fpath)[1].get("layer")
                 layers[m["name"]] = {"layer": layer, "penultimate": layer in (None, "features") or layer == default_layer(build_from_config(m["config"]))}
@@ -113,7 +113,7 @@ def _model_input(arr: np.ndarray, modality: str, cfg: dict) -> torch.Tensor:
     """A prepared array → (1, C, S, S) uint8 in the channel layout the model was trained with."""
     import torch.nn.functional as F
 
-    from .data import _to_chw
+    from ceusfusion.models.data import _to_chw
 
     a = _to_chw(arr, modality, "patient")  # (frames, c, S, S)
     fc = int(cfg["frame_channels"])
@@ -144,9 +144,9 @@ def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_m
 
 
 def _predict(bundle, image, image_mask, video, video_mask, out, cams) -> dict:
-    from .features import make_extractor
-    from .preprocess import PrepareParams, prepare_image, prepare_video
-    from .train import build_from_config, load_tensors, transform_for
+    from ceusfusion.fusion.extract import make_extractor
+    from ceusfusion.ingest.prepare import PrepareParams, prepare_image, prepare_video
+    from ceusfusion.models.train import build_from_config, load_tensors, transform_for
 
     t0 = time.perf_counter()
     bundle = Path(bundle)
@@ -229,8 +229,8 @@ def _overlay(model, cfg: dict, x: torch.Tensor, tf, path: Path) -> Path:
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    from .explain import _display, model_cams
-    from .fsutil import savefig
+    from ceusfusion.explain.cases import _display, model_cams
+    from ceusfusion.core.fsutil import savefig
 
     cam = model_cams(model, cfg, x.clone(), "gradcam")[0]  # (M, H, W)
     disp = _display(x, tf, cfg["input_mode"], cfg["frames"], cfg["frame_channels"])[0]  # (F, H, W, 3)

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import CeusError
-from .fsutil import atomic_path
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import atomic_path
 
 INDEX_COLUMNS = ["case_id", "label", "split", "group", "center", "has_image", "has_video", "hash"]
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import CeusError
-from .fsutil import write_csv, write_json
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import write_csv, write_json
 
 PRED_COLUMNS = ("case_id", "set", "fold", "y", "prob")
 SET_ORDER = ("train", "test")
@@ -114,8 +114,8 @@ def _where(d: pd.DataFrame, s: str) -> str:
 def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wilson", n_boot: int = 2000,
                    seed: int = 0) -> tuple[dict, dict]:
     """Compute everything. Returns (metrics in the DESIGN.md schema, curves for tables/figures)."""
-    from .stats import auc_ci, calibration_summary, decision_curves, metrics_at, roc_curve, youden
-    from .stats.calibration import binned_curve, smooth_curve
+    from ceusfusion.stats import auc_ci, calibration_summary, decision_curves, metrics_at, roc_curve, youden
+    from ceusfusion.stats.calibration import binned_curve, smooth_curve
 
     models = list(dict.fromkeys(pred["model"]))
     sets = _set_order(pred["set"])
@@ -178,7 +178,7 @@ def _dca(scores: dict, decision_curves) -> pd.DataFrame:
 
 
 def _comparisons(sub: pd.DataFrame, models: list[str], conf_level: float) -> list[dict]:
-    from .stats import delong_test, delong_test_unpaired
+    from ceusfusion.stats import delong_test, delong_test_unpaired
 
     res = []
     for a, b in combinations(models, 2):
@@ -264,7 +264,7 @@ def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95,
 
 
 def _figures(curves: dict, folder: Path) -> None:
-    from .report.figures import calibration_figure, dca_figure, roc_figure, save_figure
+    from ceusfusion.figures.curves import calibration_figure, dca_figure, roc_figure, save_figure
 
     for s, rocs in curves["roc"].items():
         save_figure(roc_figure(rocs, f"ROC, {s} set"), folder / f"roc_{s}")

@@ -35,7 +35,7 @@ from sklearn.svm import SVC
 from sklearn.svm import l1_min_c
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from .errors import CaseError, CeusError
+from ceusfusion.core.errors import CaseError, CeusError
 
 FAMILIES = ("lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp")
 FAMILY_NAMES = {"lr": "LogisticRegression", "svm": "SVM", "knn": "KNN", "rf": "RandomForest", "et": "ExtraTrees",
@@ -255,7 +255,7 @@ def _cases(ids, limit: int = 5) -> str:
 
 def join_features(paths: list[str | Path], drop_missing: bool = False) -> tuple[pd.DataFrame, list[str], list[dict]]:
     """Join feature files on case_id; columns become '<model>__<column>' so they stay traceable."""
-    from .fsutil import sha256_file
+    from ceusfusion.core.fsutil import sha256_file
 
     if not paths:
         raise CeusError("no --features file given")
@@ -291,7 +291,7 @@ def join_features(paths: list[str | Path], drop_missing: bool = False) -> tuple[
 def load_inputs(features: list[str | Path], cohort: str | Path | None = None, clinical: list[str] | None = None,
                 perfusion: str | Path | None = None, drop_missing: bool = False) -> FusionData:
     """Deep features joined with optional clinical covariates (cohort manifest) and perfusion parameters."""
-    from .fsutil import sha256_file
+    from ceusfusion.core.fsutil import sha256_file
 
     frame, deep, inputs = join_features(list(features), drop_missing=drop_missing)
     numeric: list[str] = []
@@ -301,7 +301,7 @@ def load_inputs(features: list[str | Path], cohort: str | Path | None = None, cl
     if clinical and cohort is None:
         raise CeusError("--clinical needs --cohort COHORT.csv to read the covariates from")
     if cohort is not None:
-        from .cohort import load_cohort
+        from ceusfusion.ingest.cohort import load_cohort
 
         co = load_cohort(cohort).copy()
         co["case_id"] = co["case_id"].astype(str)
@@ -551,7 +551,7 @@ def write_outputs(result: FusionResult, out: str | Path, figures: bool = True) -
     """predictions/<name>.csv, selected_features.csv, cv_results.csv, fusion.json, model.joblib, figures/."""
     import joblib
 
-    from .fsutil import atomic_path, write_csv, write_json
+    from ceusfusion.core.fsutil import atomic_path, write_csv, write_json
 
     out = Path(out)
     name = result.summary["name"]
@@ -563,7 +563,7 @@ def write_outputs(result: FusionResult, out: str | Path, figures: bool = True) -
     with atomic_path(paths["model"]) as tmp:
         joblib.dump(result.model, tmp)
     if figures:
-        from .fusion_figures import write_figures
+        from ceusfusion.figures.fusion import write_figures
 
         paths.update(write_figures(result, out / "figures"))
     summary = dict(result.summary, outputs={k: str(v) for k, v in paths.items()})

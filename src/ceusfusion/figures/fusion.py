@@ -21,7 +21,7 @@ def _plt():
 
 
 def _save(fig, folder: Path, stem: str, paths: dict) -> None:
-    from .fsutil import savefig
+    from ceusfusion.core.fsutil import savefig
 
     for ext in ("png", "svg"):
         p = folder / f"{stem}.{ext}"

@@ -32,11 +32,11 @@ import pandas as pd
 import torch
 from torch import nn
 
-from .data import BatchTransform, CachedSet, load_cached
-from .errors import CaseError, CeusError
-from .fsutil import atomic_path
-from .models import TemporalNet
-from .train import load_fold_model, resolve_device, model_dir, read_config, transform_for
+from ceusfusion.models.data import BatchTransform, CachedSet, load_cached
+from ceusfusion.core.errors import CaseError, CeusError
+from ceusfusion.core.fsutil import atomic_path
+from ceusfusion.models.backbones import TemporalNet
+from ceusfusion.models.train import load_fold_model, resolve_device, model_dir, read_config, transform_for
 
 META_KEY = b"ceusfusion"
 HEAD_INPUT = "dropout"  # CeusNet: encoder -> dropout -> head; the node feeding ``dropout`` is the pooled vector

@@ -27,8 +27,8 @@ import numpy as np
 import pandas as pd
 from scipy import ndimage
 
-from .errors import CeusError
-from .fsutil import atomic_path, write_csv, write_json
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import atomic_path, write_csv, write_json
 
 # --------------------------------------------------------------------------- reference values
 
@@ -506,7 +506,7 @@ def generate(out: str | Path, cfg: SynthConfig | None = None, workers: int = 2, 
             geo = list(pool.map(_render_star, jobs, chunksize=max(1, len(jobs) // (8 * workers))))
     truth = truth.merge(pd.DataFrame(geo), on="case_id", how="left")
     write_csv(out / "truth.csv", truth)
-    write_json(out / "synth.json", {"generator": "ceusfusion.synth", "config": asdict(cfg),
+    write_json(out / "synth.json", {"generator": "ceusfusion.synthetic.synth", "config": asdict(cfg),
                                     "codec": "mjpeg/avi", "static_shift": STATIC_SHIFT, "dynamic_shift": DYNAMIC_SHIFT})
     write_csv(manifest, cohort)
     return manifest

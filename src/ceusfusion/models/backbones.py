@@ -25,8 +25,8 @@ import torch
 import torchvision
 from torch import nn
 
-from .errors import CeusError
-from .weights import load_backbone_weights
+from ceusfusion.core.errors import CeusError
+from ceusfusion.models.weights import load_backbone_weights
 
 INPUT_MODES = ("single", "stack", "temporal", "summary")
 

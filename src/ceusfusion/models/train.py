@@ -40,11 +40,11 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from .data import BatchTransform, CachedSet, augment_params, load_cached, normalisation
-from .errors import CeusError
-from .fsutil import atomic_path, write_csv, write_json
-from .models import ARCHS, build_model, model_channels
-from .weights import fetch_weights
+from ceusfusion.models.data import BatchTransform, CachedSet, augment_params, load_cached, normalisation
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import atomic_path, write_csv, write_json
+from ceusfusion.models.backbones import ARCHS, build_model, model_channels
+from ceusfusion.models.weights import fetch_weights
 
 log = logging.getLogger(__name__)
 

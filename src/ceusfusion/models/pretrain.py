@@ -49,12 +49,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import IMAGENET_MEAN, IMAGENET_STD
-from .errors import CeusError
-from .fsutil import atomic_path, write_json
-from .io.filetypes import VIDEO_SUFFIXES, full_suffix, kind_of
-from .models import ARCHS, build_encoder
-from .train import lr_at, resolve_device
+from ceusfusion.models.data import IMAGENET_MEAN, IMAGENET_STD
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import atomic_path, write_json
+from ceusfusion.io.filetypes import VIDEO_SUFFIXES, full_suffix, kind_of
+from ceusfusion.models.backbones import ARCHS, build_encoder
+from ceusfusion.models.train import lr_at, resolve_device
 
 log = logging.getLogger(__name__)
 
@@ -162,8 +162,8 @@ def extract_frames(path: str | Path, size: int, max_frames: int) -> tuple[np.nda
     Decoding is streamed; the header's frame count (or duration x fps) picks the
     frames to keep, so only those are converted and resized.
     """
-    from .io.video import VideoStream
-    from .preprocess import crop_resize, fixed_or_whole, square_box
+    from ceusfusion.io.video import VideoStream
+    from ceusfusion.ingest.prepare import crop_resize, fixed_or_whole, square_box
 
     frames, times = [], []
     with VideoStream(path, strict=False) as vs:
@@ -669,7 +669,7 @@ def video_features(encoder: nn.Module, bank: FrameBank, device: torch.device, ba
 
 def probe_labels(cohort: str | Path, splits: tuple = ("train",)) -> pd.DataFrame:
     """case_id, label, group of the training split: the ONLY reading of labels, for the probes."""
-    from .cohort import groups_of, read_manifest
+    from ceusfusion.ingest.cohort import groups_of, read_manifest
 
     df = read_manifest(cohort)
     if "label" not in df.columns:

@@ -55,9 +55,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .data import SUMMARY_CHANNELS
-from .errors import CaseError, CeusError
-from .fsutil import atomic_path, write_json
+from ceusfusion.models.data import SUMMARY_CHANNELS
+from ceusfusion.core.errors import CaseError, CeusError
+from ceusfusion.core.fsutil import atomic_path, write_json
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 
@@ -217,7 +217,7 @@ def _display(x: torch.Tensor, tf, input_mode: str, frames: int, fc: int) -> np.n
 
 def layer_name(cfg: dict, layer: str | None = None) -> str:
     """The hooked layer's module name: ``layer`` when given, else ``models.cam_layer_for`` the model's crop."""
-    from .models import cam_layer_for
+    from ceusfusion.models.backbones import cam_layer_for
 
     return layer or cam_layer_for(cfg["arch"], int(cfg["crop"]))
 
@@ -318,8 +318,8 @@ def signal_regions(run, truth_csv, modality: str, case_ids: list[str]) -> dict[s
     """
     import pandas as pd
 
-    from .io.mask import read_mask
-    from .preprocess import crop_resize
+    from ceusfusion.io.mask import read_mask
+    from ceusfusion.ingest.prepare import crop_resize
 
     truth_csv = Path(truth_csv)
     if not truth_csv.is_file():
@@ -354,7 +354,7 @@ def signal_regions(run, truth_csv, modality: str, case_ids: list[str]) -> dict[s
 def _fold_plan(run, name: str, cfg: dict, case_ids: list[str], split: np.ndarray, fold: int | None) -> dict[str, list[int]]:
     import pandas as pd
 
-    from .train import model_dir
+    from ceusfusion.models.train import model_dir
 
     if fold is not None:
         if not 0 <= fold < cfg["folds"]:
@@ -379,8 +379,8 @@ def explain_cases(run, name: str, case_ids: list[str] | None = None, per_class: 
     ``classes``: case_id -> class to explain, overriding ``target`` (the randomisation check
     explains the trained model's classes).
     """
-    from .data import load_cached
-    from .train import load_fold_model, read_config, transform_for
+    from ceusfusion.models.data import load_cached
+    from ceusfusion.models.train import load_fold_model, read_config, transform_for
 
     _cam_class(method)
     if target not in TARGETS:
@@ -468,7 +468,7 @@ def add_randomisation_check(run, name: str, results: list[CaseExplanation], meth
     Adds ``randomised_rank_correlation`` (and ``randomised_energy_in_region``) to each
     case's numbers and returns the summary (means over cases).
     """
-    from .train import load_fold_model
+    from ceusfusion.models.train import load_fold_model
 
     if not results:
         return {}
@@ -502,7 +502,7 @@ def add_randomisation_check(run, name: str, results: list[CaseExplanation], meth
 
 def write_explanations(results: list[CaseExplanation], out, meta: dict) -> Path:
     """``out/<case>.png`` per case, ``out/arrays/<case>.npz`` (for figures), ``out/explain.json``."""
-    from .explain_figures import case_figure
+    from ceusfusion.figures.explain import case_figure
 
     out = Path(out)
     for r in results:
@@ -549,7 +549,7 @@ def explain(run, name: str, out=None, case_ids: list[str] | None = None, per_cla
             sanity: bool = False, seed: int = 0, device: str = "cpu", layer: str | None = None,
             target: str = "predicted") -> Path:
     """The ``explain`` command: maps, PNG per case and explain.json under ``out`` (default RUN/explain/NAME)."""
-    from .train import read_config
+    from ceusfusion.models.train import read_config
 
     run = Path(run)
     cfg = read_config(run, name)
@@ -557,7 +557,7 @@ def explain(run, name: str, out=None, case_ids: list[str] | None = None, per_cla
     torch.manual_seed(seed)
     regions = None
     if truth is not None:
-        from .data import load_cached
+        from ceusfusion.models.data import load_cached
 
         ids_all = load_cached(run, cfg["modality"], cfg["image_size"]).case_ids
         regions = signal_regions(run, truth, cfg["modality"], ids_all)

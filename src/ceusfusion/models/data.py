@@ -21,8 +21,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import cache
-from .errors import CaseError, CeusError
+from ceusfusion.ingest import cache
+from ceusfusion.core.errors import CaseError, CeusError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

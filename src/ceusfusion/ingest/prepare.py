@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import cache
-from .cohort import FILE_COLUMNS, load_cohort, resolve
-from .errors import CaseError, CeusError
-from .fsutil import atomic_path, sha256_file, write_csv, write_json
-from .keyframes import Box, KeyframeParams, _bbox, select_keyframes
+from ceusfusion.ingest import cache
+from ceusfusion.ingest.cohort import FILE_COLUMNS, load_cohort, resolve
+from ceusfusion.core.errors import CaseError, CeusError
+from ceusfusion.core.fsutil import atomic_path, sha256_file, write_csv, write_json
+from ceusfusion.ingest.keyframes import Box, KeyframeParams, _bbox, select_keyframes
 
 CACHE_VERSION = 1
 
@@ -127,8 +127,8 @@ def _union(boxes: list[Box]) -> Box:
 
 
 def prepare_image(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple[np.ndarray, dict]:
-    from .io.image import read_image
-    from .io.mask import read_mask
+    from ceusfusion.io.image import read_image
+    from ceusfusion.io.mask import read_mask
 
     img = read_image(path)
     h, w = img.shape[:2]
@@ -150,7 +150,7 @@ def prepare_image(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple
 
 def prepare_video(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple[dict, dict, object]:
     """Keyframes → ROI arrays; returns (arrays, keyframes.json entry, Selection)."""
-    from .io.mask import read_mask
+    from ceusfusion.io.mask import read_mask
 
     mask = read_mask(mask_path) if mask_path is not None else None
     if mask is not None and mask.ndim == 3 and mask.shape[0] == 1:
@@ -239,7 +239,7 @@ def process_case(run: Path, case_id: str, files: dict[str, Path], rel: dict[str,
             arrays.update(vid)
             entry["video"] = meta
             if sel.tic is not None:
-                from .perfusion import perfusion_parameters
+                from ceusfusion.ingest.perfusion import perfusion_parameters
 
                 perf = perfusion_parameters(sel.tic)
                 if p.tic_plots:
@@ -272,8 +272,8 @@ def _relative(msg: str, files: dict[str, Path], rel: dict[str, str]) -> str:
 def _tic_plot(run: Path, case_id: str, tic, perf: dict) -> None:
     import matplotlib.pyplot as plt
 
-    from .fsutil import savefig
-    from .perfusion import plot_tic
+    from ceusfusion.core.fsutil import savefig
+    from ceusfusion.ingest.perfusion import plot_tic
 
     fig = plot_tic(tic, perf, case_id)
     savefig(fig, cache.prepared_dir(run) / "tic" / f"{case_id}.png")
@@ -436,7 +436,7 @@ def _write_outputs(run: Path, df: pd.DataFrame, tasks, results: dict[str, CaseRe
     index = pd.DataFrame(rows, columns=cache.INDEX_COLUMNS)
     write_csv(pdir / "index.csv", index)
     write_json(pdir / "keyframes.json", {"version": CACHE_VERSION, "params": asdict(params), "cases": kf})
-    from .perfusion import COLUMNS
+    from ceusfusion.ingest.perfusion import COLUMNS
 
     write_csv(pdir / "perfusion.csv", pd.DataFrame(perf, columns=["case_id"] + COLUMNS))
 

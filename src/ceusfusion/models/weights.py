@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CeusError
+from ceusfusion.core.errors import CeusError
 
 log = logging.getLogger(__name__)
 

@@ -25,8 +25,8 @@ from typing import Callable
 
 import numpy as np
 
-from .errors import CeusError
-from .io.video import Frame, VideoStream
+from ceusfusion.core.errors import CeusError
+from ceusfusion.io.video import Frame, VideoStream
 
 POLICIES = ("study", "uniform", "peak")
 Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (end exclusive)

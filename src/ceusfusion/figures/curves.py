@@ -13,7 +13,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from ..fsutil import savefig
+from ceusfusion.core.fsutil import savefig
 
 
 def _fig(size=(5.2, 5.0)) -> tuple[Figure, object]:
