@@ -64,8 +64,8 @@ def manifest(cases: Path, test_cases: Path | None, columns: dict[str, str], grou
 def prepare_run(df: pd.DataFrame, run: Path, params, workers: int = 1, still_from_video: bool = False) -> dict:
     """Write the manifest and fill RUN/prepared (cached: unchanged cases are skipped). With
     ``still_from_video`` every case's still is its middle keyframe (the DL_image input)."""
-    from ceusfusion.ingest import cache
     from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.ingest import cache
     from ceusfusion.ingest.prepare import prepare
 
     run.mkdir(parents=True, exist_ok=True)
@@ -114,7 +114,8 @@ def fuse_models(run: Path, names: list[str], cohort: Path, families: str, folds:
     ``level``: ``features`` (the tool's path: out-of-fold penultimate deep features) or ``scores``
     (each model's out-of-fold logit)."""
     from ceusfusion.fusion.extract import features, score_features
-    from ceusfusion.fusion.pipeline import FusionConfig, fuse, parse_families
+    from ceusfusion.fusion.families import parse_families
+    from ceusfusion.fusion.pipeline import FusionConfig, fuse
 
     paths = []
     for n in names:

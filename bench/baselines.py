@@ -52,7 +52,7 @@ def make_pipeline(n_components: int, seed: int):
 
 def pixel_baseline(run: Path, kind: str, folds: int, seed: int, size: int = 64, n_components: int = 20) -> pd.DataFrame:
     """Out-of-fold (and external-test) probabilities of the pixel baseline ``kind``."""
-    from ceusfusion.models.train import make_folds
+    from ceusfusion.models.ensemble import make_folds
 
     if kind not in KINDS:
         raise ValueError(f"unknown baseline {kind!r}; choose {', '.join(KINDS)}")

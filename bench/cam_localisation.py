@@ -27,8 +27,8 @@ from _common import limit_threads  # noqa: E402
 def one(seed: int, a, work: Path) -> dict:
     from ceusfusion.explain.cases import explain
     from ceusfusion.ingest.prepare import PrepareParams, prepare
-    from ceusfusion.synthetic.synth import SynthConfig, generate
     from ceusfusion.models.train import TrainConfig, train
+    from ceusfusion.synthetic.synth import SynthConfig, generate
 
     t0 = time.perf_counter()
     data = work / f"data_n{a.n}_sig{a.signal}_tied{int(a.size_tied)}_seed{seed}"

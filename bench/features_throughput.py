@@ -31,9 +31,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 
+from ceusfusion.fusion.extract import extract, make_extractor  # noqa: E402
 from ceusfusion.models.data import load_cached  # noqa: E402
-from ceusfusion.fusion.extract import extract, make_extractor, parse_model_path  # noqa: E402
-from ceusfusion.models.train import TrainConfig, load_fold_model, train, transform_for  # noqa: E402
+from ceusfusion.models.registry import (
+    load_fold_model,
+    parse_model_path,  # noqa: E402
+    transform_for,
+)
+from ceusfusion.models.train import TrainConfig, train  # noqa: E402
 
 
 def fake_model(tmp: Path, arch: str, n: int, crop: int) -> Path:

@@ -22,9 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ceusfusion.models.data import BatchTransform, load_cached
 from ceusfusion.models.backbones import build_model
+from ceusfusion.models.data import load_cached
 from ceusfusion.models.train import train_batches, train_epoch
+from ceusfusion.models.transforms import BatchTransform
 
 
 def main() -> None:
@@ -83,7 +84,7 @@ def main() -> None:
         if cuda:
             torch.cuda.synchronize()
         t = time.perf_counter()
-        train_epoch(model, opt, lossf, batches, lambda i: 1e-4, 0, 1.0)
+        train_epoch(model, opt, lossf, batches, None, 1.0)
         if cuda:
             torch.cuda.synchronize()
         return sum(min(a.batch_size, len(tr) - s) for s in starts) / (time.perf_counter() - t)

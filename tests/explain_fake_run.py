@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ceusfusion.ingest import cache
 from ceusfusion.core.fsutil import write_csv
+from ceusfusion.ingest import cache
 
 
 def make_region_run(root, n_train: int = 48, n_test: int = 16, size: int = 48, frames: int = 3, radius: float = 0.13,

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ceusfusion.ingest import cache
 from ceusfusion.core.fsutil import write_csv
+from ceusfusion.ingest import cache
 
 
 def make_fake_run(root, n_train: int = 40, n_test: int = 12, size: int = 40, frames: int = 3,

@@ -5,11 +5,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_run import make_fake_run
 
 from ceusfusion.models.data import load_cached
-from ceusfusion.models.train import make_folds, safe_auc
-
-from fake_run import make_fake_run
+from ceusfusion.models.ensemble import make_folds
+from ceusfusion.models.train import safe_auc
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
 import baselines  # noqa: E402

@@ -12,8 +12,8 @@ import SimpleITK as sitk
 from PIL import Image
 
 from ceusfusion.cli import main
-from ceusfusion.ingest.cohort import load_cohort, make_split, validate
 from ceusfusion.core.errors import CeusError
+from ceusfusion.ingest.cohort import load_cohort, make_split, validate
 
 
 def _png(path, arr):

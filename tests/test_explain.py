@@ -5,14 +5,17 @@ import json
 import numpy as np
 import pytest
 import torch
+from explain_fake_run import make_region_run
 from torch import nn
 
-from ceusfusion.explain import cases as E
 from ceusfusion.cli import main
 from ceusfusion.core.errors import CeusError
-from ceusfusion.models.train import TrainConfig, load_fold_model, train
-
-from explain_fake_run import make_region_run
+from ceusfusion.explain.cam import frame_contributions
+from ceusfusion.explain.cases import explain_cases, select_per_class
+from ceusfusion.explain.regions import region_to_input, signal_regions
+from ceusfusion.explain.sanity import cascade_prefixes, energy_share, randomise_model, rank_correlation
+from ceusfusion.models.registry import load_fold_model
+from ceusfusion.models.train import TrainConfig, train
 
 torch.set_num_threads(1)
 
@@ -30,7 +33,7 @@ def trained(tmp_path_factory):
 
 def test_image_maps_shapes_folds_and_probabilities(trained):
     run, regions = trained
-    res = E.explain_cases(run, "DL_image_resnet18", regions=regions)
+    res = explain_cases(run, "DL_image_resnet18", regions=regions)
     assert len(res) == 8 and all(r.set == "test" and r.folds == [0, 1] for r in res)
     for r in res:
         assert r.image.shape == (1, 48, 48, 3) and r.cam.shape == (1, 48, 48)
@@ -44,7 +47,7 @@ def test_image_maps_shapes_folds_and_probabilities(trained):
     # a training case is explained by the fold model that held it out
     folds = pd.read_csv(run / "models" / "DL_image_resnet18" / "folds.csv", dtype={"case_id": str})
     cid, k = folds.iloc[0]["case_id"], int(folds.iloc[0]["fold"])
-    (tr,) = E.explain_cases(run, "DL_image_resnet18", [cid])
+    (tr,) = explain_cases(run, "DL_image_resnet18", [cid])
     assert tr.folds == [k] and tr.set == "train"
 
 
@@ -52,18 +55,18 @@ def test_maps_follow_the_model_and_randomisation_changes_them(trained):
     run, _ = trained
     model, cfg = load_fold_model(run, "DL_image_resnet18", 0)
     ids = ["case024", "case025", "case026", "case027"]
-    a = E.explain_cases(run, "DL_image_resnet18", ids, fold=0)
-    b = E.explain_cases(run, "DL_image_resnet18", ids, fold=0)
-    assert all(E.rank_correlation(x.cam, y.cam) == pytest.approx(1.0) for x, y in zip(a, b))  # deterministic
-    rnd = E.randomise_model(model, seed=1)
+    a = explain_cases(run, "DL_image_resnet18", ids, fold=0)
+    b = explain_cases(run, "DL_image_resnet18", ids, fold=0)
+    assert all(rank_correlation(x.cam, y.cam) == pytest.approx(1.0) for x, y in zip(a, b))  # deterministic
+    rnd = randomise_model(model, seed=1)
     assert not any(torch.equal(p, q) for p, q in zip(model.parameters(), rnd.parameters()))
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), load_fold_model(run, "DL_image_resnet18", 0)[0].parameters()))
-    c = E.explain_cases(run, "DL_image_resnet18", ids, fold=0, models={0: rnd})
+    c = explain_cases(run, "DL_image_resnet18", ids, fold=0, models={0: rnd})
     assert any(not np.allclose(x.cam, z.cam, atol=1e-3) for x, z in zip(a, c))
-    head_only = E.randomise_model(model, seed=1, prefixes=["head"])
+    head_only = randomise_model(model, seed=1, prefixes=["head"])
     assert torch.equal(head_only.encoder.conv1.weight, model.encoder.conv1.weight)
     assert not torch.equal(head_only.head.weight, model.head.weight)
-    steps = E.cascade_prefixes(model)
+    steps = cascade_prefixes(model)
     assert steps[0] == ["dropout", "head"] or steps[0] == ["head"] or "head" in steps[0]
     assert steps[1][-1] == "encoder.layer4" and steps[-1][-1] == "encoder.conv1"
 
@@ -71,21 +74,21 @@ def test_maps_follow_the_model_and_randomisation_changes_them(trained):
 def test_energy_share_and_rank_correlation_helpers():
     region = np.zeros((10, 10), bool)
     region[:5, :5] = True
-    assert E.energy_share(np.ones((10, 10)), region) == pytest.approx(0.25)  # uniform map = area share
+    assert energy_share(np.ones((10, 10)), region) == pytest.approx(0.25)  # uniform map = area share
     inside = region.astype(float)
-    assert E.energy_share(inside, region) == pytest.approx(1.0)
-    assert E.energy_share(1 - inside, region) == pytest.approx(0.0)
+    assert energy_share(inside, region) == pytest.approx(1.0)
+    assert energy_share(1 - inside, region) == pytest.approx(0.0)
     coarse = np.zeros((5, 5))
     coarse[:2, :2] = 1.0  # a coarse map: the region is resized (nearest) to it
     big = np.zeros((10, 10), bool)
     big[:4, :4] = True
-    assert E.energy_share(coarse, big) == pytest.approx(1.0)
-    assert E.energy_share(np.zeros((10, 10)), region) == pytest.approx(0.25)  # no evidence anywhere = uniform
+    assert energy_share(coarse, big) == pytest.approx(1.0)
+    assert energy_share(np.zeros((10, 10)), region) == pytest.approx(0.25)  # no evidence anywhere = uniform
     rng = np.random.default_rng(0)
     a = rng.random((8, 8))
-    assert E.rank_correlation(a, a ** 3) == pytest.approx(1.0)
-    assert E.rank_correlation(a, -a) == pytest.approx(-1.0)
-    assert E.rank_correlation(a, np.ones((8, 8))) == 0.0
+    assert rank_correlation(a, a ** 3) == pytest.approx(1.0)
+    assert rank_correlation(a, -a) == pytest.approx(-1.0)
+    assert rank_correlation(a, np.ones((8, 8))) == 0.0
 
 
 def test_frame_contributions_are_exact_for_a_linear_model():
@@ -97,27 +100,27 @@ def test_frame_contributions_are_exact_for_a_linear_model():
             return (x.mean((2, 3)) * w).sum(1)
 
     x = torch.rand(2, 3, 4, 4)
-    c = E.frame_contributions(Linear(), x, 3)
+    c = frame_contributions(Linear(), x, 3)
     np.testing.assert_allclose(c, (x.mean((2, 3)) * w).numpy(), rtol=1e-5)
 
 
 def test_stack_and_temporal_video_models(trained):
     run, _ = trained
-    (s,) = E.explain_cases(run, "DL_video_resnet18", ["case025"])
+    (s,) = explain_cases(run, "DL_video_resnet18", ["case025"])
     assert s.image.shape == (3, 48, 48, 3) and s.cam.shape == (1, 48, 48)
     assert s.contribution.shape == (3,) and s.share.sum() == pytest.approx(1.0)
     assert s.maps_per_frame().shape == (3, 48, 48) and s.attention is None
-    (t,) = E.explain_cases(run, "DL_video_resnet18_temporal", ["case025"], fold=0)
+    (t,) = explain_cases(run, "DL_video_resnet18_temporal", ["case025"], fold=0)
     assert t.cam.shape == (3, 48, 48) and t.cam.max() == pytest.approx(1.0, abs=1e-5)  # joint normalisation
     assert t.attention.shape == (3,) and t.attention.sum() == pytest.approx(1.0, abs=1e-5)
     with pytest.raises(CeusError, match="scorecam"):
-        E.explain_cases(run, "DL_video_resnet18_temporal", ["case025"], method="scorecam")
+        explain_cases(run, "DL_video_resnet18_temporal", ["case025"], method="scorecam")
 
 
 @pytest.mark.parametrize("method", ["gradcam++", "scorecam"])
 def test_other_methods(trained, method):
     run, _ = trained
-    (r,) = E.explain_cases(run, "DL_image_resnet18", ["case025"], fold=0, method=method)
+    (r,) = explain_cases(run, "DL_image_resnet18", ["case025"], fold=0, method=method)
     assert r.cam.shape == (1, 48, 48) and np.isfinite(r.cam).all() and r.cam.max() <= 1 + 1e-6
 
 
@@ -125,10 +128,10 @@ def test_per_class_selection_rule():
     ids = ["a", "b", "c", "d", "e"]
     y = np.array([0, 0, 1, 1, 1])
     p = np.array([0.4, 0.1, 0.6, 0.9, 0.9])
-    assert E.select_per_class(ids, y, p, 1) == ["b", "d"]  # tie at 0.9 broken by id
-    assert E.select_per_class(ids, y, p, 2) == ["b", "a", "d", "e"]
+    assert select_per_class(ids, y, p, 1) == ["b", "d"]  # tie at 0.9 broken by id
+    assert select_per_class(ids, y, p, 2) == ["b", "a", "d", "e"]
     with pytest.raises(CeusError):
-        E.select_per_class(ids, y, p, 0)
+        select_per_class(ids, y, p, 0)
 
 
 def test_region_mapping_follows_the_prepared_roi_box(tmp_path):
@@ -142,11 +145,11 @@ def test_region_mapping_follows_the_prepared_roi_box(tmp_path):
     (tmp_path / "truth.csv").write_text("case_id,image_signal\nc1,signal/c1_margin.nii.gz\n")
     write_json(tmp_path / "run" / "prepared" / "keyframes.json",
                {"params": {"size": 40}, "cases": {"c1": {"image": {"box": [30, 40, 70, 80]}}}})
-    m = E.signal_regions(tmp_path / "run", tmp_path / "truth.csv", "image", ["c1", "absent"])
+    m = signal_regions(tmp_path / "run", tmp_path / "truth.csv", "image", ["c1", "absent"])
     assert set(m) == {"c1"} and m["c1"].shape == (40, 40)
     ys, xs = np.nonzero(m["c1"])
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 29, 10, 29)
-    crop = E.region_to_input(m["c1"], {"image_size": 20, "crop": 16})  # half size, then centre 16 of 20
+    crop = region_to_input(m["c1"], {"image_size": 20, "crop": 16})  # half size, then centre 16 of 20
     ys, xs = np.nonzero(crop)
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (3, 12, 3, 12)
 

@@ -18,8 +18,8 @@ import torch
 
 from ceusfusion.explain.cases import explain
 from ceusfusion.ingest.prepare import PrepareParams, prepare
-from ceusfusion.synthetic.synth import SynthConfig, generate
 from ceusfusion.models.train import TrainConfig, train
+from ceusfusion.synthetic.synth import SynthConfig, generate
 
 torch.set_num_threads(1)
 

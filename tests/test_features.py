@@ -12,14 +12,15 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 import torch
+from fake_run import make_fake_run
 
 from ceusfusion.cli import main
-from ceusfusion.models.data import load_cached
 from ceusfusion.core.errors import CaseError, CeusError
-from ceusfusion.fusion.extract import extract_features, make_extractor, read_features
-from ceusfusion.models.train import TrainConfig, load_fold_model, train, transform_for
-
-from fake_run import make_fake_run
+from ceusfusion.fusion.extract import extract_features, make_extractor
+from ceusfusion.fusion.features import read_features
+from ceusfusion.models.data import load_cached
+from ceusfusion.models.registry import load_fold_model, transform_for
+from ceusfusion.models.train import TrainConfig, train
 
 torch.set_num_threads(1)
 K = 3
@@ -88,7 +89,7 @@ def test_cli_writes_parquet_with_columns_and_metadata(run, capsys):
         "feature_dim": 512, "folds": K}
     assert not list(out.parent.glob(".*tmp*"))  # atomic write left no temporary file
     # the fusion stage reads it as is
-    from ceusfusion.fusion.pipeline import read_features as fusion_read
+    from ceusfusion.fusion.features import read_features as fusion_read
 
     df, fmeta = fusion_read(out)
     assert fmeta["name"] == "stk" and len(df) == 38

@@ -8,9 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from ceusfusion.fusion import pipeline as fusion
 from ceusfusion.core.errors import CeusError
-from ceusfusion.fusion.pipeline import FAMILIES, FusionConfig, FusionData, LassoSelector, run_fusion
+from ceusfusion.fusion import pipeline
+from ceusfusion.fusion.families import FAMILIES, parse_families
+from ceusfusion.fusion.inputs import FusionData
+from ceusfusion.fusion.lasso import LassoSelector
+from ceusfusion.fusion.pipeline import FusionConfig, run_fusion
 
 N_INF, N_NOISE = 5, 50
 
@@ -160,18 +163,18 @@ def test_test_features_never_reach_a_fit(small):
 def test_scaler_and_selector_fit_only_on_the_folds_training_part(monkeypatch):
     scaler_fits, lasso_fits = [], []
 
-    class SpyScaler(fusion.StandardScaler):
+    class SpyScaler(pipeline.StandardScaler):
         def fit(self, X, y=None, sample_weight=None):
             scaler_fits.append(np.asarray(X)[:, -1].copy())  # the marker column (last input column)
             return super().fit(X, y, sample_weight)
 
-    class SpyLasso(fusion.LassoSelector):
+    class SpyLasso(LassoSelector):
         def fit(self, X, y):
             lasso_fits.append(len(X))
             return super().fit(X, y)
 
-    monkeypatch.setattr(fusion, "StandardScaler", SpyScaler)
-    monkeypatch.setattr(fusion, "LassoSelector", SpyLasso)
+    monkeypatch.setattr(pipeline, "StandardScaler", SpyScaler)  # as looked up by make_front
+    monkeypatch.setattr(pipeline, "LassoSelector", SpyLasso)
     df = synthetic(n=120, n_noise=10, n_test=40)
     # a row marker: training rows 0..79, test rows extreme outliers (10000+)
     df["f_marker"] = np.where(df["set"] == "train", np.arange(len(df)), 10_000 + np.arange(len(df))).astype(float)
@@ -200,8 +203,8 @@ def test_too_few_cases_per_class_is_one_clear_error():
 
 def test_unknown_family_is_rejected():
     with pytest.raises(CeusError, match="unknown classifier family svx"):
-        fusion.parse_families("lr,svx")
-    assert fusion.parse_families("LR, rf,lr") == ("lr", "rf")
+        parse_families("lr,svx")
+    assert parse_families("LR, rf,lr") == ("lr", "rf")
 
 
 def test_selected_table_lists_final_coefficients(small):

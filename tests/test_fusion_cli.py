@@ -9,11 +9,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from cli_run import exit_code as main
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.fusion.pipeline import join_features, load_inputs
-
-from cli_run import exit_code as main
+from ceusfusion.fusion.inputs import join_features, load_inputs
 
 
 def write_features(path, df: pd.DataFrame, meta: dict | None) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ingest_fixtures import l_mask, ramp_video, write_dicom, write_png, write_sitk_mask, write_video
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.ingest.prepare import PrepareParams, prepare_image
 from ceusfusion.io.dicom import read_dicom_frames
 from ceusfusion.io.image import read_image
 from ceusfusion.io.mask import read_mask
 from ceusfusion.io.video import VideoStream, iter_frames, probe_video
-from ceusfusion.ingest.prepare import PrepareParams, prepare_image
-from ingest_fixtures import l_mask, ramp_video, write_dicom, write_png, write_sitk_mask, write_video
 
 
 @pytest.mark.parametrize("suffix", [".nii.gz", ".nrrd", ".mha", ".png"])

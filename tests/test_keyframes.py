@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from ingest_fixtures import ramp_video, write_video
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.ingest.keyframes import TIC, KeyframeParams, max_diameter, select_keyframes
-from ceusfusion.ingest.perfusion import gamma_variate, perfusion_parameters
-from ingest_fixtures import ramp_video, write_video
+from ceusfusion.ingest.keyframes import KeyframeParams, select_keyframes
+from ceusfusion.ingest.perfusion import TIC, gamma_variate, perfusion_parameters
+from ceusfusion.ingest.roi import max_diameter
 
 BOX = (12, 14, 30, 36)
 

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.models.backbones import ARCHS, CeusNet, TemporalNet, build_model, gradcam_layer, inflate_conv
 from ceusfusion.models import weights as W
+from ceusfusion.models.backbones import ARCHS, CeusNet, TemporalNet, build_model, gradcam_layer, inflate_conv
 
 torch.set_num_threads(1)
 

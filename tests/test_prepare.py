@@ -7,11 +7,11 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-
-from ceusfusion.ingest import cache
-from ceusfusion.cli import main
-from ceusfusion.ingest.prepare import PrepareParams, prepare
 from ingest_fixtures import PATIENT_ID, PATIENT_NAME, l_mask, ramp_video, write_dicom, write_png, write_sitk_mask, write_video
+
+from ceusfusion.cli import main
+from ceusfusion.ingest import cache
+from ceusfusion.ingest.prepare import PrepareParams, prepare
 
 S = 32
 GOOD = ["c_full", "c_dicom", "c_perframe"]
@@ -175,7 +175,7 @@ def test_workers_give_the_same_arrays_and_fixed_crop(tmp_path):
 def test_roi_box_is_shifted_inside_the_frame_not_zero_padded():
     """A lesion near the border with a wide margin: the square box moves inside the frame, so no
     black padding (whose extent would encode lesion size and position) enters the crop."""
-    from ceusfusion.ingest.prepare import square_box
+    from ceusfusion.ingest.roi import square_box
 
     shape = (100, 120)
     assert square_box((5, 10, 25, 30), 0.5) == (-5, 0, 35, 40)  # without the frame: sticks out

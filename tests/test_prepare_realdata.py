@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from ingest_fixtures import DATA
 
 from ceusfusion.ingest import cache
 from ceusfusion.ingest.prepare import PrepareParams, prepare
-from ingest_fixtures import DATA
 
 POCUS, DDTI = DATA / "pocus", DATA / "ddti"
 S = 32

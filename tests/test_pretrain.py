@@ -11,9 +11,12 @@ import pandas as pd
 import pytest
 import torch
 
-from ceusfusion.models import pretrain as P
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.runtime import checkpoint_exists
+from ceusfusion.models import pretrain as P
 from ceusfusion.models.backbones import build_model
+from ceusfusion.models.pretrain import frames as pretrain_frames
+from ceusfusion.models.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 torch.set_num_threads(1)
 
@@ -108,7 +111,7 @@ def test_pretrain_ignores_garbage_labels_and_never_decodes_test_videos(tmp_path,
         opened.append(Path(path).name)
         return real(path, *a, **k)
 
-    monkeypatch.setattr(P, "extract_frames", spy)
+    monkeypatch.setattr(pretrain_frames, "extract_frames", spy)
     vids, src = P.collect_videos(coh)
     side = P.pretrain(vids, tmp_path / "w.safetensors", cfg(epochs=1, frames_per_video=3))
     assert sorted(opened) == [f"c{i}.mp4" for i in range(4)]
@@ -169,7 +172,7 @@ def test_moco_resume_matches_uninterrupted_run(cohort, tmp_path):
     c = cfg(method="moco", batch_size=8, queue=32, frames_per_video=2)
     full = P.pretrain(vids, tmp_path / "full.safetensors", c)
     assert P.pretrain(vids, tmp_path / "part.safetensors", c, max_epochs_this_call=1) is None
-    assert (P.ckpt_dir(tmp_path / "part.safetensors") / "last.pt").is_file()
+    assert checkpoint_exists(P.checkpoint_path(tmp_path / "part.safetensors"))
     with pytest.raises(CeusError, match="settings differ"):
         P.pretrain(vids, tmp_path / "part.safetensors", cfg(method="moco", batch_size=8, queue=32,
                                                                frames_per_video=2, lr=0.5), resume=True)
@@ -200,7 +203,7 @@ def test_augmentation_is_seeded_and_ultrasound_shaped():
     a = aug(x, torch.Generator().manual_seed(1))
     b = aug(x, torch.Generator().manual_seed(1))
     assert a.shape == (4, 3, SIZE, SIZE) and torch.equal(a, b)
-    grey = a * torch.tensor(P.IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(P.IMAGENET_MEAN).view(1, 3, 1, 1)
+    grey = a * torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) + torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     assert torch.allclose(grey[:, 0], grey[:, 2], atol=1e-5)  # no hue jitter: the 3 channels stay grey
     assert not torch.equal(a, aug(x, torch.Generator().manual_seed(2)))
 

@@ -10,9 +10,21 @@ import pytest
 from scipy import stats as sps
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.stats import (auc_ci, bootstrap_ci, confusion, decision_curves, delong_test, delong_test_unpaired,
-                              hosmer_lemeshow, metrics_at, roc_curve, table1, threshold_for_sensitivity, wilson_ci,
-                              youden)
+from ceusfusion.stats import (
+    auc_ci,
+    bootstrap_ci,
+    confusion,
+    decision_curves,
+    delong_test,
+    delong_test_unpaired,
+    hosmer_lemeshow,
+    metrics_at,
+    roc_curve,
+    table1,
+    threshold_for_sensitivity,
+    wilson_ci,
+    youden,
+)
 from ceusfusion.stats.delong import midpoint_thresholds
 
 

@@ -15,9 +15,20 @@ import numpy as np
 import pytest
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.evaluate.evaluate import read_csv_exact
-from ceusfusion.stats import (auc_ci, brier, calibration_errors, calibration_in_the_large, confusion,
-                              delong_test, hosmer_lemeshow, logistic_recalibration, net_benefit, treat_all, youden)
+from ceusfusion.core.fsutil import read_csv_exact
+from ceusfusion.stats import (
+    auc_ci,
+    brier,
+    calibration_errors,
+    calibration_in_the_large,
+    confusion,
+    delong_test,
+    hosmer_lemeshow,
+    logistic_recalibration,
+    net_benefit,
+    treat_all,
+    youden,
+)
 
 REF = Path(__file__).resolve().parents[2] / "shared" / "stats-reference"
 SMALL = ["a_small_ties", "b_clinical", "c_separated", "d_constant", "f_single_class", "g_one_positive"]

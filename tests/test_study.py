@@ -9,9 +9,10 @@ import subprocess
 import pytest
 from rich.console import Console
 
-from ceusfusion.demo import run_demo
+from ceusfusion.config import load_config, parse_config
 from ceusfusion.core.errors import CeusError
-from ceusfusion.study import STAGES, load_config, parse_config, run_study
+from ceusfusion.demo import run_demo
+from ceusfusion.study import STAGES, run_study
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +77,8 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
     subprocess.run(cmd, capture_output=True, timeout=120, check=False)
     dom = subprocess.run(cmd[:-2] + ["--dump-dom", report.resolve().as_uri()], capture_output=True, text=True, timeout=120)
     assert "Table 2" in dom.stdout and "Safeguards" in dom.stdout
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     img = np.asarray(Image.open(shot).convert("L"), dtype=float)
     assert img.std() > 5  # not a blank page
@@ -86,8 +87,9 @@ def test_report_renders_in_headless_chromium(tiny_run, tmp_path):
 def test_export_and_predict_new_patient(tiny_run, tmp_path):
     import pandas as pd
 
-    from ceusfusion.deploy.bundle import export, predict
     from ceusfusion.cli import main
+    from ceusfusion.deploy.export import export
+    from ceusfusion.deploy.predict import predict
 
     out, _, _ = tiny_run
     bundle = export(out, tmp_path / "bundle")
@@ -121,7 +123,8 @@ def test_score_level_fusion_and_bundle(tiny_run, tmp_path):
     """fusion.inputs = scores: each model's out-of-fold logit is fused; the bundle reproduces it."""
     import pandas as pd
 
-    from ceusfusion.deploy.bundle import export, predict
+    from ceusfusion.deploy.export import export
+    from ceusfusion.deploy.predict import predict
 
     out, _, _ = tiny_run
     cfg = json.loads((out / "manifest.json").read_text())["config"]

@@ -5,17 +5,18 @@ import json
 import numpy as np
 import pytest
 import torch
+from cli_run import exit_code
+from fake_run import make_fake_run
 
-from ceusfusion.explain import cases as E
-from ceusfusion.models.data import BatchTransform, IMAGENET_MEAN, IMAGENET_STD, rank_pool_weights, summary_channels
+from ceusfusion.config import TrainSection
 from ceusfusion.core.errors import CeusError
+from ceusfusion.explain.cases import explain_cases
+from ceusfusion.explain.results import load_explanations
 from ceusfusion.fusion.extract import extract_features
 from ceusfusion.models.backbones import CeusNet, build_model, model_channels
-from ceusfusion.study import TrainSection
-from ceusfusion.models.train import TrainConfig, read_config
-
-from fake_run import make_fake_run
-from cli_run import exit_code
+from ceusfusion.models.registry import read_config
+from ceusfusion.models.train import TrainConfig
+from ceusfusion.models.transforms import IMAGENET_MEAN, IMAGENET_STD, BatchTransform, rank_pool_weights, summary_channels
 
 torch.set_num_threads(1)
 
@@ -98,10 +99,10 @@ def test_summary_models_take_three_channels_and_train(arch):
 
 
 def test_config_names_and_validation():
-    c = TrainConfig(modality="video", input_mode="summary").resolved()
+    c = TrainConfig(modality="video", input_mode="summary")
     assert c.name == "DL_video_resnet18_summary"
     with pytest.raises(CeusError, match="needs keyframes"):
-        TrainConfig(modality="image", input_mode="summary").resolved()
+        TrainConfig(modality="image", input_mode="summary")
     assert TrainSection(video_inputs=["stack", "summary"]).video_inputs == ["stack", "summary"]
 
 
@@ -116,7 +117,7 @@ def test_train_features_and_explain_on_a_summary_model(tmp_path):
     df, meta = extract_features(run, name, batch_size=5, device="cpu")
     assert len(df) == 16 and meta["feature_dim"] == 512
     assert np.isfinite(df[[c for c in df.columns if c.startswith("f")]].to_numpy()).all()
-    (r,) = E.explain_cases(run, name, ["case013"], fold=0)
+    (r,) = explain_cases(run, name, ["case013"], fold=0)
     assert r.image.shape == (3, 16, 16, 3) and r.cam.shape == (1, 16, 16)
     assert r.contribution.shape == (3,) and r.share.sum() == pytest.approx(1.0)
     # the three panels are the de-normalised mean / std / dynamic-image channels, shown grey
@@ -126,5 +127,5 @@ def test_train_features_and_explain_on_a_summary_model(tmp_path):
     d = json.loads((out / "explain.json").read_text())
     assert d["input_mode"] == "summary" and len(d["cases"][0]["frame_share"]) == 3
     assert (out / "case013.png").is_file()
-    meta, res = E.load_explanations(out)
+    meta, res = load_explanations(out)
     assert res[0].extra["panels"] == ["mean", "std", "dynamic image"]

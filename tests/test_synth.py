@@ -15,8 +15,8 @@ from scipy import ndimage
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
 
-from ceusfusion.ingest.cohort import resolve, validate
 from ceusfusion.core.errors import CeusError
+from ceusfusion.ingest.cohort import resolve, validate
 from ceusfusion.io.mask import read_mask
 from ceusfusion.io.video import iter_frames
 from ceusfusion.synthetic.synth import SynthConfig, draw_cohort_table, gamma_variate, generate, split_counts, write_mask

@@ -6,13 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-
-from ceusfusion.models.data import BatchTransform, augment_params, load_cached
-from ceusfusion.core.errors import CeusError
-from ceusfusion.models.train import TrainConfig, load_fold_model, rank_models, train
-
-from fake_run import make_fake_run
 from cli_run import exit_code
+from fake_run import make_fake_run
+
+from ceusfusion.core.errors import CeusError
+from ceusfusion.models.data import load_cached
+from ceusfusion.models.registry import load_fold_model
+from ceusfusion.models.select import rank_models
+from ceusfusion.models.train import TrainConfig, train
+from ceusfusion.models.transforms import BatchTransform, augment_params
 
 torch.set_num_threads(1)
 
@@ -53,7 +55,8 @@ def test_folds_are_grouped_and_oof_covers_each_training_case_once(trained):
 
 def test_test_probabilities_are_the_mean_of_the_fold_models(trained):
     run, _ = trained
-    from ceusfusion.models.train import predict_probs, transform_for
+    from ceusfusion.models.registry import transform_for
+    from ceusfusion.models.train import predict_probs
 
     data = load_cached(run, "video")
     test = np.flatnonzero(data.split == "test")
@@ -90,7 +93,7 @@ def test_resume_after_interruption_gives_the_same_predictions(tmp_path):
     full = train(run, TrainConfig(**cfg, name="full"), progress=False)
     assert train(run, TrainConfig(**cfg, name="cut"), progress=False, max_epochs_this_call=1) is None
     d = run / "models" / "cut" / "fold0"
-    assert (d / "state.json").is_file() and not (d / "oof.csv").exists()
+    assert (d / "checkpoint" / "state.json").is_file() and not (d / "oof.csv").exists()
     assert not (run / "predictions" / "cut.csv").exists()
     resumed = train(run, TrainConfig(**cfg, name="cut"), resume=True, progress=False)
     a = pd.read_csv(run / "predictions" / "full.csv")

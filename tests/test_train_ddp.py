@@ -12,10 +12,9 @@ import sys
 import numpy as np
 import pandas as pd
 import torch
+from fake_run import make_fake_run
 
 from ceusfusion.models.train import TrainConfig, train
-
-from fake_run import make_fake_run
 
 
 def test_two_gloo_processes_match_single_process(tmp_path):

@@ -5,11 +5,10 @@ import json
 import pandas as pd
 import pytest
 import torch
+from fake_run import make_fake_run
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.models.train import TrainConfig, train
-
-from fake_run import make_fake_run
 
 torch.set_num_threads(1)
 
@@ -33,8 +32,8 @@ def test_select_last_keeps_the_final_epoch_and_best_keeps_the_best(tmp_path):
 
 def test_unknown_select_and_resume_of_a_config_without_the_key(tmp_path):
     run = make_fake_run(tmp_path, n_train=16, n_test=0, size=20, frames=2, group_size=1, with_video=False)
-    with pytest.raises(CeusError, match="checkpoint selection"):
-        TrainConfig(modality="image", select="worst").resolved()
+    with pytest.raises(CeusError, match="--select"):
+        TrainConfig(modality="image", select="worst")
     cfg = dict(modality="image", arch="resnet18", weights="none", epochs=1, folds=2, batch_size=4, crop=16, name="m")
     train(run, TrainConfig(**cfg), progress=False)
     path = run / "models" / "m" / "config.json"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ceusfusion.ingest.prepare import PrepareParams, prepare
-from ceusfusion.synthetic.synth import SynthConfig, generate
 from ceusfusion.models.train import TrainConfig, train
+from ceusfusion.synthetic.synth import SynthConfig, generate
 
 
 @pytest.mark.slow

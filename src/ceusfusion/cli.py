@@ -45,7 +45,8 @@ def validate(
     no_files: bool = typer.Option(False, "--no-files", help="Check the table only, do not open files."),
 ):
     """Check every row and file of a cohort manifest; print ALL problems; exit 1 if any."""
-    from ceusfusion.ingest.cohort import problems_frame, validate as run_validate
+    from ceusfusion.ingest.cohort import problems_frame
+    from ceusfusion.ingest.cohort import validate as run_validate
 
     df, problems = run_validate(cohort, check_files=not no_files)
     if as_json:
@@ -72,8 +73,8 @@ def split(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ):
     """Write a copy of the manifest with a stratified, patient-grouped train/test split."""
-    from ceusfusion.ingest.cohort import make_split, read_manifest
     from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.ingest.cohort import make_split, read_manifest
 
     out = out or cohort.with_name(cohort.stem + ".split.csv")
     if out.exists() and not force:
@@ -126,7 +127,8 @@ def prepare(
     tic_plots: bool = typer.Option(False, "--tic-plots", help="Write a time-intensity curve plot per case with a video mask."),
 ):
     """Keyframes, ROI crops, perfusion parameters and contact sheets into RUN/prepared/; exit 1 if some case failed."""
-    from ceusfusion.ingest.prepare import PrepareParams, prepare as run_prepare
+    from ceusfusion.ingest.prepare import PrepareParams
+    from ceusfusion.ingest.prepare import prepare as run_prepare
 
     box = None
     if crop:
@@ -178,7 +180,9 @@ def train(
 
     Several GPUs: torchrun --nproc-per-node N -m ceusfusion.cli -- train --run RUN ...
     """
-    from ceusfusion.models.train import TrainConfig, rank_models, train as run_train
+    from ceusfusion.models.select import rank_models
+    from ceusfusion.models.train import TrainConfig
+    from ceusfusion.models.train import train as run_train
 
     if summary:
         df = rank_models(run, modality)
@@ -202,6 +206,21 @@ def train(
     if res is not None and res.get("rank", 0) == 0:
         console.print(f"{res['name']}: mean CV AUC {res['cv_auc_mean']:.3f} ± {res['cv_auc_std']:.3f} "
                       f"over {res['folds']} folds (weights: {res['weights_used']})")
+
+
+@app.command("select")
+def select_cmd(
+    run: Path = typer.Option(..., "--run", help="Run directory with trained models."),
+    modality: Optional[List[str]] = typer.Option(None, "--modality", help="Modalities to select for (default: every trained one)."),
+    models: Optional[List[str]] = typer.Option(None, "--models", help="Only these model names are candidates (repeatable)."),
+):
+    """The best model per modality by mean CV AUC (training split only): writes RUN/selection.json for features, fuse, explain, export."""
+    from ceusfusion.models.select import select
+
+    rec = select(run, list(modality) if modality else None, names=set(models) if models else None)
+    for m, name in rec["best"].items():
+        console.print(f"{m}: {name}  (of {len(rec['candidates'][m])} candidate(s); {rec['rule']})")
+    console.print(f"wrote {Path(run) / 'selection.json'}")
 
 
 @app.command()
@@ -230,7 +249,8 @@ def pretrain(
     no_progress: bool = typer.Option(False, "--no-progress", help="No per-epoch lines."),
 ):
     """Self-supervised contrastive pretraining on unlabeled video frames; weights load with train --weights."""
-    from ceusfusion.models.pretrain import PretrainConfig, collect_videos, pretrain as run_pretrain, probe_path
+    from ceusfusion.models.pretrain import PretrainConfig, collect_videos, probe_path
+    from ceusfusion.models.pretrain import pretrain as run_pretrain
 
     if cohort is None and not unlabeled:
         raise CeusError("give a cohort manifest and/or --unlabeled folders of videos")
@@ -301,8 +321,8 @@ def table1(
     columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated clinical columns (default: every non-schema column)."),
 ):
     """Baseline characteristics per class within each set, with the right test per variable."""
-    from ceusfusion.ingest.cohort import read_manifest
     from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.ingest.cohort import read_manifest
     from ceusfusion.stats.table1 import table1 as make_table1
 
     cols = [c.strip() for c in columns.split(",")] if columns else None
@@ -349,7 +369,9 @@ def fuse(
     name: str = typer.Option("DL_combined", "--name", help="Model name: predictions/<name>.csv."),
 ):
     """DL_combined: scaler → LASSO → best classifier family by CV AUC; the test set is scored once."""
-    from ceusfusion.fusion.pipeline import FusionConfig, fuse as run_fuse, parse_families
+    from ceusfusion.fusion.families import parse_families
+    from ceusfusion.fusion.pipeline import FusionConfig
+    from ceusfusion.fusion.pipeline import fuse as run_fuse
 
     paths = list(features or []) + list(files or [])
     clin = [c.strip() for item in (clinical or []) for c in item.split(",") if c.strip()]
@@ -379,7 +401,7 @@ def explain(
     truth: Optional[Path] = typer.Option(None, "--truth", help="Synthetic cohort's truth.csv: report CAM energy inside its signal regions."),
     sanity: bool = typer.Option(False, "--sanity", help="Also compare with maps of randomised models (Adebayo et al.)."),
     seed: int = typer.Option(0, "--seed"),
-    device: str = typer.Option("cpu", "--device", help="cpu, cuda or auto."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     target: str = typer.Option("predicted", "--target", help="Class each map explains: predicted (the model's call per case) or positive (always label 1)."),
 ):
     """Grad-CAM overlays per case, per-frame contributions / attention, and explain.json."""
@@ -401,9 +423,9 @@ def explain_figure(
     out: Path = typer.Option(..., "--out", help="Figure path; .png and .svg are written."),
 ):
     """The reference study's Figure 5 layout: negative and positive cases, five-frame and single-frame rows."""
-    from ceusfusion.figures.explain import figure5
+    from ceusfusion.explain.results import figure5_from_folders
 
-    png, svg = figure5(image, video, out)
+    png, svg = figure5_from_folders(image, video, out)
     console.print(f"wrote {png} and {svg}")
 
 # ----------------------------------------------------------------------------- study, demo (issue 8)
@@ -429,7 +451,7 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle."),
 ):
     """Bundle the selected models, preprocessing parameters and locked thresholds for new patients."""
-    from ceusfusion.deploy.bundle import export as run_export
+    from ceusfusion.deploy.export import export as run_export
 
     console.print(f"wrote bundle {run_export(run, out, overwrite=overwrite)}")
 
@@ -446,7 +468,7 @@ def predict(
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (one patient is a batch of one)."),
 ):
     """Predict for one new patient: probability per model, class at the locked threshold, Grad-CAM overlays."""
-    from ceusfusion.deploy.bundle import predict as run_predict
+    from ceusfusion.deploy.predict import predict as run_predict
 
     if image is None and video is None:
         raise CeusError("give --image and/or --video")
@@ -471,11 +493,14 @@ def demo(
     full: bool = typer.Option(False, "--full", help="The reference protocol (5 architectures, 224 px, 5 folds): for a GPU."),
     n: int = typer.Option(396, "--n", help="Synthetic patients."),
     seed: int = typer.Option(0, "--seed"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch (1: bit-reproducible numbers across machines with different core counts)."),
 ):
     """Synthetic cohort → full study → report, with CPU-friendly settings; prints Table 2 and where the report is."""
+    from ceusfusion.core.runtime import threads as torch_threads
     from ceusfusion.demo import run_demo
 
-    run_demo(out, console, n=n, seed=seed, full=full, progress=sys.stderr.isatty())
+    with torch_threads(threads):
+        run_demo(out, console, n=n, seed=seed, full=full, progress=sys.stderr.isatty())
 
 
 def main(argv: Optional[List[str]] = None) -> None:

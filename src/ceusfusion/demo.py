@@ -10,9 +10,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 from rich.console import Console
 
+from ceusfusion.config import parse_config
 from ceusfusion.core.errors import CeusError
+from ceusfusion.study import run_study
+from ceusfusion.synthetic.synth import SynthConfig, generate
 
 
 def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False) -> dict:
@@ -37,9 +41,6 @@ def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False
 def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0, full: bool = False, quick: bool = False,
              synth_size: int | None = None, progress: bool = True) -> Path:
     """Generate (or reuse) the synthetic cohort under OUT/data, run the study in OUT, print Table 2."""
-    from ceusfusion.study import parse_config, run_study
-    from ceusfusion.synthetic.synth import SynthConfig, generate
-
     out = Path(out)
     data = out / "data"
     cohort = data / "cohort.csv"
@@ -57,7 +58,6 @@ def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0, full: boo
     table2 = out / "evaluation" / "table2.csv"
     if not table2.is_file():
         raise CeusError(f"the demo finished without {table2}")
-    import pandas as pd
 
     df = pd.read_csv(table2)
     console.print("Table 2 (synthetic cohort): AUC with DeLong 95% CI; thresholds fixed on the training set")

@@ -15,6 +15,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
+import numpy as np
+import pandas as pd
+
+from ceusfusion.core.errors import CeusError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -82,7 +87,6 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
 
 def _json_default(o: Any):
     try:
-        import numpy as np
 
         if isinstance(o, np.integer):
             return int(o)
@@ -95,3 +99,15 @@ def _json_default(o: Any):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def read_csv_exact(path, **kwargs) -> pd.DataFrame:
+    """Read a CSV with correctly rounded floats (pandas < 3 needs float_precision="round_trip")."""
+    if int(pd.__version__.split(".")[0]) < 3:
+        kwargs.setdefault("float_precision", "round_trip")
+    try:
+        return pd.read_csv(path, **kwargs)
+    except FileNotFoundError:
+        raise CeusError(f"{path}: file not found") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CeusError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None

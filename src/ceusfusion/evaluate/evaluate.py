@@ -20,86 +20,21 @@ import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import write_csv, write_json
+from ceusfusion.evaluate.predictions import load_predictions
+from ceusfusion.figures.curves import calibration_figure, dca_figure, roc_figure, save_figure
+from ceusfusion.stats import (
+    auc_ci,
+    calibration_summary,
+    decision_curves,
+    delong_test,
+    delong_test_unpaired,
+    metrics_at,
+    roc_curve,
+    youden,
+)
+from ceusfusion.stats.calibration import binned_curve, smooth_curve
 
-PRED_COLUMNS = ("case_id", "set", "fold", "y", "prob")
 SET_ORDER = ("train", "test")
-
-
-def read_csv_exact(path, **kwargs) -> pd.DataFrame:
-    """Read a CSV with correctly rounded floats (pandas < 3 needs float_precision="round_trip")."""
-    if int(pd.__version__.split(".")[0]) < 3:
-        kwargs.setdefault("float_precision", "round_trip")
-    try:
-        return pd.read_csv(path, **kwargs)
-    except FileNotFoundError:
-        raise CeusError(f"{path}: file not found") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
-        raise CeusError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
-
-
-def _lines(mask: pd.Series) -> str:
-    lines = (np.flatnonzero(mask.to_numpy()) + 2).tolist()  # header is line 1
-    return ", ".join(map(str, lines[:10])) + (f" and {len(lines) - 10} more" if len(lines) > 10 else "")
-
-
-def _check_column(df: pd.DataFrame, col: str, path, numeric: bool = True) -> pd.Series:
-    s = pd.to_numeric(df[col], errors="coerce") if numeric else df[col]
-    bad = s.isna() | (np.isinf(s) if numeric else False)
-    if bad.any():
-        raise CeusError(f"{path}: missing or non-numeric values in column {col!r} at lines {_lines(bad)}")
-    return s
-
-
-def _check_y(y: pd.Series, path) -> pd.Series:
-    bad = ~y.isin([0, 1])
-    if bad.any():
-        raise CeusError(f"{path}: column 'y' must be 0 or 1; lines {_lines(bad)} are not")
-    return y.astype(int)
-
-
-def load_predictions(paths: list[str | Path]) -> pd.DataFrame:
-    """Long table: model, case_id, set, y, prob (one row per model and patient)."""
-    if not paths:
-        raise CeusError("no prediction files given")
-    frames = []
-    for path in map(Path, paths):
-        df = read_csv_exact(path)
-        df.columns = [str(c).strip() for c in df.columns]
-        if "y" not in df.columns:
-            raise CeusError(f"{path}: no 'y' column (expected case_id, set, fold, y, prob or a wide table with y)")
-        frames.extend(_predictions(df, path) if "prob" in df.columns else _wide(df, path))
-    out = pd.concat(frames, ignore_index=True)
-    names = [f["model"].iloc[0] for f in frames]
-    dup = sorted({n for n in names if names.count(n) > 1})
-    if dup:
-        raise CeusError(f"model name(s) {dup} given twice; rename one of the files/columns")
-    return out
-
-
-def _predictions(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
-    if "case_id" not in df.columns:
-        raise CeusError(f"{path}: no 'case_id' column")
-    y = _check_y(_check_column(df, "y", path), path)
-    prob = _check_column(df, "prob", path)
-    case = _check_column(df, "case_id", path, numeric=False).astype(str)
-    sets = df["set"].astype(str).str.strip() if "set" in df.columns else pd.Series("all", index=df.index)
-    if "set" in df.columns:
-        _check_column(df, "set", path, numeric=False)
-    dup = pd.Series(list(zip(case, sets))).duplicated(keep=False)
-    if dup.any():
-        raise CeusError(f"{path}: case_id repeated within a set at lines {_lines(dup)}")
-    return [pd.DataFrame({"model": path.stem, "case_id": case, "set": sets, "y": y, "prob": prob.astype(float), "file": str(path)})]
-
-
-def _wide(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
-    y = _check_y(_check_column(df, "y", path), path)
-    sets = df["set"].astype(str).str.strip() if "set" in df.columns else pd.Series("all", index=df.index)
-    case = df["case_id"].astype(str) if "case_id" in df.columns else pd.Series([f"row{i + 1}" for i in range(len(df))])
-    models = [c for c in df.columns if c not in ("y", "set", "case_id", "fold")]
-    if not models:
-        raise CeusError(f"{path}: no model columns besides y/set/case_id")
-    return [pd.DataFrame({"model": m, "case_id": case, "set": sets, "y": y, "prob": _check_column(df, m, path).astype(float),
-                          "file": str(path)}) for m in models]
 
 
 def _set_order(sets) -> list[str]:
@@ -114,9 +49,6 @@ def _where(d: pd.DataFrame, s: str) -> str:
 def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wilson", n_boot: int = 2000,
                    seed: int = 0) -> tuple[dict, dict]:
     """Compute everything. Returns (metrics in the DESIGN.md schema, curves for tables/figures)."""
-    from ceusfusion.stats import auc_ci, calibration_summary, decision_curves, metrics_at, roc_curve, youden
-    from ceusfusion.stats.calibration import binned_curve, smooth_curve
-
     models = list(dict.fromkeys(pred["model"]))
     sets = _set_order(pred["set"])
     out = {"conf_level": conf_level, "ci_method": ci, "threshold_rule": "score >= threshold is positive",
@@ -178,8 +110,6 @@ def _dca(scores: dict, decision_curves) -> pd.DataFrame:
 
 
 def _comparisons(sub: pd.DataFrame, models: list[str], conf_level: float) -> list[dict]:
-    from ceusfusion.stats import delong_test, delong_test_unpaired
-
     res = []
     for a, b in combinations(models, 2):
         da, db = sub[sub["model"] == a], sub[sub["model"] == b]
@@ -264,8 +194,6 @@ def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95,
 
 
 def _figures(curves: dict, folder: Path) -> None:
-    from ceusfusion.figures.curves import calibration_figure, dca_figure, roc_figure, save_figure
-
     for s, rocs in curves["roc"].items():
         save_figure(roc_figure(rocs, f"ROC, {s} set"), folder / f"roc_{s}")
         if curves["calibration"].get(s):

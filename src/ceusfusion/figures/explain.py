@@ -1,8 +1,15 @@
-"""Figures for Grad-CAM explanations: one PNG per case, and the reference study's Figure 5 layout.
+"""Figures for Grad-CAM explanations: one PNG per case, the reference study's Figure 5 layout, and the
+plain overlay of a new patient's prediction.
 
 Maps are shown normalised to [0, 1] (per case; temporal models: jointly over the
 frames) in the jet colour map over the de-normalised model input, with a colour
-bar. Uses ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend).
+bar; every overlay is drawn by one function (``_show``: one colour map, one alpha).
+Uses ``matplotlib.figure.Figure`` directly (no pyplot state, no GUI backend).
+
+Drawn from arrays and duck-typed result objects (``explain.results.CaseExplanation``
+or anything with its attributes: ``case_id``, ``label``, ``prob``, ``image``,
+``attention``, ``share``, ``region``, ``extra``, ``maps_per_frame()``); nothing here
+reads an explain folder.
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import savefig
@@ -43,8 +51,6 @@ def _kind(r) -> str:
 
 def case_figure(r, path, title_extra: str = "") -> Path:
     """One case: input and overlay (still), or every frame with its overlay plus per-frame bars (video)."""
-    from matplotlib.figure import Figure
-
     kind = _kind(r)
     maps = r.maps_per_frame()
     nf = len(r.image)
@@ -87,15 +93,6 @@ def case_figure(r, path, title_extra: str = "") -> Path:
     return Path(path)
 
 
-def _results(src):
-    from ceusfusion.explain.cases import load_explanations
-
-    if isinstance(src, (str, Path)):
-        meta, res = load_explanations(src)
-        return meta.get("name", Path(src).name), res
-    return "", list(src)
-
-
 def _pick(results, label: int):
     """The case most confidently predicted as ``label`` (the per-class rule of ``explain``)."""
     own = [r for r in results if int(r.label) == label]
@@ -104,16 +101,49 @@ def _pick(results, label: int):
     return max(own, key=lambda r: ((r.prob if label == 1 else 1 - r.prob), r.case_id))
 
 
-def figure5(image_src, video_src, out) -> tuple[Path, Path]:
+def overlay_figure(frames: np.ndarray, maps: np.ndarray, path, title: str = "") -> Path:
+    """One row of panels: each frame (F, H, W, 3) in [0, 1] with its map (M, H, W) over it, and a colour bar.
+
+    Frame i gets map ``min(i, M - 1)`` (one map for a still or a whole stack, one per frame for a
+    temporal model). Written as PNG (or the format of ``path``'s suffix).
+    """
+    n = len(frames)
+    fig = Figure(figsize=(2.4 * n + 0.6, 2.6), dpi=110)
+    axes = fig.subplots(1, n, squeeze=False)[0]
+    im = None
+    for i, ax in enumerate(axes):
+        im = _show(ax, frames[i], maps[min(i, len(maps) - 1)])
+        ax.set_axis_off()
+    cb = fig.colorbar(im, ax=list(axes), fraction=0.02)
+    cb.set_label("Grad-CAM (normalised)")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    savefig(fig, path)
+    return Path(path)
+
+
+def _evidence(rows) -> str:
+    """What the maps of Figure 5's rows show evidence for, from the class each was explained for."""
+    classes = [int(r.extra.get("cam_class", 1)) for r in rows]
+    if all(c == 1 for c in classes):
+        return "evidence for OLNM-positive"
+    if all(c == int(r.prob >= 0.5) for c, r in zip(classes, rows)):
+        return "evidence for the predicted class"
+    if all(c == 0 for c in classes):
+        return "evidence for OLNM-negative"
+    return "evidence for the class named per row"
+
+
+def figure5(image_results, video_results, out, image_name: str = "", video_name: str = "") -> tuple[Path, Path]:
     """Figure 5 layout of the reference study: rows A/B OLNM-negative (five-frame, single-frame), C/D positive.
 
-    ``image_src`` / ``video_src``: an explain output folder or a list of
-    ``CaseExplanation``. Writes ``out`` as .png and .svg; returns both paths.
+    ``image_results`` / ``video_results``: explained cases (``CaseExplanation``-like) of a
+    DL_image and a DL_video model; per row the case most confidently predicted as the row's
+    label; ``image_name`` / ``video_name`` name the models in the row titles. Writes ``out``
+    as .png and .svg; returns both paths. (From explain folders: ``explain.results.figure5_from_folders``.)
     """
-    from matplotlib.figure import Figure
-
-    iname, ires = _results(image_src)
-    vname, vres = _results(video_src)
+    ires, vres = list(image_results), list(video_results)
+    iname, vname = image_name, video_name
     if any(len(r.image) != 1 for r in ires):
         raise CeusError("figure5: the image source holds multi-frame explanations; pass the DL_image explain folder first")
     if any(len(r.image) < 2 for r in vres):
@@ -122,6 +152,8 @@ def figure5(image_src, video_src, out) -> tuple[Path, Path]:
             ("B", "OLNM-negative, single-frame image", _pick(ires, 0), iname),
             ("C", "OLNM-positive, five-frame CEUS", _pick(vres, 1), vname),
             ("D", "OLNM-positive, single-frame image", _pick(ires, 1), iname)]
+    evidence = _evidence([r for _, _, r, _ in rows])
+    per_row = evidence.endswith("per row")
     nf = max(len(r.image) for r in vres)
     fig = Figure(figsize=(2.0 * nf + 1.0, 2.3 * 4))
     gs = fig.add_gridspec(4, nf + 1, width_ratios=[1] * nf + [0.12], hspace=0.35, wspace=0.05)
@@ -144,11 +176,12 @@ def figure5(image_src, video_src, out) -> tuple[Path, Path]:
             else:
                 ax.set_title("ROI" if cam is None else "Grad-CAM", fontsize=8)
             if j == 0:
-                ax.text(-0.08, 1.18, f"{letter}  {what} — {model} {r.case_id}, p = {r.prob:.2f}",
+                why = f" (map: evidence for {'positive' if int(r.extra.get('cam_class', 1)) else 'negative'})" if per_row else ""
+                ax.text(-0.08, 1.18, f"{letter}  {what} — {model} {r.case_id}, p = {r.prob:.2f}{why}",
                         transform=ax.transAxes, fontsize=9, fontweight="bold", ha="left", va="bottom")
     cax = fig.add_subplot(gs[:, nf])
     cb = fig.colorbar(im, cax=cax)
-    cb.set_label("Grad-CAM (normalised; evidence for OLNM-positive)")
+    cb.set_label(f"Grad-CAM (normalised; {evidence})")
     out = Path(out)
     stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg") else out
     png, svg = stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".svg")

@@ -9,20 +9,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from matplotlib.figure import Figure
+
+from ceusfusion.core.fsutil import savefig
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, folder: Path, stem: str, paths: dict) -> None:
-    from ceusfusion.core.fsutil import savefig
-
+def _save(fig: Figure, folder: Path, stem: str, paths: dict) -> None:
     for ext in ("png", "svg"):
         p = folder / f"{stem}.{ext}"
         savefig(fig, p, dpi=150) if ext == "png" else savefig(fig, p)
@@ -30,8 +22,11 @@ def _save(fig, folder: Path, stem: str, paths: dict) -> None:
 
 
 def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
-    """Write the four fusion figures as PNG and SVG; return their paths."""
-    plt = _plt()
+    """Write the four fusion figures as PNG and SVG; return their paths.
+
+    ``result`` needs ``model`` (fitted pipeline with ``lasso`` step), ``selected`` and ``cv_results``
+    (as made by the fusion stage); matplotlib ``Figure`` objects are used directly (no pyplot state).
+    """
     folder = Path(folder)
     model = result.model
     lasso = model.named_steps["lasso"]
@@ -40,7 +35,8 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
     paths: dict[str, Path] = {}
 
     # LASSO coefficient path: one line per feature that is ever non-zero.
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     path = lasso.path_ if lasso.path_ is not None else np.zeros((len(logc), len(names)))
     active = np.flatnonzero(np.any(path != 0, axis=0))
     for j in active:
@@ -51,10 +47,10 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
            title=f"LASSO path ({len(active)} features ever non-zero)")
     ax.legend(frameon=False, fontsize=8)
     _save(fig, folder, "lasso_path", paths)
-    plt.close(fig)
 
     # CV curve of the penalty: mean AUC ± SE, chosen and 1-SE C marked.
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     ax.errorbar(logc, lasso.cv_mean_, yerr=lasso.cv_se_, fmt="o-", ms=3, lw=1, capsize=2, color="C3")
     ax.axvline(np.log10(lasso.C_best_), color="k", ls="--", lw=1, label=f"best C = {lasso.C_best_:.3g}")
     ax.axvline(np.log10(lasso.C_1se_), color="k", ls=":", lw=1, label=f"1-SE C = {lasso.C_1se_:.3g}")
@@ -62,11 +58,11 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
            title="LASSO penalty by cross-validation" + (" (1-SE rule used)" if lasso.C_ == lasso.C_1se_ != lasso.C_best_ else ""))
     ax.legend(frameon=False, fontsize=8)
     _save(fig, folder, "lasso_cv", paths)
-    plt.close(fig)
 
     # Feature weights: the kept features' coefficients, strongest first.
     sel = result.selected[result.selected["selected"]].head(top)
-    fig, ax = plt.subplots(figsize=(6, max(2.0, 0.25 * len(sel) + 1)))
+    fig = Figure(figsize=(6, max(2.0, 0.25 * len(sel) + 1)))
+    ax = fig.subplots()
     vals = sel["coefficient"].to_numpy()[::-1]
     ax.barh(np.arange(len(sel)), vals, color=np.where(vals >= 0, "C3", "C0"))
     ax.set_yticks(np.arange(len(sel)), sel["feature"].to_numpy()[::-1], fontsize=7)
@@ -75,12 +71,12 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
     more = f", top {len(sel)} shown" if n_sel > len(sel) else ""
     ax.set(xlabel="LASSO coefficient (standardised)", title=f"Feature weights ({n_sel} selected{more})")
     _save(fig, folder, "feature_weights", paths)
-    plt.close(fig)
 
     # CV AUC per classifier family: per-fold points, mean ± SD.
     cv = result.cv_results
     fold_cols = [c for c in cv.columns if c.startswith("auc_fold")]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = Figure(figsize=(6, 4))
+    ax = fig.subplots()
     x = np.arange(len(cv))
     colors = ["C2" if c else "C0" for c in cv["chosen"]]
     ax.bar(x, cv["mean_auc"], yerr=cv["sd_auc"], color=colors, alpha=0.7, capsize=3)
@@ -90,5 +86,4 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
     ax.set_xticks(x, cv["classifier"], rotation=30, ha="right")
     ax.set(ylabel="outer-CV AUC (mean ± SD)", ylim=(0, 1), title="Classifier families (chosen in green)")
     _save(fig, folder, "cv_auc", paths)
-    plt.close(fig)
     return paths

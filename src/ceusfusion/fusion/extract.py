@@ -23,7 +23,6 @@ cropped and normalised in torch, and everything runs under ``inference_mode``
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,12 +30,18 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.fx import symbolic_trace
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
-from ceusfusion.models.data import BatchTransform, CachedSet, load_cached
-from ceusfusion.core.errors import CaseError, CeusError
-from ceusfusion.core.fsutil import atomic_path
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.runlayout import RunLayout
+from ceusfusion.core.runtime import resolve_device
+from ceusfusion.fusion.features import SCORE_COLUMN, feature_columns, score_logit, score_name, write_features
 from ceusfusion.models.backbones import TemporalNet
-from ceusfusion.models.train import load_fold_model, resolve_device, model_dir, read_config, transform_for
+from ceusfusion.models.data import CachedSet, load_cached
+from ceusfusion.models.ensemble import UNSEEN, FoldPlan, over_folds
+from ceusfusion.models.registry import load_fold_model, parse_model_path, read_config, transform_for
+from ceusfusion.models.transforms import BatchTransform
 
 META_KEY = b"ceusfusion"
 HEAD_INPUT = "dropout"  # CeusNet: encoder -> dropout -> head; the node feeding ``dropout`` is the pooled vector
@@ -71,8 +76,6 @@ def default_layer(model: nn.Module) -> str:
     """The penultimate node: the one feeding the head (``features`` for temporal models)."""
     if isinstance(model, TemporalNet):
         return "features"
-    from torch.fx import symbolic_trace
-
     for node in symbolic_trace(model).graph.nodes:
         if node.op == "call_module" and node.target == HEAD_INPUT:
             return _node_name(node.args[0])
@@ -92,8 +95,6 @@ def make_extractor(model: nn.Module, layer: str | None = None) -> Extractor:
             raise CeusError(f"--layer {layer!r}: temporal models cannot be traced by create_feature_extractor; "
                             "only their attention-pooled 'features' are available")
         return Extractor(model, "features", "features")
-    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
-
     nodes = get_graph_node_names(model)[1]
     if layer is None:
         layer = default_layer(model)
@@ -120,41 +121,10 @@ def extract(ex: Extractor, data: CachedSet, tf: BatchTransform, idx: np.ndarray 
     return torch.cat(out).numpy()
 
 
-def parse_model_path(path: str | Path) -> tuple[Path, str]:
-    """RUN/models/NAME -> (RUN, NAME), checking it is a trained model directory."""
-    path = Path(path)
-    if not path.is_dir():
-        raise CeusError(f"--model {path}: not a folder (expected RUN/models/NAME)")
-    if not (path / "config.json").is_file():
-        raise CeusError(f"--model {path}: no config.json there (expected a trained model folder RUN/models/NAME)")
-    if path.resolve().parent.name != "models":
-        raise CeusError(f"--model {path}: the model folder must sit in RUN/models/ (to find RUN/prepared/)")
-    return path.resolve().parent.parent, path.name
-
-
-def _fold_table(run: Path, name: str, data: CachedSet, k: int) -> np.ndarray:
-    """Fold per cached case (-1 for test cases), from folds.csv, with the checks that keep it out-of-fold."""
-    path = model_dir(run, name) / "folds.csv"
-    if not path.is_file():
-        raise CeusError(f"{path} not found (train the model first)")
-    folds = pd.read_csv(path, dtype={"case_id": str})
-    if not {"case_id", "fold"} <= set(folds.columns):
-        raise CeusError(f"{path}: expected columns case_id, fold")
-    bad = folds[~folds["fold"].isin(range(k))]
-    if len(bad):
-        raise CaseError(str(bad["case_id"].iloc[0]), str(path), f"fold {bad['fold'].iloc[0]} is not in 0..{k - 1}")
-    of = dict(zip(folds["case_id"], folds["fold"].astype(int)))
-    fold = np.full(len(data), -1, dtype=np.int64)
-    for i, (cid, split) in enumerate(zip(data.case_ids, data.split)):
-        if split == "train":
-            if cid not in of:
-                raise CaseError(cid, str(path), "training case has no fold (was the cache prepared again after training?)")
-            fold[i] = of[cid]
-        elif split != "test":
-            raise CaseError(cid, "prepared/index.csv", f"split must be train or test, got {split!r}")
-        elif cid in of:
-            raise CaseError(cid, str(path), "test case appears in the training folds")
-    return fold
+def _check_cache(run: Path, name: str, cfg: dict, data: CachedSet) -> None:
+    if data.size != cfg["image_size"] or data.frames != cfg["frames"] or data.frame_channels != cfg["frame_channels"]:
+        raise CeusError(f"{run}/prepared no longer matches {name} (cache {data.frames}x{data.frame_channels}x{data.size} px, "
+                        f"model {cfg['frames']}x{cfg['frame_channels']}x{cfg['image_size']} px); prepare or train again")
 
 
 def extract_features(run, name: str, layer: str | None = None, batch_size: int = 64,
@@ -165,50 +135,29 @@ def extract_features(run, name: str, layer: str | None = None, batch_size: int =
     k = int(cfg["folds"])
     dev = resolve_device(device)
     data = load_cached(run, cfg["modality"], cfg.get("size"))
-    if data.size != cfg["image_size"] or data.frames != cfg["frames"] or data.frame_channels != cfg["frame_channels"]:
-        raise CeusError(f"{run}/prepared no longer matches {name} (cache {data.frames}x{data.frame_channels}x{data.size} px, "
-                        f"model {cfg['frames']}x{cfg['frame_channels']}x{cfg['image_size']} px); prepare or train again")
-    fold = _fold_table(run, name, data, k)
+    _check_cache(run, name, cfg, data)
+    fold = FoldPlan.read(run, name, k).assign(data.case_ids, data.split, str(RunLayout(run).model(name) / "folds.csv"))
     if dev.type == "cuda":
         data.x = data.x.to(dev)
     tf = transform_for(cfg, dev)
-    test = np.flatnonzero(fold == -1)
-    feats = None
-    used = None
-    for f in range(k):
-        model, _ = load_fold_model(run, name, f, dev)
-        ex = make_extractor(model, layer)
-        used = ex
-        mine = np.flatnonzero(fold == f)
-        z = extract(ex, data, tf, np.concatenate([mine, test]), batch_size)
-        if feats is None:
-            feats = np.zeros((len(data), z.shape[1]), dtype=np.float64)
-        feats[mine] = z[:len(mine)]
-        feats[test] += z[len(mine):].astype(np.float64) / k
+    used: list[Extractor] = []
+
+    def fold_features(f: int, pos: np.ndarray) -> np.ndarray:
+        used.append(make_extractor(load_fold_model(run, name, f, dev)[0], layer))
+        return extract(used[-1], data, tf, pos, batch_size)
+
+    feats = over_folds(fold, k, fold_features)
     dim = int(feats.shape[1])
-    cols = {"case_id": list(data.case_ids), "set": np.where(fold == -1, "test", "train"),
+    cols = {"case_id": list(data.case_ids), "set": np.where(fold == UNSEEN, "test", "train"),
             "y": data.labels.astype(np.int64)}
-    fcols = pd.DataFrame(feats.astype(np.float32), columns=[f"f{j:04d}" for j in range(dim)])
+    fcols = pd.DataFrame(feats.astype(np.float32), columns=feature_columns(dim))
     df = pd.concat([pd.DataFrame(cols), fcols], axis=1)
     meta = {"name": name, "arch": cfg["arch"], "modality": cfg["modality"], "input_mode": cfg["input_mode"],
-            "layer": used.layer, "extractor": used.method, "feature_dim": dim, "folds": k,
+            "layer": used[-1].layer, "extractor": used[-1].method, "feature_dim": dim, "folds": k,
             "crop": cfg["crop"], "image_size": cfg["image_size"], "weights": cfg.get("weights"),
-            "n_train": int((fold >= 0).sum()), "n_test": int(len(test)),
+            "n_train": int((fold >= 0).sum()), "n_test": int((fold == UNSEEN).sum()),
             "train_rows": "out-of-fold (fold model that held the case out)", "test_rows": f"mean over {k} fold models"}
     return df, meta
-
-
-def write_features(path, df: pd.DataFrame, meta: dict) -> Path:
-    """Write the features table as parquet (atomically), metadata as JSON under ``ceusfusion``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    table = pa.Table.from_pandas(df, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), META_KEY: json.dumps(meta).encode()})
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        pq.write_table(table, tmp)
-    return path
 
 
 def features(model: str | Path, out: str | Path | None = None, layer: str | None = None, batch_size: int = 64,
@@ -216,29 +165,20 @@ def features(model: str | Path, out: str | Path | None = None, layer: str | None
     """``ceusfusion features``: RUN/models/NAME -> out (default RUN/features/NAME.parquet)."""
     run, name = parse_model_path(model)
     df, meta = extract_features(run, name, layer, batch_size, device)
-    path = write_features(Path(out) if out else run / "features" / f"{name}.parquet", df, meta)
+    path = write_features(Path(out) if out else RunLayout(run).features(name), df, meta)
     return path, meta
-
-
-def read_features(path) -> tuple[pd.DataFrame, dict]:
-    """The table and metadata of a features parquet (for tests and later stages)."""
-    import pyarrow.parquet as pq
-
-    table = pq.read_table(path)
-    return table.to_pandas(), json.loads((table.schema.metadata or {}).get(META_KEY, b"{}"))
 
 
 def score_features(run, name: str) -> Path:
     """RUN/features/NAME.score.parquet: one column, the model's out-of-fold logit (test rows: the
     logit of the fold-mean probability). For score-level ("late") fusion: unlike penultimate
     features, a score means the same thing whichever fold model produced it."""
-    run = Path(run)
-    path = run / "predictions" / f"{name}.csv"
+    layout = RunLayout(run)
+    path = layout.predictions(name)
     if not path.is_file():
         raise CeusError(f"{path} not found (train {name} first)")
     pred = pd.read_csv(path, dtype={"case_id": str})
-    p = pred["prob"].clip(1e-6, 1 - 1e-6)
     df = pd.DataFrame({"case_id": pred["case_id"], "set": pred["set"], "y": pred["y"].astype(int),
-                       "f0000": np.log(p / (1 - p)).astype(np.float32)})
-    return write_features(run / "features" / f"{name}.score.parquet", df,
-                          {"name": f"{name}_score", "source": "out-of-fold logit", "feature_dim": 1})
+                       SCORE_COLUMN: score_logit(pred["prob"].to_numpy())})
+    return write_features(layout.score_features(name), df,
+                          {"name": score_name(name), "source": "out-of-fold logit", "feature_dim": 1})

@@ -15,6 +15,9 @@ import numpy as np
 import pandas as pd
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.io.image import read_image
+from ceusfusion.io.mask import read_mask
+from ceusfusion.io.video import probe_video
 
 REQUIRED = ("case_id", "label")
 FILE_COLUMNS = ("image", "image_mask", "video", "video_mask")
@@ -161,10 +164,6 @@ def _leakage(df: pd.DataFrame) -> list[Problem]:
 
 def validate_files(df: pd.DataFrame, manifest: Path) -> list[Problem]:
     """Every referenced file exists, decodes, and every mask fits its image and is not empty."""
-    from ceusfusion.io.image import read_image
-    from ceusfusion.io.mask import read_mask
-    from ceusfusion.io.video import probe_video
-
     problems: list[Problem] = []
     for i, row in enumerate(df.itertuples(index=False), start=1):
         r = row._asdict()

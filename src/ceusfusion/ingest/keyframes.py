@@ -1,4 +1,4 @@
-"""Keyframe sampling policies and the time–intensity curve, in one streamed pass.
+"""Keyframe sampling policies, with the time–intensity curve measured in the same streamed pass.
 
 The reference study samples one frame every ``period`` seconds, keeps the
 frames where the nodule is visible, takes as centre the frame with the largest
@@ -8,10 +8,11 @@ mask, or none), and picks ``n`` frames at equal time intervals around it
 
 One decoding pass does everything: frames nearest to each sampling time are
 converted to numpy (the others are only decoded), cut to the region of
-interest when it is already known, and the ROI mean of every frame feeds the
-time–intensity curve (TIC) from the luma plane without conversion. A second,
-index-targeted pass is needed only when the visible part is too short for the
-sampling grid (then the ``n`` frames spread evenly over it).
+interest when it is already known, and every frame feeds the time–intensity
+curve (TIC, measured by ``perfusion.TicRecorder``) from the luma plane without
+conversion. A second, index-targeted pass is needed only when the visible
+part is too short for the sampling grid (then the ``n`` frames spread evenly
+over it).
 
 Policies: ``study`` (above), ``peak`` (centre = peak enhancement even with a
 mask per frame), ``uniform`` (``n`` frames evenly over the visible part).
@@ -26,10 +27,11 @@ from typing import Callable
 import numpy as np
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.io.video import Frame, VideoStream
+from ceusfusion.ingest.perfusion import TIC, TicRecorder
+from ceusfusion.ingest.roi import Box, max_diameter
+from ceusfusion.io.video import Frame, VideoInfo, VideoStream
 
 POLICIES = ("study", "uniform", "peak")
-Box = tuple[int, int, int, int]  # y0, x0, y1, x1 (end exclusive)
 
 
 @dataclass(frozen=True)
@@ -49,15 +51,6 @@ class KeyframeParams:
             raise CeusError(f"--period must be positive, got {self.period}")
         if self.color not in ("auto", "gray", "rgb"):
             raise CeusError(f"unknown colour mode {self.color!r} (auto, gray or rgb)")
-
-
-@dataclass
-class TIC:
-    """Time–intensity curve: mean luma inside the nodule and in a surrounding ring, per frame."""
-
-    times: np.ndarray
-    lesion: np.ndarray
-    ring: np.ndarray
 
 
 @dataclass
@@ -85,65 +78,6 @@ class _Sample:
     score: float
 
 
-def _bbox(mask: np.ndarray) -> Box | None:
-    rows = np.flatnonzero(mask.any(axis=1))
-    if rows.size == 0:
-        return None
-    cols = np.flatnonzero(mask.any(axis=0))
-    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
-
-
-def max_diameter(mask: np.ndarray, n_angles: int = 36) -> float:
-    """Largest caliper (Feret) diameter of a 2-D mask in pixels, over ``n_angles`` directions."""
-    ys, xs = np.nonzero(mask)
-    if ys.size == 0:
-        return 0.0
-    ang = np.linspace(0, np.pi, n_angles, endpoint=False)
-    proj = np.outer(xs, np.cos(ang)) + np.outer(ys, np.sin(ang))
-    return float((proj.max(axis=0) - proj.min(axis=0)).max() + 1.0)
-
-
-class _RoiMeter:
-    """Mean luma inside a mask and inside a ring around it, computed on the mask's bounding box only."""
-
-    def __init__(self, mask: np.ndarray, ring: float):
-        from scipy.ndimage import distance_transform_edt
-
-        h, w = mask.shape
-        b = _bbox(mask)
-        if b is None:
-            self.empty = True
-            return
-        self.empty = False
-        area = float(mask.sum())
-        width = max(2, int(round(ring * np.sqrt(area / np.pi))))
-        y0, x0 = max(0, b[0] - width), max(0, b[1] - width)
-        y1, x1 = min(h, b[2] + width), min(w, b[3] + width)
-        self.sl = (slice(y0, y1), slice(x0, x1))
-        m = mask[self.sl]
-        dist = distance_transform_edt(~m)
-        self.lesion = m
-        self.ring = (dist > 0) & (dist <= width)
-        self.n_lesion = int(m.sum())
-        self.n_ring = int(self.ring.sum())
-
-    def measure(self, frame: Frame) -> tuple[float, float]:
-        """Means in full-range grey units (the luma plane is read without conversion, then rescaled)."""
-        if self.empty:
-            return np.nan, np.nan
-        a, b = frame.luma_to_full()
-        crop = frame.luma()[self.sl]
-        les = float(crop[self.lesion].mean()) * a + b
-        ring = float(crop[self.ring].mean()) * a + b if self.n_ring else np.nan
-        return les, ring
-
-
-def _frame_mask(mask: np.ndarray | None, k: int) -> np.ndarray | None:
-    if mask is None:
-        return None
-    if mask.ndim == 2:
-        return mask
-    return mask[k] if k < mask.shape[0] else None
 
 
 def select_keyframes(
@@ -165,130 +99,22 @@ def select_keyframes(
         region = None  # the box is the union over the selected frames: known only afterwards
     with VideoStream(path) as vs:
         info = vs.info
-        if mask is not None and tuple(mask.shape[-2:]) != (info.height, info.width):
-            mh, mw = mask.shape[-2:]
-            raise CeusError(f"mask is {mw}x{mh} px but the video is {info.width}x{info.height} px")
+        _check_mask_shape(mask, info)
         if callable(region):
             region = region((info.height, info.width))
-        visible = mask.reshape(mask.shape[0], -1).any(axis=1) if per_frame else None
-        # a short video gets a finer grid, so that n samples still fit one pass
-        est = None
-        if info.duration_s:
-            est = info.duration_s - (1.0 / info.fps if info.fps else 0.0)
-        step = params.period
-        if est and est > 0 and params.n > 1:
-            if params.policy == "uniform":
-                step = est / (params.n - 1)
-            else:
-                step = min(step, est / (params.n - 1))
-        gray = params.color == "gray"
-        meter = None
-        if tic and mask is not None and not per_frame:
-            meter = _RoiMeter(mask, params.ring)
-        roi_for_score = None
-        if not per_frame or params.policy == "peak":
-            roi_for_score = mask if (mask is not None and not per_frame) else None
-
-        samples: list[_Sample] = []
-        times: list[float] = []
-        les: list[float] = []
-        ring: list[float] = []
-        state = {"j": 0}
-        prev: Frame | None = None
-
-        def emit(fr: Frame) -> None:
-            if samples and samples[-1].index == fr.index:
-                return
-            fm = _frame_mask(mask, fr.index)
-            if per_frame and (fm is None or not fm.any()):
-                return  # nodule not visible: not a candidate
-            luma = fr.luma()
-            if params.policy == "uniform":
-                score = 0.0
-            elif per_frame and params.policy == "study":
-                score = max_diameter(fm)
-            else:
-                m = fm if per_frame else roi_for_score
-                if m is not None:
-                    score = float(luma[m].mean())
-                elif region is not None:
-                    score = float(luma[region[0] : region[2], region[1] : region[3]].mean())
-                else:
-                    score = float(luma.mean())
-            arr = fr.to_array(gray)
-            if region is not None:
-                arr = np.ascontiguousarray(arr[region[0] : region[2], region[1] : region[3]])
-            samples.append(_Sample(fr.index, fr.time, arr, score))
-
-        for fr in vs:
-            if fr.index == 0 and fr.shape != (info.height, info.width):
-                raise CeusError(f"frames are {fr.shape[1]}x{fr.shape[0]} px but the header says {info.width}x{info.height} px")
-            times.append(fr.time)
-            if tic and mask is not None:
-                if per_frame:
-                    fm = _frame_mask(mask, fr.index)
-                    l_, r_ = (_RoiMeter(fm, params.ring).measure(fr) if fm is not None and fm.any() else (np.nan, np.nan))
-                else:
-                    l_, r_ = meter.measure(fr)
-                les.append(l_)
-                ring.append(r_)
-            while fr.time >= state["j"] * step - 1e-9:
-                target = state["j"] * step
-                pick = prev if (prev is not None and target - prev.time <= fr.time - target) else fr
-                emit(pick)
-                state["j"] += 1
-            prev = fr
-        if prev is not None and state["j"] * step - prev.time <= step / 2:
-            emit(prev)
+        step = _grid_step(info, params)
+        sampler = _Sampler(mask, params, region)
+        recorder = TicRecorder(mask, params.ring) if (tic and mask is not None) else None
+        all_times = _stream(vs, info, step, sampler, recorder)
         n_decoded = vs.n_decoded
-
-    all_times = np.asarray(times)
-    if per_frame and mask.shape[0] != n_decoded:
-        raise CeusError(f"the mask has {mask.shape[0]} frames but the video decodes to {n_decoded}")
-    if n_decoded < max(2, params.n):
-        raise CeusError(f"video too short: {n_decoded} decodable frame(s), need at least {max(2, params.n)}")
-    sel_tic = TIC(all_times, np.asarray(les), np.asarray(ring)) if (tic and mask is not None) else None
-    duration = float(all_times[-1])
-    centre = None
+    _check_decoded(mask, n_decoded, params)
     note = ""
-    if len(samples) >= params.n:
-        if params.policy == "uniform":
-            pos = np.round(np.linspace(0, len(samples) - 1, params.n)).astype(int)
-        else:
-            scores = np.array([s.score for s in samples])
-            c = int(np.argmax(scores))
-            before = params.n // 2
-            start = min(max(0, c - before), len(samples) - params.n)
-            pos = np.arange(start, start + params.n)
-            centre = samples[c].index
-        chosen = [samples[int(p)] for p in pos]
+    if len(sampler.samples) >= params.n:
+        chosen, centre = _choose(sampler.samples, params)
     else:
-        # visible part shorter than the grid allows: n frames evenly over it (second pass)
-        vis_idx = np.flatnonzero(visible) if per_frame else np.arange(n_decoded)
-        if vis_idx.size < params.n:
-            raise CeusError(f"nodule visible in only {vis_idx.size} frame(s) of the video mask; need at least {params.n}")
-        vt = all_times[vis_idx]
-        targets = np.linspace(vt[0], vt[-1], params.n)
-        want = []
-        for t in targets:
-            k = int(vis_idx[int(np.argmin(np.abs(vt - t)))])
-            if k in want:  # frames closer together than targets: take the next free visible frame
-                free = [int(i) for i in vis_idx if int(i) not in want and i > k]
-                k = free[0] if free else int([i for i in vis_idx if int(i) not in want][-1])
-            want.append(k)
-        want = sorted(want)
-        chosen = _decode_indices(path, want, gray, region, all_times)
-        step = float(np.diff(targets).mean()) if params.n > 1 else 0.0
-        note = "visible part shorter than the sampling grid: frames spread evenly over it"
-
-    frames = [s.array for s in chosen]
-    is_gray = gray
-    if params.color == "auto":
-        is_gray = all(_near_gray(a) for a in frames)
-        if is_gray:
-            frames = [a[..., 0].copy() if a.ndim == 3 else a for a in frames]
-    elif params.color == "rgb":
-        frames = [np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a for a in frames]
+        chosen, step = _spread_over_visible(path, mask, params, region, all_times, n_decoded)
+        centre, note = None, "visible part shorter than the sampling grid: frames spread evenly over it"
+    frames, is_gray = _decide_colour([s.array for s in chosen], params)
     return Selection(
         times=np.array([s.time for s in chosen], dtype=np.float64),
         frame_index=np.array([s.index for s in chosen], dtype=np.int64),
@@ -299,28 +125,190 @@ def select_keyframes(
         centre=centre,
         step=float(step),
         n_decoded=n_decoded,
-        duration=duration,
+        duration=float(all_times[-1]),
         note=note,
-        tic=sel_tic,
+        tic=recorder.curve() if recorder is not None else None,
         meta={"params": asdict(params)},
     )
 
 
+def _check_mask_shape(mask: np.ndarray | None, info: VideoInfo) -> None:
+    """A mask drawn on another video (other size) would crop the wrong pixels: refuse it before decoding."""
+    if mask is not None and tuple(mask.shape[-2:]) != (info.height, info.width):
+        mh, mw = mask.shape[-2:]
+        raise CeusError(f"mask is {mw}x{mh} px but the video is {info.width}x{info.height} px")
+
+
+def _grid_step(info: VideoInfo, params: KeyframeParams) -> float:
+    """Seconds between grid times: ``period``, finer for a short video so that n samples still fit one pass.
+
+    ``uniform`` spreads the n samples over the whole (header) duration.
+    """
+    est = None
+    if info.duration_s:
+        est = info.duration_s - (1.0 / info.fps if info.fps else 0.0)
+    step = params.period
+    if est and est > 0 and params.n > 1:
+        if params.policy == "uniform":
+            step = est / (params.n - 1)
+        else:
+            step = min(step, est / (params.n - 1))
+    return step
+
+
+def _frame_mask(mask: np.ndarray | None, k: int) -> np.ndarray | None:
+    if mask is None:
+        return None
+    if mask.ndim == 2:
+        return mask
+    return mask[k] if k < mask.shape[0] else None
+
+
+def _cut(arr: np.ndarray, region: Box | None) -> np.ndarray:
+    """The region of a frame as an array of its own (the full frame is not kept)."""
+    if region is None:
+        return arr
+    return np.ascontiguousarray(arr[region[0] : region[2], region[1] : region[3]])
+
+
+class _Sampler:
+    """Turns the frames picked on the sampling grid into candidates: a score (for the centre) and the kept pixels."""
+
+    def __init__(self, mask: np.ndarray | None, params: KeyframeParams, region: Box | None):
+        self.mask = mask
+        self.params = params
+        self.region = region
+        self.per_frame = mask is not None and mask.ndim == 3
+        self.gray = params.color == "gray"
+        self.samples: list[_Sample] = []
+
+    def emit(self, fr: Frame) -> None:
+        """Keep a grid frame once (two grid times may pick the same frame), if the nodule is visible in it."""
+        if self.samples and self.samples[-1].index == fr.index:
+            return
+        fm = _frame_mask(self.mask, fr.index)
+        if self.per_frame and (fm is None or not fm.any()):
+            return  # nodule not visible: not a candidate
+        score = self._score(fr, fm)
+        self.samples.append(_Sample(fr.index, fr.time, _cut(fr.to_array(self.gray), self.region), score))
+
+    def _score(self, fr: Frame, fm: np.ndarray | None) -> float:
+        """What the centre maximises: the nodule's diameter (study, mask per frame) or the enhancement."""
+        policy = self.params.policy
+        if policy == "uniform":
+            return 0.0
+        if self.per_frame and policy == "study":
+            return max_diameter(fm)
+        luma = fr.luma()
+        if fm is not None:
+            return float(luma[fm].mean())
+        if self.region is not None:
+            r = self.region
+            return float(luma[r[0] : r[2], r[1] : r[3]].mean())
+        return float(luma.mean())
+
+
+def _stream(vs: VideoStream, info: VideoInfo, step: float, sampler: _Sampler, recorder: TicRecorder | None) -> np.ndarray:
+    """The single decoding pass: every frame's time (and TIC value); the frame nearest each grid time is sampled.
+
+    Returns the times of all decoded frames.
+    """
+    times: list[float] = []
+    j = 0  # next grid time: j * step
+    prev: Frame | None = None
+    for fr in vs:
+        if fr.index == 0 and fr.shape != (info.height, info.width):
+            raise CeusError(f"frames are {fr.shape[1]}x{fr.shape[0]} px but the header says {info.width}x{info.height} px")
+        times.append(fr.time)
+        if recorder is not None:
+            recorder.add(fr)
+        while fr.time >= j * step - 1e-9:
+            target = j * step
+            sampler.emit(prev if (prev is not None and target - prev.time <= fr.time - target) else fr)
+            j += 1
+        prev = fr
+    if prev is not None and j * step - prev.time <= step / 2:
+        sampler.emit(prev)
+    return np.asarray(times)
+
+
+def _check_decoded(mask: np.ndarray | None, n_decoded: int, params: KeyframeParams) -> None:
+    """The header's frame count can lie: check the mask and n against the frames actually decoded."""
+    if mask is not None and mask.ndim == 3 and mask.shape[0] != n_decoded:
+        raise CeusError(f"the mask has {mask.shape[0]} frames but the video decodes to {n_decoded}")
+    if n_decoded < max(2, params.n):
+        raise CeusError(f"video too short: {n_decoded} decodable frame(s), need at least {max(2, params.n)}")
+
+
+def _choose(samples: list[_Sample], params: KeyframeParams) -> tuple[list[_Sample], int | None]:
+    """n of the samples, and the centre's frame index: evenly spread (uniform), or n consecutive
+    samples around the best score (``n // 2`` before it), shifted to stay inside the samples."""
+    if params.policy == "uniform":
+        pos = np.round(np.linspace(0, len(samples) - 1, params.n)).astype(int)
+        return [samples[int(p)] for p in pos], None
+    scores = np.array([s.score for s in samples])
+    c = int(np.argmax(scores))
+    start = min(max(0, c - params.n // 2), len(samples) - params.n)
+    return [samples[int(p)] for p in np.arange(start, start + params.n)], samples[c].index
+
+
+def _spread_over_visible(path, mask: np.ndarray | None, params: KeyframeParams, region: Box | None,
+                         all_times: np.ndarray, n_decoded: int) -> tuple[list[_Sample], float]:
+    """Visible part shorter than the grid allows: n frames evenly over it, decoded by a second pass.
+
+    Returns the samples and the mean step between their target times.
+    """
+    if mask is not None and mask.ndim == 3:
+        vis_idx = np.flatnonzero(mask.reshape(mask.shape[0], -1).any(axis=1))
+    else:
+        vis_idx = np.arange(n_decoded)
+    if vis_idx.size < params.n:
+        raise CeusError(f"nodule visible in only {vis_idx.size} frame(s) of the video mask; need at least {params.n}")
+    targets = np.linspace(all_times[vis_idx][0], all_times[vis_idx][-1], params.n)
+    want = sorted(_nearest_distinct(vis_idx, all_times[vis_idx], targets))
+    chosen = _decode_indices(path, want, params.color == "gray", region, all_times)
+    step = float(np.diff(targets).mean()) if params.n > 1 else 0.0
+    return chosen, step
+
+
+def _nearest_distinct(vis_idx: np.ndarray, vt: np.ndarray, targets: np.ndarray) -> list[int]:
+    """For each target time the nearest visible frame; frames closer together than the targets give the
+    next free visible frame instead, so that the n frames are distinct."""
+    want: list[int] = []
+    for t in targets:
+        k = int(vis_idx[int(np.argmin(np.abs(vt - t)))])
+        if k in want:
+            free = [int(i) for i in vis_idx if int(i) not in want and i > k]
+            k = free[0] if free else int([i for i in vis_idx if int(i) not in want][-1])
+        want.append(k)
+    return want
+
+
 def _decode_indices(path, want: list[int], gray: bool, region: Box | None, all_times: np.ndarray) -> list[_Sample]:
+    """Second pass: the frames at the given decode indices, cut to the region."""
     out = []
     wanted = set(want)
     with VideoStream(path) as vs:
         for fr in vs:
             if fr.index in wanted:
-                arr = fr.to_array(gray)
-                if region is not None:
-                    arr = np.ascontiguousarray(arr[region[0] : region[2], region[1] : region[3]])
-                out.append(_Sample(fr.index, float(all_times[fr.index]), arr, 0.0))
+                out.append(_Sample(fr.index, float(all_times[fr.index]), _cut(fr.to_array(gray), region), 0.0))
                 if len(out) == len(wanted):
                     break
     if len(out) != len(wanted):
         raise CeusError("video decodes differently on a second pass (unstable file)")
     return out
+
+
+def _decide_colour(frames: list[np.ndarray], params: KeyframeParams) -> tuple[list[np.ndarray], bool]:
+    """Frames in the colour mode asked for; ``auto`` stores grey (one channel) when every frame is grey."""
+    is_gray = params.color == "gray"
+    if params.color == "auto":
+        is_gray = all(_near_gray(a) for a in frames)
+        if is_gray:
+            frames = [a[..., 0].copy() if a.ndim == 3 else a for a in frames]
+    elif params.color == "rgb":
+        frames = [np.repeat(a[..., None], 3, 2) if a.ndim == 2 else a for a in frames]
+    return frames, is_gray
 
 
 def _near_gray(a: np.ndarray, tol: int = 6) -> bool:

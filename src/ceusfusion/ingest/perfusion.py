@@ -1,26 +1,107 @@
-"""Quantitative CEUS perfusion parameters from a time–intensity curve (TIC).
+"""The time–intensity curve (TIC) of a CEUS video and its quantitative perfusion parameters.
 
-Intensities are mean luma (0–255) inside the nodule ROI; the parenchyma ring
-around it gives a relative peak. The curve is smoothed over ``smooth_s``
-seconds before reading peak, slopes and times, so single-frame noise does not
-decide them. A gamma-variate ``b + A·(t−t0)^α·exp(−(t−t0)/β)`` is fitted with
-``scipy.optimize.curve_fit``; its R² says how well the curve follows a
-bolus shape (NaN when the fit fails, e.g. a curve with no enhancement).
+The TIC is the mean luma inside the nodule ROI and in a parenchyma ring
+around it, per frame (``RoiMeter``, ``TicRecorder``: fed frame by frame by the
+keyframe pass, so the video is decoded once). Intensities are full-range grey
+(0–255). The curve is smoothed over ``smooth_s`` seconds before reading peak,
+slopes and times, so single-frame noise does not decide them. A
+gamma-variate ``b + A·(t−t0)^α·exp(−(t−t0)/β)`` is fitted with
+``scipy.optimize.curve_fit``; its R² says how well the curve follows a bolus
+shape (NaN when the fit fails, e.g. a curve with no enhancement).
 """
 
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
+from scipy.ndimage import distance_transform_edt
+from scipy.optimize import curve_fit
 
-from ceusfusion.ingest.keyframes import TIC
+from ceusfusion.ingest.roi import bbox
+from ceusfusion.io.video import Frame
 
 COLUMNS = [
     "baseline", "peak_intensity", "peak_enhancement", "ring_peak_intensity", "peak_ratio_ring",
     "time_to_peak", "arrival_time", "rise_time", "wash_in_slope", "auc", "wash_out_slope",
     "gv_A", "gv_t0", "gv_alpha", "gv_beta", "gv_b", "gv_peak_time", "gv_mtt", "gv_r2", "tic_frames", "tic_duration",
 ]
+
+GV_PARAMS = ("gv_A", "gv_t0", "gv_alpha", "gv_beta", "gv_b")  # gamma_variate's arguments after t, in order
+
+
+@dataclass
+class TIC:
+    """Time–intensity curve: mean luma inside the nodule and in a surrounding ring, per frame."""
+
+    times: np.ndarray
+    lesion: np.ndarray
+    ring: np.ndarray
+
+
+class RoiMeter:
+    """Mean luma inside a mask and inside a ring around it, computed on the mask's bounding box only."""
+
+    def __init__(self, mask: np.ndarray, ring: float):
+        h, w = mask.shape
+        b = bbox(mask)
+        if b is None:
+            self.empty = True
+            return
+        self.empty = False
+        area = float(mask.sum())
+        width = max(2, int(round(ring * np.sqrt(area / np.pi))))
+        y0, x0 = max(0, b[0] - width), max(0, b[1] - width)
+        y1, x1 = min(h, b[2] + width), min(w, b[3] + width)
+        self.sl = (slice(y0, y1), slice(x0, x1))
+        m = mask[self.sl]
+        dist = distance_transform_edt(~m)
+        self.lesion = m
+        self.ring = (dist > 0) & (dist <= width)
+        self.n_lesion = int(m.sum())
+        self.n_ring = int(self.ring.sum())
+
+    def measure(self, frame: Frame) -> tuple[float, float]:
+        """Means in full-range grey units (the luma plane is read without conversion, then rescaled)."""
+        if self.empty:
+            return np.nan, np.nan
+        a, b = frame.luma_to_full()
+        crop = frame.luma()[self.sl]
+        les = float(crop[self.lesion].mean()) * a + b
+        ring = float(crop[self.ring].mean()) * a + b if self.n_ring else np.nan
+        return les, ring
+
+
+class TicRecorder:
+    """Builds the TIC frame by frame during a decode pass, from one 2-D mask or one mask per frame.
+
+    With a mask per frame the ROI moves, so each frame gets its own meter; frames
+    where the nodule is not visible (or beyond the mask's frames) count as NaN.
+    """
+
+    def __init__(self, mask: np.ndarray, ring: float):
+        self.mask = mask
+        self.ring_share = ring
+        self.meter = RoiMeter(mask, ring) if mask.ndim == 2 else None
+        self.times: list[float] = []
+        self.lesion: list[float] = []
+        self.ring: list[float] = []
+
+    def add(self, frame: Frame) -> None:
+        """Measure one decoded frame."""
+        if self.meter is not None:
+            les, ring = self.meter.measure(frame)
+        else:
+            fm = self.mask[frame.index] if frame.index < self.mask.shape[0] else None
+            les, ring = RoiMeter(fm, self.ring_share).measure(frame) if fm is not None and fm.any() else (np.nan, np.nan)
+        self.times.append(frame.time)
+        self.lesion.append(les)
+        self.ring.append(ring)
+
+    def curve(self) -> TIC:
+        return TIC(np.asarray(self.times), np.asarray(self.lesion), np.asarray(self.ring))
+
 
 
 def _smooth(y: np.ndarray, t: np.ndarray, smooth_s: float) -> np.ndarray:
@@ -53,8 +134,6 @@ def gamma_variate(t, A, t0, alpha, beta, b):
 
 def fit_gamma_variate(t: np.ndarray, y: np.ndarray, baseline: float, t_peak: float, enh: float) -> dict:
     """Least-squares gamma-variate fit; dict of gv_* parameters and R² (NaN on failure)."""
-    from scipy.optimize import curve_fit
-
     nan = {k: np.nan for k in ("gv_A", "gv_t0", "gv_alpha", "gv_beta", "gv_b", "gv_peak_time", "gv_mtt", "gv_r2")}
     if t.size < 6 or not np.isfinite(enh) or enh <= 0:
         return nan
@@ -120,23 +199,8 @@ def perfusion_parameters(tic: TIC, baseline_s: float = 1.0, smooth_s: float = 0.
     return out
 
 
-def plot_tic(tic: TIC, params: dict, title: str):
-    """A matplotlib figure of the TIC, its ring curve and the gamma-variate fit."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=100)
-    ax.plot(tic.times, tic.lesion, lw=1, label="nodule")
-    if np.isfinite(tic.ring).any():
-        ax.plot(tic.times, tic.ring, lw=1, alpha=0.7, label="parenchyma ring")
-    if np.isfinite(params.get("gv_r2", np.nan)):
-        fit = gamma_variate(tic.times, params["gv_A"], params["gv_t0"], params["gv_alpha"], params["gv_beta"], params["gv_b"])
-        ax.plot(tic.times, fit, "k--", lw=1, label=f"gamma-variate (R²={params['gv_r2']:.2f})")
-    ax.set_xlabel("time (s)")
-    ax.set_ylabel("mean intensity")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    return fig
+def fitted_curve(times: np.ndarray, params: dict) -> np.ndarray | None:
+    """The fitted gamma-variate at ``times`` (for the TIC plot); None when the fit failed."""
+    if not np.isfinite(params.get("gv_r2", np.nan)):
+        return None
+    return gamma_variate(times, *(params[k] for k in GV_PARAMS))

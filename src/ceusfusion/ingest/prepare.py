@@ -14,122 +14,90 @@ from __future__ import annotations
 import hashlib
 import json
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
+from PIL import Image, ImageDraw
+from pydantic import ConfigDict, field_validator, model_validator
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ceusfusion.core.config import StageConfig
+from ceusfusion.core.errors import CaseError, CeusError
+from ceusfusion.core.fsutil import atomic_path, savefig, sha256_file, write_csv, write_json
 from ceusfusion.ingest import cache
 from ceusfusion.ingest.cohort import FILE_COLUMNS, load_cohort, resolve
-from ceusfusion.core.errors import CaseError, CeusError
-from ceusfusion.core.fsutil import atomic_path, sha256_file, write_csv, write_json
-from ceusfusion.ingest.keyframes import Box, KeyframeParams, _bbox, select_keyframes
+from ceusfusion.ingest.keyframes import KeyframeParams, Selection, select_keyframes
+from ceusfusion.ingest.perfusion import COLUMNS as PERFUSION_COLUMNS
+from ceusfusion.ingest.perfusion import TIC, fitted_curve, perfusion_parameters
+from ceusfusion.ingest.roi import Box, bbox, clip_box, crop_resize, fixed_or_whole, mask_box, square_box, union_box
+from ceusfusion.io.image import read_image
+from ceusfusion.io.mask import read_mask
+
+__all__ = ["CACHE_VERSION", "PrepareParams", "prepare", "prepare_image", "prepare_video", "case_hash", "process_case",
+           "write_sheet", "CaseResult", "PrepareSummary",
+           # ROI geometry lives in ingest.roi; re-exported until every caller imports it from there
+           "crop_resize", "fixed_or_whole", "square_box"]
 
 CACHE_VERSION = 1
 
 
-@dataclass(frozen=True)
-class PrepareParams:
+class PrepareParams(StageConfig):
+    """Everything that defines the prepared arrays (and so the cache hash); run-time options are arguments.
+
+    Invalid values raise :class:`CeusError` at construction, one line naming the option.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)  # hashed: never changed after construction
+
     size: int = 256
     frames: int = 5
     period: float = 2.0
     policy: str = "study"
     margin: float = 0.1  # box grows by this share of its larger side, on each side
-    crop: tuple[int, int, int, int] | None = None  # x, y, w, h for cases without a mask
+    crop: tuple[int, ...] | None = None  # x, y, w, h for cases without a mask
     color: str = "auto"
     ring: float = 0.5
     tic_plots: bool = False
 
+    @field_validator("size")
+    @classmethod
+    def _size(cls, v: int) -> int:
+        if v < 8:
+            raise ValueError(f"--size must be at least 8, got {v}")
+        return v
+
+    @field_validator("margin")
+    @classmethod
+    def _margin(cls, v: float) -> float:
+        if v < 0:
+            raise ValueError(f"--margin must be >= 0, got {v}")
+        return v
+
+    @field_validator("crop")
+    @classmethod
+    def _crop(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
+        if v is not None and (len(v) != 4 or v[2] <= 0 or v[3] <= 0):
+            raise ValueError(f"--crop must be X,Y,W,H with positive W and H, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _keyframes(self) -> "PrepareParams":
+        """Policy, frames, period and colour are checked by their owner, KeyframeParams (raises CeusError)."""
+        self.keyframe_params()
+        return self
+
     def keyframe_params(self) -> KeyframeParams:
         return KeyframeParams(policy=self.policy, n=self.frames, period=self.period, color=self.color, ring=self.ring)
-
-    def validate(self) -> None:
-        if self.size < 8:
-            raise CeusError(f"--size must be at least 8, got {self.size}")
-        if self.margin < 0:
-            raise CeusError(f"--margin must be >= 0, got {self.margin}")
-        if self.crop is not None and (len(self.crop) != 4 or self.crop[2] <= 0 or self.crop[3] <= 0):
-            raise CeusError(f"--crop must be X,Y,W,H with positive W and H, got {self.crop}")
-        self.keyframe_params()
-
-
-# --------------------------------------------------------------------------- ROI geometry
-
-
-def square_box(bbox: Box, margin: float, shape: tuple[int, int] | None = None) -> Box:
-    """The bbox grown by ``margin`` × its larger side on each side, made square about its centre.
-
-    With the frame ``shape``, a box that would stick out of the frame is shifted back inside
-    (along each axis where it fits). Zero padding would otherwise appear at the crop's edge
-    with an extent set by the lesion's size and position, a shortcut a network learns
-    (Grad-CAM on synthetic data lit up exactly those black borders).
-    """
-    y0, x0, y1, x1 = bbox
-    side = max(y1 - y0, x1 - x0)
-    side = max(1, int(round(side * (1 + 2 * margin))))
-    cy, cx = (y0 + y1) / 2.0, (x0 + x1) / 2.0
-    top = int(round(cy - side / 2.0))
-    left = int(round(cx - side / 2.0))
-    if shape is not None:
-        h, w = shape
-        top = min(max(top, 0), h - side) if side <= h else int(round((h - side) / 2.0))
-        left = min(max(left, 0), w - side) if side <= w else int(round((w - side) / 2.0))
-    return top, left, top + side, left + side
-
-
-def fixed_or_whole(shape: tuple[int, int], crop: tuple[int, int, int, int] | None) -> Box:
-    """Box of a case without mask: the fixed crop (must lie inside the frame) or the whole frame."""
-    h, w = shape
-    if crop is None:
-        return 0, 0, h, w
-    x, y, cw, ch = crop
-    if x < 0 or y < 0 or x + cw > w or y + ch > h:
-        raise CeusError(f"the fixed crop {x},{y},{cw},{ch} lies outside the {w}x{h} px frame")
-    return y, x, y + ch, x + cw
-
-
-def clip_box(box: Box, shape: tuple[int, int]) -> Box:
-    h, w = shape
-    return max(0, box[0]), max(0, box[1]), min(h, box[2]), min(w, box[3])
-
-
-def crop_resize(arr: np.ndarray, box: Box, size: int, offset: tuple[int, int] = (0, 0)) -> np.ndarray:
-    """Cut ``box`` (frame coordinates) from ``arr`` (which starts at ``offset``), zero-pad outside, resize to size×size."""
-    from PIL import Image
-
-    y0, x0, y1, x1 = box
-    oy, ox = offset
-    h, w = arr.shape[:2]
-    out = np.zeros((y1 - y0, x1 - x0) + arr.shape[2:], np.uint8)
-    sy0, sx0 = max(y0 - oy, 0), max(x0 - ox, 0)
-    sy1, sx1 = min(y1 - oy, h), min(x1 - ox, w)
-    if sy1 > sy0 and sx1 > sx0:
-        out[sy0 + oy - y0 : sy1 + oy - y0, sx0 + ox - x0 : sx1 + ox - x0] = arr[sy0:sy1, sx0:sx1]
-    if out.shape[:2] != (size, size):
-        out = np.asarray(Image.fromarray(out).resize((size, size), Image.Resampling.BILINEAR))
-    return out
-
-
-def _mask_box(mask2d: np.ndarray, what: str) -> Box:
-    b = _bbox(mask2d)
-    if b is None:
-        raise CeusError(f"{what} is empty (no foreground pixel)")
-    return b
-
-
-def _union(boxes: list[Box]) -> Box:
-    a = np.array(boxes)
-    return int(a[:, 0].min()), int(a[:, 1].min()), int(a[:, 2].max()), int(a[:, 3].max())
 
 
 # --------------------------------------------------------------------------- one case
 
 
 def prepare_image(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple[np.ndarray, dict]:
-    from ceusfusion.io.image import read_image
-    from ceusfusion.io.mask import read_mask
-
+    """Still → S×S ROI array; returns (array, keyframes.json entry)."""
     img = read_image(path)
     h, w = img.shape[:2]
     if mask_path is not None:
@@ -140,49 +108,35 @@ def prepare_image(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple
             m = m[0]
         if m.shape != (h, w):
             raise CeusError(f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]} px but the image is {w}x{h} px")
-        bbox = _mask_box(m, f"{mask_path}: mask")
-        box = square_box(bbox, p.margin, (h, w))
+        lesion = mask_box(m, f"{mask_path}: mask")
+        box = square_box(lesion, p.margin, (h, w))
     else:
-        bbox = fixed_or_whole((h, w), p.crop)
-        box = square_box(bbox, 0.0)
-    return crop_resize(img, box, p.size), {"shape": [h, w], "bbox": list(bbox), "box": list(box), "gray": img.ndim == 2}
+        lesion = fixed_or_whole((h, w), p.crop)
+        box = square_box(lesion, 0.0)
+    return crop_resize(img, box, p.size), {"shape": [h, w], "bbox": list(lesion), "box": list(box), "gray": img.ndim == 2}
 
 
-def prepare_video(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple[dict, dict, object]:
+def prepare_video(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple[dict, dict, Selection]:
     """Keyframes → ROI arrays; returns (arrays, keyframes.json entry, Selection)."""
-    from ceusfusion.io.mask import read_mask
-
     mask = read_mask(mask_path) if mask_path is not None else None
     if mask is not None and mask.ndim == 3 and mask.shape[0] == 1:
         mask = mask[0]
-    geo: dict = {}
     if mask is not None and mask.ndim == 3 and not mask.any():
         raise CeusError(f"{mask_path}: mask is empty in every frame")
-
-    def region(shape: tuple[int, int]) -> Box:
-        """Box known before decoding (one 2-D mask, or none): frames are cut to it as they are kept."""
-        if mask is not None:
-            if mask.shape != shape:
-                raise CeusError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} px but the video is {shape[1]}x{shape[0]} px")
-            geo["bbox"] = _mask_box(mask, f"{mask_path}: mask")
-            geo["box"] = square_box(geo["bbox"], p.margin, shape)
-        else:
-            geo["bbox"] = fixed_or_whole(shape, p.crop)
-            geo["box"] = square_box(geo["bbox"], 0.0)
-        return clip_box(geo["box"], shape)
-
     per_frame = mask is not None and mask.ndim == 3
-    sel = select_keyframes(path, mask, p.keyframe_params(), region=None if per_frame else region, tic=mask is not None)
+    geo: dict = {}
+    region = None if per_frame else _known_region(mask, mask_path, p, geo)
+    sel = select_keyframes(path, mask, p.keyframe_params(), region=region, tic=mask is not None)
     if per_frame:  # union over the selected frames
-        bbox = _union([_bbox(mask[k]) for k in sel.frame_index])
-        box = square_box(bbox, p.margin, mask.shape[1:])
+        lesion = union_box([bbox(mask[k]) for k in sel.frame_index])
+        box = square_box(lesion, p.margin, mask.shape[1:])
     else:
-        bbox, box = geo["bbox"], geo["box"]
+        lesion, box = geo["bbox"], geo["box"]
     offset = (sel.region[0], sel.region[1]) if sel.region is not None else (0, 0)
     video = np.stack([crop_resize(f, box, p.size, offset) for f in sel.frames])
     entry = {
         "times": sel.times.round(4).tolist(), "frame_index": sel.frame_index.tolist(),
-        "bbox": list(bbox), "box": list(box), "frame_shape": list(sel.frame_shape),
+        "bbox": list(lesion), "box": list(box), "frame_shape": list(sel.frame_shape),
         "policy": p.policy, "n": p.frames, "period": p.period, "step": round(sel.step, 4),
         "centre_index": sel.centre, "n_decoded": sel.n_decoded, "duration": round(sel.duration, 4),
         "gray": sel.gray, "mask": "none" if mask is None else ("per-frame" if mask.ndim == 3 else "2d"),
@@ -193,10 +147,31 @@ def prepare_video(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple
     return arrays, entry, sel
 
 
+def _known_region(mask: np.ndarray | None, mask_path: Path | None, p: PrepareParams, geo: dict) -> Callable[[tuple[int, int]], Box]:
+    """The box known before decoding (one 2-D mask, or none), so that frames are cut to it as they are kept.
+
+    It needs the frame shape from the video header: returned as a callable for
+    ``select_keyframes``; it stores the lesion's box and the square box in ``geo``.
+    """
+
+    def region(shape: tuple[int, int]) -> Box:
+        if mask is not None:
+            if mask.shape != shape:
+                raise CeusError(f"{mask_path}: mask is {mask.shape[1]}x{mask.shape[0]} px but the video is {shape[1]}x{shape[0]} px")
+            geo["bbox"] = mask_box(mask, f"{mask_path}: mask")
+            geo["box"] = square_box(geo["bbox"], p.margin, shape)
+        else:
+            geo["bbox"] = fixed_or_whole(shape, p.crop)
+            geo["box"] = square_box(geo["bbox"], 0.0)
+        return clip_box(geo["box"], shape)
+
+    return region
+
+
 def case_hash(files: dict[str, Path], p: PrepareParams) -> str:
     """Hash of the input files' contents and the parameters: equal hash → the cached case is valid."""
     h = hashlib.sha256()
-    h.update(json.dumps({"v": CACHE_VERSION, "params": asdict(p)}, sort_keys=True).encode())
+    h.update(json.dumps({"v": CACHE_VERSION, "params": p.model_dump()}, sort_keys=True).encode())
     for col in sorted(files):
         h.update(col.encode())
         h.update(sha256_file(files[col]).encode() if files[col].is_file() else b"missing")
@@ -239,8 +214,6 @@ def process_case(run: Path, case_id: str, files: dict[str, Path], rel: dict[str,
             arrays.update(vid)
             entry["video"] = meta
             if sel.tic is not None:
-                from ceusfusion.ingest.perfusion import perfusion_parameters
-
                 perf = perfusion_parameters(sel.tic)
                 if p.tic_plots:
                     _tic_plot(run, case_id, sel.tic, perf)
@@ -269,21 +242,17 @@ def _relative(msg: str, files: dict[str, Path], rel: dict[str, str]) -> str:
     return msg
 
 
-def _tic_plot(run: Path, case_id: str, tic, perf: dict) -> None:
-    import matplotlib.pyplot as plt
+def _tic_plot(run: Path, case_id: str, tic: TIC, perf: dict) -> None:
+    """RUN/prepared/tic/<case>.png: the TIC with its gamma-variate fit (``--tic-plots``)."""
+    # matplotlib is loaded only when plots are asked for: it would slow every worker's start otherwise
+    from ceusfusion.figures.perfusion import plot_tic
 
-    from ceusfusion.core.fsutil import savefig
-    from ceusfusion.ingest.perfusion import plot_tic
-
-    fig = plot_tic(tic, perf, case_id)
+    fig = plot_tic(tic.times, tic.lesion, tic.ring, case_id, fit=fitted_curve(tic.times, perf), fit_r2=perf.get("gv_r2", np.nan))
     savefig(fig, cache.prepared_dir(run) / "tic" / f"{case_id}.png")
-    plt.close(fig)
 
 
 def write_sheet(run: Path, case_id: str, arrays: dict, entry: dict, tile: int = 160) -> Path:
     """Contact sheet: the still and the keyframes side by side with their times (quick visual QC)."""
-    from PIL import Image, ImageDraw
-
     tiles, labels = [], []
     if "image" in arrays:
         tiles.append(arrays["image"])
@@ -316,7 +285,67 @@ class PrepareSummary:
     failures: pd.DataFrame
 
 
+Task = tuple[str, dict, dict]  # case_id, {column: absolute path}, {column: path as in the manifest}
+
+
+def prepare(cohort: str | Path, run: str | Path, params: PrepareParams = PrepareParams(), workers: int = 1,
+            strict: bool = False, progress: bool = True, on_failure=None) -> PrepareSummary:
+    """Fill RUN/prepared/ for every case of the manifest; see the module docstring.
+
+    ``on_failure(case_id, file, problem)`` is called as failures happen (the CLI prints them).
+    ``strict`` stops at the first failure with a CeusError (failures.csv is still written).
+    """
+    cohort, run = Path(cohort), Path(run)
+    df = load_cohort(cohort)
+    run.mkdir(parents=True, exist_ok=True)
+    write_csv(run / "cohort.csv", _absolute_paths(df, cohort))
+    previous = _load_previous(run)
+    tasks = _case_files(df, cohort)
+    results: dict[str, CaseResult] = {}
+    failed: list[CaseResult] = []
+    with _progress(progress, len(tasks)) as prog:
+        for res in _run_cases(run, tasks, params, previous, workers, stop=lambda: strict and bool(failed)):
+            results[res.case_id] = res
+            if not res.ok:
+                failed.append(res)
+                if on_failure:
+                    on_failure(res.case_id, res.file, res.problem)
+            prog.advance()
+    fail_df = pd.DataFrame([{"case_id": r.case_id, "file": r.file or "", "problem": r.problem} for r in failed],
+                           columns=["case_id", "file", "problem"])
+    write_csv(cache.prepared_dir(run) / "failures.csv", fail_df)
+    if strict and failed:
+        r = failed[0]
+        raise CaseError(r.case_id, r.file, r.problem)
+    _write_outputs(run, df, tasks, results, params)
+    n_ok = sum(r.ok for r in results.values())
+    return PrepareSummary(run, len(tasks), n_ok, sum(r.skipped for r in results.values()), fail_df)
+
+
+def _run_cases(run: Path, tasks: list[Task], params: PrepareParams, previous: dict, workers: int,
+               stop: Callable[[], bool]) -> Iterator[CaseResult]:
+    """Each case's result as it is done, in this process or in ``workers`` processes (then in completion order).
+
+    ``stop()`` is asked after each result; when true, the cases not started are cancelled.
+    """
+    if workers <= 1:
+        for cid, files, rel in tasks:
+            yield process_case(run, cid, files, rel, params, previous.get(cid))
+            if stop():
+                return
+        return
+    with ProcessPoolExecutor(max_workers=workers) as ex:
+        futs = [ex.submit(process_case, run, cid, files, rel, params, previous.get(cid)) for cid, files, rel in tasks]
+        for fut in as_completed(futs):
+            yield fut.result()
+            if stop():
+                for f in futs:
+                    f.cancel()
+                return
+
+
 def _load_previous(run: Path) -> dict:
+    """The last run's keyframes.json entries (with their perfusion rows): what a rerun may skip."""
     prev: dict = {}
     kf = cache.prepared_dir(run) / "keyframes.json"
     if kf.is_file():
@@ -336,7 +365,8 @@ def _load_previous(run: Path) -> dict:
     return prev
 
 
-def _case_files(df: pd.DataFrame, manifest: Path) -> list[tuple[str, dict, dict]]:
+def _case_files(df: pd.DataFrame, manifest: Path) -> list[Task]:
+    """One task per manifest row: the case's files, resolved and as written."""
     out = []
     for r in df.to_dict(orient="records"):
         files, rel = {}, {}
@@ -349,64 +379,8 @@ def _case_files(df: pd.DataFrame, manifest: Path) -> list[tuple[str, dict, dict]
     return out
 
 
-def prepare(cohort: str | Path, run: str | Path, params: PrepareParams = PrepareParams(), workers: int = 1,
-            strict: bool = False, progress: bool = True, on_failure=None) -> PrepareSummary:
-    """Fill RUN/prepared/ for every case of the manifest; see the module docstring.
-
-    ``on_failure(case_id, file, problem)`` is called as failures happen (the CLI prints them).
-    ``strict`` stops at the first failure with a CeusError (failures.csv is still written).
-    """
-    params.validate()
-    cohort, run = Path(cohort), Path(run)
-    df = load_cohort(cohort)
-    run.mkdir(parents=True, exist_ok=True)
-    pdir = cache.prepared_dir(run)
-    write_csv(run / "cohort.csv", _absolute_paths(df, cohort))
-    previous = _load_previous(run)
-    tasks = _case_files(df, cohort)
-    results: dict[str, CaseResult] = {}
-    failed: list[CaseResult] = []
-
-    def record(res: CaseResult) -> None:
-        results[res.case_id] = res
-        if not res.ok:
-            failed.append(res)
-            if on_failure:
-                on_failure(res.case_id, res.file, res.problem)
-
-    prog = _progress(progress, len(tasks))
-    try:
-        if workers <= 1:
-            for cid, files, rel in tasks:
-                record(process_case(run, cid, files, rel, params, previous.get(cid)))
-                prog.advance()
-                if strict and failed:
-                    break
-        else:
-            with ProcessPoolExecutor(max_workers=workers) as ex:
-                futs = [ex.submit(process_case, run, cid, files, rel, params, previous.get(cid)) for cid, files, rel in tasks]
-                for fut in as_completed(futs):
-                    record(fut.result())
-                    prog.advance()
-                    if strict and failed:
-                        for f in futs:
-                            f.cancel()
-                        break
-    finally:
-        prog.close()
-
-    fail_df = pd.DataFrame([{"case_id": r.case_id, "file": r.file or "", "problem": r.problem} for r in failed],
-                           columns=["case_id", "file", "problem"])
-    write_csv(pdir / "failures.csv", fail_df)
-    if strict and failed:
-        r = failed[0]
-        raise CaseError(r.case_id, r.file, r.problem)
-    _write_outputs(run, df, tasks, results, params)
-    n_ok = sum(r.ok for r in results.values())
-    return PrepareSummary(run, len(tasks), n_ok, sum(r.skipped for r in results.values()), fail_df)
-
-
 def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
+    """RUN/cohort.csv: the manifest with absolute paths, so later stages need not know where it was."""
     out = df.copy()
     for col in FILE_COLUMNS:
         if col in out.columns:
@@ -414,7 +388,8 @@ def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
     return out
 
 
-def _write_outputs(run: Path, df: pd.DataFrame, tasks, results: dict[str, CaseResult], params: PrepareParams) -> None:
+def _write_outputs(run: Path, df: pd.DataFrame, tasks: list[Task], results: dict[str, CaseResult], params: PrepareParams) -> None:
+    """index.csv, keyframes.json and perfusion.csv in manifest order; a failed case's stale files go."""
     pdir = cache.prepared_dir(run)
     order = [cid for cid, _, _ in tasks]
     rows, kf, perf = [], {}, []
@@ -435,23 +410,25 @@ def _write_outputs(run: Path, df: pd.DataFrame, tasks, results: dict[str, CaseRe
             perf.append({"case_id": cid, **res.perfusion})
     index = pd.DataFrame(rows, columns=cache.INDEX_COLUMNS)
     write_csv(pdir / "index.csv", index)
-    write_json(pdir / "keyframes.json", {"version": CACHE_VERSION, "params": asdict(params), "cases": kf})
-    from ceusfusion.ingest.perfusion import COLUMNS
-
-    write_csv(pdir / "perfusion.csv", pd.DataFrame(perf, columns=["case_id"] + COLUMNS))
+    write_json(pdir / "keyframes.json", {"version": CACHE_VERSION, "params": params.model_dump(), "cases": kf})
+    write_csv(pdir / "perfusion.csv", pd.DataFrame(perf, columns=["case_id"] + PERFUSION_COLUMNS))
 
 
 class _progress:
-    """A rich progress bar on a terminal; silent otherwise."""
+    """A rich progress bar on a terminal; silent otherwise. A context manager: the bar stops however the run ends."""
 
     def __init__(self, enabled: bool, total: int):
         self.p = None
         if enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
             self.p = Progress(TextColumn("prepare"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
             self.p.start()
             self.task = self.p.add_task("prepare", total=total)
+
+    def __enter__(self) -> "_progress":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     def advance(self) -> None:
         if self.p is not None:

@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Iterator
 
 import numpy as np
+import pydicom
+from pydicom.pixels import iter_pixels
 
 from ceusfusion.core.errors import CeusError
 
@@ -33,8 +35,6 @@ def _fail(path: Path, exc: Exception, what: str = "decode") -> CeusError:
 
 def dicom_cine_header(path: str | Path) -> CineHeader:
     """Frame size, count and timing from the header alone (no pixel decoding)."""
-    import pydicom
-
     path = Path(path)
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
@@ -60,9 +60,6 @@ def _to_uint8(arr: np.ndarray, ds) -> np.ndarray:
 
 def iter_dicom_frames(path: str | Path) -> Iterator[np.ndarray]:
     """Yield frames one at a time: uint8 (H, W) grey or (H, W, 3) RGB (YBR converted)."""
-    import pydicom
-    from pydicom.pixels import iter_pixels
-
     path = Path(path)
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)

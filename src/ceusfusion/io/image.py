@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.io.dicom import read_dicom_frames
 from ceusfusion.io.filetypes import IMAGE_SUFFIXES, kind_of
 
 
@@ -21,14 +23,12 @@ def read_image(path: str | Path) -> np.ndarray:
     if kind is None:
         raise CeusError(f"{path}: unknown image type (expected one of {', '.join(IMAGE_SUFFIXES)})")
     if kind in (".dcm", ".dicom"):
-        from ceusfusion.io.dicom import read_dicom_frames
 
         frames, _ = read_dicom_frames(path)
         if frames.shape[0] < 1:
             raise CeusError(f"{path}: DICOM holds no frame")
         arr = frames[0]
     else:
-        from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(path) as im:

@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
+from PIL import Image, UnidentifiedImageError
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.io.filetypes import MASK_SUFFIXES, full_suffix
@@ -28,7 +30,6 @@ def read_mask(path: str | Path) -> np.ndarray:
     if suffix not in MASK_SUFFIXES:
         raise CeusError(f"{path}: unknown mask type (expected one of {', '.join(MASK_SUFFIXES)})")
     if suffix in (".png", ".bmp", ".tif", ".tiff"):
-        from PIL import Image, UnidentifiedImageError
 
         try:
             with Image.open(path) as im:
@@ -38,7 +39,6 @@ def read_mask(path: str | Path) -> np.ndarray:
         if arr.ndim == 3:  # colour-coded labels: any non-black pixel is foreground
             arr = arr[..., :3].max(axis=2)
     else:
-        import SimpleITK as sitk
 
         try:
             arr = sitk.GetArrayFromImage(sitk.ReadImage(str(path)))

@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
 
+import av
 import numpy as np
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.io.dicom import dicom_cine_header, iter_dicom_frames
 from ceusfusion.io.filetypes import VIDEO_SUFFIXES, kind_of
 
 # pixel formats whose first plane is 8-bit luma, readable without conversion
@@ -36,7 +38,6 @@ class VideoInfo:
 
 class Frame:
     """One decoded frame: ``index`` (decode order), ``time`` (s from the first frame), lazy pixels."""
-
     __slots__ = ("index", "time", "_av", "_arr")
 
     def __init__(self, index: int, time: float, av_frame=None, array: np.ndarray | None = None):
@@ -93,7 +94,6 @@ def _check(path: Path) -> str:
 
 
 def _open(path: Path):
-    import av
 
     try:
         container = av.open(str(path))
@@ -125,7 +125,6 @@ def probe_video(path: str | Path) -> VideoInfo:
     """Frame size and timing, decoding the first frame to be sure the file is readable."""
     path = Path(path)
     if _check(path) in (".dcm", ".dicom"):
-        from ceusfusion.io.dicom import dicom_cine_header
 
         h = dicom_cine_header(path)
         return VideoInfo(h.width, h.height, h.fps, h.duration_s, h.n_frames)
@@ -163,7 +162,6 @@ class VideoStream:
         self.n_decoded = 0
         self.repaired_times = 0  # non-monotonic timestamps that were put back in order
         if self._dicom:
-            from ceusfusion.io.dicom import dicom_cine_header
 
             self._dh = dicom_cine_header(self.path)
             self.info = VideoInfo(self._dh.width, self._dh.height, self._dh.fps, self._dh.duration_s, self._dh.n_frames)
@@ -194,7 +192,6 @@ class VideoStream:
             yield from self._iter_av()
 
     def _iter_dicom(self) -> Iterator[Frame]:
-        from ceusfusion.io.dicom import iter_dicom_frames
 
         times = self._dh.times
         for k, arr in enumerate(iter_dicom_frames(self.path)):

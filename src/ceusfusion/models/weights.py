@@ -15,6 +15,8 @@ import warnings
 from pathlib import Path
 
 import torch
+import torchvision
+from safetensors.torch import load_file
 from torch import nn
 
 from ceusfusion.core.errors import CeusError
@@ -32,7 +34,6 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CeusError(f"weights file {path} not found")
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
 
         try:
             sd = load_file(str(path))
@@ -83,7 +84,6 @@ def fetch_weights(arch: str, weights: str | Path | None, require: bool = False) 
     if weights is None or str(weights).lower() == "none":
         return None, "none"
     if str(weights).lower() == "imagenet":
-        import torchvision
 
         try:
             sd = torchvision.models.get_model_weights(arch).DEFAULT.get_state_dict(progress=False, check_hash=False)

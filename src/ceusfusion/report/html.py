@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from ceusfusion.core.fsutil import write_text
+from ceusfusion.models.select import rank_models
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.45}
@@ -67,7 +68,6 @@ def cohort_section(run: Path) -> str:
 
 
 def training_section(run: Path) -> str:
-    from ceusfusion.models.train import rank_models
 
     df = rank_models(run)
     if df.empty:

@@ -23,8 +23,11 @@ from dataclasses import asdict, dataclass
 from fractions import Fraction
 from pathlib import Path
 
+import av
 import numpy as np
 import pandas as pd
+import SimpleITK as sitk
+from PIL import Image
 from scipy import ndimage
 
 from ceusfusion.core.errors import CeusError
@@ -63,7 +66,6 @@ COHORT_COLUMNS = ["case_id", "label", "split", "group", "center", "image", "imag
 @dataclass(frozen=True)
 class SynthConfig:
     """What to generate. ``duration=None`` draws 20-60 s per patient."""
-
     n: int = 396
     seed: int = 0
     size: int = 192  # video frame size (px, square)
@@ -347,7 +349,6 @@ def _render_still(rng, n: int, fov: float, nod: _Nodule, carotid, irr: float, fo
 
 
 def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps: float, centre: int, path: Path, quality: int):
-    import av
 
     px = fov / n
     dur = tic["duration_s"]
@@ -413,8 +414,6 @@ def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps
 
 def write_mask(path: Path, mask: np.ndarray) -> None:
     """Save a 2-D mask as ITK-SNAP does for a 2-D image: a one-slice uint8 NIfTI."""
-    import SimpleITK as sitk
-
     img = sitk.GetImageFromArray(np.ascontiguousarray(mask.astype(np.uint8)[None]))
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), True)
@@ -435,8 +434,6 @@ def _centre_radius(mask: np.ndarray) -> tuple[float, float, float]:
 
 def render_case(out: str | Path, cfg: SynthConfig, case: dict) -> dict:
     """Write one patient's still, video, masks and signal masks; return its geometric truth."""
-    from PIL import Image
-
     out = Path(out)
     cid = case["case_id"]
     rng = np.random.default_rng([cfg.seed, 2, int(case["index"])])

@@ -1,0 +1,114 @@
+"""Every path of a run directory, in one place (docs/contracts.md describes what each file holds).
+
+A stage asks ``RunLayout(run).predictions(name)`` instead of joining strings, so a change of layout
+is one edit here and the stages cannot disagree about where a file lives.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ceusfusion.core.errors import CeusError
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.+-]*$")
+
+
+def check_name(name: str, what: str = "model name") -> str:
+    """A name that becomes a folder or file inside the run: letters, digits, ``_ . + -``; no path parts."""
+    if not isinstance(name, str) or not _SAFE_NAME.match(name) or ".." in name:
+        raise CeusError(f"{what} {name!r} is not allowed: use letters, digits and _ . + - only (no path separators)")
+    return name
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files and folders of one run directory ``root``."""
+
+    root: Path
+
+    def __init__(self, root: str | Path):
+        object.__setattr__(self, "root", Path(root))
+
+    # ingest
+    @property
+    def cohort(self) -> Path:
+        return self.root / "cohort.csv"
+
+    @property
+    def prepared(self) -> Path:
+        return self.root / "prepared"
+
+    @property
+    def keyframes(self) -> Path:
+        return self.prepared / "keyframes.json"
+
+    @property
+    def perfusion(self) -> Path:
+        return self.prepared / "perfusion.csv"
+
+    # models
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    def model(self, name: str) -> Path:
+        return self.models / check_name(name)
+
+    def fold(self, name: str, k: int) -> Path:
+        return self.model(name) / f"fold{k}"
+
+    def predictions(self, name: str) -> Path:
+        return self.root / "predictions" / f"{check_name(name)}.csv"
+
+    @property
+    def selection(self) -> Path:
+        return self.root / "selection.json"
+
+    # fusion
+    @property
+    def features_dir(self) -> Path:
+        return self.root / "features"
+
+    def features(self, name: str) -> Path:
+        return self.features_dir / f"{check_name(name)}.parquet"
+
+    def score_features(self, name: str) -> Path:
+        return self.features_dir / f"{check_name(name)}.score.parquet"
+
+    @property
+    def fusion(self) -> Path:
+        return self.root / "fusion"
+
+    # evaluate, explain, report
+    @property
+    def evaluation(self) -> Path:
+        return self.root / "evaluation"
+
+    @property
+    def metrics(self) -> Path:
+        return self.evaluation / "metrics.json"
+
+    @property
+    def cv_ranking(self) -> Path:
+        return self.evaluation / "cv_ranking.csv"
+
+    @property
+    def figures(self) -> Path:
+        return self.evaluation / "figures"
+
+    @property
+    def explain_dir(self) -> Path:
+        return self.root / "explain"
+
+    def explain(self, name: str) -> Path:
+        return self.explain_dir / check_name(name)
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.html"
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"

@@ -1,0 +1,48 @@
+"""Self-supervised contrastive pretraining of a backbone on unlabeled ultrasound video frames.
+
+Why: ImageNet weights are often out of reach (offline hospital networks) and
+natural images are far from ultrasound, while hospitals hold far more
+unlabeled video than labeled cases (USCL, Chen et al. MICCAI 2021; IVPP 2024).
+
+* :mod:`.frames`: which videos (training split of a cohort, ``--unlabeled``
+  folders), frames (each video decoded once, streamed; at most
+  ``frames_per_video`` frames spread evenly in time, grey, whole frame squared
+  and resized to ``size``, held in memory as uint8) and the partner windows of
+  the intra-video positive pairs.
+* :mod:`.augment`: ultrasound-appropriate augmentation of the views.
+* :mod:`.losses`: projection head, NT-Xent (SimCLR) and MoCo v2 (momentum
+  encoder and queue: many negatives with the small batches a CPU affords;
+  symmetric loss, shuffled-BN emulated by running the key encoder on batch chunks).
+* :mod:`.config`: :class:`PretrainConfig`; :mod:`.loop`: :func:`pretrain`
+  (checkpoints, resume, weights and sidecar); :mod:`.probes`: linear and k-NN probes.
+
+Labels: pretraining never reads the label column (the manifest is read with
+only ``case_id``, ``video`` and ``split``) and never touches the test split.
+Labels are read only by :func:`probe`, after pretraining, on the training split.
+"""
+
+from ceusfusion.models.pretrain.augment import UltrasoundAugment
+from ceusfusion.models.pretrain.config import METHODS, PretrainConfig
+from ceusfusion.models.pretrain.frames import (
+                                               FrameBank,
+                                               build_bank,
+                                               collect_videos,
+                                               draw_partners,
+                                               extract_frames,
+                                               folder_videos,
+                                               manifest_videos,
+                                               partner_windows,
+)
+from ceusfusion.models.pretrain.loop import checkpoint_path, ckpt_dir, pretrain, probe_path, sidecar_path
+from ceusfusion.models.pretrain.losses import ContrastiveNet, MoCoState, moco_loss, nt_xent
+from ceusfusion.models.pretrain.probes import grouped_probe_auc, load_pretrained_encoder, probe, probe_labels, video_features
+
+__all__ = [
+    "METHODS", "PretrainConfig",
+    "collect_videos", "manifest_videos", "folder_videos", "extract_frames", "FrameBank", "build_bank",
+    "partner_windows", "draw_partners",
+    "UltrasoundAugment",
+    "ContrastiveNet", "MoCoState", "nt_xent", "moco_loss",
+    "pretrain", "ckpt_dir", "checkpoint_path", "sidecar_path", "probe_path",
+    "probe", "probe_labels", "grouped_probe_auc", "video_features", "load_pretrained_encoder",
+]

@@ -1,0 +1,96 @@
+"""The settings of a pretraining run: one pydantic model, checked on construction.
+
+Saved in the sidecar and in the resumable checkpoint; a resume continues only when
+every setting but ``epochs`` and ``device`` is unchanged.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ceusfusion.core.errors import CeusError
+from ceusfusion.models.backbones import ARCHS
+
+METHODS = ("simclr", "moco")
+# settings a resume may change: how long and where it runs, not what each epoch computes
+RESUMABLE_KEYS = ("epochs", "device")
+
+
+class PretrainConfig(BaseModel):
+    """Everything that defines a pretraining run (saved in the sidecar; resume checks it).
+
+    Invalid settings raise :class:`CeusError` with one line naming the setting.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    arch: str = "resnet18"
+    size: int = Field(64, ge=16)
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(64, ge=2)
+    method: str = "simclr"
+    frames_per_video: int = Field(32, ge=1)
+    max_gap_s: float = Field(1.0, ge=0)
+    seed: int = 0
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    warmup_epochs: float = Field(1.0, ge=0)
+    temperature: float = Field(0.2, gt=0)
+    min_crop: float = Field(0.3, ge=0.05, le=1)  # smallest random-resized-crop area, as a share of the frame
+    proj_dim: int = Field(128, ge=1)
+    queue: int = Field(4096, ge=1)
+    momentum: float = Field(0.99, ge=0, lt=1)
+    init: str = "none"  # starting weights: none, imagenet or a state-dict file
+    splits: tuple[str, ...] = ("train",)
+    device: str = "auto"
+
+    def __init__(self, **data):
+        try:
+            super().__init__(**data)
+        except ValidationError as exc:
+            raise CeusError(one_line(exc)) from None
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        if v not in ARCHS:
+            raise ValueError(f"unknown architecture {v!r}; choose one of {', '.join(ARCHS)}")
+        return v
+
+    @field_validator("method")
+    @classmethod
+    def _known_method(cls, v: str) -> str:
+        if v not in METHODS:
+            raise ValueError(f"unknown method {v!r}; choose simclr or moco")
+        return v
+
+    @field_validator("splits")
+    @classmethod
+    def _no_test(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if "test" in v:
+            raise ValueError("pretraining never uses the test split")
+        return v
+
+    def check(self) -> PretrainConfig:
+        """Validate again (after attributes were changed by hand); returns ``self``."""
+        type(self)(**self.model_dump())
+        return self
+
+    def as_json(self) -> dict:
+        return self.model_dump(mode="json")
+
+    def identity(self) -> dict:
+        """The settings a resumed run must share with the interrupted one."""
+        return {k: v for k, v in self.as_json().items() if k not in RESUMABLE_KEYS}
+
+
+def one_line(exc: ValidationError) -> str:
+    """The first problem of a pydantic error as one line: ``--batch-size must be ..., got 1``."""
+    err = exc.errors()[0]
+    name = "-".join(str(p) for p in err["loc"][:1]).replace("_", "-")
+    if err["type"] == "value_error":
+        return str(err["ctx"]["error"])
+    if err["type"] == "extra_forbidden":
+        return f"unknown pretraining setting {name!r}"
+    msg = err["msg"].replace("Input should be", "must be", 1)
+    return f"--{name} {msg}, got {err['input']!r}"
