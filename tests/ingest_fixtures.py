@@ -6,8 +6,9 @@ from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
+from paths import SHARED
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED / "data"
 PATIENT_NAME = "Doe^Janet Quixotic"
 PATIENT_ID = "PID-998877"
 

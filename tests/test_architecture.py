@@ -15,8 +15,9 @@ import ast
 from pathlib import Path
 
 import pytest
+from paths import ROOT
 
-SRC = Path(__file__).resolve().parents[1] / "src" / "ceusfusion"
+SRC = ROOT / "src" / "ceusfusion"
 MAX_LINES = 80
 # stage -> rank; a module may import its own stage and lower ranks only
 RANK = {"": 0, "core": 0, "stats": 1, "io": 1, "figures": 1, "ingest": 2, "synthetic": 2, "models": 3,

@@ -1,17 +1,17 @@
 """bench/baselines.py: pixel → PCA → LR baselines on a fake prepared run (signal, folds, test rows)."""
 
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 from fake_run import make_fake_run
+from paths import ROOT  # noqa: E402
 
 from ceusfusion.models.data import load_cached
 from ceusfusion.models.ensemble import make_folds
 from ceusfusion.models.train import safe_auc
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+sys.path.insert(0, str(ROOT / "bench"))
 import baselines  # noqa: E402
 
 

@@ -41,7 +41,7 @@ from ceusfusion.ingest.cohort import clinical_columns, load_cohort, read_manifes
 from ceusfusion.ingest.prepare import PrepareParams, prepare
 from ceusfusion.models.registry import read_config
 from ceusfusion.models.select import read_selection, select
-from ceusfusion.models.train import TrainConfig, TrainSettings, settings_differ, train
+from ceusfusion.models.train import TEST_SCORING, TrainConfig, TrainSettings, settings_differ, train
 from ceusfusion.report.html import build_report
 from ceusfusion.stats import table1
 
@@ -236,23 +236,49 @@ class Study:
         return {}
 
     def _safeguards(self) -> dict:
-        cohort = pd.read_csv(self.layout.cohort, dtype=str) if self.layout.cohort.is_file() else None
-        grouped = None
-        if cohort is not None and "split" in cohort:
-            g = cohort["group"].fillna(cohort["case_id"]) if "group" in cohort else cohort["case_id"]
-            grouped = not (set(g[cohort["split"] == "train"]) & set(g[cohort["split"] == "test"]))
-        sel = self.layout.selection
-        thr = None
-        if self.layout.metrics.is_file():
-            m = json.loads(self.layout.metrics.read_text())
-            thr = all(v.get("threshold_source") == "train" for v in m["sets"].get("test", {}).get("models", {}).values())
+        """Each safeguard computed from what the stages recorded (None: that stage did not run)."""
         return {
-            "patient-level splits (no group in both train and test)": grouped,
-            "model selection on cross-validation inside the training set only (selection.json)": sel.is_file(),
-            "test set scored once, after training (mean of the fold models)": sel.is_file(),
-            "thresholds fixed on the training set and carried to test": thr,
-            "fusion fitted inside each CV fold (scaler, LASSO, classifier)": (self.layout.fusion / "fusion.json").is_file() or None,
+            "patient-level splits (no group in both train and test)": self._grouped_split(),
+            "model selection on cross-validation inside the training set only (selection.json)": self._selected_on_cv(),
+            "test set scored once, after training (mean of the fold models)": self._test_scored_once(),
+            "thresholds fixed on the training set and carried to test": self._thresholds_from_train(),
+            "fusion fitted inside each CV fold (scaler, LASSO, classifier)": self._fusion_in_folds(),
         }
+
+    def _grouped_split(self) -> bool | None:
+        if not self.layout.cohort.is_file():
+            return None
+        cohort = pd.read_csv(self.layout.cohort, dtype=str)
+        if "split" not in cohort:
+            return None
+        g = cohort["group"].fillna(cohort["case_id"]) if "group" in cohort else cohort["case_id"]
+        return not (set(g[cohort["split"] == "train"]) & set(g[cohort["split"] == "test"]))
+
+    def _json(self, path: Path) -> dict | None:
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    def _selected_on_cv(self) -> bool | None:
+        sel = self._json(self.layout.selection)
+        return None if sel is None else sel.get("source") == "cross-validation"
+
+    def _test_scored_once(self) -> bool | None:
+        sel = self._json(self.layout.selection)
+        if sel is None:
+            return None
+        summaries = [self._json(self.layout.model(n) / "summary.json") or {} for n in sel["best"].values()]
+        return all(s.get("test_scoring") == TEST_SCORING for s in summaries)
+
+    def _thresholds_from_train(self) -> bool | None:
+        m = self._json(self.layout.metrics)
+        if m is None:
+            return None
+        return all(v.get("threshold_source") == "train" for v in m["sets"].get("test", {}).get("models", {}).values())
+
+    def _fusion_in_folds(self) -> bool | None:
+        f = self._json(self.layout.fusion / "fusion.json")
+        if f is None:
+            return None
+        return len(f.get("lasso", {}).get("folds", [])) == f.get("cv", {}).get("folds", -1)
 
 
 def run_study(config: str | Path | StudyConfig, force: list[str] | None = None, console: Console | None = None, progress: bool = True) -> Path:

@@ -2,7 +2,7 @@
 
 A stage config (prepare, train, fusion, explain) is built by the CLI from its options, by the study
 from its YAML section, and read back from a saved config.json. A bad value must reach the user as
-one line naming the option (``--epochs: Input should be greater than or equal to 1, got 0``), not
+one line naming the option (``--epochs must be greater than or equal to 1, got 0``), not
 as pydantic's multi-line report, so construction converts a ValidationError into a CeusError.
 """
 
@@ -21,7 +21,7 @@ def option_error(err: dict, stage: str = "") -> str:
         return str(err["ctx"]["error"])
     if err["type"] == "extra_forbidden":
         return f"unknown {stage + ' ' if stage else ''}option {loc[0]!r}" if loc else "unknown option"
-    return f"{name}: {err['msg']}, got {err.get('input')!r}"
+    return f"{name} {err['msg'].replace('Input should be', 'must be', 1)}, got {err.get('input')!r}"
 
 
 def format_errors(exc: ValidationError) -> str:

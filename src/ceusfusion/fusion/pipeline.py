@@ -19,7 +19,7 @@ import joblib
 import numpy as np
 import pandas as pd
 import sklearn
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import ConfigDict, Field, field_validator
 from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
@@ -29,6 +29,7 @@ from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, Stratifi
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from ceusfusion.core.config import StageConfig
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import atomic_path, write_csv, write_json
 from ceusfusion.figures.fusion import write_figures
@@ -37,7 +38,7 @@ from ceusfusion.fusion.inputs import FusionData, load_inputs
 from ceusfusion.fusion.lasso import LassoSelector
 
 
-class FusionConfig(BaseModel):
+class FusionConfig(StageConfig):
     """Settings of one fusion run; invalid settings raise CeusError (one line), not a ValidationError."""
 
     model_config = ConfigDict(extra="forbid")
@@ -56,17 +57,6 @@ class FusionConfig(BaseModel):
     @classmethod
     def _known_families(cls, v):
         return parse_families(v)
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _one_line_error(cls, data, handler):
-        try:
-            return handler(data)
-        except ValidationError as exc:
-            msgs = [f"{'.'.join(map(str, e['loc'])) or 'settings'}: "
-                    + ("unknown setting" if e["type"] == "extra_forbidden" else f"{e['msg']} (got {e['input']!r})")
-                    for e in exc.errors()]
-            raise CeusError("bad fusion settings: " + "; ".join(msgs)) from None
 
 
 # --------------------------------------------------------------------------- the sklearn pipeline

@@ -61,6 +61,13 @@ ARCHS: dict[str, ArchSpec] = {
 GRADCAM_LAYER = {a: "encoder." + s.gradcam for a, s in ARCHS.items()}
 
 
+def check_arch(arch: str) -> str:
+    """An architecture name this factory builds (a pydantic field validator of every stage config)."""
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    return arch
+
+
 def _get(module: nn.Module, path: str) -> nn.Module:
     return module.get_submodule(path)
 

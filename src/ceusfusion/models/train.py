@@ -60,7 +60,7 @@ from ceusfusion.core.runtime import (
     save_checkpoint,
     save_tensors,
 )
-from ceusfusion.models.backbones import ARCHS, build_model, model_channels
+from ceusfusion.models.backbones import build_model, check_arch, model_channels
 from ceusfusion.models.data import CachedSet, load_cached
 from ceusfusion.models.ensemble import UNSEEN, make_folds, over_folds
 from ceusfusion.models.registry import MODEL_FILE, load_fold_model
@@ -69,6 +69,8 @@ from ceusfusion.models.weights import fetch_weights
 
 log = logging.getLogger(__name__)
 
+# what _score_test does, recorded in summary.json so the report's safeguard reads a fact, not a file's existence
+TEST_SCORING = "once, after all folds: mean of the fold models"
 # settings that change where a model runs, not what it computes: a resume may change them
 RUNTIME_KEYS = ("device",)
 
@@ -110,12 +112,7 @@ class TrainConfig(TrainSettings):
     device: str = "auto"
     name: str | None = None
 
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, v: str) -> str:
-        if v not in ARCHS:
-            raise ValueError(f"unknown architecture {v!r}; choose one of {', '.join(ARCHS)}")
-        return v
+    _known_arch = field_validator("arch")(check_arch)
 
     @model_validator(mode="after")
     def _resolve(self) -> "TrainConfig":
@@ -576,5 +573,6 @@ def _summary(cfg: TrainConfig, results: list[dict], oof: pd.DataFrame, n_train: 
             "weights_used": results[0]["weights_used"], "folds": cfg.folds,
             "fold_auc": aucs, "cv_auc_mean": float(np.nanmean(aucs)), "cv_auc_std": float(np.nanstd(aucs)),
             "oof_auc": safe_auc(oof["y"].to_numpy(), oof["prob"].to_numpy()),
-            "best_epochs": [r["best_epoch"] for r in results], "select": cfg.select, "n_train": int(n_train),
+            "best_epochs": [r["best_epoch"] for r in results], "select": cfg.select,
+            "test_scoring": TEST_SCORING, "n_train": int(n_train),
             "n_test": int(n_test), "seconds": round(seconds, 1), "world_size": world}

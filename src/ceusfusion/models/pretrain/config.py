@@ -6,17 +6,17 @@ every setting but ``epochs`` and ``device`` is unchanged.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import ConfigDict, Field, field_validator
 
-from ceusfusion.core.errors import CeusError
-from ceusfusion.models.backbones import ARCHS
+from ceusfusion.core.config import StageConfig
+from ceusfusion.models.backbones import check_arch
 
 METHODS = ("simclr", "moco")
 # settings a resume may change: how long and where it runs, not what each epoch computes
 RESUMABLE_KEYS = ("epochs", "device")
 
 
-class PretrainConfig(BaseModel):
+class PretrainConfig(StageConfig):
     """Everything that defines a pretraining run (saved in the sidecar; resume checks it).
 
     Invalid settings raise :class:`CeusError` with one line naming the setting.
@@ -44,18 +44,7 @@ class PretrainConfig(BaseModel):
     splits: tuple[str, ...] = ("train",)
     device: str = "auto"
 
-    def __init__(self, **data):
-        try:
-            super().__init__(**data)
-        except ValidationError as exc:
-            raise CeusError(one_line(exc)) from None
-
-    @field_validator("arch")
-    @classmethod
-    def _known_arch(cls, v: str) -> str:
-        if v not in ARCHS:
-            raise ValueError(f"unknown architecture {v!r}; choose one of {', '.join(ARCHS)}")
-        return v
+    _known_arch = field_validator("arch")(check_arch)
 
     @field_validator("method")
     @classmethod
@@ -82,15 +71,3 @@ class PretrainConfig(BaseModel):
     def identity(self) -> dict:
         """The settings a resumed run must share with the interrupted one."""
         return {k: v for k, v in self.as_json().items() if k not in RESUMABLE_KEYS}
-
-
-def one_line(exc: ValidationError) -> str:
-    """The first problem of a pydantic error as one line: ``--batch-size must be ..., got 1``."""
-    err = exc.errors()[0]
-    name = "-".join(str(p) for p in err["loc"][:1]).replace("_", "-")
-    if err["type"] == "value_error":
-        return str(err["ctx"]["error"])
-    if err["type"] == "extra_forbidden":
-        return f"unknown pretraining setting {name!r}"
-    msg = err["msg"].replace("Input should be", "must be", 1)
-    return f"--{name} {msg}, got {err['input']!r}"

@@ -1,3 +1,5 @@
+import pytest
+
 """DDP: 2 gloo processes on CPU (launched by torchrun) match one process with the same global batch.
 
 BatchNorm statistics cannot be synchronised on CPU (SyncBatchNorm is GPU-only),
@@ -15,6 +17,8 @@ import torch
 from fake_run import make_fake_run
 
 from ceusfusion.models.train import TrainConfig, train
+
+pytestmark = pytest.mark.slow
 
 
 def test_two_gloo_processes_match_single_process(tmp_path):

@@ -21,6 +21,8 @@ from ceusfusion.ingest.prepare import PrepareParams, prepare
 from ceusfusion.models.train import TrainConfig, train
 from ceusfusion.synthetic.synth import SynthConfig, generate
 
+pytestmark = pytest.mark.slow
+
 torch.set_num_threads(1)
 
 

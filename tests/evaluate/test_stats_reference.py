@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import SHARED
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import read_csv_exact
@@ -30,7 +30,7 @@ from ceusfusion.stats import (
     youden,
 )
 
-REF = Path(__file__).resolve().parents[2] / "shared" / "stats-reference"
+REF = SHARED / "stats-reference"
 SMALL = ["a_small_ties", "b_clinical", "c_separated", "d_constant", "f_single_class", "g_one_positive"]
 ALL = SMALL + ["e_large"]
 

@@ -7,12 +7,15 @@ import shutil
 import subprocess
 
 import pytest
+from paths import ROOT
 from rich.console import Console
 
 from ceusfusion.config import load_config, parse_config
 from ceusfusion.core.errors import CeusError
 from ceusfusion.demo import run_demo
 from ceusfusion.study import STAGES, run_study
+
+pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
@@ -113,9 +116,8 @@ def test_export_and_predict_new_patient(tiny_run, tmp_path):
 
 
 def test_example_config_is_valid():
-    from pathlib import Path
 
-    cfg = load_config(Path(__file__).resolve().parents[1] / "examples" / "study.yaml")
+    cfg = load_config(ROOT / "examples" / "study.yaml")
     assert cfg.train.folds == 5 and len(cfg.train.archs) == 5
 
 
