@@ -120,3 +120,29 @@ def test_cli_evaluate_and_table1(tmp_path, capsys):
     assert e.value.code in (0, None)
     t1 = pd.read_csv(tmp_path / "t1.csv")
     assert t1.Characteristic.tolist()[:2] == ["age", "sex"]
+
+
+def test_models_scored_on_different_cases_are_compared_paired_on_the_shared_ones(tmp_path):
+    """Issue 15 item 4: the same patients are not independent samples. When one model lacks a few
+    cases (say, no usable video), DeLong is paired on the intersection, with n and the left-out cases
+    recorded; only models without a shared patient get the unpaired test."""
+    paths = _preds(tmp_path)
+    b = pd.read_csv(paths[1])
+    drop = sorted(b.loc[b.set == "test", "case_id"])[:3]
+    b[~b.case_id.isin(drop)].to_csv(paths[1], index=False)
+    evaluate(paths, tmp_path / "ev", figures=False)
+    (cmp,) = json.loads((tmp_path / "ev" / "metrics.json").read_text())["sets"]["test"]["comparisons"]
+    a = pd.read_csv(paths[0]).query("set == 'test' and case_id not in @drop").sort_values("case_id")
+    bb = pd.read_csv(paths[1]).query("set == 'test'").sort_values("case_id")
+    t = delong_test(a.y, a.prob, bb.prob)
+    assert cmp["paired"] and cmp["n"] == len(a) == 37
+    assert cmp["p"] == pytest.approx(t.p, rel=1e-12)
+    assert cmp["dropped"]["only_a"] == drop and cmp["dropped"]["only_b"] == []
+    assert "paired on the 37 patients" in cmp["note"]
+    # disjoint patients: independent samples, the unpaired test
+    b2 = pd.read_csv(paths[1])
+    b2["case_id"] = "other_" + b2["case_id"]
+    b2.to_csv(paths[1], index=False)
+    evaluate(paths, tmp_path / "ev2", figures=False)
+    (cmp2,) = json.loads((tmp_path / "ev2" / "metrics.json").read_text())["sets"]["test"]["comparisons"]
+    assert not cmp2["paired"] and "unpaired" in cmp2["note"]

@@ -109,22 +109,37 @@ def _dca(scores: dict, decision_curves) -> pd.DataFrame:
     return decision_curves(base["y"].to_numpy(), cols)
 
 
+DROPPED_REASON = "scored by one of the two models only (e.g. a case whose video or image could not be used)"
+
+
 def _comparisons(sub: pd.DataFrame, models: list[str], conf_level: float) -> list[dict]:
-    res = []
-    for a, b in combinations(models, 2):
-        da, db = sub[sub["model"] == a], sub[sub["model"] == b]
-        paired = set(da["case_id"]) == set(db["case_id"])
-        if paired:
-            mm = da.merge(db, on="case_id", suffixes=("_a", "_b"))
-            bad = mm["y_a"] != mm["y_b"]
-            if bad.any():
-                raise CeusError(f"models {a} and {b} disagree on y for case(s) {mm.loc[bad, 'case_id'].tolist()[:10]}")
-            t = delong_test(mm["y_a"].to_numpy(), mm["prob_a"].to_numpy(), mm["prob_b"].to_numpy(), conf_level)
-        else:
-            t = delong_test_unpaired(da["y"].to_numpy(), da["prob"].to_numpy(), db["y"].to_numpy(), db["prob"].to_numpy(), conf_level)
-        res.append({"a": a, "b": b, "method": "delong", "z": t.z, "p": t.p, "paired": paired, "auc_a": t.auc_a,
-                    "auc_b": t.auc_b, "diff": t.diff, "diff_ci": list(t.diff_ci), "note": t.note})
-    return res
+    return [_compare(a, b, sub[sub["model"] == a], sub[sub["model"] == b], conf_level) for a, b in combinations(models, 2)]
+
+
+def _compare(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame, conf_level: float) -> dict:
+    """DeLong test of two models. Patients both models scored are compared PAIRED on that intersection
+    (the same patients are not independent samples, whatever the other cases); the cases scored by
+    one model only are named in the record. Only models with no patient in common are compared unpaired."""
+    shared = set(da["case_id"]) & set(db["case_id"])
+    only_a, only_b = sorted(set(da["case_id"]) - shared), sorted(set(db["case_id"]) - shared)
+    mm = da.merge(db, on="case_id", suffixes=("_a", "_b"))
+    bad = mm["y_a"] != mm["y_b"]
+    if bad.any():
+        raise CeusError(f"models {a} and {b} disagree on y for case(s) {mm.loc[bad, 'case_id'].tolist()[:10]}")
+    paired = len(mm) > 0 and mm["y_a"].nunique() == 2
+    if paired:
+        t = delong_test(mm["y_a"].to_numpy(), mm["prob_a"].to_numpy(), mm["prob_b"].to_numpy(), conf_level)
+        note = t.note
+        if only_a or only_b:
+            note = (f"paired on the {len(mm)} patients both models scored; left out: {len(only_a)} scored only by {a}, "
+                    f"{len(only_b)} only by {b} ({DROPPED_REASON})" + (f"; {t.note}" if t.note else ""))
+    else:
+        t = delong_test_unpaired(da["y"].to_numpy(), da["prob"].to_numpy(), db["y"].to_numpy(), db["prob"].to_numpy(), conf_level)
+        note = "no patient scored by both models with both outcomes present: unpaired test" + (f"; {t.note}" if t.note else "")
+    return {"a": a, "b": b, "method": "delong", "z": t.z, "p": t.p, "paired": paired,
+            "n": int(len(mm)) if paired else int(len(da) + len(db)), "n_a": int(len(da)), "n_b": int(len(db)),
+            "dropped": {"only_a": only_a, "only_b": only_b, "reason": DROPPED_REASON} if paired and (only_a or only_b) else None,
+            "auc_a": t.auc_a, "auc_b": t.auc_b, "diff": t.diff, "diff_ci": list(t.diff_ci), "note": note}
 
 
 def _json_safe(o):
@@ -167,10 +182,10 @@ def comparisons_table(metrics: dict) -> pd.DataFrame:
     rows = []
     for s, block in metrics["sets"].items():
         for c in block["comparisons"]:
-            rows.append({"set": s, "a": c["a"], "b": c["b"], "method": c["method"], "paired": c["paired"],
+            rows.append({"set": s, "a": c["a"], "b": c["b"], "method": c["method"], "paired": c["paired"], "n": c.get("n"),
                          "auc_a": c["auc_a"], "auc_b": c["auc_b"], "diff": c["diff"], "diff_ci_lower": c["diff_ci"][0],
                          "diff_ci_upper": c["diff_ci"][1], "z": c["z"], "p": c["p"], "note": c["note"]})
-    return pd.DataFrame(rows, columns=["set", "a", "b", "method", "paired", "auc_a", "auc_b", "diff", "diff_ci_lower",
+    return pd.DataFrame(rows, columns=["set", "a", "b", "method", "paired", "n", "auc_a", "auc_b", "diff", "diff_ci_lower",
                                        "diff_ci_upper", "z", "p", "note"])
 
 
