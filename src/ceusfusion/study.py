@@ -37,7 +37,7 @@ from ceusfusion.explain.cases import explain
 from ceusfusion.explain.results import figure5_from_folders
 from ceusfusion.fusion.extract import features, score_features
 from ceusfusion.fusion.pipeline import FusionConfig, fuse
-from ceusfusion.ingest.cohort import clinical_columns, load_cohort, read_manifest, validate
+from ceusfusion.ingest.cohort import clinical_columns, groups_of, load_cohort, read_manifest, validate
 from ceusfusion.ingest.prepare import PrepareParams, prepare
 from ceusfusion.models.registry import read_config
 from ceusfusion.models.select import read_selection, select
@@ -251,7 +251,7 @@ class Study:
         cohort = pd.read_csv(self.layout.cohort, dtype=str)
         if "split" not in cohort:
             return None
-        g = cohort["group"].fillna(cohort["case_id"]) if "group" in cohort else cohort["case_id"]
+        g = groups_of(cohort)
         return not (set(g[cohort["split"] == "train"]) & set(g[cohort["split"] == "test"]))
 
     def _json(self, path: Path) -> dict | None:
