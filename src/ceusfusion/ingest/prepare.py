@@ -37,9 +37,7 @@ from ceusfusion.io.image import read_image
 from ceusfusion.io.mask import read_mask
 
 __all__ = ["CACHE_VERSION", "PrepareParams", "prepare", "prepare_image", "prepare_video", "case_hash", "process_case",
-           "write_sheet", "CaseResult", "PrepareSummary",
-           # ROI geometry lives in ingest.roi; re-exported until every caller imports it from there
-           "crop_resize", "fixed_or_whole", "square_box"]
+           "write_sheet", "CaseResult", "PrepareSummary"]
 
 CACHE_VERSION = 1
 
