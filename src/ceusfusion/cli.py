@@ -69,6 +69,7 @@ def split(
     test_fraction: float = typer.Option(0.3, help="Share of cases put in the test split."),
     seed: int = typer.Option(0, help="Random seed."),
     by_center: Optional[str] = typer.Option(None, "--by-center", help="Put this centre in test (external validation)."),
+    no_center: Optional[str] = typer.Option(None, "--no-center", help="With --by-center: where cases without a centre go, train or test (default: an error listing them)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default: <cohort>.split.csv beside it)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ):
@@ -79,7 +80,7 @@ def split(
     out = out or cohort.with_name(cohort.stem + ".split.csv")
     if out.exists() and not force:
         raise CeusError(f"{out} exists; pass --force to overwrite it or --out to choose another name")
-    df = make_split(read_manifest(cohort), test_fraction=test_fraction, seed=seed, by_center=by_center)
+    df = make_split(read_manifest(cohort), test_fraction=test_fraction, seed=seed, by_center=by_center, no_center=no_center)
     write_csv(out, df)
     n_test = int((df["split"] == "test").sum())
     console.print(f"wrote {out}: {len(df) - n_test} train / {n_test} test")
@@ -162,7 +163,10 @@ def train(
     batch_size: int = typer.Option(32, "--batch-size", help="Global batch size (split over DDP processes)."),
     lr: float = typer.Option(3e-4, "--lr"),
     patience: int = typer.Option(8, "--patience", help="Early stopping: epochs without a better fold-validation AUC."),
-    select: str = typer.Option("best", "--select", help="Checkpoint kept per fold: best (fold-validation AUC; slightly optimistic out-of-fold predictions) or last."),
+    select: str = typer.Option("last", "--select", help="Checkpoint kept per fold: last (the fixed epoch count; honest out-of-fold predictions) or best (fold-validation AUC; optimistic: chosen on the cases it scores)."),
+    test_scoring: str = typer.Option("refit", "--test-scoring", help="Test cases and new patients scored by: refit (one model on all training cases, the out-of-fold scale) or fold-mean (mean of the fold models; a shrunken scale)."),
+    class_weight: str = typer.Option("none", "--class-weight", help="none (unweighted loss) or balanced (positives weighted n0/n1, output prior-corrected by -log(n0/n1))."),
+    allow_pretrain_overlap: bool = typer.Option(False, "--allow-pretrain-overlap", help="Use --weights whose self-supervised pretraining saw this cohort's test videos (the report says so)."),
     size: Optional[int] = typer.Option(None, "--size", help="Resize cached arrays to this side first."),
     crop: int = typer.Option(224, "--crop", help="Random (train) / centre (eval) crop side."),
     seed: int = typer.Option(0, "--seed"),
@@ -201,7 +205,8 @@ def train(
         torch.set_num_threads(threads)
     cfg = TrainConfig(modality=modality, arch=arch, input_mode=input_mode, weights=weights, require_weights=require_weights,
                       epochs=epochs, folds=folds, batch_size=batch_size, lr=lr, patience=patience, size=size, crop=crop,
-                      seed=seed, device=device, name=name, freeze_bn=freeze_bn, precise_bn=precise_bn, select=select)
+                      seed=seed, device=device, name=name, freeze_bn=freeze_bn, precise_bn=precise_bn, select=select,
+                      test_scoring=test_scoring, class_weight=class_weight, allow_pretrain_overlap=allow_pretrain_overlap)
     res = run_train(run, cfg, resume=resume, overwrite=overwrite, progress=not no_progress)
     if res is not None and res.get("rank", 0) == 0:
         console.print(f"{res['name']}: mean CV AUC {res['cv_auc_mean']:.3f} ± {res['cv_auc_std']:.3f} "
@@ -246,16 +251,19 @@ def pretrain(
     resume: bool = typer.Option(False, "--resume", help="Continue an interrupted run (WEIGHTS.ckpt/)."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing weights file."),
     probe: bool = typer.Option(False, "--probe", help="Afterwards: linear and k-NN probes with grouped CV on the training labels."),
+    include_test_videos: bool = typer.Option(False, "--include-test-videos", help="Keep the cohort's test-split videos found under --unlabeled (left out by default, matched by path or content); the sidecar then records test_split_used: true and their case ids."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No per-epoch lines."),
 ):
     """Self-supervised contrastive pretraining on unlabeled video frames; weights load with train --weights."""
-    from ceusfusion.models.pretrain import PretrainConfig, collect_videos, probe_path
+    from ceusfusion.models.pretrain import PretrainConfig, plan_videos, probe_path
     from ceusfusion.models.pretrain import pretrain as run_pretrain
 
     if cohort is None and not unlabeled:
         raise CeusError("give a cohort manifest and/or --unlabeled folders of videos")
     if probe and cohort is None:
         raise CeusError("--probe needs a cohort manifest with labels")
+    if include_test_videos and cohort is None:
+        raise CeusError("--include-test-videos needs a cohort manifest (without one no test split is known)")
     if threads:
         import torch
 
@@ -263,18 +271,21 @@ def pretrain(
     cfg = PretrainConfig(arch=arch, size=size, epochs=epochs, batch_size=batch_size, method=method,
                          frames_per_video=frames_per_video, max_gap_s=max_gap_s, lr=lr, temperature=temperature,
                          min_crop=min_crop, queue=queue, init=init, seed=seed, device=device).check()
-    videos, sources = collect_videos(cohort, unlabeled)
-    console.print(f"pretraining {arch} ({method}) on {len(videos)} videos")
+    plan = plan_videos(cohort, unlabeled, include_test_videos=include_test_videos)
+    for note in plan.notes():
+        err_console.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
+    console.print(f"pretraining {arch} ({method}) on {len(plan)} videos")
 
     def show(rec):
         if not no_progress:
             console.print(f"epoch {rec['epoch']}/{epochs}: loss {rec['loss']:.4f} ({rec['seconds']:.1f} s, {rec['frames']} frames)")
 
-    side = run_pretrain(videos, out, cfg, resume=resume, overwrite=overwrite, on_epoch=show, sources=sources,
+    side = run_pretrain(plan, out, cfg, resume=resume, overwrite=overwrite, on_epoch=show,
                         probe_cohort=cohort if probe else None)
     if side is None:
         return
-    console.print(f"wrote {out} ({side['n_videos']} videos, {side['n_frames']} frames) and {out.with_suffix('.json')}")
+    console.print(f"wrote {out} ({side['n_videos']} videos, {side['n_frames']} frames, "
+                  f"test_split_used: {side.get('test_split_used')}) and {out.with_suffix('.json')}")
     for sk in side["videos_skipped"]:
         err_console.print(f"[yellow]skipped[/yellow] video {sk['video']}: {sk['problem']}", highlight=False, soft_wrap=True)
     if "probe" in side:
@@ -319,16 +330,21 @@ def table1(
     cohort: Path = typer.Argument(..., help="Cohort CSV with label, split and clinical columns."),
     out: Path = typer.Option(..., "--out", help="Output CSV."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated clinical columns (default: every non-schema column)."),
+    seed: int = typer.Option(0, help="Seed of the Monte Carlo Fisher test (only for tables too large to enumerate)."),
 ):
-    """Baseline characteristics per class within each set, with the right test per variable."""
-    from ceusfusion.core.fsutil import write_csv
+    """Baseline characteristics per class within each set, with the right test per variable.
+
+    Beside the CSV, <out>.tests.json records the test used per variable and set and the missing counts.
+    """
+    from ceusfusion.core.fsutil import write_csv, write_json
     from ceusfusion.ingest.cohort import read_manifest
     from ceusfusion.stats.table1 import table1 as make_table1
 
     cols = [c.strip() for c in columns.split(",")] if columns else None
-    t = make_table1(read_manifest(cohort), columns=cols)
+    t = make_table1(read_manifest(cohort), columns=cols, seed=seed)
     write_csv(out, t)
-    console.print(f"wrote {out}: {len(t)} rows")
+    write_json(out.with_suffix(".tests.json"), dict(t.attrs))
+    console.print(f"wrote {out}: {len(t)} rows; tests per variable in {out.with_suffix('.tests.json').name}")
 
 # ----------------------------------------------------------------------------- fusion (issue 6)
 

@@ -37,13 +37,14 @@ from ceusfusion.explain.cases import explain
 from ceusfusion.explain.results import figure5_from_folders
 from ceusfusion.fusion.extract import features, score_features
 from ceusfusion.fusion.pipeline import FusionConfig, fuse
+from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import clinical_columns, groups_of, load_cohort, read_manifest, validate
 from ceusfusion.ingest.prepare import PrepareParams, prepare
 from ceusfusion.models.registry import read_config
 from ceusfusion.models.select import read_selection, select
 from ceusfusion.models.train import TEST_SCORING, TrainConfig, TrainSettings, settings_differ, train
 from ceusfusion.report.html import build_report
-from ceusfusion.stats import table1
+from ceusfusion.stats.table1 import analysed_and_excluded, table1
 
 STAGES = ("validate", "prepare", "train", "select", "features", "fuse", "evaluate", "explain", "report")
 
@@ -211,12 +212,26 @@ class Study:
     def _evaluate(self) -> dict:
         names = list(self._best().values()) + (["DL_combined"] if self.cfg.fusion.enabled else [])
         metrics = evaluate([self.layout.predictions(n) for n in names], self.layout.evaluation, seed=self.cfg.seed)
-        cohort = read_manifest(self.layout.cohort)
-        cols = list(clinical_columns(cohort))
-        if cols:
-            write_csv(self.layout.evaluation / "table1.csv", table1(cohort, columns=cols, class_names=("OLNM-", "OLNM+")))
+        self._table1()
         test = metrics["sets"].get("test", {}).get("models", {})
         return {"test_auc": {k: v.get("auc") for k, v in test.items()}}
+
+    def _table1(self) -> None:
+        """Table 1 of the cases analysed (prepared); the cases that failed preparation listed apart, with why."""
+        cohort = read_manifest(self.layout.cohort)
+        cols = list(clinical_columns(cohort))
+        if not cols:
+            return
+        analysed, excluded = analysed_and_excluded(cohort, read_index(self.run)["case_id"])
+        t = table1(analysed, columns=cols, class_names=("OLNM-", "OLNM+"), seed=self.cfg.seed)
+        write_csv(self.layout.evaluation / "table1.csv", t)
+        fails = self.layout.prepared / "failures.csv"
+        why = pd.read_csv(fails, dtype=str) if fails.is_file() and fails.stat().st_size else pd.DataFrame()
+        why = dict(zip(why["case_id"], why["problem"])) if {"case_id", "problem"} <= set(why.columns) else {}
+        write_json(self.layout.evaluation / "table1_tests.json", {
+            **t.attrs, "n_analysed": len(analysed),
+            "excluded": [{"case_id": str(c), "split": str(sp), "reason": why.get(str(c), "not prepared")}
+                         for c, sp in zip(excluded["case_id"], excluded.get("split", [""] * len(excluded)))]})
 
     def _explain(self) -> dict:
         e = self.cfg.explain
@@ -266,7 +281,7 @@ class Study:
         if sel is None:
             return None
         summaries = [self._json(self.layout.model(n) / "summary.json") or {} for n in sel["best"].values()]
-        return all(s.get("test_scoring") == TEST_SCORING for s in summaries)
+        return all(s.get("test_scoring") in TEST_SCORING.values() for s in summaries)
 
     def _thresholds_from_train(self) -> bool | None:
         m = self._json(self.layout.metrics)

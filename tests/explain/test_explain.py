@@ -34,12 +34,12 @@ def trained(tmp_path_factory):
 def test_image_maps_shapes_folds_and_probabilities(trained):
     run, regions = trained
     res = explain_cases(run, "DL_image_resnet18", regions=regions)
-    assert len(res) == 8 and all(r.set == "test" and r.folds == [0, 1] for r in res)
+    assert len(res) == 8 and all(r.set == "test" and r.folds == ["full"] for r in res)  # the model that scored them
     for r in res:
         assert r.image.shape == (1, 48, 48, 3) and r.cam.shape == (1, 48, 48)
         assert 0 <= r.cam.min() and r.cam.max() <= 1 + 1e-6
         assert r.contribution is None and r.attention is None
-    # the probability is the mean of the fold models, as in the predictions file
+    # the probability is the refitted model's, as in the predictions file
     import pandas as pd
 
     pred = pd.read_csv(run / "predictions" / "DL_image_resnet18.csv", dtype={"case_id": str}).set_index("case_id")

@@ -169,6 +169,57 @@ def test_split_by_center_and_cli(tmp_path):
     assert e.value.code == 2
 
 
+def test_random_split_is_stratified_by_label_and_grouped_by_patient_for_any_seed():
+    """Unequal patient groups (1-4 cases) and rare positives: for every seed no patient is on both
+    sides and each label class (a group is positive if any case is) puts its share of cases in test
+    to within half of the largest group."""
+    rng = np.random.default_rng(11)
+    sizes = rng.integers(1, 5, size=120)
+    positive = rng.random(120) < 0.15
+    rows = [{"case_id": f"g{g}_{k}", "group": f"g{g}", "label": str(int(positive[g] and k == 0))}
+            for g in range(120) for k in range(sizes[g])]
+    df = pd.DataFrame(rows)
+    g_pos = df.groupby("group")["label"].transform(lambda v: (v == "1").any())
+    for seed in range(20):
+        out = make_split(df, test_fraction=0.25, seed=seed)
+        assert out.groupby("group")["split"].nunique().max() == 1
+        test = out["split"] == "test"
+        for cls in (True, False):
+            n_cls = int((g_pos == cls).sum())
+            assert abs(int((test & (g_pos == cls)).sum()) - 0.25 * n_cls) <= sizes.max() / 2, (seed, cls)
+
+
+def _no_centre_cohort():
+    df = _cohort(n=20)
+    df["center"] = ["A"] * 8 + ["B"] * 8 + [np.nan, np.nan, "", " "]  # "" and " " are no centre either
+    return df
+
+
+def test_split_by_center_refuses_cases_without_a_centre_unless_told_where_they_go(tmp_path):
+    df = _no_centre_cohort()
+    with pytest.raises(CeusError, match=r"4 case\(s\) have no 'center' value \(c16, c17, c18, c19\).*--no-center train\|test"):
+        make_split(df, by_center="B")
+    for where in ("train", "test"):
+        out = make_split(df, by_center="B", no_center=where)
+        assert out["split"].tolist() == ["train"] * 8 + ["test"] * 8 + [where] * 4
+    with pytest.raises(CeusError, match="--no-center must be 'train' or 'test'"):
+        make_split(df, by_center="B", no_center="drop")
+    with pytest.raises(CeusError, match="--no-center applies only with --by-center"):
+        make_split(df, no_center="train")
+    df.loc[16, "group"] = df.loc[8, "group"] = "same-patient"  # a patient seen at B and without a centre
+    with pytest.raises(CeusError, match="same-patient span centre 'B'"):
+        make_split(df, by_center="B", no_center="train")
+    _no_centre_cohort().to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(SystemExit) as e:
+        main(["split", str(tmp_path / "c.csv"), "--by-center", "B"])
+    assert e.value.code == 2 and not (tmp_path / "c.split.csv").exists()
+    with pytest.raises(SystemExit) as e:
+        main(["split", str(tmp_path / "c.csv"), "--by-center", "B", "--no-center", "test"])
+    assert e.value.code == 0
+    written = pd.read_csv(tmp_path / "c.split.csv", dtype=str, keep_default_na=False)
+    assert written["split"].tolist()[-4:] == ["test"] * 4
+
+
 def test_cli_usage_error_is_one_message_not_a_traceback(capsys):
     with pytest.raises(SystemExit) as e:
         main(["validate", "--bogus"])

@@ -53,20 +53,39 @@ def test_folds_are_grouped_and_oof_covers_each_training_case_once(trained):
     assert pred["prob"].between(0, 1).all()
 
 
-def test_test_probabilities_are_the_mean_of_the_fold_models(trained):
-    run, _ = trained
+def _test_probs(run, models) -> tuple[np.ndarray, np.ndarray]:
+    """(the predictions file's test probabilities, each listed model's own test probabilities)."""
     from ceusfusion.models.registry import transform_for
     from ceusfusion.models.train import predict_probs
 
     data = load_cached(run, "video")
     test = np.flatnonzero(data.split == "test")
     probs = []
-    for k in range(3):
+    for k in models:
         model, cfg = load_fold_model(run, "DL_video_resnet18", k)
         probs.append(predict_probs(model, data, test, transform_for(cfg)))
     pred = pd.read_csv(run / "predictions" / "DL_video_resnet18.csv", dtype={"case_id": str})
     te = pred[pred.set == "test"].set_index("case_id").loc[[data.case_ids[i] for i in test]]
-    np.testing.assert_allclose(te["prob"].to_numpy(), np.mean(probs, 0), atol=1e-6)
+    return te["prob"].to_numpy(), np.array(probs)
+
+
+def test_test_probabilities_come_from_the_model_refitted_on_all_training_cases(trained):
+    run, summary = trained
+    shown, (full,) = _test_probs(run, ["full"])
+    np.testing.assert_allclose(shown, full, atol=1e-6)
+    assert summary["test_scoring_mode"] == "refit" and summary["refit_epochs"] == 4
+    result = json.loads((run / "models" / "DL_video_resnet18" / "full" / "result.json").read_text())
+    assert result["epochs_run"] == 4
+
+
+def test_fold_mean_scoring_is_an_explicit_choice(tmp_path):
+    run = make_fake_run(tmp_path, n_train=24, n_test=6, size=24, frames=2, signal=1.0)
+    cfg = TrainConfig(modality="video", arch="resnet18", weights="none", epochs=1, folds=2, batch_size=8, crop=16,
+                      seed=0, test_scoring="fold-mean")
+    train(run, cfg, progress=False)
+    shown, probs = _test_probs(run, [0, 1])
+    np.testing.assert_allclose(shown, probs.mean(0), atol=1e-6)
+    assert not (run / "models" / "DL_video_resnet18" / "full").exists()
 
 
 def test_outputs_and_ranking(trained):

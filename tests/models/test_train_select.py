@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -38,9 +39,36 @@ def test_unknown_select_and_resume_of_a_config_without_the_key(tmp_path):
     train(run, TrainConfig(**cfg), progress=False)
     path = run / "models" / "m" / "config.json"
     old = json.loads(path.read_text())
-    old.pop("select")  # a model trained before the option existed
+    old.pop("select")  # a model trained before the option existed: it kept the best epoch (the old default)
     path.write_text(json.dumps(old))
-    assert train(run, TrainConfig(**cfg), resume=True, progress=False) is not None
+    assert train(run, TrainConfig(**cfg, select="best"), resume=True, progress=False) is not None
     with pytest.raises(CeusError, match="settings differ"):
         path.write_text(json.dumps(old))
-        train(run, TrainConfig(**cfg, select="last"), resume=True, progress=False)
+        train(run, TrainConfig(**cfg), resume=True, progress=False)
+
+
+def test_the_honest_choices_are_the_defaults():
+    """Out-of-fold rows not chosen on the cases they score, test rows on their scale, probabilities on the prevalence."""
+    cfg = TrainConfig()
+    assert (cfg.select, cfg.test_scoring, cfg.class_weight) == ("last", "refit", "none")
+
+
+@pytest.mark.parametrize("class_weight", ["none", "balanced"])
+def test_probabilities_are_on_the_cohorts_prevalence(tmp_path, class_weight):
+    """No signal, 20 % positives: the mean out-of-fold probability is near 0.2 with either loss (a weighted loss
+    without the prior correction puts it near 0.5), and the kept model records the correction it carries."""
+    from ceusfusion.core.runtime import load_tensors
+
+    run = make_fake_run(tmp_path, n_train=60, n_test=0, size=20, frames=2, group_size=1, with_video=False,
+                        signal=0.0, pos_rate=0.2, seed=1)
+    cfg = TrainConfig(modality="image", arch="resnet18", weights="none", epochs=4, folds=2, batch_size=10, crop=16,
+                      lr=1e-3, seed=0, class_weight=class_weight, test_scoring="fold-mean")
+    train(run, cfg, progress=False)
+    pred = pd.read_csv(run / "predictions" / f"{cfg.name}.csv")
+    prevalence = pred["y"].mean()
+    assert abs(pred["prob"].mean() - prevalence) < 0.1, (pred["prob"].mean(), prevalence)
+    folds = pd.read_csv(run / "models" / cfg.name / "folds.csv").merge(pred[["case_id", "y"]], on="case_id")
+    tr = folds[folds["fold"] != 0]
+    _, meta = load_tensors(run / "models" / cfg.name / "fold0" / "model.safetensors")
+    w = (tr["y"] == 0).sum() / (tr["y"] == 1).sum() if class_weight == "balanced" else 1.0
+    assert float(meta["logit_offset"]) == pytest.approx(-np.log(w))

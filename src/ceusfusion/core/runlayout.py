@@ -56,8 +56,9 @@ class RunLayout:
     def model(self, name: str) -> Path:
         return self.models / check_name(name)
 
-    def fold(self, name: str, k: int) -> Path:
-        return self.model(name) / f"fold{k}"
+    def fold(self, name: str, k: int | str) -> Path:
+        """A fold model's folder (``fold<k>``), or a named one such as the refitted ``full`` model."""
+        return self.model(name) / (check_name(k) if isinstance(k, str) else f"fold{int(k)}")
 
     def predictions(self, name: str) -> Path:
         return self.root / "predictions" / f"{check_name(name)}.csv"

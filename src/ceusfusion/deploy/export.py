@@ -22,6 +22,7 @@ from ceusfusion.core.fsutil import sha256_file, write_json
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.fusion.extract import default_layer
 from ceusfusion.fusion.features import is_score_name, read_features
+from ceusfusion.models.ensemble import REFIT, test_scoring_of
 from ceusfusion.models.registry import MODEL_FILE, build_from_config
 from ceusfusion.models.select import read_selection
 
@@ -48,12 +49,17 @@ def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
     for modality, name in read_selection(run.root).items():
         src = run.model(name)
         cfg = json.loads((src / "config.json").read_text())
+        scoring = test_scoring_of(cfg)
         folds = sorted(int(p.parent.name[4:]) for p in src.glob(f"fold*/{MODEL_FILE}"))
-        for k in folds:
-            (tmp / "models" / name / f"fold{k}").mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src / f"fold{k}" / MODEL_FILE, tmp / "models" / name / f"fold{k}" / MODEL_FILE)
+        # a new patient is scored like a test case: by the refitted model, or by every fold model
+        for d in ([REFIT] if scoring == "refit" else [f"fold{k}" for k in folds]):
+            if not (src / d / MODEL_FILE).is_file():
+                raise CeusError(f"{src / d / MODEL_FILE} not found: {name} has not finished training")
+            (tmp / "models" / name / d).mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src / d / MODEL_FILE, tmp / "models" / name / d / MODEL_FILE)
         shutil.copy2(src / "config.json", tmp / "models" / name / "config.json")
-        models[modality] = {"name": name, "folds": folds, "threshold": locked_threshold(metrics, name), "config": cfg}
+        models[modality] = {"name": name, "folds": folds if scoring == "fold-mean" else [], "test_scoring": scoring,
+                            "threshold": locked_threshold(metrics, name), "config": cfg}
     return models
 
 

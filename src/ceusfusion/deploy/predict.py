@@ -1,8 +1,8 @@
 """``ceusfusion predict``: one new patient through a bundle, exactly as the run scored its test cases.
 
 The patient's files are prepared with the bundle's recorded parameters, each model scores it the
-ensemble way (``models.ensemble.over_folds``: a case no fold model saw gets the mean of the fold
-models), classes come from the thresholds locked on the training set, and the fused model gets the
+ensemble way (``models.ensemble.over_folds``: a case no fold model saw gets the refitted model's
+value, or the mean of the fold models), classes come from the thresholds locked on the training set, and the fused model gets the
 same inputs it was fitted on. Nothing is loaded before the bundle's checksums are verified.
 """
 
@@ -24,7 +24,7 @@ from ceusfusion.fusion.extract import make_extractor
 from ceusfusion.fusion.features import joined_column, score_logit, score_name
 from ceusfusion.ingest.prepare import PrepareParams, prepare_image, prepare_video
 from ceusfusion.models.data import case_tensor, to_chw
-from ceusfusion.models.ensemble import UNSEEN, over_folds
+from ceusfusion.models.ensemble import REFIT, UNSEEN, over_folds
 from ceusfusion.models.registry import MODEL_FILE, load_model_file, transform_for
 
 
@@ -58,11 +58,14 @@ def model_input(arr: np.ndarray, modality: str, cfg: dict) -> torch.Tensor:
 
 
 def _score_model(bundle: Path, meta: dict, m: dict, x: torch.Tensor) -> tuple[float, np.ndarray | None, list, list]:
-    """(probability, fused-model features or None, fold models, per-fold probabilities) of one bundled model for the patient."""
+    """(probability, fused-model features or None, its models, per-model probabilities) of one bundled model for the patient."""
     cfg = m["config"]
     comb = meta.get("combined") or {}
     layer = comb.get("feature_layers", {}).get(m["name"]) or {"layer": None, "penultimate": True}
-    models = [load_model_file(bundle / "models" / m["name"] / f"fold{k}" / MODEL_FILE, cfg) for k in m["folds"]]
+    scoring = m.get("test_scoring", "fold-mean")
+    ids = [REFIT] if scoring == "refit" else list(m["folds"])
+    models = {k: load_model_file(bundle / "models" / m["name"] / (REFIT if k == REFIT else f"fold{k}") / MODEL_FILE, cfg)
+              for k in ids}
     fold_probs: list[float] = []
 
     def fold_values(f: int, _pos) -> np.ndarray:
@@ -78,9 +81,9 @@ def _score_model(bundle: Path, meta: dict, m: dict, x: torch.Tensor) -> tuple[fl
         fold_probs.append(float(prob.item()))
         return np.concatenate([prob.double().numpy().reshape(1, 1), feats.double().numpy().reshape(1, -1)], axis=1)
 
-    values = over_folds(np.array([UNSEEN]), len(models), fold_values)[0]
+    values = over_folds(np.array([UNSEEN]), len(m["folds"]), fold_values, scoring)[0]
     feats = values[1:] if comb and len(values) > 1 else None
-    return float(values[0]), feats, models, fold_probs
+    return float(values[0]), feats, list(models.values()), fold_probs
 
 
 def _fused(bundle: Path, meta: dict, result: dict, feats: dict) -> dict:
@@ -93,7 +96,7 @@ def _fused(bundle: Path, meta: dict, result: dict, feats: dict) -> dict:
     pipe = load_fusion_model(bundle, meta)
     row = {}
     for name, vec in feats.items():
-        if comb.get("inputs") == "scores":  # late fusion: the logit of the fold-mean probability
+        if comb.get("inputs") == "scores":  # late fusion: the logit of the model's probability
             row[joined_column(score_name(name), "f0000")] = float(score_logit(np.array([result["models"][name]["prob"]]))[0])
         else:
             row.update({joined_column(name, f"f{i:04d}"): float(np.float32(v)) for i, v in enumerate(vec)})

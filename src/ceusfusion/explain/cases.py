@@ -4,9 +4,10 @@ The maps themselves are :mod:`ceusfusion.explain.cam`'s; this module decides whi
 cases, which fold models, which class, and averages over the fold models.
 
 Which fold models: the fold plan of ``models.ensemble.FoldPlan``: test cases are
-explained by every fold model, maps and probabilities averaged (the test
-prediction is the mean of the fold models); training cases by the one fold model
-that held them out (their out-of-fold prediction). ``fold=K`` forces one model.
+explained by the model that scored them (the one refitted on all training cases, or,
+under ``test_scoring: fold-mean``, every fold model with maps and probabilities
+averaged); training cases by the one fold model that held them out (their
+out-of-fold prediction). ``fold=K`` (or ``"full"``) forces one model.
 
 Per-class selection (``per_class=K``): for each label the K cases with the most
 confident prediction *for their own label* (highest probability for label 1,
@@ -38,7 +39,7 @@ from ceusfusion.explain.regions import region_to_input, signal_regions
 from ceusfusion.explain.results import CaseExplanation, write_explanations
 from ceusfusion.explain.sanity import energy_share, randomise_model, rank_correlation
 from ceusfusion.models.data import CachedSet, load_cached
-from ceusfusion.models.ensemble import FoldPlan
+from ceusfusion.models.ensemble import REFIT, FoldPlan, model_number, test_scoring_of
 from ceusfusion.models.registry import load_fold_model, read_config, transform_for
 from ceusfusion.models.transforms import SUMMARY_CHANNELS, BatchTransform
 
@@ -67,10 +68,10 @@ def select_per_class(case_ids: list[str], labels: np.ndarray, probs: np.ndarray,
 def fold_plan(run, name: str, cfg: dict, case_ids: list[str], splits, fold: int | None) -> dict[str, list[int]]:
     """case_id -> the fold models that explain it: ``FoldPlan``'s, or ``[fold]`` for every case."""
     if fold is not None:
-        if not 0 <= fold < cfg["folds"]:
+        if fold != REFIT and not 0 <= fold < cfg["folds"]:
             raise CeusError(f"--fold {fold}: {name} has folds 0..{cfg['folds'] - 1}")
         return {c: [fold] for c in case_ids}
-    plan = FoldPlan.read(run, name, cfg["folds"])
+    plan = FoldPlan.read(run, name, cfg["folds"], test_scoring_of(cfg))
     return {c: plan.folds_for(c, s) for c, s in zip(case_ids, splits)}
 
 
@@ -118,7 +119,7 @@ def _prepare(run, name: str, cfg: dict, case_ids, split: str, fold: int | None, 
     pos = {c: i for i, c in enumerate(data.case_ids)}
     ids = _case_ids(run, cfg, data, pos, case_ids, split)
     plan = fold_plan(run, name, cfg, ids, [data.split[pos[c]] for c in ids], fold)
-    needed = sorted({k for v in plan.values() for k in v})
+    needed = sorted({k for v in plan.values() for k in v}, key=lambda m: model_number(m, cfg["folds"]))
     nets = {k: (models[k] if models and k in models else load_fold_model(run, name, k, device)[0]) for k in needed}
     for m in nets.values():
         m.to(device).eval()
@@ -223,8 +224,9 @@ def add_randomisation_check(run, name: str, results: list[CaseExplanation], meth
     if not results:
         return {}
     device = _device(device)
-    folds = sorted({k for r in results for k in r.folds})
-    rnd = {k: randomise_model(load_fold_model(run, name, k, device)[0], seed + k) for k in folds}
+    k_folds = read_config(run, name)["folds"]
+    folds = sorted({k for r in results for k in r.folds}, key=lambda m: model_number(m, k_folds))
+    rnd = {k: randomise_model(load_fold_model(run, name, k, device)[0], seed + model_number(k, k_folds)) for k in folds}
     by_fold: dict[tuple, list[str]] = {}
     for r in results:
         by_fold.setdefault(tuple(r.folds), []).append(r.case_id)
@@ -253,7 +255,9 @@ def _meta(name: str, cfg: dict, method: str, target: str, layer: str | None, fol
     return {"name": name, "arch": cfg["arch"], "modality": cfg["modality"], "input_mode": cfg["input_mode"],
             "method": method, "target": TARGETS[target],
             "layer": layer_name(cfg, layer),
-            "folds": "fixed" if fold is not None else "test: mean over fold models; train: the held-out fold model",
+            "folds": "fixed" if fold is not None else (
+                "test: the model refitted on all training cases" if test_scoring_of(cfg) == "refit"
+                else "test: mean over fold models") + "; train: the held-out fold model",
             "selection": ("given case ids" if case_ids else
                           f"per class the {per_class} most confident for their own label" if per_class else f"all {split} cases")}
 

@@ -27,7 +27,7 @@ class CaseExplanation:
     label: int
     prob: float
     set: str
-    folds: list[int]
+    folds: list  # fold numbers, or "full" (the refitted model)
     image: np.ndarray                      # (F, H, W, 3) float in [0, 1]: the de-normalised model input per frame
     cam: np.ndarray                        # (M, H, W) in [0, 1]; M = 1 (still / whole stack) or T (temporal)
     contribution: np.ndarray | None = None  # (T,) gradient × input per frame (video models)
@@ -48,7 +48,7 @@ class CaseExplanation:
 
     def numbers(self) -> dict:
         d = {"case_id": self.case_id, "set": self.set, "label": int(self.label), "prob": float(self.prob),
-             "folds": list(map(int, self.folds))}
+             "folds": [f if isinstance(f, str) else int(f) for f in self.folds]}
         if self.contribution is not None:
             d["frame_contribution"] = [float(v) for v in self.contribution]
             d["frame_share"] = [float(v) for v in self.share]

@@ -210,30 +210,59 @@ def problems_frame(problems: list[Problem]) -> pd.DataFrame:
 # --------------------------------------------------------------------------- splits
 
 
-def make_split(df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, by_center: str | None = None) -> pd.DataFrame:
+NO_CENTER_CHOICES = ("train", "test")
+
+
+def make_split(df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, by_center: str | None = None,
+               no_center: str | None = None) -> pd.DataFrame:
     """Return a copy with a ``split`` column: grouped by patient, stratified by label.
 
-    ``by_center`` puts every case of that centre in test (external validation).
-    The stratified split draws whole groups so that each label keeps about the
-    same share in train and test; a group counts as positive if any case is.
+    ``by_center`` puts every case of that centre in test (external validation);
+    cases without a centre value are an error unless ``no_center`` ('train' or
+    'test') says where they go, so none lands in training unnoticed. Otherwise
+    whole groups are drawn so that each label keeps about the same share in
+    train and test; a group counts as positive if any case is.
     """
-    if not 0 < test_fraction < 1 and by_center is None:
+    if by_center is not None:
+        return _centre_split(df, by_center, no_center)
+    if no_center is not None:
+        raise CeusError("--no-center applies only with --by-center")
+    if not 0 < test_fraction < 1:
         raise CeusError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     out = df.copy()
+    out["split"] = np.where(groups_of(out).isin(_stratified_test_groups(out, test_fraction, seed)), "test", "train")
+    return out
+
+
+def _centre_split(df: pd.DataFrame, by_center: str, no_center: str | None) -> pd.DataFrame:
+    """Centre ``by_center`` in test, the other centres in train, the cases without one where asked."""
+    if "center" not in df.columns:
+        raise CeusError("--by-center needs a 'center' column in the manifest")
+    if no_center is not None and no_center not in NO_CENTER_CHOICES:
+        raise CeusError(f"--no-center must be 'train' or 'test', got {no_center!r}")
+    out = df.copy()
+    centre = out["center"].astype(str).str.strip().where(out["center"].notna() & (out["center"].astype(str).str.strip() != ""))
+    centres = sorted(centre.dropna().unique())
+    if by_center not in centres:
+        raise CeusError(f"centre {by_center!r} not in the manifest (centres: {', '.join(centres)})")
+    absent = centre.isna()
+    if absent.any() and no_center is None:
+        ids = out.loc[absent, "case_id"].astype(str).tolist()
+        raise CeusError(f"{len(ids)} case(s) have no 'center' value ({', '.join(ids[:10])}{', ...' if len(ids) > 10 else ''}): "
+                        "fill it in, or say where they go with --no-center train|test")
+    test = (centre == by_center) | (absent & (no_center == "test"))
     groups = groups_of(out)
-    if by_center is not None:
-        if "center" not in out.columns:
-            raise CeusError("--by-center needs a 'center' column in the manifest")
-        centres = sorted(out["center"].dropna().astype(str).unique())
-        if by_center not in centres:
-            raise CeusError(f"centre {by_center!r} not in the manifest (centres: {', '.join(centres)})")
-        test = out["center"].astype(str) == by_center
-        mixed = sorted(set(groups[test]) & set(groups[~test]))
-        if mixed:
-            raise CeusError(f"group(s) {', '.join(mixed[:5])} span centre {by_center!r} and another centre")
-        out["split"] = np.where(test, "test", "train")
-        return out
-    labels = pd.to_numeric(out["label"], errors="coerce")
+    mixed = sorted(set(groups[test]) & set(groups[~test]))
+    if mixed:
+        raise CeusError(f"group(s) {', '.join(mixed[:5])} span centre {by_center!r} and another centre (or none)")
+    out["split"] = np.where(test, "test", "train")
+    return out
+
+
+def _stratified_test_groups(df: pd.DataFrame, test_fraction: float, seed: int) -> set[str]:
+    """Whole groups drawn per label class (seeded) until each class's test share reaches the fraction."""
+    groups = groups_of(df)
+    labels = pd.to_numeric(df["label"], errors="coerce")
     if labels.isna().any():
         raise CeusError("cannot split: some labels are missing or not numeric (run `ceusfusion validate`)")
     g_label = labels.groupby(groups).max().astype(int)
@@ -252,5 +281,4 @@ def make_split(df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, by_c
                 break
             test_groups.add(g)
             taken += g_size[g]
-    out["split"] = np.where(groups.isin(test_groups), "test", "train")
-    return out
+    return test_groups

@@ -96,14 +96,22 @@ def _read_arrays(run, modality: str, ids) -> list[np.ndarray]:
     return arrays
 
 
+def frame_channels_of(arrays: list[np.ndarray], splits: np.ndarray) -> int:
+    """Channels per frame the model gets: the most any training case has (all cases when none is training)."""
+    train = [a for a, s in zip(arrays, splits) if s == "train"] or arrays
+    return max(a.shape[1] for a in train)
+
+
 def load_cached(run, modality: str, size: int | None = None, case_ids: list[str] | None = None) -> CachedSet:
     """Load every prepared case that has ``modality`` into memory (optionally resized to ``size``).
 
-    Mixed grey/colour cases are made colour by replicating the grey ones.
+    Grey or colour is decided by the training cases alone (a test case must not change how the model
+    is built): colour when any training case is colour, grey ones then replicated; test cases are
+    converted to that (colour averaged to grey when every training case is grey), as ``predict`` does.
     """
     idx = _indexed_cases(run, modality, case_ids)
     arrays = _read_arrays(run, modality, idx["case_id"])
-    colour = max(a.shape[1] for a in arrays)
+    colour = frame_channels_of(arrays, idx["split"].astype(str).to_numpy())
     out = []
     for cid, a in zip(idx["case_id"], arrays):
         if a.shape[-1] != a.shape[-2]:

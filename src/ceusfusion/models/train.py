@@ -2,7 +2,15 @@
 
 Model selection happens on stratified, patient-grouped K-fold CV inside the training split
 (``models.ensemble``); the test split is scored once, after all folds, through
-``ensemble.over_folds``. Everything random comes from the seed, so on CPU an interrupted run resumed
+``ensemble.over_folds``: by default by one more model refitted on every training case for the same
+number of epochs (``test_scoring: refit``), so test scores are on the out-of-fold scores' scale.
+
+Honest by default: each fold keeps its last epoch (``select: last``), so out-of-fold scores were not
+chosen on the cases they score (``select: best`` is an explicit, optimistic opt-in), and the loss is
+unweighted (``class_weight: none``), so probabilities are on the cohort's prevalence. With
+``class_weight: balanced`` the positive class is weighted by n0/n1 and the kept model's output bias
+is shifted by -log(n0/n1), the exact prior correction of a weighted logistic loss, so its
+probabilities are on the cohort's prevalence too. Everything random comes from the seed, so on CPU an interrupted run resumed
 with ``resume=True`` ends with the same predictions as an uninterrupted one.
 
 Files (docs/contracts.md): RUN/models/<name>/{config.json, folds.csv, summary.json,
@@ -62,7 +70,8 @@ from ceusfusion.core.runtime import (
 )
 from ceusfusion.models.backbones import build_model, check_arch, model_channels
 from ceusfusion.models.data import CachedSet, load_cached
-from ceusfusion.models.ensemble import UNSEEN, make_folds, over_folds
+from ceusfusion.models.ensemble import REFIT, UNSEEN, make_folds, over_folds
+from ceusfusion.models.pretrain.provenance import check_pretrain_weights
 from ceusfusion.models.registry import MODEL_FILE, load_fold_model
 from ceusfusion.models.transforms import BatchTransform, augment_params, normalisation
 from ceusfusion.models.weights import fetch_weights
@@ -70,9 +79,12 @@ from ceusfusion.models.weights import fetch_weights
 log = logging.getLogger(__name__)
 
 # what _score_test does, recorded in summary.json so the report's safeguard reads a fact, not a file's existence
-TEST_SCORING = "once, after all folds: mean of the fold models"
+TEST_SCORING = {"refit": "once, after all folds: one model refitted on all training cases",
+                "fold-mean": "once, after all folds: mean of the fold models"}
 # settings that change where a model runs, not what it computes: a resume may change them
 RUNTIME_KEYS = ("device",)
+# what a config.json without the key was trained with (the defaults before the key was recorded)
+LEGACY_DEFAULTS = {"select": "best", "test_scoring": "fold-mean", "class_weight": "balanced"}
 
 
 class TrainSettings(StageConfig):
@@ -82,6 +94,8 @@ class TrainSettings(StageConfig):
 
     weights: str = "imagenet"
     require_weights: bool = False
+    # use self-supervised weights whose pretraining saw this cohort's test videos (the report says so)
+    allow_pretrain_overlap: bool = False
     epochs: int = Field(30, ge=1)
     folds: int = Field(5, ge=2)
     batch_size: int = Field(32, ge=1)
@@ -95,9 +109,14 @@ class TrainSettings(StageConfig):
     # before each validation, recompute BatchNorm statistics exactly over the fold's training cases
     # (small cohorts take few optimiser steps, and momentum-averaged statistics lag the weights)
     precise_bn: bool = True
-    # "best": keep the epoch with the best validation AUC (its out-of-fold AUC is optimistic: chosen on the
-    # fold it scores); "last": keep the final epoch (unbiased out-of-fold predictions, as for a baseline)
-    select: Literal["best", "last"] = "best"
+    # "last": keep the final epoch (out-of-fold predictions not chosen on the cases they score);
+    # "best": keep the epoch with the best validation AUC (optimistic: chosen on the fold it scores)
+    select: Literal["best", "last"] = "last"
+    # how test cases (and new patients) are scored: "refit" one model on all training cases for the
+    # fixed epoch count (same scale as out-of-fold scores), or "fold-mean" the mean of the fold models
+    test_scoring: Literal["refit", "fold-mean"] = "refit"
+    # "none": unweighted loss; "balanced": positives weighted n0/n1, output bias corrected by -log(n0/n1)
+    class_weight: Literal["none", "balanced"] = "none"
     size: int | None = Field(None, ge=8)  # resize the cached arrays to this side first (None: as cached)
     crop: int = Field(224, ge=1)
 
@@ -136,7 +155,7 @@ def default_name(modality: str, arch: str, input_mode: str) -> str:
 def settings_differ(old: dict, new: dict) -> list[str]:
     """THE resume rule: a saved model continues (or is kept) only when every setting that defines it is
     unchanged; only :data:`RUNTIME_KEYS` may differ. Returns the keys that differ."""
-    defaults = TrainConfig().model_dump()
+    defaults = {**TrainConfig().model_dump(), **LEGACY_DEFAULTS}
     return [k for k in new if k not in RUNTIME_KEYS and old.get(k, defaults.get(k)) != new[k]]
 
 
@@ -177,13 +196,14 @@ def _chunks(idx: np.ndarray, batch_size: int) -> list[np.ndarray]:
 
 @torch.no_grad()
 def predict_probs(model: nn.Module, data: CachedSet, idx: np.ndarray, tf: BatchTransform, batch_size: int = 64,
-                  amp: bool = False) -> np.ndarray:
+                  amp: bool = False, offset: float = 0.0) -> np.ndarray:
+    """Eval-mode probabilities of the cached cases ``idx``; ``offset`` is added to the logit first."""
     model.eval()
     out = []
     for s in range(0, len(idx), batch_size):
         x = tf(data.x[torch.as_tensor(idx[s:s + batch_size])])
         with autocast(tf.device, amp):
-            out.append(torch.sigmoid(model(x).float()).cpu())
+            out.append(torch.sigmoid(model(x).float() + offset).cpu())
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
@@ -295,17 +315,35 @@ class _Fold:
     starts: list
     lossf: nn.Module
     state: dict
+    offset: float = 0.0  # added to the output logit of the kept model (prior correction)
 
 
-def _build_fold(ctx: _Ctx, k: int, tr: np.ndarray) -> _Fold:
-    """Model, optimiser, LR schedule and loss of fold ``k``, at epoch 0."""
+def pos_weight_of(labels: np.ndarray, class_weight: str) -> float:
+    """The positive-class loss weight: n0/n1 under ``balanced``, else 1."""
+    if class_weight != "balanced":
+        return 1.0
+    return float((labels == 0).sum()) / max(1.0, float((labels == 1).sum()))
+
+
+def corrected_state(state: dict, offset: float) -> dict:
+    """The model's state dict with ``offset`` added to its output bias (``head.bias``)."""
+    if offset == 0.0:
+        return state
+    if "head.bias" not in state:
+        raise CeusError("class_weight 'balanced' needs a model whose output layer is 'head' with a bias")
+    return {**state, "head.bias": state["head.bias"] + offset}
+
+
+def _build_fold(ctx: _Ctx, k: int | str, tr: np.ndarray) -> _Fold:
+    """Model, optimiser, LR schedule and loss of fold ``k`` (or the :data:`REFIT` model), at epoch 0."""
     cfg, dev = ctx.cfg, ctx.device
     # Every fold starts from the same weights (pretrained, or random from the run's seed), so the
     # fold models' penultimate features stay comparable: out-of-fold features for fusion need that.
     torch.manual_seed(cfg.seed)
     model, used = build_model(cfg.arch, cfg.input_mode, ctx.data.frames, ctx.data.frame_channels,
                               ctx.weights, cfg.require_weights, cfg.dropout)
-    torch.manual_seed(fold_seed(cfg.seed, k))
+    seed_k = cfg.folds if k == REFIT else k
+    torch.manual_seed(fold_seed(cfg.seed, seed_k))
     model = model.to(dev)
     if ctx.cuda:
         model = model.to(memory_format=torch.channels_last)
@@ -315,8 +353,8 @@ def _build_fold(ctx: _Ctx, k: int, tr: np.ndarray) -> _Fold:
     starts = [s for s in range(0, n, bsz) if min(bsz, n - s) >= 2 * ctx.world]
     total, warm = cfg.epochs * len(starts), int(round(cfg.warmup_epochs * len(starts)))
     sched = WarmupCosine(opt, total, warm)
-    y_tr = ctx.data.labels[tr]
-    pos_weight = torch.tensor(float((y_tr == 0).sum()) / max(1.0, float((y_tr == 1).sum())), dtype=torch.float32, device=dev)
+    w = pos_weight_of(ctx.data.labels[tr], cfg.class_weight)
+    pos_weight = torch.tensor(w, dtype=torch.float32, device=dev)
     state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "bad": 0, "history": [],
              "best_val_prob": None, "weights_used": used}
     net = model
@@ -324,15 +362,17 @@ def _build_fold(ctx: _Ctx, k: int, tr: np.ndarray) -> _Fold:
         if ctx.cuda:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if ctx.cuda else None)
-    return _Fold(k, ctx.out / f"fold{k}", model, net, opt, sched, torch.Generator().manual_seed(fold_seed(cfg.seed, k) + 7),
-                 starts, nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="sum"), state)
+    return _Fold(k, RunLayout(ctx.run).fold(cfg.name, k), model, net, opt, sched,
+                 torch.Generator().manual_seed(fold_seed(cfg.seed, seed_k) + 7), starts,
+                 nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="sum"), state, offset=-math.log(w))
 
 
 def _save_epoch(ctx: _Ctx, f: _Fold, improved: bool) -> None:
     """The kept model (when it improved) and the resumable checkpoint, as one unit."""
     msd = dict(f.model.state_dict())
     if improved:
-        save_tensors(f.dir / MODEL_FILE, msd, {"epoch": str(f.state["epoch"]), "arch": ctx.cfg.arch})
+        save_tensors(f.dir / MODEL_FILE, corrected_state(msd, f.offset),
+                     {"epoch": str(f.state["epoch"]), "arch": ctx.cfg.arch, "logit_offset": repr(f.offset)})
     ot, ometa = optimizer_tensors(f.opt)
     tensors = {**{f"model.{k}": v for k, v in msd.items()}, **ot, **rng_tensors(f.gen, ctx.device)}
     save_checkpoint(f.dir / "checkpoint", tensors, {**f.state, "optim": ometa, "scheduler": f.sched.state_dict()})
@@ -352,11 +392,14 @@ def _resume_fold(ctx: _Ctx, f: _Fold) -> None:
 
 
 def _validate(ctx: _Ctx, f: _Fold, tr: np.ndarray, va: np.ndarray) -> tuple[np.ndarray, float, float]:
-    """Eval-mode probabilities of the validation fold (after precise BatchNorm): (probs, AUC, loss)."""
+    """Eval-mode probabilities of the validation fold (after precise BatchNorm), as the kept model will give
+    them (prior-corrected): (probs, AUC, loss). The refitted model has no validation cases: (empty, nan, nan)."""
     tf_eval = ctx.transform()
     if ctx.cfg.precise_bn and not ctx.cfg.freeze_bn:
         recalibrate_bn(f.model, ctx.data, tr, tf_eval, amp=True)
-    vp = predict_probs(f.model, ctx.data, va, tf_eval, amp=True)
+    if not len(va):
+        return np.zeros(0), float("nan"), float("nan")
+    vp = predict_probs(f.model, ctx.data, va, tf_eval, amp=True, offset=f.offset)
     yv = ctx.data.labels[va]
     vloss = float(nn.functional.binary_cross_entropy(torch.as_tensor(vp).clamp(1e-7, 1 - 1e-7),
                                                      torch.as_tensor(yv, dtype=torch.float64)))
@@ -381,7 +424,7 @@ def _run_epoch(ctx: _Ctx, f: _Fold, tr: np.ndarray, va: np.ndarray) -> float:
     st["history"].append({"epoch": st["epoch"], "lr": _lr_used(f),
                           "train_loss": train_loss, "val_loss": vloss, "val_auc": auc,
                           "seconds": round(time.perf_counter() - t0, 3)})
-    improved = score > st["best"] or cfg.select == "last"
+    improved = cfg.select == "last" or not len(va) or score > st["best"]
     if improved:
         st.update(best=score, best_epoch=st["epoch"], bad=0, best_val_prob=vp.tolist())
     else:
@@ -400,7 +443,7 @@ def _lr_used(f: _Fold) -> float:
 def _finish_fold(ctx: _Ctx, f: _Fold, va: np.ndarray) -> dict:
     """result.json and oof.csv (the fold's out-of-fold probabilities); the checkpoint is no longer needed."""
     st = f.state
-    res = {"fold": f.k, "auc": st["best"] if st["best"] > -math.inf and st["best"] >= 0 else float("nan"),
+    res = {"fold": f.k, "auc": st["best"] if len(va) and st["best"] > -math.inf and st["best"] >= 0 else float("nan"),
            "best_epoch": st["best_epoch"], "epochs_run": st["epoch"], "weights_used": st["weights_used"]}
     if ctx.main:
         write_json(f.dir / "result.json", res)
@@ -411,8 +454,11 @@ def _finish_fold(ctx: _Ctx, f: _Fold, va: np.ndarray) -> dict:
     return res
 
 
-def _train_fold(ctx: _Ctx, k: int, tr: np.ndarray, va: np.ndarray, resume: bool) -> dict:
-    fdir = ctx.out / f"fold{k}"
+def _train_fold(ctx: _Ctx, k: int | str, tr: np.ndarray, va: np.ndarray, resume: bool,
+                epochs: int | None = None) -> dict:
+    """Train fold ``k`` (or the refitted model) for ``epochs`` (default: the config's), or read its result."""
+    fdir = RunLayout(ctx.run).fold(ctx.cfg.name, k)
+    epochs = ctx.cfg.epochs if epochs is None else epochs
     if (fdir / "oof.csv").is_file():
         return json.loads((fdir / "result.json").read_text())
     f = _build_fold(ctx, k, tr)
@@ -421,18 +467,20 @@ def _train_fold(ctx: _Ctx, k: int, tr: np.ndarray, va: np.ndarray, resume: bool)
     cfg = ctx.cfg
     task = None
     if ctx.progress is not None:
-        task = ctx.progress.add_task(f"{cfg.name} fold {k}", total=cfg.epochs, completed=f.state["epoch"], auc="")
-    while f.state["epoch"] < cfg.epochs and f.state["bad"] < cfg.patience:
+        label = "refit on all training cases" if k == REFIT else f"fold {k}"
+        task = ctx.progress.add_task(f"{cfg.name} {label}", total=epochs, completed=f.state["epoch"], auc="")
+    while f.state["epoch"] < epochs and f.state["bad"] < cfg.patience:
         if ctx.budget[0] is not None and ctx.budget[0] <= 0:
             raise _Interrupted()
         auc = _run_epoch(ctx, f, tr, va)
         if task is not None:
-            ctx.progress.update(task, completed=f.state["epoch"], auc=f"val AUC {auc:.3f} (best {f.state['best']:.3f})")
+            ctx.progress.update(task, completed=f.state["epoch"],
+                                auc="" if math.isnan(auc) else f"val AUC {auc:.3f} (best {f.state['best']:.3f})")
         if ctx.budget[0] is not None:
             ctx.budget[0] -= 1
     res = _finish_fold(ctx, f, va)
     if task is not None:
-        ctx.progress.update(task, completed=cfg.epochs)
+        ctx.progress.update(task, completed=epochs)
     return res
 
 
@@ -529,25 +577,53 @@ def _score_test(ctx: _Ctx, test_idx: np.ndarray) -> np.ndarray:
     tf = ctx.transform()
     tf.channels_last = False
 
-    def fold_probs(k: int, pos: np.ndarray) -> np.ndarray:
+    def fold_probs(k: int | str, pos: np.ndarray) -> np.ndarray:
         model, _ = load_fold_model(ctx.run, ctx.cfg.name, k, ctx.device)
         return predict_probs(model, ctx.data, test_idx[pos], tf, amp=True)
 
-    return over_folds(np.full(len(test_idx), UNSEEN), ctx.cfg.folds, fold_probs)
+    return over_folds(np.full(len(test_idx), UNSEEN), ctx.cfg.folds, fold_probs, ctx.cfg.test_scoring)
+
+
+def pretrain_facts(run: Path, cfg: TrainConfig) -> dict | None:
+    """Refuse weights pretrained on the run's test cases (unless allowed); what the report says about them.
+    A run without RUN/cohort.csv (a cache made by hand) has no test videos to compare with."""
+    cohort = RunLayout(run).cohort
+    if str(cfg.weights).lower() in ("none", "imagenet"):
+        return None
+    if not cohort.is_file():
+        return {"weights": str(cfg.weights), "note": f"no {cohort} to check the pretraining against"}
+    return check_pretrain_weights(cfg.weights, cohort, cfg.allow_pretrain_overlap)
+
+
+def refit_epochs(cfg: TrainConfig, results: list[dict]) -> int:
+    """Epochs of the refitted model: the fixed count under ``last``; the median kept epoch under ``best``."""
+    if cfg.select == "last":
+        return cfg.epochs
+    return max(1, int(round(float(np.median([r["best_epoch"] for r in results])))))
+
+
+def _train_folds(ctx: _Ctx, train_idx: np.ndarray, fold: np.ndarray, resume: bool) -> tuple[list[dict], dict | None]:
+    """Every fold, then (``refit``) the model on all training cases: (fold results, refit result or None)."""
+    cfg = ctx.cfg
+    results = [_train_fold(ctx, k, train_idx[fold != k], train_idx[fold == k], resume) for k in range(cfg.folds)]
+    if cfg.test_scoring != "refit":
+        return results, None
+    full = _train_fold(ctx, REFIT, train_idx, train_idx[:0], resume, epochs=refit_epochs(cfg, results))
+    return results, full
 
 
 def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, rank, device):
     t_start = time.perf_counter()
+    provenance = pretrain_facts(run, cfg)  # before anything is written: a refused --weights leaves no trace
     data, out, train_idx, fold = _setup(run, cfg, resume, overwrite, world, rank, device)
     pretrained = str(cfg.weights).lower() != "none"
     ctx = _Ctx(cfg, run, out, data, device, world, rank, pretrained, [max_epochs_this_call])
-    if any(not (out / f"fold{k}" / "oof.csv").is_file() for k in range(cfg.folds)):
+    models = list(range(cfg.folds)) + ([REFIT] if cfg.test_scoring == "refit" else [])
+    if any(not (RunLayout(run).fold(cfg.name, k) / "oof.csv").is_file() for k in models):
         ctx.weights = fetch_weights(cfg.arch, cfg.weights, cfg.require_weights)
-    results = []
     with _progress_bar(ctx, progress):
         try:
-            for k in range(cfg.folds):
-                results.append(_train_fold(ctx, k, train_idx[fold != k], train_idx[fold == k], resume))
+            results, full = _train_folds(ctx, train_idx, fold, resume)
         except _Interrupted:
             return None
     test_idx = np.flatnonzero(data.split == "test")
@@ -559,6 +635,8 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
                       "y": data.labels[test_idx], "prob": test_prob}),
     ], ignore_index=True)
     summary = _summary(cfg, results, oof, len(train_idx), len(test_idx), world, time.perf_counter() - t_start)
+    summary["refit_epochs"] = None if full is None else full["epochs_run"]
+    summary["pretrain_provenance"] = provenance
     summary["rank"] = rank
     if rank == 0:
         write_csv(RunLayout(run).predictions(cfg.name), pred)
@@ -574,5 +652,8 @@ def _summary(cfg: TrainConfig, results: list[dict], oof: pd.DataFrame, n_train: 
             "fold_auc": aucs, "cv_auc_mean": float(np.nanmean(aucs)), "cv_auc_std": float(np.nanstd(aucs)),
             "oof_auc": safe_auc(oof["y"].to_numpy(), oof["prob"].to_numpy()),
             "best_epochs": [r["best_epoch"] for r in results], "select": cfg.select,
-            "test_scoring": TEST_SCORING, "n_train": int(n_train),
+            # what a reader must know about the out-of-fold numbers: chosen on the cases they score or not
+            "oof_label": "out-of-fold" if cfg.select == "last" else "out-of-fold, epoch chosen on the same fold (optimistic)",
+            "test_scoring": TEST_SCORING[cfg.test_scoring], "test_scoring_mode": cfg.test_scoring,
+            "class_weight": cfg.class_weight, "n_train": int(n_train),
             "n_test": int(n_test), "seconds": round(seconds, 1), "world_size": world}

@@ -3,10 +3,16 @@
 Layout of the reference study's Table 1: one row per continuous variable
 (mean ± SD, or median [Q1, Q3] when Shapiro-Wilk rejects normality in either
 class), a header row per categorical variable followed by one ``n (%)`` row per
-level, and one p-value column per set. Tests: Student's t-test or
-Mann-Whitney U for continuous variables; chi-square (Yates-corrected for
-2x2), or Fisher's exact test when a 2x2 table has an expected count below 5.
-The test used is recorded in ``df.attrs["tests"]``.
+level, a ``Missing`` row (counts) under every variable that lacks values, and
+one p-value column per set.
+
+Tests, on each variable's non-missing values: Student's t-test or Mann-Whitney
+U for continuous variables; for categorical ones chi-square (Yates-corrected
+for 2x2) when every expected count is at least 5, otherwise Fisher's exact
+test, for r x c tables as R's ``fisher.test`` computes it (network algorithm,
+R's tolerance), or a seeded Monte Carlo of that p-value when the table is too
+large to enumerate. The test used per variable and set is in
+``df.attrs["tests"]``, the missing counts in ``df.attrs["missing"]``.
 """
 
 from __future__ import annotations
@@ -14,11 +20,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 from scipy import stats
+from scipy.special import gammaln
 
 from ceusfusion.core.errors import CeusError
 
 NOT_CLINICAL = ("case_id", "label", "split", "group", "image", "image_mask", "video", "video_mask")
 SET_NAMES = {"train": "Training set", "test": "Test set", "all": "All"}
+MISSING = "  Missing"
+NOTE = ("P values are computed on the non-missing values of each variable; "
+        "'Missing' rows give the number of cases without a value, per class.")
 
 
 def fmt_p(p: float) -> str:
@@ -47,72 +57,246 @@ def continuous_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> tuple[
     return "Mann-Whitney U", float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue), False
 
 
-def categorical_test(table: np.ndarray) -> tuple[str, float]:
-    """(test name, p) for a levels x classes count table."""
+# --------------------------------------------------------------------------- Fisher's exact test, r x c
+
+FEXACT_TOL = 3.45254e-7  # R's FEXACT (fisher.test, r x c): a table counts if log P <= log P(observed) + this
+MAX_WORK = 200_000  # steps (a node, a way to fill a row, 16 path lengths): 1-2 s; past it, Monte Carlo
+MC_RESAMPLES = 10_000  # R's simulate.p.value default is B = 2000; 10000 keeps the Monte Carlo SE below 0.005
+
+
+class TableTooLarge(CeusError):
+    """The exact enumeration would take more than ``max_work`` steps."""
+
+
+def _compositions(total: int, caps: tuple[int, ...]):
+    """Every way to spread ``total`` over cells bounded by ``caps`` (one row of a table)."""
+    if len(caps) == 1:
+        if total <= caps[0]:
+            yield (total,)
+        return
+    rest = sum(caps[1:])
+    for x in range(max(0, total - rest), min(total, caps[0]) + 1):
+        for tail in _compositions(total - x, caps[1:]):
+            yield (x, *tail)
+
+
+def _merge(parts: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """Pool the paths reaching one node; equal past lengths (to 1e-9) add their multiplicities."""
+    past = np.concatenate([p for p, _ in parts])
+    freq = np.concatenate([f for _, f in parts])
+    _, first, inv = np.unique(np.round(past, 9), return_index=True, return_inverse=True)
+    return past[first], np.bincount(inv.ravel(), weights=freq)
+
+
+class _Network:
+    """Rows of a table placed in turn: the network algorithm of Mehta and Patel, as R's FEXACT.
+
+    A node is (row index, remaining column margins, sorted: completions do not depend on column
+    order). Its exact shortest and longest remaining path (log-probability) are memoised, so a path
+    whose every completion is as extreme as the observed table is summed in closed form
+    (Vandermonde) and one with none is dropped; paths reaching a node with equal lengths merge.
+    """
+
+    def __init__(self, table: np.ndarray, max_work: int):
+        self.rows = [int(r) for r in table.sum(axis=1)]
+        self.lf = gammaln(np.arange(int(table.sum()) + 1) + 1.0).tolist()  # log k!
+        self.suffix = np.cumsum([self.lf[r] for r in self.rows][::-1])[::-1].tolist() + [0.0]
+        cols = [int(c) for c in table.sum(axis=0)]
+        self.const = sum(self.lf[r] for r in self.rows) + sum(self.lf[c] for c in cols) - self.lf[sum(cols)]
+        self.threshold = self.weight(table.ravel()) + FEXACT_TOL
+        self.start = tuple(sorted(cols))
+        self.memo: dict = {}
+        self.kids: dict = {}
+        self.budget = max_work
+
+    def weight(self, cells) -> float:
+        return -sum(self.lf[int(x)] for x in cells)
+
+    def spend(self, n: int = 1) -> None:
+        self.budget -= n
+        if self.budget < 0:
+            raise TableTooLarge("Fisher's exact test: the table is too large to enumerate")
+
+    def children(self, i: int, m: tuple[int, ...]) -> list[tuple[tuple[int, ...], float]]:
+        """(child node, arc length) for every way to fill row i from margins m."""
+        if (i, m) not in self.kids:
+            self.kids[i, m] = [(tuple(sorted(a - b for a, b in zip(m, x))), self.weight(x))
+                               for x in _compositions(self.rows[i], m)]
+        self.spend(len(self.kids[i, m]))
+        return self.kids[i, m]
+
+    def bounds(self, i: int, m: tuple[int, ...]) -> tuple[float, float]:
+        """(shortest, longest) remaining path from node (i, m)."""
+        if (i, m) not in self.memo:
+            self.spend()
+            if i == len(self.rows) - 1:
+                self.memo[i, m] = (self.weight(m), self.weight(m))
+            else:
+                ends = [(w + lo, w + hi) for child, w in self.children(i, m) for lo, hi in [self.bounds(i + 1, child)]]
+                self.memo[i, m] = (min(e[0] for e in ends), max(e[1] for e in ends))
+        return self.memo[i, m]
+
+    def p_value(self) -> float:
+        """Probability of the tables whose path is no longer than the observed one's (+ tolerance)."""
+        stage = {self.start: (np.zeros(1), np.ones(1))}
+        total = 0.0
+        for i in range(len(self.rows)):
+            nxt: dict = {}
+            for m, (past, freq) in stage.items():
+                self.spend(1 + len(past) // 16)  # numpy: a path length costs far less than a node
+                lo, hi = self.bounds(i, m)
+                done = past + hi <= self.threshold
+                mass = self.lf[sum(m)] - sum(self.lf[c] for c in m) - self.suffix[i] + self.const
+                total += float(np.sum(freq[done] * np.exp(past[done] + mass)))
+                open_ = ~done & (past + lo <= self.threshold)
+                if open_.any():
+                    for child, w in self.children(i, m):
+                        nxt.setdefault(child, []).append((past[open_] + w, freq[open_]))
+            stage = {m: _merge(parts) for m, parts in nxt.items()}
+        return min(1.0, total)
+
+
+def fisher_exact_rxc(table, max_work: int | None = None) -> float:
+    """Exact Fisher p-value of an r x c table, as R's ``fisher.test``: the probability, under fixed
+    margins, of the tables no more probable than the observed one (R's FEXACT tolerance).
+
+    Needed because scipy's ``fisher_exact`` on an r x c table is an unseeded Monte Carlo.
+    Raises TableTooLarge past ``max_work`` steps (default ``MAX_WORK``).
+    """
+    t = np.asarray(table, dtype=np.int64)
+    if t.ndim != 2 or np.any(t < 0):
+        raise CeusError("Fisher's exact test needs a 2-D table of non-negative counts")
+    t = t[t.sum(axis=1) > 0][:, t.sum(axis=0) > 0]
+    if min(t.shape, default=0) < 2:
+        return 1.0
+    if t.shape[1] > t.shape[0]:
+        t = t.T  # fewer columns: fewer ways to fill a row
+    t = t[np.argsort(-t.sum(axis=1), kind="stable")]  # largest rows first: fewer open paths
+    return _Network(t, MAX_WORK if max_work is None else max_work).p_value()
+
+
+def fisher_test(table, seed: int = 0, max_work: int | None = None) -> tuple[str, float]:
+    """(test name, p): exact r x c Fisher, or a seeded Monte Carlo of the same p-value when too large."""
+    try:
+        return "Fisher's exact (r×c)", fisher_exact_rxc(table, max_work)
+    except TableTooLarge:
+        mc = stats.MonteCarloMethod(n_resamples=MC_RESAMPLES, rng=np.random.default_rng(seed))
+        p = float(stats.fisher_exact(np.asarray(table, dtype=np.int64), method=mc).pvalue)
+        return f"Fisher's exact (Monte Carlo, B={MC_RESAMPLES}, seed {seed})", p
+
+
+def categorical_test(table: np.ndarray, seed: int = 0) -> tuple[str, float]:
+    """(test name, p) for a levels x classes count table: chi-square only where it is valid."""
+    table = np.asarray(table)
     table = table[table.sum(axis=1) > 0]
     if table.shape[0] < 2 or np.any(table.sum(axis=0) == 0):
         return "none", float("nan")
-    expected = stats.contingency.expected_freq(table)
-    if table.shape == (2, 2) and expected.min() < 5:
+    if stats.contingency.expected_freq(table).min() >= 5:
+        return "chi-square", float(stats.chi2_contingency(table).pvalue)
+    if table.shape == (2, 2):
         return "Fisher's exact", float(stats.fisher_exact(table).pvalue)
-    return "chi-square", float(stats.chi2_contingency(table).pvalue)
+    return fisher_test(table, seed)
 
 
-def table1(df: pd.DataFrame, label: str = "label", split: str = "split", columns: list[str] | None = None,
-           class_names: tuple[str, str] = ("negative", "positive"), max_levels: int = 10,
-           alpha: float = 0.05) -> pd.DataFrame:
-    """Return Table 1 as strings: Characteristic, then per set two class columns and a P value column."""
+# --------------------------------------------------------------------------- the table
+
+
+def analysed_and_excluded(cohort: pd.DataFrame, analysed_ids, id_column: str = "case_id") -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(analysed rows, excluded rows): Table 1 describes the cases analysed; the rest are reported, not hidden."""
+    ids = {str(i) for i in analysed_ids}
+    known = cohort[id_column].astype(str)
+    unknown = sorted(ids - set(known))
+    if unknown:
+        raise CeusError(f"Table 1: {len(unknown)} analysed case(s) not in the cohort: {', '.join(unknown[:10])}")
+    keep = known.isin(ids)
+    return cohort[keep].copy(), cohort[~keep].copy()
+
+
+def _labels(df: pd.DataFrame, label: str) -> pd.Series:
     if label not in df.columns:
         raise CeusError(f"Table 1: the cohort has no {label!r} column")
     y = pd.to_numeric(df[label], errors="coerce")
     if y.isna().any() or not y.isin([0, 1]).all():
         rows = (np.flatnonzero(y.isna() | ~y.isin([0, 1])) + 1).tolist()[:10]
         raise CeusError(f"Table 1: {label} must be 0 or 1; data rows {rows} are not")
-    sets = df[split].astype(str) if split in df.columns else pd.Series("all", index=df.index)
-    cols = columns if columns is not None else [c for c in df.columns if c not in NOT_CLINICAL and c != split]
-    missing = [c for c in cols if c not in df.columns]
-    if missing:
-        raise CeusError(f"Table 1: columns not in the cohort: {missing}")
-    order = [s for s in ("train", "test") if s in set(sets)] + sorted(set(sets) - {"train", "test"})
+    return y
+
+
+def _header(sets: pd.Series, y: pd.Series, order: list[str], class_names: tuple[str, str]) -> list[str]:
     header = ["Characteristic"]
     for s in order:
         n0, n1 = int(((sets == s) & (y == 0)).sum()), int(((sets == s) & (y == 1)).sum())
         name = SET_NAMES.get(s, s)
         header += [f"{name} {class_names[0]} (n={n0})", f"{name} {class_names[1]} (n={n1})", f"{name} P value"]
-    rows, tests = [], {}
-    for c in cols:
-        col = df[c]
-        if _is_continuous(col, max_levels):
-            v = pd.to_numeric(col, errors="coerce")
-            row = [c]
-            for s in order:
-                a, b = (v[(sets == s) & (y == k)].dropna().to_numpy(float) for k in (0, 1))
-                if len(a) < 2 or len(b) < 2:
-                    row += ["", "", ""]
-                    continue
-                test, p, normal = continuous_test(a, b, alpha)
-                tests[(c, s)] = test
-                if normal:
-                    row += [f"{x.mean():.2f} ± {x.std(ddof=1):.2f}" for x in (a, b)]
-                else:
-                    row += [f"{np.median(x):.2f} [{np.quantile(x, .25):.2f}, {np.quantile(x, .75):.2f}]" for x in (a, b)]
-                row.append(fmt_p(p))
-            rows.append(row)
+    return header
+
+
+def _continuous_rows(c: str, col: pd.Series, sets, y, order, alpha: float) -> tuple[list[list[str]], dict]:
+    """One row: mean ± SD or median [Q1, Q3] per class, and the p-value, per set."""
+    v = pd.to_numeric(col, errors="coerce")
+    row, tests = [c], {}
+    for s in order:
+        a, b = (v[(sets == s) & (y == k)].dropna().to_numpy(float) for k in (0, 1))
+        if len(a) < 2 or len(b) < 2:
+            row += ["", "", ""]
+            continue
+        test, p, normal = continuous_test(a, b, alpha)
+        tests[s] = test
+        if normal:
+            row += [f"{x.mean():.2f} ± {x.std(ddof=1):.2f}" for x in (a, b)]
         else:
-            levels = sorted(col.dropna().astype(str).unique(), key=_level_key)
-            head = [c]
-            body = {lv: [f"  {lv}"] for lv in levels}
-            for s in order:
-                counts = np.array([[int(((sets == s) & (y == k) & (col.astype(str) == lv)).sum()) for k in (0, 1)]
-                                   for lv in levels])
-                test, p = categorical_test(counts) if len(levels) else ("none", float("nan"))
-                tests[(c, s)] = test
-                head += ["", "", fmt_p(p)]
-                tot = counts.sum(axis=0)
-                for lv, (k0, k1) in zip(levels, counts):
-                    body[lv] += [f"{k} ({100 * k / t:.2f})" if t else str(k) for k, t in ((k0, tot[0]), (k1, tot[1]))] + [""]
-            rows.append(head)
-            rows.extend(body.values())
-    out = pd.DataFrame(rows, columns=header)
-    out.attrs["tests"] = {f"{c} / {s}": t for (c, s), t in tests.items()}
+            row += [f"{np.median(x):.2f} [{np.quantile(x, .25):.2f}, {np.quantile(x, .75):.2f}]" for x in (a, b)]
+        row.append(fmt_p(p))
+    return [row], tests
+
+
+def _categorical_rows(c: str, col: pd.Series, sets, y, order, seed: int) -> tuple[list[list[str]], dict]:
+    """A header row with the p-value per set, then ``n (%)`` per level (of the class's non-missing cases)."""
+    levels = sorted(col.dropna().astype(str).unique(), key=_level_key)
+    text = col.astype(str).where(col.notna())
+    head, body, tests = [c], {lv: [f"  {lv}"] for lv in levels}, {}
+    for s in order:
+        counts = np.array([[int(((sets == s) & (y == k) & (text == lv)).sum()) for k in (0, 1)] for lv in levels])
+        test, p = categorical_test(counts, seed) if len(levels) else ("none", float("nan"))
+        tests[s] = test
+        head += ["", "", fmt_p(p)]
+        tot = counts.sum(axis=0) if len(levels) else np.zeros(2, int)
+        for lv, (k0, k1) in zip(levels, counts):
+            body[lv] += [f"{k} ({100 * k / t:.2f})" if t else str(k) for k, t in ((k0, tot[0]), (k1, tot[1]))] + [""]
+    return [head, *body.values()], tests
+
+
+def _missing(col: pd.Series, sets, y, order) -> dict[str, list[int]]:
+    """Cases without a value, per set and class."""
+    return {s: [int(((sets == s) & (y == k) & col.isna()).sum()) for k in (0, 1)] for s in order}
+
+
+def table1(df: pd.DataFrame, label: str = "label", split: str = "split", columns: list[str] | None = None,
+           class_names: tuple[str, str] = ("negative", "positive"), max_levels: int = 10,
+           alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
+    """Return Table 1 as strings: Characteristic, then per set two class columns and a P value column.
+
+    ``seed`` drives the Monte Carlo Fisher test, used only for tables too large to enumerate.
+    """
+    y = _labels(df, label)
+    sets = df[split].astype(str) if split in df.columns else pd.Series("all", index=df.index)
+    cols = columns if columns is not None else [c for c in df.columns if c not in NOT_CLINICAL and c != split]
+    absent = [c for c in cols if c not in df.columns]
+    if absent:
+        raise CeusError(f"Table 1: columns not in the cohort: {absent}")
+    order = [s for s in ("train", "test") if s in set(sets)] + sorted(set(sets) - {"train", "test"})
+    rows, tests, missing = [], {}, {}
+    for c in cols:
+        if _is_continuous(df[c], max_levels):
+            body, used = _continuous_rows(c, df[c], sets, y, order, alpha)
+        else:
+            body, used = _categorical_rows(c, df[c], sets, y, order, seed)
+        rows += body
+        tests.update({f"{c} / {s}": t for s, t in used.items()})
+        if df[c].isna().any():
+            counts = _missing(df[c], sets, y, order)
+            rows.append([MISSING] + [cell for s in order for cell in (*map(str, counts[s]), "")])
+            missing[c] = {s: dict(zip(class_names, n)) for s, n in counts.items()}
+    out = pd.DataFrame(rows, columns=_header(sets, y, order, class_names))
+    out.attrs.update(tests=tests, missing=missing, note=NOTE)
     return out

@@ -16,9 +16,15 @@ unlabeled video than labeled cases (USCL, Chen et al. MICCAI 2021; IVPP 2024).
 * :mod:`.config`: :class:`PretrainConfig`; :mod:`.loop`: :func:`pretrain`
   (checkpoints, resume, weights and sidecar); :mod:`.probes`: linear and k-NN probes.
 
+* :mod:`.provenance`: which videos (path, sha256, source) the weights saw, a given
+  cohort's test-split videos left out (also under ``--unlabeled``; matched by path or
+  content) unless ``include_test_videos``, and :func:`check_pretrain_weights`, which
+  ``train``/``study`` call to refuse weights pretrained on their test cases.
+
 Labels: pretraining never reads the label column (the manifest is read with
-only ``case_id``, ``video`` and ``split``) and never touches the test split.
-Labels are read only by :func:`probe`, after pretraining, on the training split.
+only ``case_id``, ``image``, ``video`` and ``split``); the test split's files are
+hashed, never decoded. Labels are read only by :func:`probe`, after pretraining,
+on the training split.
 """
 
 from ceusfusion.models.pretrain.augment import UltrasoundAugment
@@ -26,16 +32,31 @@ from ceusfusion.models.pretrain.config import METHODS, PretrainConfig
 from ceusfusion.models.pretrain.frames import (
                                                FrameBank,
                                                build_bank,
-                                               collect_videos,
                                                draw_partners,
                                                extract_frames,
                                                folder_videos,
                                                manifest_videos,
                                                partner_windows,
 )
-from ceusfusion.models.pretrain.loop import checkpoint_path, ckpt_dir, pretrain, probe_path, sidecar_path
+from ceusfusion.models.pretrain.loop import checkpoint_path, ckpt_dir, pretrain, probe_path
 from ceusfusion.models.pretrain.losses import ContrastiveNet, MoCoState, moco_loss, nt_xent
 from ceusfusion.models.pretrain.probes import grouped_probe_auc, load_pretrained_encoder, probe, probe_labels, video_features
+from ceusfusion.models.pretrain.provenance import (
+                                                   NO_RECORD,
+                                                   CohortFiles,
+                                                   Overlap,
+                                                   VideoPlan,
+                                                   check_pretrain_weights,
+                                                   cohort_files,
+                                                   collect_videos,
+                                                   content_hash,
+                                                   given_plan,
+                                                   plan_videos,
+                                                   pretrain_overlap,
+                                                   provenance_record,
+                                                   read_provenance,
+                                                   sidecar_path,
+)
 
 __all__ = [
     "METHODS", "PretrainConfig",
@@ -45,4 +66,6 @@ __all__ = [
     "ContrastiveNet", "MoCoState", "nt_xent", "moco_loss",
     "pretrain", "ckpt_dir", "checkpoint_path", "sidecar_path", "probe_path",
     "probe", "probe_labels", "grouped_probe_auc", "video_features", "load_pretrained_encoder",
+    "VideoPlan", "plan_videos", "given_plan", "provenance_record", "CohortFiles", "cohort_files", "content_hash",
+    "Overlap", "pretrain_overlap", "check_pretrain_weights", "read_provenance", "NO_RECORD",
 ]

@@ -75,27 +75,6 @@ def folder_videos(folder: str | Path) -> list[tuple[str, Path]]:
     return out
 
 
-def collect_videos(cohort: str | Path | None, unlabeled: list | None = None,
-                   splits: tuple = ("train",)) -> tuple[list[tuple[str, Path]], dict]:
-    """Videos of the cohort's training split plus every video under the ``unlabeled`` folders (deduplicated)."""
-    videos, sources = [], {}
-    if cohort is not None:
-        vs = manifest_videos(cohort, splits)
-        videos += vs
-        sources["cohort"] = {"manifest": str(cohort), "splits": list(splits), "videos": len(vs)}
-    for d in unlabeled or []:
-        vs = folder_videos(d)
-        videos += vs
-        sources.setdefault("unlabeled", []).append({"folder": str(d), "videos": len(vs)})
-    seen, uniq = set(), []
-    for vid, p in videos:
-        key = str(p.resolve()) if p.exists() else str(p)
-        if key not in seen:
-            seen.add(key)
-            uniq.append((vid, p))
-    return uniq, sources
-
-
 # ----------------------------------------------------------------------------- frames
 
 

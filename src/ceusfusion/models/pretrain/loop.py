@@ -12,7 +12,9 @@ Output: ``WEIGHTS.safetensors`` holds the encoder's state dict under
 torchvision key names, with a 3-channel first convolution and no classifier:
 what ``weights.load_backbone_weights`` (``train --weights``) expects; stacked
 keyframe models inflate that convolution after loading. ``WEIGHTS.json`` is the
-sidecar (config, videos, frames, loss history). While running, ``WEIGHTS.ckpt/``
+sidecar (config, videos, frames, loss history, and the provenance record of
+:mod:`.provenance`: every video pretrained on by path, size, sha256 and source,
+the cohort test-split videos left out, ``test_split_used`` as computed). While running, ``WEIGHTS.ckpt/``
 holds the frame cache (``frames.npz``) and the last epoch's resumable checkpoint
 (``checkpoint/``, written as one unit by :func:`ceusfusion.core.runtime.save_checkpoint`:
 tensors ``net.*``, ``key.*`` (MoCo key encoder), ``queue``, ``queue_video``,
@@ -29,12 +31,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import write_json
+from ceusfusion.core.fsutil import sha256_file, write_json
 from ceusfusion.core.runtime import (
     autocast,
     checkpoint_exists,
@@ -54,8 +57,11 @@ from ceusfusion.models.pretrain.config import PretrainConfig
 from ceusfusion.models.pretrain.frames import FrameBank, build_bank, draw_partners, partner_windows
 from ceusfusion.models.pretrain.losses import ContrastiveNet, MoCoState, moco_loss, nt_xent
 from ceusfusion.models.pretrain.probes import probe
-from ceusfusion.models.train import WarmupCosine
+from ceusfusion.models.pretrain.provenance import VideoPlan, given_plan, provenance_record, sidecar_path
 from ceusfusion.models.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+if TYPE_CHECKING:  # models.train imports .provenance, so this package must not import models.train when loaded
+    from ceusfusion.models.train import WarmupCosine
 
 log = logging.getLogger(__name__)
 
@@ -70,10 +76,6 @@ def ckpt_dir(out: Path) -> Path:
 def checkpoint_path(out: Path) -> Path:
     """The resumable checkpoint (a folder) of the run writing ``out``."""
     return ckpt_dir(out) / CHECKPOINT
-
-
-def sidecar_path(out: Path) -> Path:
-    return out.with_suffix(".json")
 
 
 def probe_path(out: Path) -> Path:
@@ -103,12 +105,14 @@ class _Run:
     state: dict
 
 
-def pretrain(videos: list[tuple[str, Path]], out: str | Path, cfg: PretrainConfig, resume: bool = False,
+def pretrain(videos: list[tuple[str, Path]] | VideoPlan, out: str | Path, cfg: PretrainConfig, resume: bool = False,
              overwrite: bool = False, on_epoch: Callable[[dict], None] | None = None,
              max_epochs_this_call: int | None = None, sources: dict | None = None,
              probe_cohort: str | Path | None = None) -> dict | None:
     """Contrastive pretraining on the frames of ``videos``; writes ``out`` and its sidecar.
 
+    ``videos``: a :class:`~.provenance.VideoPlan` (:func:`~.provenance.plan_videos`), or a plain list of
+    (id, path), described and matched against the cohort named in ``sources`` for the provenance record.
     Returns the sidecar dict, or None when ``max_epochs_this_call`` stopped it
     early (continue with ``resume=True``). ``probe_cohort``: afterwards, run
     :func:`probe` on that cohort's training labels (``<out>.probe.json``).
@@ -125,17 +129,18 @@ def pretrain(videos: list[tuple[str, Path]], out: str | Path, cfg: PretrainConfi
         raise CeusError(f"{out} exists; pass --overwrite to replace it")
     if overwrite and ck.exists() and not resume:
         shutil.rmtree(ck)
-    if not videos:
+    if not len(videos):
         raise CeusError("no video to pretrain on (training split of the cohort and --unlabeled folders are empty)")
+    plan = videos if isinstance(videos, VideoPlan) else given_plan(videos, sources)
     device = resolve_device(cfg.device)
     with deterministic(device):
         t_start = time.perf_counter()
-        run = _setup(videos, ck, cfg, device)
+        run = _setup(plan.videos, ck, cfg, device)
         if resume:
             _resume(run, ck)
         if not _train(run, ck, on_epoch, max_epochs_this_call):
             return None
-        return _finish(run, out, ck, sources or {}, probe_cohort, t_start)
+        return _finish(run, out, ck, plan, sources or plan.sources, probe_cohort, t_start)
 
 
 # ----------------------------------------------------------------------------- setup and resume
@@ -143,6 +148,9 @@ def pretrain(videos: list[tuple[str, Path]], out: str | Path, cfg: PretrainConfi
 
 def _setup(videos: list[tuple[str, Path]], ck: Path, cfg: PretrainConfig, device: torch.device) -> _Run:
     """Frames, partner windows, networks, optimiser and LR schedule of a fresh run (seeded)."""
+    # at call time: models.train imports this package's provenance module when it loads
+    from ceusfusion.models.train import WarmupCosine
+
     ck.mkdir(parents=True, exist_ok=True)
     bank = build_bank(videos, cfg.size, cfg.frames_per_video, cache=ck / "frames.npz")
     if len(bank.videos) < 2:
@@ -305,12 +313,15 @@ def _loss(run: _Run, x1: torch.Tensor, x2: torch.Tensor, v: torch.Tensor) -> tup
 # ----------------------------------------------------------------------------- output
 
 
-def _finish(run: _Run, out: Path, ck: Path, sources: dict, probe_cohort: str | Path | None, t_start: float) -> dict:
-    """The encoder's weights, the sidecar (and the probes when asked); the checkpoint folder goes."""
+def _finish(run: _Run, out: Path, ck: Path, plan: VideoPlan, sources: dict, probe_cohort: str | Path | None,
+            t_start: float) -> dict:
+    """The encoder's weights, the sidecar with the provenance of the videos really used (and the probes
+    when asked); the checkpoint folder goes."""
     cfg = run.cfg
     save_tensors(out, run.net.encoder.state_dict(), meta={"arch": cfg.arch, "producer": "ceusfusion pretrain",
                                                          "method": cfg.method, "size": str(cfg.size)})
     side = _sidecar(run, out, sources, t_start)
+    side.update(provenance_record(plan, run.bank.videos, sha256_file(out)))
     if probe_cohort is not None:  # labels are read here, after pretraining, and only here
         side["probe"] = probe(probe_cohort, out, cfg.arch, cfg.size, cfg.frames_per_video, cfg.seed, cfg.device,
                               cfg.splits, probe_path(out), bank=run.bank)
@@ -326,6 +337,6 @@ def _sidecar(run: _Run, out: Path, sources: dict, t_start: float) -> dict:
             "n_videos": len(bank.videos), "n_frames": len(bank), "steps_per_epoch": len(run.starts),
             "videos_skipped": bank.skipped, "sources": sources, "videos": bank.videos,
             "loss_history": run.state["history"], "seconds_this_call": round(time.perf_counter() - t_start, 1),
-            "labels_read": False, "test_split_used": False,
+            "labels_read": False,
             "normalisation": {"mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
                               "note": "grey replicated to 3 channels; train --weights FILE uses the same"}}
