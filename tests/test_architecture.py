@@ -22,7 +22,7 @@ MAX_LINES = 80
 # stage -> rank; a module may import its own stage and lower ranks only
 RANK = {"": 0, "core": 0, "stats": 1, "io": 1, "figures": 1, "ingest": 2, "synthetic": 2, "models": 3,
         "fusion": 4, "evaluate": 4, "explain": 5, "report": 6, "deploy": 7, "top": 8}
-TOP = {"cli", "study", "config", "demo"}
+TOP = {"cli", "study", "config", "demo", "safeguards"}
 LAZY_OK = {"cli"}
 
 

@@ -38,12 +38,13 @@ from ceusfusion.explain.results import figure5_from_folders
 from ceusfusion.fusion.extract import features, score_features
 from ceusfusion.fusion.pipeline import FusionConfig, fuse
 from ceusfusion.ingest.cache import read_index
-from ceusfusion.ingest.cohort import clinical_columns, groups_of, load_cohort, read_manifest, validate
+from ceusfusion.ingest.cohort import clinical_columns, load_cohort, read_manifest, validate
 from ceusfusion.ingest.prepare import PrepareParams, prepare
 from ceusfusion.models.registry import read_config
 from ceusfusion.models.select import read_selection, select
-from ceusfusion.models.train import TEST_SCORING, TrainConfig, TrainSettings, settings_differ, train
+from ceusfusion.models.train import TrainConfig, TrainSettings, settings_differ, train
 from ceusfusion.report.html import build_report
+from ceusfusion.safeguards import safeguards
 from ceusfusion.stats.table1 import analysed_and_excluded, table1
 
 STAGES = ("validate", "prepare", "train", "select", "features", "fuse", "evaluate", "explain", "report")
@@ -126,7 +127,7 @@ class Study:
         if c.explain.enabled:
             self._stage("explain", _fingerprint(self.fp("select"), c.explain.model_dump()), [self.run / "explain"], self._explain, force_set)
         self._stage("report", _fingerprint(*(self.fp(s) for s in STAGES[:-1]), __version__), [self.run / "report.html"], self._report, force_set)
-        self.manifest["safeguards"] = self._safeguards()
+        self.manifest["safeguards"] = safeguards(self.run)
         self.manifest["total_seconds"] = round(time.perf_counter() - self.t0, 1)
         self._save()
         build_report(self.run, title=c.title)  # refresh with the final manifest (safeguards, timings)
@@ -249,51 +250,6 @@ class Study:
     def _report(self) -> dict:
         build_report(self.run, title=self.cfg.title)
         return {}
-
-    def _safeguards(self) -> dict:
-        """Each safeguard computed from what the stages recorded (None: that stage did not run)."""
-        return {
-            "patient-level splits (no group in both train and test)": self._grouped_split(),
-            "model selection on cross-validation inside the training set only (selection.json)": self._selected_on_cv(),
-            "test set scored once, after training (mean of the fold models)": self._test_scored_once(),
-            "thresholds fixed on the training set and carried to test": self._thresholds_from_train(),
-            "fusion fitted inside each CV fold (scaler, LASSO, classifier)": self._fusion_in_folds(),
-        }
-
-    def _grouped_split(self) -> bool | None:
-        if not self.layout.cohort.is_file():
-            return None
-        cohort = pd.read_csv(self.layout.cohort, dtype=str)
-        if "split" not in cohort:
-            return None
-        g = groups_of(cohort)
-        return not (set(g[cohort["split"] == "train"]) & set(g[cohort["split"] == "test"]))
-
-    def _json(self, path: Path) -> dict | None:
-        return json.loads(path.read_text()) if path.is_file() else None
-
-    def _selected_on_cv(self) -> bool | None:
-        sel = self._json(self.layout.selection)
-        return None if sel is None else sel.get("source") == "cross-validation"
-
-    def _test_scored_once(self) -> bool | None:
-        sel = self._json(self.layout.selection)
-        if sel is None:
-            return None
-        summaries = [self._json(self.layout.model(n) / "summary.json") or {} for n in sel["best"].values()]
-        return all(s.get("test_scoring") in TEST_SCORING.values() for s in summaries)
-
-    def _thresholds_from_train(self) -> bool | None:
-        m = self._json(self.layout.metrics)
-        if m is None:
-            return None
-        return all(v.get("threshold_source") == "train" for v in m["sets"].get("test", {}).get("models", {}).values())
-
-    def _fusion_in_folds(self) -> bool | None:
-        f = self._json(self.layout.fusion / "fusion.json")
-        if f is None:
-            return None
-        return len(f.get("lasso", {}).get("folds", [])) == f.get("cv", {}).get("folds", -1)
 
 
 def run_study(config: str | Path | StudyConfig, force: list[str] | None = None, console: Console | None = None, progress: bool = True) -> Path:

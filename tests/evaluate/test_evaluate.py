@@ -61,7 +61,9 @@ def test_evaluate_predictions_files(tmp_path):
         assert (cmp["a"], cmp["b"], cmp["method"]) == ("DL_image_resnet18", "DL_video_resnet18", "delong")
         assert cmp["z"] == pytest.approx(t.z, rel=1e-12) and cmp["p"] == pytest.approx(t.p, rel=1e-12) and cmp["paired"]
     t2 = pd.read_csv(out / "table2.csv")
-    assert list(t2.columns) == ["model", "AUC (95% CI)", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "cohort"]
+    assert list(t2.columns) == ["model", "AUC (95% CI)", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "cohort",
+                                "rows"]
+    assert set(t2["rows"]) == {"not recorded"}  # these files carry no scoring column
     assert t2.cohort.tolist() == ["Train", "Train", "Test", "Test"]
     r = m["sets"]["test"]["models"]["DL_image_resnet18"]
     assert t2["AUC (95% CI)"][2] == f"{r['auc']:.3f} ({r['auc_ci'][0]:.3f} - {r['auc_ci'][1]:.3f})"
@@ -146,3 +148,15 @@ def test_models_scored_on_different_cases_are_compared_paired_on_the_shared_ones
     evaluate(paths, tmp_path / "ev2", figures=False)
     (cmp2,) = json.loads((tmp_path / "ev2" / "metrics.json").read_text())["sets"]["test"]["comparisons"]
     assert not cmp2["paired"] and "unpaired" in cmp2["note"]
+
+
+def test_table2_says_how_each_set_was_scored(tmp_path):
+    """The predictions file's ``scoring`` label reaches metrics.json and Table 2, per model and set."""
+    paths = _preds(tmp_path, names=("DL_image_resnet18",))
+    df = pd.read_csv(paths[0])
+    df["scoring"] = np.where(df["set"] == "train", "out-of-fold", "refit on all training cases")
+    df.to_csv(paths[0], index=False)
+    m = evaluate(paths, tmp_path / "ev", figures=False)
+    assert m["sets"]["train"]["models"]["DL_image_resnet18"]["scoring"] == "out-of-fold"
+    t2 = pd.read_csv(tmp_path / "ev" / "table2.csv")
+    assert t2.set_index("cohort").loc["Test", "rows"] == "refit on all training cases"

@@ -44,7 +44,9 @@ def test_folds_are_grouped_and_oof_covers_each_training_case_once(trained):
     assert (m.groupby("group")["fold"].nunique() == 1).all()  # no group in two folds
     assert (m.groupby("fold")["label"].nunique() == 2).all()  # stratified: both classes in each fold
     pred = pd.read_csv(run / "predictions" / "DL_video_resnet18.csv", dtype={"case_id": str})
-    assert list(pred.columns) == ["case_id", "set", "fold", "y", "prob"]
+    assert list(pred.columns) == ["case_id", "set", "fold", "y", "prob", "scoring"]
+    assert set(pred.loc[pred.set == "train", "scoring"]) == {"out-of-fold"}  # the label travels with the numbers
+    assert set(pred.loc[pred.set == "test", "scoring"]) == {"refit on all training cases"}
     tr = pred[pred.set == "train"]
     assert tr["case_id"].is_unique and set(tr["case_id"]) == set(folds["case_id"])
     assert (tr.merge(folds, on="case_id", suffixes=("", "_f")).eval("fold == fold_f")).all()

@@ -38,7 +38,11 @@ def test_tiny_study_writes_the_run_directory(tiny_run):
     manifest = json.loads((out / "manifest.json").read_text())
     assert all(manifest["stages"][s]["status"] == "done" for s in STAGES)
     assert manifest["inputs"]["cohort"]["sha256"] and manifest["environment"]["torch"]
-    assert all(v in (True, None) for v in manifest["safeguards"].values())
+    checks = manifest["safeguards"]
+    assert all(c["ok"] in (True, None) and c["reason"] for c in checks.values()), checks
+    for held in ("out-of-fold scores not chosen on the cases they score", "every fusion CV grouped by patient (outer and inner)",
+                 "test set scored once, after training, on the out-of-fold scale", "training folds grouped by patient"):
+        assert checks[held]["ok"] is True, (held, checks[held])
     html = report.read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "DL_combined" in html
     assert "Table 2 (synthetic cohort)" in text

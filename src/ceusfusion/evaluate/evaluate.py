@@ -74,7 +74,8 @@ def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wils
             except CeusError as exc:
                 raise CeusError(f"{_where(d, s)}: {exc}") from None
             mt = metrics_at(y, p, thr, conf_level, ci=ci, n_boot=n_boot, seed=seed)
-            r = {"n": int(len(d)), "n_pos": int(y.sum()), "auc": a.auc, "auc_ci": list(a.ci), "auc_se": a.se,
+            r = {"n": int(len(d)), "n_pos": int(y.sum()), "scoring": " / ".join(dict.fromkeys(d["scoring"])),
+                 "auc": a.auc, "auc_ci": list(a.ci), "auc_se": a.se,
                  "auc_ci_defined": a.ci_defined, "auc_note": a.note, "threshold": thr, "threshold_source": source}
             r.update(mt)
             is_prob = bool(np.all((p >= 0) & (p <= 1)))
@@ -166,7 +167,8 @@ def _fmt(v, nd=3) -> str:
 
 
 def table2(metrics: dict) -> pd.DataFrame:
-    """The reference study's Table 2: model, AUC (95% CI), sens, spec, PPV, NPV, accuracy, cohort."""
+    """The reference study's Table 2: model, AUC (95% CI), sens, spec, PPV, NPV, accuracy, cohort, and how the
+    rows were scored (out-of-fold, refit, ...: a reader must not mistake one for another)."""
     rows = []
     for s, block in metrics["sets"].items():
         for m, r in block["models"].items():
@@ -174,8 +176,9 @@ def table2(metrics: dict) -> pd.DataFrame:
             auc = f"{_fmt(r['auc'])} ({_fmt(lo)} - {_fmt(hi)})" if r["auc_ci_defined"] else f"{_fmt(r['auc'])} (NA)"
             rows.append({"model": m, "AUC (95% CI)": auc, "sensitivity": _fmt(r["sensitivity"]),
                          "specificity": _fmt(r["specificity"]), "PPV": _fmt(r["ppv"]), "NPV": _fmt(r["npv"]),
-                         "accuracy": _fmt(r["accuracy"]), "cohort": s.capitalize()})
-    return pd.DataFrame(rows, columns=["model", "AUC (95% CI)", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "cohort"])
+                         "accuracy": _fmt(r["accuracy"]), "cohort": s.capitalize(), "rows": r.get("scoring", "")})
+    return pd.DataFrame(rows, columns=["model", "AUC (95% CI)", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "cohort",
+                                       "rows"])
 
 
 def comparisons_table(metrics: dict) -> pd.DataFrame:

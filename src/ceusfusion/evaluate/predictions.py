@@ -1,8 +1,14 @@
 """Prediction files, the interface between models and statistics: read and checked in one place.
 
-Either predictions CSVs (``case_id, set, fold, y, prob``; the model name is the file stem) or one wide
-CSV (``y``, optional ``set`` and ``case_id``, one column per model). Every problem names the file,
-the column and the lines.
+Either predictions CSVs (``case_id, set, fold, y, prob``, optional ``scoring``; the model name is the
+file stem) or one wide CSV (``y``, optional ``set`` and ``case_id``, one column per model). Every
+problem names the file, the column and the lines.
+
+``scoring`` says how a row's probability was obtained, so that no reader mistakes one kind of number
+for another: ``out-of-fold`` (a model that never saw the case), ``out-of-fold, ... (optimistic)``
+(something was chosen on those same cases), ``refit`` (a model fitted on every training case scoring
+a case it never saw), ``apparent`` (a model scoring its own training cases). The label travels with
+the numbers, from the stage that made them to Table 2.
 """
 
 from __future__ import annotations
@@ -16,6 +22,8 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import read_csv_exact
 
 PRED_COLUMNS = ("case_id", "set", "fold", "y", "prob")
+SCORING_COLUMN = "scoring"  # optional: how each row was scored (see the module docstring)
+NOT_RECORDED = "not recorded"
 
 
 def _lines(mask: pd.Series) -> str:
@@ -69,15 +77,17 @@ def _predictions(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
     dup = pd.Series(list(zip(case, sets))).duplicated(keep=False)
     if dup.any():
         raise CeusError(f"{path}: case_id repeated within a set at lines {_lines(dup)}")
-    return [pd.DataFrame({"model": path.stem, "case_id": case, "set": sets, "y": y, "prob": prob.astype(float), "file": str(path)})]
+    scoring = df[SCORING_COLUMN].fillna(NOT_RECORDED).astype(str) if SCORING_COLUMN in df.columns else NOT_RECORDED
+    return [pd.DataFrame({"model": path.stem, "case_id": case, "set": sets, "y": y, "prob": prob.astype(float),
+                          "file": str(path), "scoring": scoring})]
 
 
 def _wide(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
     y = _check_y(_check_column(df, "y", path), path)
     sets = df["set"].astype(str).str.strip() if "set" in df.columns else pd.Series("all", index=df.index)
     case = df["case_id"].astype(str) if "case_id" in df.columns else pd.Series([f"row{i + 1}" for i in range(len(df))])
-    models = [c for c in df.columns if c not in ("y", "set", "case_id", "fold")]
+    models = [c for c in df.columns if c not in ("y", "set", "case_id", "fold", SCORING_COLUMN)]
     if not models:
         raise CeusError(f"{path}: no model columns besides y/set/case_id")
     return [pd.DataFrame({"model": m, "case_id": case, "set": sets, "y": y, "prob": _check_column(df, m, path).astype(float),
-                          "file": str(path)}) for m in models]
+                          "file": str(path), "scoring": NOT_RECORDED}) for m in models]

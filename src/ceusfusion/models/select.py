@@ -19,7 +19,8 @@ from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.figures.curves import roc_figure, save_figure
 from ceusfusion.stats import auc_ci, roc_curve
 
-RANK_COLUMNS = ["name", "modality", "arch", "input_mode", "weights_used", "folds", "cv_auc_mean", "cv_auc_std", "oof_auc"]
+RANK_COLUMNS = ["name", "modality", "arch", "input_mode", "weights_used", "folds", "cv_auc_mean", "cv_auc_std", "oof_auc",
+                "select", "test_scoring_mode", "class_weight"]
 RULE = "highest mean CV AUC inside the training split; the test set is not used"
 
 

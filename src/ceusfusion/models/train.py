@@ -81,6 +81,9 @@ log = logging.getLogger(__name__)
 # what _score_test does, recorded in summary.json so the report's safeguard reads a fact, not a file's existence
 TEST_SCORING = {"refit": "once, after all folds: one model refitted on all training cases",
                 "fold-mean": "once, after all folds: mean of the fold models"}
+# the predictions file's ``scoring`` label of each row, by select (training rows) and test_scoring (test rows)
+SCORING_LABELS = {"last": "out-of-fold", "best": "out-of-fold, epoch chosen on the same fold (optimistic)",
+                  "refit": "refit on all training cases", "fold-mean": "mean of the fold models"}
 # settings that change where a model runs, not what it computes: a resume may change them
 RUNTIME_KEYS = ("device",)
 # what a config.json without the key was trained with (the defaults before the key was recorded)
@@ -629,10 +632,12 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
     test_idx = np.flatnonzero(data.split == "test")
     test_prob = _score_test(ctx, test_idx) if len(test_idx) else np.zeros(0)
     oof = pd.concat([pd.read_csv(out / f"fold{k}" / "oof.csv", dtype={"case_id": str}) for k in range(cfg.folds)])
+    train_label, test_label = SCORING_LABELS[cfg.select], SCORING_LABELS[cfg.test_scoring]
     pred = pd.concat([
-        pd.DataFrame({"case_id": oof["case_id"], "set": "train", "fold": oof["fold"], "y": oof["y"], "prob": oof["prob"]}),
+        pd.DataFrame({"case_id": oof["case_id"], "set": "train", "fold": oof["fold"], "y": oof["y"], "prob": oof["prob"],
+                      "scoring": train_label}),
         pd.DataFrame({"case_id": [data.case_ids[i] for i in test_idx], "set": "test", "fold": -1,
-                      "y": data.labels[test_idx], "prob": test_prob}),
+                      "y": data.labels[test_idx], "prob": test_prob, "scoring": test_label}),
     ], ignore_index=True)
     summary = _summary(cfg, results, oof, len(train_idx), len(test_idx), world, time.perf_counter() - t_start)
     summary["refit_epochs"] = None if full is None else full["epochs_run"]
@@ -653,7 +658,7 @@ def _summary(cfg: TrainConfig, results: list[dict], oof: pd.DataFrame, n_train: 
             "oof_auc": safe_auc(oof["y"].to_numpy(), oof["prob"].to_numpy()),
             "best_epochs": [r["best_epoch"] for r in results], "select": cfg.select,
             # what a reader must know about the out-of-fold numbers: chosen on the cases they score or not
-            "oof_label": "out-of-fold" if cfg.select == "last" else "out-of-fold, epoch chosen on the same fold (optimistic)",
+            "oof_label": SCORING_LABELS[cfg.select],
             "test_scoring": TEST_SCORING[cfg.test_scoring], "test_scoring_mode": cfg.test_scoring,
             "class_weight": cfg.class_weight, "n_train": int(n_train),
             "n_test": int(n_test), "seconds": round(seconds, 1), "world_size": world}

@@ -80,9 +80,62 @@ def training_section(run: Path) -> str:
         best = json.loads(sel.read_text()).get("best", {})
         chosen = "<p>Selected: " + ", ".join(f"<b>{html.escape(m)}</b>: {html.escape(n)}" for m, n in best.items()) + "</p>"
     return ("<p>Architectures are ranked by mean AUC over the cross-validation folds of the training set; "
-            "the best per modality is selected here, never on the test set. Early stopping picks each fold's epoch on "
-            "that fold's validation part, so the mean CV AUC is slightly optimistic; the pooled out-of-fold AUC and "
-            "Table 2 use the same out-of-fold predictions.</p>" + _table(df) + chosen + "".join(figs))
+            "the best per modality is selected here, never on the test set.</p>" + honesty_paragraph(df)
+            + _table(df) + chosen + pretraining_paragraph(run) + "".join(figs))
+
+
+SELECT_SENTENCES = {
+    "last": "each fold kept its last epoch (a fixed epoch count), so the out-of-fold AUCs were not chosen on the cases "
+            "they score",
+    "best": "each fold kept the epoch with the best AUC on that fold's own validation cases, so the mean CV AUC, the "
+            "pooled out-of-fold AUC, the Youden thresholds and Table 2's training rows are optimistic",
+}
+TEST_SENTENCES = {
+    "refit": "test cases were scored once, by one model per architecture refitted on every training case for the same "
+             "number of epochs (the scale of the out-of-fold scores)",
+    "fold-mean": "test cases were scored once, by the mean of the fold models, whose scores are on a shrunken scale "
+                 "compared with the out-of-fold ones that fixed the thresholds",
+}
+WEIGHT_SENTENCES = {
+    "none": "the loss was unweighted, so probabilities are on the cohort's prevalence",
+    "balanced": "positives were weighted n0/n1 in the loss and the output corrected by -log(n0/n1), so probabilities "
+                "are on the cohort's prevalence",
+}
+
+
+def honesty_paragraph(df: pd.DataFrame) -> str:
+    """What a reader must know about the training numbers, from what each model recorded."""
+    parts = []
+    for col, sentences in (("select", SELECT_SENTENCES), ("test_scoring_mode", TEST_SENTENCES),
+                           ("class_weight", WEIGHT_SENTENCES)):
+        for value, names in df.groupby(df[col].fillna("not recorded"))["name"]:
+            text = sentences.get(value, f"{col} was not recorded (a model trained by an older version)")
+            who = "" if len(names) == len(df) else f" ({', '.join(map(html.escape, names))})"
+            parts.append(html.escape(text) + who)
+    return "<p>How these numbers were made: " + "; ".join(parts) + ".</p>" if parts else ""
+
+
+def pretraining_paragraph(run: Path) -> str:
+    """Self-supervised pretraining of the selected models, as its provenance record says."""
+    sel = run / "selection.json"
+    names = json.loads(sel.read_text()).get("best", {}).values() if sel.is_file() else []
+    out = []
+    for n in names:
+        sp = run / "models" / n / "summary.json"
+        fact = json.loads(sp.read_text()).get("pretrain_provenance") if sp.is_file() else None
+        if not fact:
+            continue
+        text = f"{n} started from self-supervised weights {fact.get('weights')}"
+        if fact.get("test_overlap"):
+            text += (f", pretrained on {len(fact['test_overlap'])} test case(s) of this cohort, used by the explicit "
+                     "choice --allow-pretrain-overlap: its test results are not independent of those cases")
+        if fact.get("transductive_train_frames"):
+            text += ("; the pretraining saw the training cases' videos (validation folds included) without labels "
+                     "(transductive), which can make cross-validation optimistic")
+        if fact.get("note"):
+            text += f"; {fact['note']}"
+        out.append(html.escape(text) + ".")
+    return "<p>" + " ".join(out) + "</p>" if out else ""
 
 
 def evaluation_section(run: Path) -> str:
@@ -91,7 +144,11 @@ def evaluation_section(run: Path) -> str:
         return _missing("Evaluation")
     body = ""
     if (ev / "table2.csv").is_file():
-        body += "<h3>Table 2. Performance (AUC with DeLong 95% CI; thresholds fixed on the training set)</h3>" + _table(pd.read_csv(ev / "table2.csv"))
+        body += ("<h3>Table 2. Performance (AUC with DeLong 95% CI; thresholds fixed on the training set)</h3>"
+                 "<p>The <i>rows</i> column says how each set's probabilities were obtained: <i>out-of-fold</i> by a "
+                 "model that never saw the case; <i>refit</i> by the model fitted on every training case, scoring "
+                 "test cases it never saw; <i>optimistic</i> marks rows where something (an epoch, a classifier "
+                 "family) was chosen on those same cases.</p>" + _table(pd.read_csv(ev / "table2.csv")))
     if (ev / "comparisons.csv").is_file():
         body += "<h3>Pairwise DeLong tests</h3>" + _table(pd.read_csv(ev / "comparisons.csv"))
     figs = ev / "figures"
@@ -143,16 +200,18 @@ def explain_section(run: Path) -> str:
 
 
 def safeguards_section(run: Path) -> str:
+    """Each safeguard as the study computed it from the stages' records: ✔ / ✘ with the reason, • not run."""
     manifest = run / "manifest.json"
     m = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    checks = m.get("safeguards") or {
-        "patient-level splits (no group in both train and test)": None,
-        "model selection on cross-validation inside the training set only": None,
-        "test set scored once, after training": None,
-        "thresholds fixed on the training set and carried to test": None,
-    }
-    items = "".join(f"<li>{'<span class=ok>✔</span>' if ok else ('<span class=warn>✘</span>' if ok is False else '•')} {html.escape(k)}</li>" for k, ok in checks.items())
-    return f"<ul>{items}</ul>"
+    checks = m.get("safeguards") or {}
+    if not checks:
+        return _missing("The safeguards (computed at the end of a study)")
+    items = []
+    for name, c in checks.items():
+        ok, reason = (c.get("ok"), c.get("reason", "")) if isinstance(c, dict) else (c, "")
+        mark = "<span class=ok>✔</span>" if ok else ("<span class=warn>✘</span>" if ok is False else "•")
+        items.append(f"<li>{mark} <b>{html.escape(name)}</b>" + (f": {html.escape(reason)}" if reason else "") + "</li>")
+    return f"<ul>{''.join(items)}</ul>"
 
 
 def environment_section(run: Path) -> str:

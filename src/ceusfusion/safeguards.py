@@ -1,0 +1,188 @@
+"""The report's safeguards, each computed from what the stages recorded in the run directory.
+
+A tick that only tests whether a file exists asserts a safeguard; these read the facts the stages
+wrote (the split and groups, the fold plans, the selection source, each model's selection rule,
+test scoring and loss weighting, the thresholds' source, the fusion CVs' groups, the pretraining
+provenance) and say why when one does not hold. Each check returns a :class:`Check`: ``ok`` is
+True, False, or None (the stage did not run or does not apply), with a reason a reader can act on.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from ceusfusion.core.runlayout import RunLayout
+from ceusfusion.ingest.cache import read_index
+from ceusfusion.ingest.cohort import groups_of
+
+
+@dataclass(frozen=True)
+class Check:
+    ok: bool | None
+    reason: str
+
+
+def _json(path: Path) -> dict | None:
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _names(ids, limit: int = 5) -> str:
+    ids = sorted(map(str, ids))
+    return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
+
+
+def split_check(layout: RunLayout) -> Check:
+    """No patient group in both the training and the test split."""
+    if not layout.cohort.is_file():
+        return Check(None, "no RUN/cohort.csv")
+    cohort = pd.read_csv(layout.cohort, dtype=str)
+    if "split" not in cohort:
+        return Check(None, "the cohort has no split column")
+    g = groups_of(cohort)
+    both = set(g[cohort["split"] == "train"]) & set(g[cohort["split"] == "test"])
+    if both:
+        return Check(False, f"{len(both)} patient group(s) in both training and test: {_names(both)}")
+    return Check(True, f"{g.nunique()} patient groups, none in both training and test")
+
+
+def selected_summaries(layout: RunLayout) -> dict[str, dict] | None:
+    """Each selected model's summary.json (None before selection)."""
+    sel = _json(layout.selection)
+    if sel is None:
+        return None
+    return {n: _json(layout.model(n) / "summary.json") or {} for n in sel.get("best", {}).values()}
+
+
+def folds_check(layout: RunLayout) -> Check:
+    """The training folds of every selected model keep each patient group in one fold."""
+    sums = selected_summaries(layout)
+    if not sums:
+        return Check(None, "no selected model")
+    groups = read_index(layout.root).set_index("case_id")["group"].astype(str)
+    for name in sums:
+        folds = pd.read_csv(layout.model(name) / "folds.csv", dtype={"case_id": str})
+        split = folds.assign(group=folds["case_id"].map(groups)).groupby("group")["fold"].nunique()
+        if (split > 1).any():
+            return Check(False, f"{name}: patient group(s) {_names(split.index[split > 1])} in more than one fold")
+    return Check(True, "every patient's cases in one fold of each selected model")
+
+
+def selection_check(layout: RunLayout) -> Check:
+    """The architecture chosen by cross-validation inside the training set."""
+    sel = _json(layout.selection)
+    if sel is None:
+        return Check(None, "no selection.json")
+    if sel.get("source") != "cross-validation":
+        return Check(False, f"selection.json says the choice came from {sel.get('source')!r}")
+    return Check(True, f"by {sel.get('rule', 'mean CV AUC')}, training set only")
+
+
+def oof_check(layout: RunLayout) -> Check:
+    """Out-of-fold rows not chosen on the cases they score (``select: last``)."""
+    sums = selected_summaries(layout)
+    if not sums:
+        return Check(None, "no selected model")
+    best = [n for n, s in sums.items() if s.get("select", "best") != "last"]
+    if best:
+        return Check(False, f"{_names(best)}: select 'best' keeps each fold's epoch with the best AUC on that fold's "
+                            "validation cases, so their out-of-fold AUC, the ranking, the thresholds and Table 2's "
+                            "training rows are optimistic")
+    return Check(True, "each fold kept its last epoch (a fixed count), not one chosen on the cases it scores")
+
+
+def test_scoring_check(layout: RunLayout) -> Check:
+    """Test cases scored once, after training, on the out-of-fold rows' scale (``test_scoring: refit``)."""
+    sums = selected_summaries(layout)
+    if not sums:
+        return Check(None, "no selected model")
+    mean = [n for n, s in sums.items() if s.get("test_scoring_mode", "fold-mean") != "refit"]
+    if mean:
+        return Check(False, f"{_names(mean)}: test cases scored by the mean of the fold models, a shrunken scale: the "
+                            "thresholds and fusion fitted on single-model out-of-fold scores meet other inputs")
+    return Check(True, "once, after all folds, by one model refitted on every training case")
+
+
+def prevalence_check(layout: RunLayout) -> Check:
+    """Deep-model probabilities on the cohort's prevalence (unweighted loss, or a prior-corrected weighted one)."""
+    sums = selected_summaries(layout)
+    if not sums:
+        return Check(None, "no selected model")
+    old = [n for n, s in sums.items() if "class_weight" not in s]
+    if old:
+        return Check(False, f"{_names(old)}: trained with a class-weighted loss without the prior correction; "
+                            "probabilities lean towards 50 % prevalence")
+    kinds = sorted({s["class_weight"] for s in sums.values()})
+    return Check(True, "unweighted loss" if kinds == ["none"] else "class-weighted loss with the -log(n0/n1) correction")
+
+
+def thresholds_check(layout: RunLayout) -> Check:
+    """Every test-set threshold fixed on the training set."""
+    m = _json(layout.metrics)
+    if m is None:
+        return Check(None, "no metrics.json")
+    test = m.get("sets", {}).get("test", {}).get("models", {})
+    bad = [n for n, v in test.items() if v.get("threshold_source") != "train"]
+    if bad:
+        return Check(False, f"{_names(bad)}: test threshold not from the training set")
+    return Check(True, "Youden-optimal on the training rows, carried to test unchanged") if test else Check(None, "no test set")
+
+
+def fusion_checks(layout: RunLayout) -> dict[str, Check]:
+    """Fusion fitted inside each outer fold, and every fusion CV (outer and inner) grouped by patient."""
+    f = _json(layout.fusion / "fusion.json")
+    if f is None:
+        return {"inside": Check(None, "no fusion"), "grouped": Check(None, "no fusion")}
+    cv = f.get("cv", {})
+    n_fold = len(f.get("lasso", {}).get("folds", []))
+    inside = (Check(True, f"scaler, LASSO and classifier refitted in each of {n_fold} outer folds")
+              if n_fold == cv.get("folds", -1) else Check(False, "fusion.json does not record a fit per outer fold"))
+    grouped = cv.get("grouped")
+    levels = grouped if isinstance(grouped, dict) else {"outer": grouped}
+    ungrouped = [k for k, v in levels.items() if v is not True]
+    if ungrouped:
+        return {"inside": inside, "grouped": Check(False, f"not grouped by patient: {', '.join(ungrouped)} CV")}
+    return {"inside": inside, "grouped": Check(True, f"grouped by patient: {', '.join(levels)} CV")}
+
+
+def pretraining_check(layout: RunLayout) -> Check:
+    """Self-supervised weights that saw no test case (or the user's explicit permission, said here)."""
+    sums = selected_summaries(layout)
+    if not sums:
+        return Check(None, "no selected model")
+    facts = {n: s.get("pretrain_provenance") for n, s in sums.items() if s.get("pretrain_provenance")}
+    if not facts:
+        return Check(None, "no self-supervised pretraining")
+    overlap = {n: f for n, f in facts.items() if f.get("test_overlap")}
+    if overlap:
+        return Check(False, "; ".join(f"{n}: pretrained on {len(f['test_overlap'])} test case(s) "
+                                      f"({_names(f['test_overlap'])}), allowed by --allow-pretrain-overlap"
+                                      for n, f in overlap.items()))
+    notes = [f"{n}: {f['note']}" for n, f in facts.items() if f.get("note")]
+    seen = [n for n, f in facts.items() if f.get("transductive_train_frames")]
+    why = "no test case in the pretraining"
+    if seen:
+        why += f"; {_names(seen)} pretrained on the training cases' videos, validation folds included (unlabeled: transductive)"
+    return Check(True, "; ".join([why] + notes))
+
+
+def safeguards(run) -> dict[str, dict]:
+    """Every safeguard of the report: name -> {"ok": True/False/None, "reason": ...}."""
+    layout = RunLayout(run)
+    fusion = fusion_checks(layout)
+    checks = {
+        "patient-level split (no patient in both training and test)": split_check(layout),
+        "training folds grouped by patient": folds_check(layout),
+        "model selection by cross-validation inside the training set": selection_check(layout),
+        "out-of-fold scores not chosen on the cases they score": oof_check(layout),
+        "test set scored once, after training, on the out-of-fold scale": test_scoring_check(layout),
+        "probabilities on the cohort's prevalence": prevalence_check(layout),
+        "thresholds fixed on the training set and carried to test": thresholds_check(layout),
+        "fusion fitted inside each CV fold (scaler, LASSO, classifier)": fusion["inside"],
+        "every fusion CV grouped by patient (outer and inner)": fusion["grouped"],
+        "pretraining saw no test case": pretraining_check(layout),
+    }
+    return {k: asdict(v) for k, v in checks.items()}
