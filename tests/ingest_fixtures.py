@@ -119,3 +119,71 @@ def write_dicom(path: Path, frames: np.ndarray, frame_time_ms: float | None = 10
     ds.PixelData = np.ascontiguousarray(data).tobytes()
     ds.save_as(str(path), enforce_file_format=True)
     return path
+
+
+# --------------------------------------------------------------------------- hostile files (issue 16)
+
+
+def write_avi(path: Path, n: int = 40, fps: int = 4, h: int = 24, w: int = 32) -> Path:
+    """A small MJPEG AVI whose frames brighten over time."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("mjpeg", rate=fps)
+        s.width, s.height, s.pix_fmt = w, h, "yuvj420p"
+        for k in range(n):
+            frame = av.VideoFrame.from_ndarray(np.full((h, w, 3), min(255, 5 * k), np.uint8), format="rgb24")
+            for p in s.encode(frame):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return Path(path)
+
+
+def zero_avi_rate(path: Path) -> Path:
+    """Set the AVI's frame rate to 0 (stream header dwRate and main header dwMicroSecPerFrame), as broken
+    exporters do: FFmpeg then guesses 25 fps, whatever the true rate."""
+    import struct
+
+    b = bytearray(Path(path).read_bytes())
+    strh, avih = b.find(b"strh"), b.find(b"avih")
+    assert b[strh + 8 : strh + 12] == b"vids", "the first stream of the AVI is not video"
+    struct.pack_into("<I", b, strh + 8 + 24, 0)  # strh data: fccType, fccHandler, flags, prio+lang, initial, scale, rate
+    struct.pack_into("<I", b, avih + 8, 0)  # avih data: dwMicroSecPerFrame first
+    Path(path).write_bytes(bytes(b))
+    return Path(path)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def write_png_bomb(path: Path, w: int = 30000, h: int = 30000) -> Path:
+    """A PNG whose header declares w×h grey pixels, with a few hundred bytes of data (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * (w + 1) * 4, 9)
+    Path(path).write_bytes(b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", idat) + _png_chunk(b"IEND", b""))
+    return Path(path)
+
+
+def write_nifti_bomb(path: Path, x: int = 20000, y: int = 20000, z: int = 8) -> Path:
+    """A .nii.gz whose header declares x×y×z voxels while holding a 4×4 mask: decoding it would allocate the lot."""
+    import gzip
+    import struct
+    import tempfile
+
+    import SimpleITK as sitk
+
+    with tempfile.TemporaryDirectory() as tmp:
+        raw = Path(tmp) / "m.nii"
+        sitk.WriteImage(sitk.GetImageFromArray(np.ones((1, 4, 4), np.uint8)), str(raw))
+        b = bytearray(raw.read_bytes())
+    struct.pack_into("<8h", b, 40, 3, x, y, z, 1, 1, 1, 1)  # dim[0..7]
+    Path(path).write_bytes(gzip.compress(bytes(b)))
+    return Path(path)

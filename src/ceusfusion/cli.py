@@ -99,13 +99,14 @@ def synth(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace a cohort already in --out."),
     signal: float = typer.Option(1.0, "--signal", help="Scale of both label effects (1: reference-like; larger: easier)."),
     size_tied: bool = typer.Option(True, "--size-tied/--size-untied", help="Nodule size depends on the label (untied: the image evidence is only local)."),
+    force: bool = typer.Option(False, "--force", help="Write into a folder that holds files synth did not write (same names are replaced)."),
 ):
     """Write a synthetic cohort that looks, file by file, like a hospital export."""
     from ceusfusion.synthetic.synth import SynthConfig, generate
 
     cfg = SynthConfig(n=n, seed=seed, size=size, fps=fps, duration=duration, still_size=still_size,
                       signal=signal, size_tied=size_tied)
-    path = generate(out, cfg, workers=workers, overwrite=overwrite)
+    path = generate(out, cfg, workers=workers, overwrite=overwrite, force=force)
     console.print(f"wrote {path}")
 
 
@@ -126,6 +127,7 @@ def prepare(
     workers: int = typer.Option(1, help="Worker processes."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first failing case (exit 2)."),
     tic_plots: bool = typer.Option(False, "--tic-plots", help="Write a time-intensity curve plot per case with a video mask."),
+    force: bool = typer.Option(False, "--force", help="Write RUN/cohort.csv and RUN/prepared/ even over files ceusfusion did not write (never over the input)."),
 ):
     """Keyframes, ROI crops, perfusion parameters and contact sheets into RUN/prepared/; exit 1 if some case failed."""
     from ceusfusion.ingest.prepare import PrepareParams
@@ -143,7 +145,8 @@ def prepare(
         where = f" ({file})" if file else ""
         err_console.print(f"[red]failed[/red] case {case_id}{where}: {problem}", highlight=False, soft_wrap=True)
 
-    res = run_prepare(cohort, out, params, workers=workers, strict=strict, progress=sys.stderr.isatty(), on_failure=show)
+    res = run_prepare(cohort, out, params, workers=workers, strict=strict, progress=sys.stderr.isatty(), on_failure=show,
+                      force=force)
     console.print(f"prepared {res.n_ok}/{res.n_cases} cases ({res.n_skipped} unchanged, skipped) in {res.run / 'prepared'}; {len(res.failures)} failed")
     raise typer.Exit(1 if len(res.failures) else 0)
 
@@ -331,19 +334,22 @@ def table1(
     out: Path = typer.Option(..., "--out", help="Output CSV."),
     columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated clinical columns (default: every non-schema column)."),
     seed: int = typer.Option(0, help="Seed of the Monte Carlo Fisher test (only for tables too large to enumerate)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out (and its .tests.json) even when table1 did not write them (never the input)."),
 ):
     """Baseline characteristics per class within each set, with the right test per variable.
 
     Beside the CSV, <out>.tests.json records the test used per variable and set and the missing counts.
     """
-    from ceusfusion.core.fsutil import write_csv, write_json
+    from ceusfusion.core.fsutil import claim, write_csv, write_json
     from ceusfusion.ingest.cohort import read_manifest
     from ceusfusion.stats.table1 import table1 as make_table1
 
     cols = [c.strip() for c in columns.split(",")] if columns else None
+    tests = out.with_suffix(".tests.json")
     t = make_table1(read_manifest(cohort), columns=cols, seed=seed)
+    claim(out.parent, files=[out, tests], force=force, inputs=[cohort])
     write_csv(out, t)
-    write_json(out.with_suffix(".tests.json"), dict(t.attrs))
+    write_json(tests, dict(t.attrs))
     console.print(f"wrote {out}: {len(t)} rows; tests per variable in {out.with_suffix('.tests.json').name}")
 
 # ----------------------------------------------------------------------------- fusion (issue 6)
@@ -452,11 +458,13 @@ def study(
     config: Path = typer.Argument(..., help="Study YAML (example: examples/study.yaml)."),
     force: Optional[List[str]] = typer.Option(None, "--force", help="Redo this stage and those after it (repeatable)."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
+    overwrite_files: bool = typer.Option(False, "--overwrite-files", help="Write over files in the output folder that ceusfusion did not create."),
 ):
     """Run the whole study: validate, prepare, train, select, features, fuse, evaluate, explain, report."""
     from ceusfusion.study import run_study
 
-    report = run_study(config, force=force, console=console, progress=not no_progress and sys.stderr.isatty())
+    report = run_study(config, force=force, console=console, progress=not no_progress and sys.stderr.isatty(),
+                       overwrite_files=overwrite_files)
     console.print(f"report: {report}")
 
 
@@ -467,9 +475,14 @@ def export(
     overwrite: bool = typer.Option(False, "--overwrite", help="Replace an existing bundle."),
 ):
     """Bundle the selected models, preprocessing parameters and locked thresholds for new patients."""
+    from ceusfusion.deploy.export import bundle_id
     from ceusfusion.deploy.export import export as run_export
 
-    console.print(f"wrote bundle {run_export(run, out, overwrite=overwrite)}")
+    bundle = run_export(run, out, overwrite=overwrite)
+    digest = bundle_id(bundle)
+    console.print(f"wrote bundle {bundle}\nbundle id (sha256 of bundle.json): {digest}\n"
+                  f"send the id apart from the bundle; predict refuses any other with --expect-sha256 {digest}",
+                  highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -482,13 +495,15 @@ def predict(
     out: Optional[Path] = typer.Option(None, "--out", help="Folder for prediction.json and Grad-CAM overlays."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (one patient is a batch of one)."),
+    expect_sha256: Optional[str] = typer.Option(
+        None, "--expect-sha256", help="The bundle id `export` printed (sha256 of bundle.json): refuse any other bundle."),
 ):
     """Predict for one new patient: probability per model, class at the locked threshold, Grad-CAM overlays."""
     from ceusfusion.deploy.predict import predict as run_predict
 
     if image is None and video is None:
         raise CeusError("give --image and/or --video")
-    res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads)
+    res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads, expect_sha256=expect_sha256)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
@@ -501,6 +516,8 @@ def predict(
         else:
             table.add_row(name, "n/a", "", m.get("reason", ""))
     console.print(table)
+    pin = "pinned" if res["bundle_pinned"] else "not pinned: pass --expect-sha256 with the id export printed"
+    console.print(f"bundle id {res['bundle_sha256']} ({pin})", highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -30,7 +30,7 @@ from rich.console import Console
 from ceusfusion import __version__
 from ceusfusion.config import StudyConfig, load_config, stage_kwargs
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import sha256_file, write_bytes, write_csv, write_json
+from ceusfusion.core.fsutil import RECORD, check_writable, claim, record_created, sha256_file, write_bytes, write_csv, write_json
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.evaluate.evaluate import evaluate
 from ceusfusion.explain.cases import explain
@@ -54,10 +54,21 @@ STAGES = ("validate", "prepare", "train", "select", "features", "fuse", "evaluat
 
 
 def environment() -> dict:
-    return {"ceusfusion": __version__, "python": platform.python_version(), "platform": platform.platform(),
-            "host": socket.gethostname(), "user": getpass.getuser(), "torch": torch.__version__,
-            "torchvision": torchvision.__version__, "numpy": numpy.__version__, "scikit-learn": sklearn.__version__,
-            "pandas": pd.__version__, "cuda": torch.cuda.is_available(), "threads": torch.get_num_threads()}
+    """What manifest.json records of the machine: versions, not who ran it where (researchers share
+    reports). ``CEUSFUSION_RECORD_HOST=1`` adds the host and user name for a lab's own records."""
+    import os  # read here only: the one use of the environment in this module
+
+    env = {"ceusfusion": __version__, "python": platform.python_version(), "platform": platform.platform(),
+           "torch": torch.__version__, "torchvision": torchvision.__version__, "numpy": numpy.__version__,
+           "scikit-learn": sklearn.__version__, "pandas": pd.__version__, "cuda": torch.cuda.is_available(),
+           "threads": torch.get_num_threads()}
+    if os.environ.get("CEUSFUSION_RECORD_HOST", "").strip() == "1":
+        try:
+            user = getpass.getuser()
+        except (KeyError, OSError):  # no name for this uid (containers)
+            user = "unknown"
+        env.update(host=socket.gethostname(), user=user)
+    return env
 
 
 def _fingerprint(*parts) -> str:
@@ -67,18 +78,44 @@ def _fingerprint(*parts) -> str:
 class Study:
     """Runs the stages of one study config in its run directory."""
 
-    def __init__(self, cfg: StudyConfig, console: Console | None = None, progress: bool = True):
+    def __init__(self, cfg: StudyConfig, console: Console | None = None, progress: bool = True,
+                 overwrite_files: bool = False):
         self.cfg = cfg
+        self.overwrite_files = overwrite_files
         self.run = Path(cfg.out)
         self.layout = RunLayout(self.run)
         self.console = console or Console()
         self.progress = progress
         self.manifest_path = self.run / "manifest.json"
-        self.manifest = json.loads(self.manifest_path.read_text()) if self.manifest_path.is_file() else {}
+        self.manifest = self._read_manifest()
         self.manifest.setdefault("stages", {})
         self.t0 = time.perf_counter()
 
     # -- bookkeeping -------------------------------------------------------------------------
+    def _read_manifest(self) -> dict:
+        """The run's manifest.json (resume), refusing one the tool did not write."""
+        if not self.manifest_path.is_file():
+            return {}
+        check_writable(self.manifest_path, self.run, self.overwrite_files, flag="--overwrite-files")
+        try:
+            m = json.loads(self.manifest_path.read_text())
+        except ValueError:
+            raise CeusError(f"{self.manifest_path}: not valid JSON (not a ceusfusion manifest?)") from None
+        if not isinstance(m, dict):
+            raise CeusError(f"{self.manifest_path}: not a ceusfusion manifest (a JSON object)")
+        return m
+
+    def _claim_outputs(self) -> None:
+        """Check and record every output of the study before a stage writes: a study pointed at a folder of
+        the user's (``out: .``) must not write over a report.html or metrics.json it did not create."""
+        L = self.layout
+        files = [L.report, L.manifest, L.selection, L.cohort]
+        folders = [L.prepared, L.models, self.run / "predictions", L.features_dir, L.fusion, L.evaluation, L.explain_dir]
+        if not (self.run / RECORD).exists() and self.manifest.get("stages"):  # a run made before the record existed
+            record_created(self.run, files, folders)
+        claim(self.run, files=files, folders=folders, force=self.overwrite_files, inputs=[self.cfg.cohort],
+              flag="--overwrite-files")
+
     def _save(self) -> None:
         self.manifest.update({"ceusfusion": __version__, "config": json.loads(self.cfg.model_dump_json()),
                               "environment": environment(), "seed": self.cfg.seed,
@@ -115,6 +152,7 @@ class Study:
         cohort_hash = sha256_file(c.cohort)
         self.manifest["inputs"] = {"cohort": {"path": str(c.cohort), "sha256": cohort_hash}}
         self.run.mkdir(parents=True, exist_ok=True)
+        self._claim_outputs()
 
         self._stage("validate", _fingerprint(cohort_hash), [], self._validate, force_set)
         self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.run / "prepared" / "index.csv"], self._prepare, force_set)
@@ -252,6 +290,7 @@ class Study:
         return {}
 
 
-def run_study(config: str | Path | StudyConfig, force: list[str] | None = None, console: Console | None = None, progress: bool = True) -> Path:
+def run_study(config: str | Path | StudyConfig, force: list[str] | None = None, console: Console | None = None,
+              progress: bool = True, overwrite_files: bool = False) -> Path:
     cfg = config if isinstance(config, StudyConfig) else load_config(config)
-    return Study(cfg, console=console, progress=progress).run_all(force)
+    return Study(cfg, console=console, progress=progress, overwrite_files=overwrite_files).run_all(force)

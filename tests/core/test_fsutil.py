@@ -1,11 +1,22 @@
-"""Atomic writes: complete files only, usual permissions, nothing left behind on failure."""
+"""Atomic writes (complete files only, usual permissions, nothing left behind on failure) and what a command may overwrite."""
 
 import os
 import stat
 
 import pytest
 
-from ceusfusion.core.fsutil import atomic_path, write_text
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import (
+    RECORD,
+    atomic_path,
+    check_writable,
+    claim,
+    created_entries,
+    foreign_entries,
+    record_created,
+    was_created,
+    write_text,
+)
 
 
 def test_atomic_write_keeps_old_file_on_failure(tmp_path):
@@ -25,3 +36,45 @@ def test_atomic_write_gives_usual_permissions(tmp_path):
     umask = os.umask(0)
     os.umask(umask)
     assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+
+
+def test_check_writable_refuses_files_the_tool_did_not_create(tmp_path):
+    run = tmp_path / "run"
+    (run / "evaluation").mkdir(parents=True)
+    users = run / "report.html"
+    users.write_text("my report")
+    (run / "evaluation" / "metrics.json").write_text("{}")
+    check_writable(run / "new.html", run)  # nothing there: fine
+    with pytest.raises(CeusError, match="report.html: this file ceusfusion did not write"):
+        check_writable(users, run)
+    with pytest.raises(CeusError, match="evaluation: this folder holds files that ceusfusion did not write"):
+        claim(run, folders=[run / "evaluation"])
+    check_writable(users, run, force=True)
+    claim(run, files=[run / "figure.png"], folders=[run / "prepared"])
+    (run / "prepared" / "cases").mkdir(parents=True)
+    (run / "prepared" / "cases" / "a.npz").write_bytes(b"x")
+    (run / "figure.png").write_bytes(b"x")
+    assert was_created(run / "prepared" / "cases" / "a.npz", run) and was_created(run / "figure.png", run)
+    check_writable(run / "figure.png", run)
+    assert foreign_entries(run) == ["evaluation", "report.html"]
+    assert not was_created(tmp_path / "outside.txt", run)
+    with pytest.raises(CeusError, match="is this command's input"):
+        check_writable(users, run, force=True, inputs=[users])
+
+
+def test_a_symlinked_output_is_not_written_through(tmp_path):
+    target = tmp_path / "precious.txt"
+    target.write_text("keep")
+    link = tmp_path / "run" / "report.html"
+    link.parent.mkdir()
+    link.symlink_to(target)
+    with pytest.raises(CeusError, match="did not write"):
+        check_writable(link, tmp_path / "run")
+    assert target.read_text() == "keep"
+
+
+def test_a_damaged_record_counts_as_nothing_created(tmp_path):
+    (tmp_path / RECORD).write_text("{not json")
+    assert created_entries(tmp_path) == set()
+    record_created(tmp_path, [tmp_path / "a.csv"])
+    assert created_entries(tmp_path) == {"a.csv"}

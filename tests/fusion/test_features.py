@@ -1,4 +1,4 @@
-"""Deep features: out-of-fold training rows, fold-mean test rows, parquet layout, CLI and errors.
+"""Deep features: out-of-fold training rows, test rows from the refitted model, parquet layout, CLI and errors.
 
 Three tiny resnet18 models (image single, video stack, video temporal; 3 folds,
 1 epoch, 24 px crops) are trained once on a fake run; references are computed
@@ -16,8 +16,9 @@ from fake_run import make_fake_run
 
 from ceusfusion.cli import main
 from ceusfusion.core.errors import CaseError, CeusError
-from ceusfusion.fusion.extract import extract_features, make_extractor
-from ceusfusion.fusion.features import read_features
+from ceusfusion.fusion.extract import extract_features, make_extractor, score_features
+from ceusfusion.fusion.features import feature_names, read_features
+from ceusfusion.ingest.cache import read_index
 from ceusfusion.models.data import load_cached
 from ceusfusion.models.registry import load_fold_model, transform_for
 from ceusfusion.models.train import TrainConfig, train
@@ -38,12 +39,12 @@ def run(tmp_path_factory):
 
 
 def reference(run, name):
-    """Per fold model, features of every cached case via model.features() (one case per batch)."""
+    """Per fold model (then the refitted ``full`` one), features of every cached case via model.features()."""
     _, cfg = load_fold_model(run, name, 0)
     data = load_cached(run, cfg["modality"])
     tf = transform_for(cfg)
     refs = []
-    for f in range(K):
+    for f in [*range(K), "full"]:
         model, _ = load_fold_model(run, name, f)
         with torch.no_grad():
             refs.append(torch.cat([model.features(tf(data.x[i:i + 1])) for i in range(len(data))]).numpy())
@@ -51,7 +52,7 @@ def reference(run, name):
 
 
 @pytest.mark.parametrize("name", list(MODELS))
-def test_train_rows_are_out_of_fold_and_test_rows_the_fold_mean(run, name):
+def test_train_rows_are_out_of_fold_and_test_rows_the_refitted_models(run, name):
     df, meta = extract_features(run, name, batch_size=5, device="cpu")
     data, refs = reference(run, name)
     assert list(df["case_id"]) == data.case_ids
@@ -67,8 +68,8 @@ def test_train_rows_are_out_of_fold_and_test_rows_the_fold_mean(run, name):
             assert not np.allclose(X[i], other, rtol=1e-3, atol=1e-4)  # another fold's model gives other features
             n_train += 1
         else:
-            np.testing.assert_allclose(X[i], refs[:, i].mean(0), rtol=1e-4, atol=1e-4)
-            assert not np.allclose(X[i], refs[0, i], rtol=1e-3, atol=1e-4)
+            np.testing.assert_allclose(X[i], refs[K, i], rtol=1e-4, atol=1e-4)  # one model, not a shrunken mean
+            assert not np.allclose(X[i], refs[:K, i].mean(0), rtol=1e-3, atol=1e-4)
     assert n_train == len(folds) == meta["n_train"] and (df["set"] == "test").sum() == meta["n_test"] == 8
     np.testing.assert_array_equal(df["y"].to_numpy(), data.labels)
     assert meta["extractor"] == ("features" if name == "tmp" else "create_feature_extractor")
@@ -81,7 +82,8 @@ def test_cli_writes_parquet_with_columns_and_metadata(run, capsys):
     assert e.value.code == 0
     assert "wrote" in capsys.readouterr().out
     table = pq.read_table(out)
-    assert table.column_names == ["case_id", "set", "y"] + [f"f{j:04d}" for j in range(512)]
+    assert table.column_names == ["case_id", "set", "y", "group"] + [f"f{j:04d}" for j in range(512)]
+    assert str(table.schema.field("group").type) in ("string", "large_string")
     assert str(table.schema.field("y").type) == "int64" and str(table.schema.field("f0000").type) == "float"
     meta = json.loads(table.schema.metadata[b"ceusfusion"])
     assert {k: meta[k] for k in ("name", "arch", "modality", "input_mode", "layer", "feature_dim", "folds")} == {
@@ -93,6 +95,19 @@ def test_cli_writes_parquet_with_columns_and_metadata(run, capsys):
 
     df, fmeta = fusion_read(out)
     assert fmeta["name"] == "stk" and len(df) == 38
+
+
+def test_features_and_scores_carry_the_prepared_group(run):
+    """The patient group travels with the features (issue 15): from RUN/prepared/index.csv, never a feature."""
+    index = read_index(run).set_index("case_id")["group"]
+    df, meta = extract_features(run, "img", device="cpu")
+    assert list(df.columns[:4]) == ["case_id", "set", "y", "group"] and meta["groups"] == "prepared index"
+    assert df["group"].tolist() == index.loc[df["case_id"]].tolist()
+    assert df.loc[df["set"] == "train"].groupby("group").size().eq(2).all()  # the fake run: 2 cases a patient
+    path = score_features(run, "img")
+    scores, smeta = read_features(path)
+    assert smeta["has_group"] and feature_names(scores) == ["f0000"]
+    assert scores["group"].tolist() == index.loc[scores["case_id"]].tolist()
 
 
 def test_default_output_path_and_determinism(run):
@@ -108,7 +123,7 @@ def test_default_output_path_and_determinism(run):
 
 def test_layer_option(run):
     df, meta = extract_features(run, "stk", layer="encoder.layer3", device="cpu")
-    assert meta["layer"] == "encoder.layer3" and meta["feature_dim"] == 256 and df.shape[1] == 3 + 256
+    assert meta["layer"] == "encoder.layer3" and meta["feature_dim"] == 256 and df.shape[1] == 4 + 256
     model, _ = load_fold_model(run, "stk", 0)
     with pytest.raises(CeusError, match="not a node of this model.*encoder.layer3"):
         make_extractor(model, "encoder.layer33")

@@ -160,19 +160,25 @@ def test_test_features_never_reach_a_fit(small):
     _assert_same_fits(small, res)  # selection, CV, out-of-fold predictions are blind to the test rows
 
 
+SCALER_FITS: list = []  # marker column of every scaler fit (module level: fitted steps are pickled by the cache)
+LASSO_FITS: list = []
+
+
+class SpyScaler(pipeline.StandardScaler):
+    def fit(self, X, y=None, sample_weight=None):
+        SCALER_FITS.append(np.asarray(X)[:, -1].copy())  # the marker column (last input column)
+        return super().fit(X, y, sample_weight)
+
+
+class SpyLasso(LassoSelector):
+    def fit(self, X, y, groups=None):
+        LASSO_FITS.append(len(X))
+        return super().fit(X, y, groups)
+
+
 def test_scaler_and_selector_fit_only_on_the_folds_training_part(monkeypatch):
-    scaler_fits, lasso_fits = [], []
-
-    class SpyScaler(pipeline.StandardScaler):
-        def fit(self, X, y=None, sample_weight=None):
-            scaler_fits.append(np.asarray(X)[:, -1].copy())  # the marker column (last input column)
-            return super().fit(X, y, sample_weight)
-
-    class SpyLasso(LassoSelector):
-        def fit(self, X, y):
-            lasso_fits.append(len(X))
-            return super().fit(X, y)
-
+    SCALER_FITS.clear()
+    LASSO_FITS.clear()
     monkeypatch.setattr(pipeline, "StandardScaler", SpyScaler)  # as looked up by make_front
     monkeypatch.setattr(pipeline, "LassoSelector", SpyLasso)
     df = synthetic(n=120, n_noise=10, n_test=40)
@@ -182,12 +188,17 @@ def test_scaler_and_selector_fit_only_on_the_folds_training_part(monkeypatch):
     preds = res.predictions
     ids = {cid: i for i, cid in enumerate(df["case_id"])}
     train_rows = {float(ids[c]) for c in preds.loc[preds["set"] == "train", "case_id"]}
-    assert len(scaler_fits) == 3 + 1 and lasso_fits == [len(f) for f in scaler_fits]
-    for k in range(3):  # one fit per outer fold: exactly the training rows minus that fold
-        held = {float(ids[c]) for c in preds.loc[preds["fold"] == k, "case_id"]}
-        assert set(scaler_fits[k]) == train_rows - held
-    assert set(scaler_fits[-1]) == train_rows  # the final refit: all training rows, no test row
-    assert max(max(f) for f in scaler_fits) < 10_000
+    held = [{float(ids[c]) for c in preds.loc[preds["fold"] == k, "case_id"]} for k in range(3)]
+    fits = [set(f) for f in SCALER_FITS]
+    # nested: per outer fold 3 inner-fold fits + 1 on its whole training part, then 1 on all training rows (the
+    # final search's inner folds are the outer folds here, same k and seed: their fits come from the cache)
+    assert len(fits) == 3 * (3 + 1) + 1 and LASSO_FITS == [len(f) for f in SCALER_FITS]
+    for k in range(3):
+        part = fits[4 * k:4 * k + 4]
+        assert part[-1] == train_rows - held[k]  # the outer fold's training part, nothing held out
+        assert all(f < part[-1] for f in part[:-1])  # inner fits: strict subsets of it
+    assert fits[-1] == train_rows  # the final refit: all training rows, no test row
+    assert max(max(f) for f in SCALER_FITS) < 10_000
     final = res.model.named_steps["scale"]
     assert final.mean_[-1] == pytest.approx(np.mean(sorted(train_rows)))
 

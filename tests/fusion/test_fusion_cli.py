@@ -22,9 +22,13 @@ def write_features(path, df: pd.DataFrame, meta: dict | None) -> None:
     pq.write_table(table, path)
 
 
-def cohort_and_features(tmp_path, n: int = 120, n_test: int = 30, seed: int = 0):
-    """Two feature files (image 8, video 6 columns), a cohort with age/margin/group, a perfusion CSV."""
+def cohort_and_features(tmp_path, n: int = 120, n_test: int = 30, seed: int = 0, with_group: bool = False):
+    """Two feature files (image 8, video 6 columns), a cohort with age/margin/group, a perfusion CSV.
+
+    ``with_group``: the feature files carry the cohort's group column (as ``features`` writes them);
+    else they are old files without it."""
     rng = np.random.default_rng(seed)
+    groups = [f"G{i // 2:03d}" if i < 20 else "" for i in range(n)]  # 10 patients with 2 nodules
     age = rng.normal(50, 10, size=n)
     y = ((age - 50) / 10 + rng.normal(scale=0.7, size=n) > 0).astype(int)
     ids = [f"P{i:03d}" for i in range(n)]
@@ -37,6 +41,8 @@ def cohort_and_features(tmp_path, n: int = 120, n_test: int = 30, seed: int = 0)
         df.insert(0, "y", y)
         df.insert(0, "set", sets)
         df.insert(0, "case_id", ids)
+        if with_group:
+            df.insert(3, "group", [g or c for g, c in zip(groups, ids)])
         path = tmp_path / f"{name}.parquet"
         # the video file lists its cases in another order: the join must not care
         write_features(path, df if name.startswith("DL_image") else df.iloc[::-1], {"name": name, "arch": "x"})
@@ -44,7 +50,7 @@ def cohort_and_features(tmp_path, n: int = 120, n_test: int = 30, seed: int = 0)
     margin = rng.choice(["smooth", "irregular", "ill-defined"], size=n).astype(object)
     margin[3] = None  # a missing category becomes its own level
     cohort = pd.DataFrame({"case_id": ids, "label": y, "split": sets, "image": [f"img/{c}.png" for c in ids],
-                           "group": [f"G{i // 2:03d}" if i < 20 else "" for i in range(n)],  # 10 patients with 2 nodules
+                           "group": groups,
                            "age": np.round(age, 1), "margin": margin})
     cohort_path = tmp_path / "cohort.csv"
     cohort.to_csv(cohort_path, index=False)
@@ -62,7 +68,9 @@ def test_cli_end_to_end_two_files_clinical_perfusion(tmp_path):
           "--perfusion", str(perf), "--out", str(out), "--classifiers", "lr,rf", "--folds", "3", "--inner-folds", "3",
           "--n-cs", "8", "--fast", "--seed", "3", "--name", "DL_clinical"])
     preds = pd.read_csv(out / "predictions" / "DL_clinical.csv")
-    assert list(preds.columns) == ["case_id", "set", "fold", "y", "prob"]
+    assert list(preds.columns) == ["case_id", "set", "fold", "y", "prob", "scoring"]
+    assert set(preds.loc[preds.set == "test", "scoring"]) == {"refit on all training cases"}
+    assert all("optimistic" in x for x in preds.loc[preds.set == "train", "scoring"])  # the family was chosen on them
     assert len(preds) == 120 and preds["case_id"].is_unique and preds["prob"].between(0, 1).all()
     tr, te = preds[preds["set"] == "train"], preds[preds["set"] == "test"]
     assert len(te) == 30 and (te["fold"] == -1).all() and set(tr["fold"]) == {0, 1, 2}
@@ -73,7 +81,10 @@ def test_cli_end_to_end_two_files_clinical_perfusion(tmp_path):
     assert (g.groupby("group")["fold"].nunique() == 1).all()
 
     summary = json.loads((out / "fusion.json").read_text())
-    assert summary["name"] == "DL_clinical" and summary["seed"] == 3 and summary["cv"]["grouped"]
+    assert summary["name"] == "DL_clinical" and summary["seed"] == 3
+    # old feature files without a group column: the cohort's groups are used, and every CV is grouped by them
+    assert summary["cv"]["group_source"] == "cohort" and summary["cv"]["n_groups_with_several_train_rows"] == 10
+    assert summary["cv"]["grouped"] == {"outer": True, "lasso": True, "grid_search": True}  # no SVM family here
     assert summary["chosen_family"] in ("lr", "rf")
     assert summary["columns"]["categorical"] == ["clin__margin"]
     assert set(summary["columns"]["numeric"]) == {"clin__age", "perf__peak_intensity", "perf__ttp_s"}
@@ -91,6 +102,20 @@ def test_cli_end_to_end_two_files_clinical_perfusion(tmp_path):
             assert (out / "figures" / f"{stem}.{ext}").stat().st_size > 1000
     assert (out / "model.joblib").is_file()
     assert not list(out.rglob("*.tmp*"))
+
+
+def test_features_groups_are_checked_against_the_cohort(tmp_path):
+    files, cohort, _ = cohort_and_features(tmp_path, with_group=True)
+    data = load_inputs(files, cohort=cohort)
+    assert data.group_source == "features" and data.inputs[-1]["groups"].startswith("checked")
+    assert data.groups.tolist() == data.frame["group"].tolist() and data.groups.iloc[0] == "G000"
+    assert "group" not in data.columns
+    co = pd.read_csv(cohort, keep_default_na=False)
+    co.loc[co["case_id"] == "P004", "group"] = "G999"
+    co.to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(CeusError, match="patient group disagrees with the features files for 1 case\\(s\\): P004"):
+        load_inputs(files, cohort=tmp_path / "other.csv")
+    assert load_inputs(files).group_source == "features"  # no cohort: the files' own groups
 
 
 def test_join_prefixes_and_aligns_cases(tmp_path):

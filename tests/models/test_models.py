@@ -92,3 +92,77 @@ def test_missing_imagenet_weights_warn_and_fall_back_or_fail(monkeypatch):
         build_model("resnet18", "single", weights="imagenet", require_weights=True)
     with pytest.raises(CeusError, match="unknown architecture"):
         build_model("vgg11", "single")
+
+
+def _imagenet_cache(tmp_path, monkeypatch, arch="resnet18"):
+    """A private TORCH_HOME; torch.hub's own loader and any download made to fail loudly."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+
+    def forbidden(*a, **k):
+        raise AssertionError("torch.hub.load_state_dict_from_url unpickles without weights_only")
+
+    def offline(*a, **k):
+        raise OSError("offline")
+
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", forbidden)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    _, path, prefix = W.imagenet_file(arch)
+    path.parent.mkdir(parents=True)
+    return path, prefix
+
+
+def test_imagenet_cache_payload_never_runs(tmp_path, monkeypatch):
+    """Issue 16: a pickle planted in $TORCH_HOME/hub/checkpoints under the expected name ran code."""
+    path, prefix = _imagenet_cache(tmp_path, monkeypatch)
+    assert prefix and path.name == f"resnet18-{prefix}.pth"
+    _Evil.marker = tmp_path / "pwned"
+    torch.save({"conv1.weight": torch.zeros(1), "x": _Evil()}, path)
+    for require in (False, True):
+        with pytest.raises(CeusError, match=f"{path}: sha256 does not start with the published {prefix}") as e:
+            build_model("resnet18", "single", weights="imagenet", require_weights=require)
+        assert "\n" not in str(e.value)
+    assert not _Evil.marker.exists()
+    # even where no hash is published, the file is read weights-only
+    monkeypatch.setattr(W, "imagenet_file", lambda arch: ("https://example.invalid/x.pth", path, None))
+    with pytest.raises(CeusError, match="refused, it holds objects other than tensors") as e:
+        build_model("resnet18", "single", weights="imagenet")
+    assert str(path) in str(e.value) and not _Evil.marker.exists()
+
+
+def test_imagenet_cache_file_with_the_published_hash_loads(tmp_path, monkeypatch):
+    import hashlib
+
+    import torchvision
+
+    path, _ = _imagenet_cache(tmp_path, monkeypatch)
+    sd = torchvision.models.resnet18(weights=None).state_dict()
+    torch.save(sd, path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:8]
+    monkeypatch.setattr(W, "imagenet_file", lambda arch: ("https://example.invalid/x.pth", path, digest))
+    model, used = build_model("resnet18", "single", weights="imagenet")
+    assert used == "imagenet"
+    assert torch.equal(model.encoder.layer4[1].conv2.weight, sd["layer4.1.conv2.weight"])
+
+
+def test_imagenet_missing_offline_warns_naming_the_cache(tmp_path, monkeypatch):
+    path, _ = _imagenet_cache(tmp_path, monkeypatch)
+    with pytest.warns(W.WeightsUnavailableWarning, match="RANDOM initialisation") as rec:
+        _, used = build_model("resnet18", "single", weights="imagenet")
+    assert used == "none" and str(path.parent) in str(rec[0].message)
+    with pytest.raises(CeusError, match="could not be obtained \\(OSError: offline\\)"):
+        build_model("resnet18", "single", weights="imagenet", require_weights=True)
+
+
+def test_densenet_files_with_torchvision_legacy_key_names_load(tmp_path):
+    """torchvision's DenseNet ImageNet files name ``norm1`` ``norm.1``; they must load all the same."""
+    import re
+
+    import torchvision
+
+    sd = torchvision.models.densenet121(weights=None).state_dict()
+    old = {re.sub(r"(denselayer\d+\.(?:norm|conv))([12])\.", r"\1.\2.", k): v for k, v in sd.items()}
+    assert old != sd
+    torch.save(old, tmp_path / "d121.pth")
+    model, _ = build_model("densenet121", "single", weights=str(tmp_path / "d121.pth"))
+    assert torch.equal(model.encoder.features.denseblock1.denselayer1.conv1.weight,
+                       sd["features.denseblock1.denselayer1.conv1.weight"])

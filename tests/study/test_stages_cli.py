@@ -19,7 +19,7 @@ def _ok(argv: list[str]) -> None:
 
 def test_stage_commands_end_to_end(tmp_path, capsys):
     data, run = tmp_path / "data", tmp_path / "run"
-    _ok(["synth", "--out", str(data), "--n", "40", "--size", "48", "--fps", "2", "--duration", "12", "--workers", "1"])
+    _ok(["synth", "--out", str(data), "--n", "60", "--size", "48", "--fps", "2", "--duration", "12", "--workers", "1"])
     cohort = data / "cohort.csv"
     _ok(["validate", str(cohort)])
     assert exit_code(["prepare", str(cohort), "--out", str(run), "--size", "40"]) == 0

@@ -113,7 +113,8 @@ def test_export_and_predict_new_patient(tiny_run, tmp_path):
         assert m["class"] == int(m["prob"] >= m["threshold"])
     assert (tmp_path / "pred" / "gradcam_DL_video_resnet18.png").is_file()
     assert res["seconds"] < 30
-    (bundle / "models" / "DL_image_resnet18" / "fold0" / "model.safetensors").write_bytes(b"tampered")
+    assert not (bundle / "models" / "DL_image_resnet18" / "fold0").exists()  # new patients: the refitted model
+    (bundle / "models" / "DL_image_resnet18" / "full" / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(SystemExit) as e:
         main(["predict", "--bundle", str(bundle), "--image", str(d / row["image"])])
     assert e.value.code == 2

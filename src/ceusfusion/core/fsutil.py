@@ -1,8 +1,13 @@
-"""Atomic file writes and content hashes.
+"""Atomic file writes, content hashes, and what a command may overwrite.
 
 Every stage writes to a temporary name in the destination folder and renames
 it when complete, so a later stage never reads a half-written file and an
 interrupted run leaves the previous output intact.
+
+A command never writes over a file it did not create (unless the user passes
+``--force``), nor ever over its own input: before writing, it ``claim``s its
+outputs, which checks them and adds them to ``.ceusfusion-files`` in the
+output folder, the record of what ceusfusion created there.
 """
 
 from __future__ import annotations
@@ -111,3 +116,103 @@ def read_csv_exact(path, **kwargs) -> pd.DataFrame:
         raise CeusError(f"{path}: file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CeusError(f"{path}: cannot read as CSV ({str(exc).splitlines()[0]})") from None
+
+
+# ----------------------------------------------------------------------------- what the tool may overwrite
+
+RECORD = ".ceusfusion-files"  # in a folder the tool writes to: what it created there (relative paths, folders end in /)
+
+
+def _relative(path: str | os.PathLike, root: str | os.PathLike) -> str | None:
+    """``path`` relative to ``root`` (lexically, symlinks not followed), or None when it is outside."""
+    rel = os.path.relpath(os.path.abspath(path), os.path.abspath(root))
+    return None if rel == ".." or rel.startswith(".." + os.sep) else Path(rel).as_posix()
+
+
+def created_entries(root: str | os.PathLike) -> set[str]:
+    """What this tool recorded creating under ``root``; an unreadable record counts as none."""
+    try:
+        entries = json.loads((Path(root) / RECORD).read_text(encoding="utf-8")).get("created", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return {e for e in entries if isinstance(e, str)}
+
+
+def was_created(path: str | os.PathLike, root: str | os.PathLike, entries: set[str] | None = None) -> bool:
+    """True when the record of ``root`` (or ``entries`` read from it) lists ``path`` or a folder above it."""
+    rel = _relative(path, root)
+    if rel is None:
+        return False
+    entries = created_entries(root) if entries is None else entries
+    parts = rel.split("/")
+    return rel in entries or "./" in entries or any("/".join(parts[:k]) + "/" in entries for k in range(1, len(parts) + 1))
+
+
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def check_writable(path: str | os.PathLike, root: str | os.PathLike, force: bool = False, inputs=(),
+                   flag: str = "--force") -> None:
+    """Refuse to write over a file the tool did not create under ``root`` (unless ``force``, the command's
+    ``flag``), and over an input of the command (ever): a careless ``--out`` must not destroy the user's data."""
+    path = Path(path)
+    for src in inputs:
+        if same_file(path, src):
+            raise CeusError(f"{path}: is this command's input {src}; refusing to write over it (choose another --out)")
+    if force or not os.path.lexists(path) or was_created(path, root):
+        return
+    what = "folder holds files that" if path.is_dir() and not path.is_symlink() else "file"
+    raise CeusError(f"{path}: this {what} ceusfusion did not write; refusing to overwrite "
+                    f"(choose another output, or pass {flag} to replace it)")
+
+
+def record_created(root: str | os.PathLike, files=(), folders=()) -> None:
+    """Add ``files`` and ``folders`` (everything beneath them) to the record of ``root``."""
+    rel_files, rel_folders = [_relative(p, root) for p in files], [_relative(p, root) for p in folders]
+    if None in rel_files + rel_folders:
+        raise CeusError(f"cannot record a path outside {root}")
+    new = set(rel_files) | {"./" if d == "." else f"{d}/" for d in rel_folders}
+    entries = created_entries(root)
+    if new <= entries:
+        return
+    write_json(Path(root) / RECORD, {"note": "written by ceusfusion, which overwrites only what is listed here",
+                                     "created": sorted(entries | new)})
+
+
+def claim(root: str | os.PathLike, files=(), folders=(), force: bool = False, inputs=(), flag: str = "--force") -> None:
+    """Check that the tool may write ``files`` and fill ``folders`` under ``root``, then record them, before
+    writing anything: so a run killed half-way is still recognised as the tool's own on the rerun."""
+    for f in files:
+        check_writable(f, root, force, inputs, flag)
+    for d in folders:
+        d = Path(d)
+        if d.is_dir() and not d.is_symlink() and not any(d.iterdir()):
+            continue
+        check_writable(d, root, force, inputs, flag)
+    Path(root).mkdir(parents=True, exist_ok=True)
+    record_created(root, files, folders)
+
+
+def foreign_entries(root: str | os.PathLike) -> list[str]:
+    """The names directly under ``root`` that the tool did not create (the record itself excluded)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    entries = created_entries(root)
+    return sorted(p.name for p in root.iterdir() if p.name != RECORD and not was_created(p, root, entries))
+
+
+def remove_stale_temps(folder: str | os.PathLike, name: str = "*") -> int:
+    """Delete the temporary files :func:`atomic_path` leaves for ``name`` (a glob) when a run is killed
+    mid-write; returns how many."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return 0
+    stale = [p for p in folder.glob(f".{name}.*.tmp*") if p.is_file() and not p.is_symlink()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return len(stale)

@@ -147,17 +147,26 @@ CHECKPOINT_STATE = "state.json"
 
 
 def save_checkpoint(folder: str | Path, tensors: dict[str, torch.Tensor], state: dict) -> None:
-    """Write a resumable checkpoint as one unit: a temporary folder renamed onto ``folder``."""
+    """Write a resumable checkpoint as one unit: a temporary folder renamed onto ``folder``.
+
+    At every instant one complete unit exists: ``folder``, or (between the two renames) the previous
+    one as ``.<folder>.old``, which :func:`load_checkpoint` falls back to. ``.old`` is removed only
+    when ``folder`` holds a complete unit, so a kill never leaves nothing to resume from.
+    """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    for stale in folder.parent.glob(f".{folder.name}.*.tmp"):  # left by a kill mid-write
+        shutil.rmtree(stale, ignore_errors=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", suffix=".tmp", dir=folder.parent))
     try:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / CHECKPOINT_TENSORS))
         (tmp / CHECKPOINT_STATE).write_text(json.dumps(state))
         old = folder.with_name(f".{folder.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        if folder.exists():
+        if (folder / CHECKPOINT_STATE).is_file():
+            shutil.rmtree(old, ignore_errors=True)
             folder.rename(old)
+        elif folder.exists():  # not a complete unit (never written by this function): the previous stays in .old
+            shutil.rmtree(folder)
         tmp.rename(folder)
         shutil.rmtree(old, ignore_errors=True)
     finally:

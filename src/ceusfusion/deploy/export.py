@@ -1,33 +1,110 @@
 """``ceusfusion export``: a finished run as a bundle a new patient's prediction needs, and its verification.
 
-A bundle holds nothing about the training patients: the selected models' fold weights (safetensors)
-and configs, the preprocessing and keyframe parameters, the thresholds locked on the training set,
-the fitted fusion pipeline, versions and a sha256 of every file (checked before anything is loaded).
+A bundle holds the selected models' fold weights (safetensors) and configs, the preprocessing and
+keyframe parameters, the thresholds locked on the training set, the fitted fusion pipeline and
+versions. It holds no training table, but two fusion families keep training rows inside the fitted
+model: KNN its scaled selected features, the SVM its support vectors.
+
+Tamper evidence, the manifest included. ``bundle.json`` lists a sha256 of every other file; the sha256
+of ``bundle.json`` itself is the *bundle id*, printed by export and written to ``bundle.json.sha256``
+(``sha256sum -c`` format). :func:`load_bundle` refuses, in one line naming the file, a manifest that
+does not match that sidecar or the id the user pins (``expect_sha256``, ``predict --expect-sha256``),
+a listed file that is missing or changed, a file that is not listed, a symlink, a path that leaves
+the bundle (absolute, ``..``, through a symlink; model names are plain names) and a malformed
+manifest. The sidecar only catches careless edits: whoever can rewrite a bundle can rewrite it too.
+Only a pinned id, passed on another channel than the bundle, proves the bundle is the one exported.
+
+The fusion model is never unpickled: ``fusion/model.skops`` (``skops.io``). Why skops:
+
+- It rebuilds the same scikit-learn objects from JSON and ``.npy`` arrays (``np.load`` without
+  pickle), creating only allowed types, so every family (lr, svm, knn, rf, et, xgb, lgbm, mlp, with
+  our LassoSelector and GroupedPlattSVC) gives bit-identical probabilities, and a new family costs one
+  allowlist line. The allowlist is ours (:data:`TRUSTED_TYPES`), checked on the file's schema before
+  skops builds anything: skops' default list (all of scikit-learn, numpy's ufuncs) is wider than a
+  bundle needs, and functions, methods, partials and reduce calls are refused outright.
+- ONNX has no converter for LassoSelector or the grouped-Platt SVM, and onnxruntime computes in float32:
+  the probabilities would differ from the run's by far more than 1e-9.
+- Coefficients as our own JSON means re-implementing eight families' predict (tree traversal,
+  libsvm's kernel sums, the xgboost/lightgbm boosters), kept equal to 1e-9 across library versions.
+
+What skops cannot check is the content of an allowed type: native code indexes some arrays without
+bounds checks. After loading, trees and SVMs are checked and neighbour trees are rebuilt from their
+data (:func:`check_native`). The xgboost/lightgbm model parsers are trusted. To be sure, pin the id.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import math
+import os
+import re
 import shutil
+import tempfile
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
 import joblib
 import numpy as np
+import skops.io as sio
 import torch
+from sklearn.ensemble import BaseEnsemble
+from sklearn.neighbors import KNeighborsClassifier
+from sklearn.svm import SVC
+from sklearn.tree import BaseDecisionTree
 
 from ceusfusion import __version__
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import sha256_file, write_json
+from ceusfusion.core.fsutil import sha256_file, write_bytes, write_json, write_text
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.fusion.extract import default_layer
 from ceusfusion.fusion.features import is_score_name, read_features
+from ceusfusion.ingest.prepare import PrepareParams
 from ceusfusion.models.ensemble import REFIT, test_scoring_of
 from ceusfusion.models.registry import MODEL_FILE, build_from_config
 from ceusfusion.models.select import read_selection
 
-BUNDLE_VERSION = 1
-FUSION_MODEL = "fusion/model.joblib"
+BUNDLE_VERSION = 2  # 1: fusion/model.joblib (a pickle); refused
+MANIFEST = "bundle.json"
+SIDECAR = "bundle.json.sha256"
+FUSION_MODEL = "fusion/model.skops"
+FUSION_FORMAT = "skops"
+MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # one path component, never '..'
+SHA256 = re.compile(r"[0-9a-f]{64}")
+MAX_MODEL_BYTES = 1 << 30  # a fusion model's unpacked size; a larger (zip-bomb) file is refused before reading
+
+# Every type a fitted fusion pipeline of any family holds, as skops names it; nothing else is built.
+TRUSTED_TYPES = frozenset({
+    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.slice", "builtins.str", "builtins.int",
+    "builtins.float", "builtins.bool", "builtins.bytes", "builtins.bytearray",
+    "collections.OrderedDict", "collections.defaultdict",
+    "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32",
+    "numpy.int8", "numpy.uint8", "numpy.bool", "numpy.bool_", "numpy.str_", "numpy.random.mtrand.RandomState",
+    "sklearn.pipeline.Pipeline", "sklearn.compose._column_transformer.ColumnTransformer",
+    "sklearn.impute._base.SimpleImputer", "sklearn.preprocessing._encoders.OneHotEncoder",
+    "sklearn.preprocessing._data.StandardScaler", "sklearn.preprocessing._function_transformer.FunctionTransformer",
+    "sklearn.preprocessing._label.LabelEncoder", "sklearn.preprocessing._label.LabelBinarizer",
+    "ceusfusion.fusion.lasso.LassoSelector", "ceusfusion.fusion.families.GroupedPlattSVC",
+    "sklearn.linear_model._logistic.LogisticRegression", "sklearn.svm._classes.SVC",
+    "sklearn.calibration.CalibratedClassifierCV", "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.neighbors._classification.KNeighborsClassifier", "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neighbors._ball_tree.BallTree", "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.ensemble._forest.RandomForestClassifier", "sklearn.ensemble._forest.ExtraTreesClassifier",
+    "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.ExtraTreeClassifier",
+    "sklearn.tree._tree.Tree",
+    "xgboost.sklearn.XGBClassifier", "xgboost.core.Booster", "lightgbm.sklearn.LGBMClassifier",
+    "lightgbm.basic.Booster",
+    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
+})
+# skops node kinds that only rebuild data or an allowed type (no FunctionNode, MethodNode, ReduceNode, ...)
+TRUSTED_LOADERS = frozenset({"DictNode", "DefaultDictNode", "ListNode", "TupleNode", "SetNode", "SliceNode",
+                             "JsonNode", "BytesNode", "BytearrayNode", "TypeNode", "ObjectNode", "NdArrayNode",
+                             "DTypeNode", "RandomStateNode", "TreeNode"})
 
 
 def locked_threshold(metrics: dict, name: str) -> float:
@@ -43,10 +120,18 @@ def locked_threshold(metrics: dict, name: str) -> float:
     raise CeusError(f"no training-set threshold for {name} in evaluation/metrics.json")
 
 
+def model_files(m: dict) -> list[str]:
+    """The weight files (bundle-relative) predict loads for one bundled model: the refit or every fold."""
+    dirs = [REFIT] if m["test_scoring"] == "refit" else [f"fold{k}" for k in m["folds"]]
+    return [f"models/{m['name']}/{d}/{MODEL_FILE}" for d in dirs]
+
+
 def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
     """The selected models' fold weights and configs into the bundle; their bundle.json entries."""
     models = {}
     for modality, name in read_selection(run.root).items():
+        if not MODEL_NAME.fullmatch(name):
+            raise CeusError(f"{run.selection}: model name {name!r} is not a plain name")
         src = run.model(name)
         cfg = json.loads((src / "config.json").read_text())
         scoring = test_scoring_of(cfg)
@@ -75,65 +160,372 @@ def _feature_layers(run: RunLayout, models: dict) -> dict:
     return layers
 
 
+def write_fusion_model(pipe, path: Path) -> None:
+    """The fitted pipeline as skops, read back through the bundle's own reader first: a type the
+    allowlist lacks fails here, at export, not at a hospital's predict."""
+    data = sio.dumps(pipe, compression=zipfile.ZIP_DEFLATED)  # its schema.json repeats every column name
+    read_fusion_model(path, data)
+    write_bytes(path, data)
+
+
 def _copy_fusion(run: RunLayout, tmp: Path, models: dict, metrics: dict) -> dict | None:
-    """The fitted DL_combined pipeline and what it was fitted on, or None when the run has none."""
-    fusion_json = run.fusion / "fusion.json"
-    if not (fusion_json.is_file() and (run.fusion / "model.joblib").is_file()):
+    """The fitted DL_combined pipeline (as skops) and what it was fitted on, or None when the run has none."""
+    fusion_json, joblib_file = run.fusion / "fusion.json", run.fusion / "model.joblib"
+    if not (fusion_json.is_file() and joblib_file.is_file()):
         return None
     fj = json.loads(fusion_json.read_text())
-    (tmp / "fusion").mkdir(parents=True, exist_ok=True)
-    shutil.copy2(run.fusion / "model.joblib", tmp / FUSION_MODEL)
+    # The run's own output, written by `fuse` for this user: trusted here, the only unpickling.
+    # The bundle gets skops, which predict reads without running code.
+    write_fusion_model(joblib.load(joblib_file), tmp / FUSION_MODEL)
     name = fj.get("name", "DL_combined")
     feature_inputs = [i for i in fj.get("inputs", []) if i.get("kind") == "features"]
     scores = any(is_score_name(str(i.get("meta", {}).get("name", ""))) for i in feature_inputs)
     cols = fj.get("columns", {})
     return {"name": name, "inputs": "scores" if scores else "features", "threshold": locked_threshold(metrics, name),
-            "feature_layers": _feature_layers(run, models),
+            "model": FUSION_MODEL, "format": FUSION_FORMAT, "feature_layers": _feature_layers(run, models),
             "clinical": list(cols.get("numeric", [])) + list(cols.get("categorical", [])),
             "perfusion": any(i.get("kind") == "perfusion" for i in fj.get("inputs", []))}
 
 
+def _check_target(out: Path, overwrite: bool) -> None:
+    """``--overwrite`` replaces only a real folder that is a bundle; never through a symlink."""
+    if out.is_symlink():
+        raise CeusError(f"{out} is a symlink; refusing to write a bundle through it")
+    if out.exists():
+        if not overwrite:
+            raise CeusError(f"{out} exists; pass --overwrite to replace it")
+        if not out.is_dir() or (out / MANIFEST).is_symlink() or not (out / MANIFEST).is_file():
+            raise CeusError(f"{out} exists and is not a bundle; refusing to replace it")
+
+
+def _new_temp_folder(out: Path) -> Path:
+    """A fresh, uniquely named folder beside ``out`` (mkdtemp: never an existing path or a planted symlink)."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(tmp, 0o777 & ~mask)  # mkdtemp makes 0700; a bundle folder gets the usual permissions
+    return tmp
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    """Rename the finished bundle onto ``out``; an old bundle is first moved into a fresh folder, then removed."""
+    if not out.exists():
+        tmp.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+    out.rename(old / out.name)
+    tmp.rename(out)
+    shutil.rmtree(old)
+
+
+def _fill(layout: RunLayout, tmp: Path, metrics: dict) -> None:
+    """Models, fusion model, bundle.json (every other file's sha256) and its sidecar, into ``tmp``."""
+    models = _copy_models(layout, tmp, metrics)
+    combined = _copy_fusion(layout, tmp, models, metrics)
+    params = json.loads(layout.keyframes.read_text())["params"]
+    files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
+    write_json(tmp / MANIFEST, {"bundle_version": BUNDLE_VERSION, "ceusfusion": __version__, "torch": torch.__version__,
+                                "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "prepare": params, "models": models, "combined": combined, "files": files,
+                                "thresholds": "Youden-optimal on the training set's out-of-fold predictions"})
+    write_text(tmp / SIDECAR, f"{sha256_file(tmp / MANIFEST)}  {MANIFEST}\n")
+
+
 def export(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
-    """`ceusfusion export RUN --out BUNDLE`."""
+    """`ceusfusion export RUN --out BUNDLE`; :func:`bundle_id` of the result is what users pin."""
     layout, out = RunLayout(run), Path(out)
     for need in (layout.selection, layout.metrics, layout.keyframes):
         if not need.is_file():
             raise CeusError(f"{need} not found: finish the study (select, evaluate) before exporting")
-    if out.exists():
-        if not overwrite:
-            raise CeusError(f"{out} exists; pass --overwrite to replace it")
-        if not (out / "bundle.json").is_file():
-            raise CeusError(f"{out} exists and is not a bundle; refusing to replace it")
+    _check_target(out, overwrite)
     metrics = json.loads(layout.metrics.read_text())
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    models = _copy_models(layout, tmp, metrics)
-    combined = _copy_fusion(layout, tmp, models, metrics)
-    params = json.loads(layout.keyframes.read_text())["params"]
-    files = {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
-    write_json(tmp / "bundle.json", {"bundle_version": BUNDLE_VERSION, "ceusfusion": __version__, "torch": torch.__version__,
-                                     "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                     "prepare": params, "models": models, "combined": combined, "files": files,
-                                     "thresholds": "Youden-optimal on the training set's out-of-fold predictions"})
-    if out.exists():
-        shutil.rmtree(out)
-    tmp.rename(out)
+    tmp = _new_temp_folder(out)
+    try:
+        _fill(layout, tmp, metrics)
+        _move_into_place(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)  # our own folder (gone once renamed); rmtree never follows a symlink
     return out
 
 
-def load_bundle(bundle: Path) -> dict:
-    """bundle.json, after checking every listed file against its sha256."""
-    meta_path = bundle / "bundle.json"
-    if not meta_path.is_file():
-        raise CeusError(f"{bundle}: not a ceusfusion bundle (no bundle.json)")
-    meta = json.loads(meta_path.read_text())
-    for rel, digest in meta["files"].items():
-        p = bundle / rel
-        if not p.is_file() or sha256_file(p) != digest:
-            raise CeusError(f"{p}: missing or changed since export (sha256 mismatch); refusing to load it")
+# --------------------------------------------------------------------------- verification
+
+
+def bundle_id(bundle: str | Path) -> str:
+    """The bundle id: sha256 of bundle.json's bytes (what `sha256sum bundle.json` prints)."""
+    return sha256_file(Path(bundle) / MANIFEST)
+
+
+def _read_manifest(bundle: Path) -> tuple[Path, bytes]:
+    """bundle.json's bytes, read once: the same bytes are hashed and parsed."""
+    path = bundle / MANIFEST
+    if path.is_symlink():
+        raise CeusError(f"{path}: a symlink; refusing the bundle")
+    if not path.is_file():
+        raise CeusError(f"{bundle}: not a ceusfusion bundle (no {MANIFEST})")
+    return path, path.read_bytes()
+
+
+def _check_pin(path: Path, digest: str, expect_sha256: str | None) -> None:
+    """The manifest against the id the user pinned, else against the sidecar export wrote."""
+    if expect_sha256 is not None:
+        want = str(expect_sha256).strip().lower()
+        if not SHA256.fullmatch(want):
+            raise CeusError(f"--expect-sha256 {expect_sha256!r}: not a sha256 (64 hexadecimal digits)")
+        if digest != want:
+            raise CeusError(f"{path}: sha256 {digest} is not the pinned {want}; refusing the bundle")
+        return
+    side = path.with_name(SIDECAR)
+    if side.is_symlink() or not side.is_file():
+        raise CeusError(f"{side}: missing; refusing the bundle (pass --expect-sha256 with the id export printed)")
+    recorded = side.read_text(errors="replace").split()[:1]
+    if recorded != [digest]:
+        raise CeusError(f"{path}: changed since export (its sha256 {digest} is not the one in {SIDECAR}); "
+                        "refusing the bundle")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
+
+
+def _is(v, types) -> bool:
+    """isinstance that keeps bools out of numbers (True is not a threshold)."""
+    return isinstance(v, types) and (bool in (types if isinstance(types, tuple) else (types,)) or not isinstance(v, bool))
+
+
+_TOP_KEYS = {"bundle_version": int, "prepare": dict, "models": dict, "files": dict, "combined": (dict, type(None))}
+_MODEL_KEYS = {"name": str, "folds": list, "test_scoring": str, "threshold": (int, float), "config": dict}
+_COMBINED_KEYS = {"name": str, "threshold": (int, float), "inputs": str, "model": str, "format": str,
+                  "feature_layers": dict, "clinical": list, "perfusion": bool}
+
+
+def _require(path: Path, obj, keys: dict, where: str) -> None:
+    """Each key present with its type: one line naming the file and the key."""
+    if not isinstance(obj, dict):
+        raise CeusError(f"{path}: malformed {MANIFEST}: {where.rstrip('.') or 'the top level'} is not an object")
+    for key, types in keys.items():
+        if key not in obj:
+            raise CeusError(f"{path}: malformed {MANIFEST}: {where}{key} is missing")
+        if not _is(obj[key], types) or (isinstance(obj[key], float) and math.isnan(obj[key])):
+            raise CeusError(f"{path}: malformed {MANIFEST}: {where}{key} has the wrong type ({type(obj[key]).__name__})")
+
+
+def _parse_manifest(path: Path, raw: bytes) -> dict:
+    """bundle.json as a dict of the expected shape, or one CeusError naming the file."""
+    try:
+        meta = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CeusError(f"{path}: not valid JSON ({_first_line(exc)}); refusing the bundle") from None
+    _require(path, meta, {"bundle_version": int}, "")
+    if meta["bundle_version"] != BUNDLE_VERSION:
+        old = " (a pickled fusion model, never loaded now): export the run again" if meta["bundle_version"] == 1 else ""
+        raise CeusError(f"{path}: bundle_version {meta['bundle_version']} is not {BUNDLE_VERSION}{old}")
+    _require(path, meta, _TOP_KEYS, "")
+    try:
+        PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in meta["prepare"].items()})
+    except (CeusError, TypeError, ValueError) as exc:
+        raise CeusError(f"{path}: malformed {MANIFEST}: prepare ({_first_line(exc)})") from None
+    for modality, m in meta["models"].items():
+        _require(path, m, _MODEL_KEYS, f"models.{modality}.")
+    if meta["combined"] is not None:
+        _require(path, meta["combined"], _COMBINED_KEYS, "combined.")
+        for name, layer in meta["combined"]["feature_layers"].items():
+            _require(path, layer, {"layer": (str, type(None)), "penultimate": bool}, f"combined.feature_layers.{name}.")
     return meta
 
 
+def _inside(bundle: Path, rel, path: Path) -> Path:
+    """bundle/rel for a plain relative path that stays in the bundle: no '/', '..', '\\', no symlink on the way."""
+    parts = rel.split("/") if isinstance(rel, str) else []
+    if not parts or any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
+        raise CeusError(f"{path}: path {rel!r} is not a plain path inside the bundle; refusing the bundle")
+    p = bundle
+    for part in parts:
+        p = p / part
+        if p.is_symlink():
+            raise CeusError(f"{p}: a symlink in the bundle; refusing the bundle")
+    if not p.resolve().is_relative_to(bundle.resolve()):
+        raise CeusError(f"{path}: path {rel!r} leaves the bundle; refusing the bundle")
+    return p
+
+
+def _check_files(bundle: Path, path: Path, files: dict) -> None:
+    """Every listed file inside the bundle and unchanged."""
+    for rel, digest in files.items():
+        p = _inside(bundle, rel, path)
+        if not (isinstance(digest, str) and SHA256.fullmatch(digest)):
+            raise CeusError(f"{path}: malformed {MANIFEST}: files[{rel!r}] is not a sha256")
+        if not p.is_file() or sha256_file(p) != digest:
+            raise CeusError(f"{p}: missing or changed since export (sha256 mismatch); refusing to load it")
+
+
+def _check_listed_only(bundle: Path, files: dict) -> None:
+    """No file the manifest does not list (a dropped-in model.joblib, say), no symlink anywhere."""
+    allowed = set(files) | {MANIFEST, SIDECAR}
+    for dirpath, dirnames, filenames in os.walk(bundle):
+        for entry in dirnames + filenames:
+            p = Path(dirpath) / entry
+            if p.is_symlink():
+                raise CeusError(f"{p}: a symlink in the bundle; refusing the bundle")
+            if entry in filenames and p.relative_to(bundle).as_posix() not in allowed:
+                raise CeusError(f"{p}: not listed in {MANIFEST}; a bundle holds only the files it lists")
+
+
+def _check_models(path: Path, meta: dict) -> None:
+    """Model names are plain names; every file predict will load is a listed (so verified) file."""
+    needed = []
+    for modality, m in meta["models"].items():
+        where = f"models.{modality}"
+        if not MODEL_NAME.fullmatch(m["name"]):
+            raise CeusError(f"{path}: {where}.name {m['name']!r} is not a plain model name; refusing the bundle")
+        if m["test_scoring"] not in ("refit", "fold-mean"):
+            raise CeusError(f"{path}: {where}.test_scoring {m['test_scoring']!r} is not refit or fold-mean")
+        if m["test_scoring"] == "fold-mean" and (not m["folds"] or m["folds"] != list(range(len(m["folds"])))):
+            raise CeusError(f"{path}: {where}.folds {m['folds']!r} is not 0, 1, ..., k-1")
+        needed += model_files(m)
+    comb = meta["combined"]
+    if comb is not None:
+        if comb["format"] != FUSION_FORMAT:
+            raise CeusError(f"{path}: combined.format {comb['format']!r}: only {FUSION_FORMAT} is loaded (never a pickle)")
+        needed.append(comb["model"])
+    for rel in needed:
+        if rel not in meta["files"]:
+            raise CeusError(f"{path}: {rel} is not listed in files; refusing the bundle")
+
+
+def load_bundle(bundle: str | Path, expect_sha256: str | None = None) -> dict:
+    """bundle.json (plus ``bundle_sha256``, its id), after checking the manifest against the pinned id
+    (or its sidecar), its shape, and every file of the bundle against it."""
+    bundle = Path(bundle)
+    path, raw = _read_manifest(bundle)
+    digest = hashlib.sha256(raw).hexdigest()
+    _check_pin(path, digest, expect_sha256)
+    meta = _parse_manifest(path, raw)
+    _check_files(bundle, path, meta["files"])
+    _check_listed_only(bundle, meta["files"])
+    _check_models(path, meta)
+    return dict(meta, bundle_sha256=digest, pinned=expect_sha256 is not None)
+
+
+def bundle_file(bundle: Path, meta: dict, rel: str) -> Path:
+    """The path of a file :func:`load_bundle` verified; anything else (unlisted, outside) is refused."""
+    if rel not in meta.get("files", {}):
+        raise CeusError(f"{Path(bundle) / MANIFEST}: {rel} is not listed in files; refusing to load it")
+    return _inside(Path(bundle), rel, Path(bundle) / MANIFEST)
+
+
+# --------------------------------------------------------------------------- the fusion model, without pickle
+
+
+def _schema_nodes(schema) -> list[tuple[str, str]]:
+    """(type, loader) of every node of a skops schema, iteratively (a deep file cannot blow the stack)."""
+    out, todo = [], [schema]
+    while todo:
+        node = todo.pop()
+        if isinstance(node, dict):
+            if {"__class__", "__module__", "__loader__"} & node.keys():
+                out.append((f"{node.get('__module__')}.{node.get('__class__')}", str(node.get("__loader__"))))
+            todo.extend(node.values())
+        elif isinstance(node, list):
+            todo.extend(node)
+    return out
+
+
+def _audit(path: Path, data: bytes) -> None:
+    """Refuse a file that is not skops, or that names a type or node kind outside the allowlists."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            if sum(i.file_size for i in z.infolist()) > MAX_MODEL_BYTES:
+                raise ValueError(f"unpacks to more than {MAX_MODEL_BYTES} bytes")
+            schema = json.loads(z.read("schema.json"))
+    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
+        raise CeusError(f"{path}: not a skops file ({_first_line(exc)}); a bundle's fusion model is "
+                        "never unpickled") from None
+    bad = sorted({f"{t} ({loader})" for t, loader in _schema_nodes(schema)
+                  if t not in TRUSTED_TYPES or loader not in TRUSTED_LOADERS})
+    if bad:
+        raise CeusError(f"{path}: untrusted type(s) {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}; "
+                        "refusing to load it")
+
+
+def read_fusion_model(path: Path, data: bytes):
+    """A skops fusion model from its bytes: audited, built from allowed types only, native arrays checked."""
+    _audit(path, data)
+    try:
+        model = sio.loads(data, trusted=sorted(TRUSTED_TYPES))
+        if not callable(getattr(model, "predict_proba", None)):
+            raise CeusError(f"{path}: not a fitted classifier pipeline")
+        check_native(model, path)
+    except CeusError:
+        raise
+    except Exception as exc:  # skops and the rebuilt types raise many kinds for a damaged file
+        raise CeusError(f"{path}: cannot be loaded ({type(exc).__name__}: {_first_line(exc)}); refusing it") from None
+    return model
+
+
 def load_fusion_model(bundle: Path, meta: dict):
-    """The fitted fusion pipeline of a verified bundle (integrity checked by sha256 in :func:`load_bundle`)."""
-    return joblib.load(bundle / FUSION_MODEL)
+    """The fitted fusion pipeline of a verified bundle: the listed skops file, its bytes hashed once more
+    as they are read (no window between check and use), never unpickled."""
+    rel = meta["combined"]["model"]
+    path = bundle_file(bundle, meta, rel)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["files"][rel]:
+        raise CeusError(f"{path}: changed since export (sha256 mismatch); refusing to load it")
+    return read_fusion_model(path, data)
+
+
+def _nested(model) -> list:
+    """Every object inside a fitted model (estimators, their lists and dicts), for :func:`check_native`."""
+    seen, out, todo = set(), [], [model]
+    while todo:
+        obj = todo.pop()
+        if id(obj) in seen or isinstance(obj, (str, bytes, bytearray, np.ndarray, int, float)):
+            continue
+        seen.add(id(obj))
+        out.append(obj)
+        if isinstance(obj, dict):
+            todo.extend(obj.values())
+        elif isinstance(obj, (list, tuple)):
+            todo.extend(obj)
+        elif type(obj).__module__.split(".")[0] in ("sklearn", "ceusfusion") and hasattr(obj, "__dict__"):
+            todo.extend(vars(obj).values())
+    return out
+
+
+def _tree_ok(est) -> bool:
+    """A decision tree's nodes as sklearn builds them: children after their parent, features in range."""
+    t = est.tree_
+    n = t.node_count
+    if not 0 < n <= t.capacity or t.n_features != est.n_features_in_:
+        return False
+    left, right, feat, idx = t.children_left, t.children_right, t.feature, np.arange(n)
+    leaf = left == -1
+    inner = ~leaf
+    return bool(np.array_equal(leaf, right == -1) and np.all((left[inner] > idx[inner]) & (left[inner] < n))
+                and np.all((right[inner] > idx[inner]) & (right[inner] < n))
+                and np.all((feat[inner] >= 0) & (feat[inner] < t.n_features)))
+
+
+def _svc_ok(svc) -> bool:
+    """libsvm's arrays agree on the number of support vectors and classes."""
+    n_sv, k = svc.support_vectors_.shape[0], len(svc._n_support)
+    return bool(svc._n_support.min() >= 0 and svc._n_support.sum() == n_sv == len(svc.support_)
+                and svc._dual_coef_.shape == (k - 1, n_sv) and len(svc._intercept_) == k * (k - 1) // 2
+                and svc.support_vectors_.shape[1] == svc.n_features_in_)
+
+
+def check_native(model, path: Path) -> None:
+    """What native code indexes without bounds checks: trees and SVMs checked, neighbour trees rebuilt from
+    their own data (deterministic: the same tree, the same neighbours)."""
+    for obj in _nested(model):
+        fitted = hasattr(obj, "n_features_in_")  # an ensemble's unfitted template is never run
+        bad = fitted and ((isinstance(obj, BaseDecisionTree) and not _tree_ok(obj))
+                          or (isinstance(obj, BaseEnsemble) and any(e.n_features_in_ != obj.n_features_in_
+                                                                    for e in obj.estimators_))
+                          or (isinstance(obj, SVC) and not _svc_ok(obj)))
+        if bad:
+            raise CeusError(f"{path}: the {type(obj).__name__} inside is inconsistent; refusing to load it")
+        if isinstance(obj, KNeighborsClassifier) and getattr(obj, "_tree", None) is not None:
+            obj._tree = type(obj._tree)(obj._fit_X, obj.leaf_size, metric=obj.effective_metric_,
+                                        **(obj.effective_metric_params_ or {}))

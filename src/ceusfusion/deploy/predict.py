@@ -3,7 +3,9 @@
 The patient's files are prepared with the bundle's recorded parameters, each model scores it the
 ensemble way (``models.ensemble.over_folds``: a case no fold model saw gets the refitted model's
 value, or the mean of the fold models), classes come from the thresholds locked on the training set, and the fused model gets the
-same inputs it was fitted on. Nothing is loaded before the bundle's checksums are verified.
+same inputs it was fitted on. Nothing is loaded before the bundle is verified (``deploy.export.load_bundle``:
+the manifest against the pinned id or its sidecar, every file against the manifest), and every file
+read is one the manifest lists (``bundle_file``), so no path leaves the bundle.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import torch
 
 from ceusfusion.core.fsutil import write_json
 from ceusfusion.core.runtime import threads as torch_threads
-from ceusfusion.deploy.export import load_bundle, load_fusion_model
+from ceusfusion.deploy.export import bundle_file, load_bundle, load_fusion_model, model_files
 from ceusfusion.explain.cam import display_frames, model_cams
 from ceusfusion.figures.explain import overlay_figure
 from ceusfusion.fusion.extract import make_extractor
@@ -25,18 +27,19 @@ from ceusfusion.fusion.features import joined_column, score_logit, score_name
 from ceusfusion.ingest.prepare import PrepareParams, prepare_image, prepare_video
 from ceusfusion.models.data import case_tensor, to_chw
 from ceusfusion.models.ensemble import REFIT, UNSEEN, over_folds
-from ceusfusion.models.registry import MODEL_FILE, load_model_file, transform_for
+from ceusfusion.models.registry import load_model_file, transform_for
 
 
 def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_mask=None, out: str | Path | None = None,
-            cams: bool = True, threads: int = 1) -> dict:
+            cams: bool = True, threads: int = 1, expect_sha256: str | None = None) -> dict:
     """Probabilities of every bundled model for one patient, classes at the locked thresholds, Grad-CAM overlays.
 
+    ``expect_sha256``: the bundle id export printed; a bundle whose bundle.json differs is refused.
     One patient is a batch of one: a single thread avoids the thread-barrier stalls
     that make small CPU inferences many times slower when the cores are shared.
     """
     with torch_threads(threads):
-        return _predict(Path(bundle), image, image_mask, video, video_mask, out, cams)
+        return _predict(Path(bundle), image, image_mask, video, video_mask, out, cams, expect_sha256)
 
 
 def prepare_patient(meta: dict, image=None, image_mask=None, video=None, video_mask=None) -> dict[str, np.ndarray]:
@@ -64,8 +67,7 @@ def _score_model(bundle: Path, meta: dict, m: dict, x: torch.Tensor) -> tuple[fl
     layer = comb.get("feature_layers", {}).get(m["name"]) or {"layer": None, "penultimate": True}
     scoring = m.get("test_scoring", "fold-mean")
     ids = [REFIT] if scoring == "refit" else list(m["folds"])
-    models = {k: load_model_file(bundle / "models" / m["name"] / (REFIT if k == REFIT else f"fold{k}") / MODEL_FILE, cfg)
-              for k in ids}
+    models = {k: load_model_file(bundle_file(bundle, meta, rel), cfg) for k, rel in zip(ids, model_files(m))}
     fold_probs: list[float] = []
 
     def fold_values(f: int, _pos) -> np.ndarray:
@@ -108,11 +110,12 @@ def _fused(bundle: Path, meta: dict, result: dict, feats: dict) -> dict:
     return {"available": True, "prob": prob, "threshold": comb["threshold"], "class": int(prob >= comb["threshold"])}
 
 
-def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams) -> dict:
+def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None) -> dict:
     t0 = time.perf_counter()
-    meta = load_bundle(bundle)
+    meta = load_bundle(bundle, expect_sha256=expect_sha256)
     arrays = prepare_patient(meta, image, image_mask, video, video_mask)
-    result: dict = {"models": {}, "bundle": str(bundle)}
+    result: dict = {"models": {}, "bundle": str(bundle), "bundle_sha256": meta["bundle_sha256"],
+                    "bundle_pinned": meta["pinned"]}
     feats = {}
     for modality, m in meta["models"].items():
         if modality not in arrays:

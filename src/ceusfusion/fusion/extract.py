@@ -36,10 +36,12 @@ from torchvision.models.feature_extraction import create_feature_extractor, get_
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.core.runtime import resolve_device
-from ceusfusion.fusion.features import SCORE_COLUMN, feature_columns, score_logit, score_name, write_features
+from ceusfusion.fusion.features import GROUP_COLUMN, SCORE_COLUMN, feature_columns, score_logit, score_name, write_features
+from ceusfusion.ingest.cache import read_index
+from ceusfusion.ingest.cohort import groups_of
 from ceusfusion.models.backbones import TemporalNet
 from ceusfusion.models.data import CachedSet, load_cached
-from ceusfusion.models.ensemble import UNSEEN, FoldPlan, over_folds
+from ceusfusion.models.ensemble import UNSEEN, FoldPlan, over_folds, test_scoring_of
 from ceusfusion.models.registry import load_fold_model, parse_model_path, read_config, transform_for
 from ceusfusion.models.transforms import BatchTransform
 
@@ -142,21 +144,23 @@ def extract_features(run, name: str, layer: str | None = None, batch_size: int =
     tf = transform_for(cfg, dev)
     used: list[Extractor] = []
 
-    def fold_features(f: int, pos: np.ndarray) -> np.ndarray:
+    def fold_features(f: int | str, pos: np.ndarray) -> np.ndarray:
         used.append(make_extractor(load_fold_model(run, name, f, dev)[0], layer))
         return extract(used[-1], data, tf, pos, batch_size)
 
-    feats = over_folds(fold, k, fold_features)
+    feats = over_folds(fold, k, fold_features, test_scoring_of(cfg))
     dim = int(feats.shape[1])
     cols = {"case_id": list(data.case_ids), "set": np.where(fold == UNSEEN, "test", "train"),
-            "y": data.labels.astype(np.int64)}
+            "y": data.labels.astype(np.int64), GROUP_COLUMN: data.groups.astype(str)}  # the prepared index's
     fcols = pd.DataFrame(feats.astype(np.float32), columns=feature_columns(dim))
     df = pd.concat([pd.DataFrame(cols), fcols], axis=1)
     meta = {"name": name, "arch": cfg["arch"], "modality": cfg["modality"], "input_mode": cfg["input_mode"],
             "layer": used[-1].layer, "extractor": used[-1].method, "feature_dim": dim, "folds": k,
             "crop": cfg["crop"], "image_size": cfg["image_size"], "weights": cfg.get("weights"),
             "n_train": int((fold >= 0).sum()), "n_test": int((fold == UNSEEN).sum()),
-            "train_rows": "out-of-fold (fold model that held the case out)", "test_rows": f"mean over {k} fold models"}
+            "train_rows": "out-of-fold (fold model that held the case out)", "test_rows": ("one model refitted on all training cases" if test_scoring_of(cfg) == "refit"
+                          else f"mean over {k} fold models")}
+    meta["groups"] = "prepared index"  # where the group column comes from
     return df, meta
 
 
@@ -169,16 +173,31 @@ def features(model: str | Path, out: str | Path | None = None, layer: str | None
     return path, meta
 
 
+def index_groups(run, case_ids) -> np.ndarray:
+    """The patient group of each case from RUN/prepared/index.csv (empty: the case_id), in the given order."""
+    idx = read_index(run)
+    groups = pd.Series(groups_of(idx).to_numpy(), index=idx["case_id"].astype(str))
+    ids = pd.Index(case_ids).astype(str)
+    missing = ids[~ids.isin(groups.index)]
+    if len(missing):
+        raise CeusError(f"{run}/prepared/index.csv has no row for {len(missing)} case(s) with predictions: "
+                        f"{', '.join(sorted(missing)[:5])}; prepare and train again")
+    return groups.loc[ids].to_numpy(dtype=str)
+
+
 def score_features(run, name: str) -> Path:
     """RUN/features/NAME.score.parquet: one column, the model's out-of-fold logit (test rows: the
     logit of the fold-mean probability). For score-level ("late") fusion: unlike penultimate
-    features, a score means the same thing whichever fold model produced it."""
+    features, a score means the same thing whichever fold model produced it. The patient group
+    comes from the prepared index, as for deep features."""
     layout = RunLayout(run)
     path = layout.predictions(name)
     if not path.is_file():
         raise CeusError(f"{path} not found (train {name} first)")
     pred = pd.read_csv(path, dtype={"case_id": str})
     df = pd.DataFrame({"case_id": pred["case_id"], "set": pred["set"], "y": pred["y"].astype(int),
+                       GROUP_COLUMN: index_groups(run, pred["case_id"]),
                        SCORE_COLUMN: score_logit(pred["prob"].to_numpy())})
     return write_features(layout.score_features(name), df,
-                          {"name": score_name(name), "source": "out-of-fold logit", "feature_dim": 1})
+                          {"name": score_name(name), "source": "out-of-fold logit", "feature_dim": 1,
+                           "groups": "prepared index"})

@@ -1,9 +1,13 @@
 """The features-parquet contract: one writer, one reader, and the column-naming rules.
 
 A features file (``RUN/features/<name>.parquet``) is a table ``case_id, set, y,
-f0000, f0001, ...`` with the producer's metadata as JSON in the parquet schema
+group, f0000, f0001, ...`` with the producer's metadata as JSON in the parquet schema
 metadata under ``ceusfusion`` (at least ``name``; a file without it is named
-after its stem). The fusion stage joins several files on ``case_id`` and
+after its stem). ``group`` is the patient group of the prepared index: it travels
+with the features so that every cross-validation of the fusion stage keeps a
+patient's nodules on one side of each split. A file written before ``group``
+existed still reads; each case is then its own patient, and the metadata says
+so (``has_group`` False). The fusion stage joins several files on ``case_id`` and
 prefixes each feature column with its model name (``<name>__f0000``) so that
 every column stays traceable. A score-level input (``<name>_score``) has one
 column, the logit of the model's probability.
@@ -23,7 +27,9 @@ from ceusfusion.core.errors import CaseError, CeusError
 from ceusfusion.core.fsutil import atomic_path
 
 META_KEY = b"ceusfusion"  # schema-metadata key of the producer's JSON metadata
-ID_COLUMNS = ("case_id", "set", "y")  # every other column is a feature
+ID_COLUMNS = ("case_id", "set", "y")  # required in every file
+GROUP_COLUMN = "group"  # the patient group (string); absent from old files
+NOT_FEATURES = (*ID_COLUMNS, GROUP_COLUMN)  # every other column is a feature
 SCORE_SUFFIX = "_score"
 SCORE_CLIP = 1e-6  # probabilities are clipped to [SCORE_CLIP, 1 - SCORE_CLIP] before the logit
 
@@ -40,8 +46,8 @@ SCORE_COLUMN = feature_columns(1)[0]  # the one column of a score-level input
 
 
 def feature_names(df: pd.DataFrame) -> list[str]:
-    """The feature columns of a features table (everything but case_id, set, y), in file order."""
-    return [c for c in df.columns if c not in ID_COLUMNS]
+    """The feature columns of a features table (everything but case_id, set, y, group), in file order."""
+    return [c for c in df.columns if c not in NOT_FEATURES]
 
 
 def joined_column(name: str, col: str) -> str:
@@ -93,14 +99,15 @@ def _check_table(path: Path, df: pd.DataFrame) -> list[str]:
     """Columns, unique case ids, numeric features, set/label values; returns the feature columns."""
     missing = [c for c in ID_COLUMNS if c not in df.columns]
     if missing:
-        raise CeusError(f"{path}: missing column(s) {', '.join(missing)} (expected case_id, set, y, f0000, ...)")
+        raise CeusError(f"{path}: missing column(s) {', '.join(missing)} "
+                        "(expected case_id, set, y, group (optional), f0000, ...)")
     df["case_id"] = df["case_id"].astype(str)
     dup = df["case_id"][df["case_id"].duplicated()]
     if len(dup):
         raise CaseError(dup.iloc[0], str(path), "case_id appears more than once")
     feats = feature_names(df)
     if not feats:
-        raise CeusError(f"{path}: no feature columns besides case_id, set, y")
+        raise CeusError(f"{path}: no feature columns besides case_id, set, y, group")
     for c in feats:
         if not pd.api.types.is_numeric_dtype(df[c]):
             raise CeusError(f"{path}: feature column {c!r} is not numeric")
@@ -117,8 +124,20 @@ def _check_table(path: Path, df: pd.DataFrame) -> list[str]:
     return feats
 
 
+def _fill_group(df: pd.DataFrame) -> bool:
+    """Put the patient group (str) after y: empty values and a file without the column get the case_id.
+
+    Returns whether the file had the column (False: an old file, one case = one patient)."""
+    has = GROUP_COLUMN in df.columns
+    g = df.pop(GROUP_COLUMN) if has else pd.Series(np.nan, index=df.index, dtype=object)
+    g = g.where(g.notna() & (g.astype(str).str.strip() != ""), df["case_id"]).astype(str)
+    df.insert(df.columns.get_loc("y") + 1, GROUP_COLUMN, g)
+    return has
+
+
 def read_features(path: str | Path) -> tuple[pd.DataFrame, dict]:
-    """One features parquet: validated table and its `ceusfusion` metadata (name falls back to the stem)."""
+    """One features parquet: validated table (``group`` always present) and its `ceusfusion` metadata
+    (name falls back to the stem; ``has_group`` says whether the file had its own group column)."""
     path = Path(path)
     if not path.is_file():
         raise CeusError(f"{path}: features file not found")
@@ -131,4 +150,5 @@ def read_features(path: str | Path) -> tuple[pd.DataFrame, dict]:
     _check_table(path, df)
     df["y"] = df["y"].astype(int)
     df["set"] = df["set"].astype(str)
+    meta["has_group"] = _fill_group(df)
     return df, meta

@@ -1,7 +1,9 @@
 """Inputs of the fusion stage: features files joined on case_id, clinical covariates, perfusion parameters.
 
 Nothing here learns from data: imputation and one-hot encoding are fitted later,
-inside the training part of each CV fold.
+inside the training part of each CV fold. The patient group of every row comes
+with the features (their ``group`` column, from the prepared index); a cohort,
+when given, must agree with it, and fills it in for old files without one.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import pandas as pd
 
 from ceusfusion.core.errors import CaseError, CeusError
 from ceusfusion.core.fsutil import sha256_file
-from ceusfusion.fusion.features import feature_names, joined_column, read_features
+from ceusfusion.fusion.features import GROUP_COLUMN, feature_names, joined_column, read_features
 from ceusfusion.ingest.cohort import load_cohort
 
 
@@ -22,12 +24,18 @@ from ceusfusion.ingest.cohort import load_cohort
 class FusionData:
     """The joined training/test table and what each column is."""
 
-    frame: pd.DataFrame  # case_id, set, y, then feature columns
+    frame: pd.DataFrame  # case_id, set, y, group, then feature columns
     deep: list[str]
     numeric: list[str] = field(default_factory=list)
     categorical: list[str] = field(default_factory=list)
-    groups: pd.Series | None = None  # patient group per row (from the cohort), aligned with frame
+    groups: pd.Series | None = None  # patient group per row, aligned with frame (None: the case_id)
     inputs: list[dict] = field(default_factory=list)
+    group_source: str = "case_id"  # where groups come from: features, cohort or case_id (see GROUP_SOURCES)
+
+    def __post_init__(self):
+        if self.groups is None:  # no group known: every case is its own patient
+            self.groups = pd.Series(self.frame["case_id"].astype(str).to_numpy(), index=self.frame.index)
+            self.group_source = "case_id"
 
     @property
     def columns(self) -> list[str]:
@@ -57,11 +65,27 @@ def _merge(base: pd.DataFrame, df: pd.DataFrame, path, first, drop_missing: bool
     return m.drop(columns=["set__other", "y__other"])
 
 
+def _merge_groups(m: pd.DataFrame, path, group_file, has_group: bool) -> pd.DataFrame:
+    """One group column after a join: it must agree when both files have one; a file without takes the other's."""
+    other = f"{GROUP_COLUMN}__other"
+    if has_group and group_file is not None:
+        bad = m["case_id"][m[GROUP_COLUMN] != m[other]]
+        if len(bad):
+            raise CeusError(f"{path}: patient group disagrees with {group_file} for {len(bad)} case(s): "
+                            f"{_cases(bad)}; features files must come from the same prepared index")
+    elif has_group:
+        m[GROUP_COLUMN] = m[other]
+    return m.drop(columns=[other])
+
+
 def join_features(paths: list[str | Path], drop_missing: bool = False) -> tuple[pd.DataFrame, list[str], list[dict]]:
-    """Join feature files on case_id; columns become '<model>__<column>' so they stay traceable."""
+    """Join feature files on case_id; columns become '<model>__<column>' so they stay traceable.
+
+    The frame keeps one ``group`` column; each input record says where its file's groups came from
+    (``groups``: "file", or "case_id" for an old file without the column)."""
     if not paths:
         raise CeusError("no --features file given")
-    base, cols, inputs, names = None, [], [], set()
+    base, cols, inputs, names, group_file = None, [], [], set(), None
     for path in paths:
         df, meta = read_features(path)
         name = str(meta["name"])
@@ -71,8 +95,13 @@ def join_features(paths: list[str | Path], drop_missing: bool = False) -> tuple[
         feats = feature_names(df)
         df = df.rename(columns={c: joined_column(name, c) for c in feats})
         inputs.append({"kind": "features", "path": str(path), "sha256": sha256_file(path), "meta": meta,
-                       "n_features": len(feats), "n_cases": len(df)})
-        base = df if base is None else _merge(base, df, path, paths[0], drop_missing)
+                       "n_features": len(feats), "n_cases": len(df),
+                       "groups": "file" if meta["has_group"] else "case_id (no group column: an older file)"})
+        if base is None:
+            base = df
+        else:
+            base = _merge_groups(_merge(base, df, path, paths[0], drop_missing), path, group_file, meta["has_group"])
+        group_file = path if meta["has_group"] and group_file is None else group_file
         cols += [joined_column(name, c) for c in feats]
     return base.reset_index(drop=True), cols, inputs
 
@@ -117,7 +146,8 @@ def _add_clinical(frame: pd.DataFrame, co: pd.DataFrame, cohort, col: str) -> tu
 
 
 def add_cohort(frame: pd.DataFrame, cohort, clinical: list[str]) -> tuple[pd.Series, list[str], list[str], dict]:
-    """Patient groups and clinical columns (added to ``frame``): (groups, numeric, categorical, input record)."""
+    """The cohort's patient groups and clinical columns (added to ``frame``): (groups, numeric, categorical,
+    input record)."""
     co = _aligned_cohort(frame, cohort)
     groups = pd.Series(co["group"].astype(str).to_numpy(), index=frame.index)
     numeric, categorical = [], []
@@ -158,21 +188,47 @@ def add_perfusion(frame: pd.DataFrame, perfusion) -> tuple[list[str], dict]:
     return pcols, record
 
 
+def _cohort_groups(frame: pd.DataFrame, cohort_groups: pd.Series, from_features: bool, cohort) -> str:
+    """Check the features' groups against the cohort's (or take the cohort's); returns the group source."""
+    if not from_features:  # old features files without a group column: the cohort knows the patients
+        frame[GROUP_COLUMN] = cohort_groups.to_numpy()
+        return "cohort"
+    bad = frame["case_id"][frame[GROUP_COLUMN].to_numpy() != cohort_groups.to_numpy()]
+    if len(bad):
+        raise CeusError(f"{cohort}: patient group disagrees with the features files for {len(bad)} case(s): "
+                        f"{_cases(bad)}; pass the cohort the features were prepared from")
+    return "features"
+
+
+GROUP_SOURCES = {  # FusionData.group_source -> what it means (for fusion.json)
+    "features": "the features files' group column (the prepared index)",
+    "cohort": "the cohort's group column (the features files have none)",
+    "case_id": "none known: every case is its own patient (features files without a group column, no cohort)",
+}
+
+
 def load_inputs(features: list[str | Path], cohort: str | Path | None = None, clinical: list[str] | None = None,
                 perfusion: str | Path | None = None, drop_missing: bool = False) -> FusionData:
-    """Deep features joined with optional clinical covariates (cohort manifest) and perfusion parameters."""
+    """Deep features joined with optional clinical covariates (cohort manifest) and perfusion parameters.
+
+    The patient groups always come with the data: from the features files, checked against the
+    cohort when one is given; from the cohort for old files without a group column; else the case_id."""
     frame, deep, inputs = join_features(list(features), drop_missing=drop_missing)
     numeric: list[str] = []
     categorical: list[str] = []
-    groups = None
+    from_features = any(i["meta"]["has_group"] for i in inputs)
+    source = "features" if from_features else "case_id"
     clinical = list(clinical or [])
     if clinical and cohort is None:
         raise CeusError("--clinical needs --cohort COHORT.csv to read the covariates from")
     if cohort is not None:
-        groups, numeric, categorical, record = add_cohort(frame, cohort, clinical)
-        inputs.append(record)
+        cohort_groups, numeric, categorical, record = add_cohort(frame, cohort, clinical)
+        source = _cohort_groups(frame, cohort_groups, from_features, cohort)
+        inputs.append({**record, "groups": "checked: agrees with the features" if from_features else "used"})
     if perfusion is not None:
         pcols, record = add_perfusion(frame, perfusion)
         numeric += pcols
         inputs.append(record)
-    return FusionData(frame=frame, deep=deep, numeric=numeric, categorical=categorical, groups=groups, inputs=inputs)
+    groups = frame[GROUP_COLUMN].astype(str).copy()
+    return FusionData(frame=frame, deep=deep, numeric=numeric, categorical=categorical, groups=groups,
+                      inputs=inputs, group_source=source)

@@ -6,11 +6,26 @@ of each outer CV fold, so the out-of-fold AUC of every classifier family is
 honest. The family with the best mean CV AUC is refitted on all training rows
 and the test set is scored once, at the very end. Test rows (features and
 labels) are not touched before that.
+
+Patients: a patient's nodules are near-identical rows, so every CV here is
+split by patient group (StratifiedGroupKFold): the outer folds, the grid
+search's inner folds, the LASSO penalty's folds and the SVM's Platt-scaling
+folds; each gets the groups of its own training rows, and its number of folds
+is reduced to the patients of the smaller class when there are fewer.
+
+Nesting: the grid search runs over the whole pipeline (columns → scaler →
+LASSO → classifier), so the scaler and LASSO are refitted inside every inner
+fold and an inner validation row never helps choose the features it is scored
+on. The front does not depend on the classifier's hyperparameters, so its fit
+on one inner fold is cached (Pipeline ``memory``, a temporary folder) and shared
+by every grid point and family: k + 1 LASSO fits per outer fold, not one per
+grid point.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,12 +35,11 @@ import numpy as np
 import pandas as pd
 import sklearn
 from pydantic import ConfigDict, Field, field_validator
-from sklearn.base import clone
 from sklearn.compose import ColumnTransformer
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.impute import SimpleImputer
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, StratifiedGroupKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
@@ -34,8 +48,8 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import atomic_path, write_csv, write_json
 from ceusfusion.figures.fusion import write_figures
 from ceusfusion.fusion.families import FAMILIES, FAMILY_NAMES, get_family, parse_families
-from ceusfusion.fusion.inputs import FusionData, load_inputs
-from ceusfusion.fusion.lasso import LassoSelector
+from ceusfusion.fusion.inputs import GROUP_SOURCES, FusionData, load_inputs
+from ceusfusion.fusion.lasso import LassoSelector, groups_per_class, inner_folds
 
 
 class FusionConfig(StageConfig):
@@ -77,42 +91,47 @@ def make_front(data: FusionData, cfg: FusionConfig) -> Pipeline:
     return Pipeline([("columns", cols), ("scale", StandardScaler()), ("lasso", lasso)])
 
 
-def make_search(family: str, cfg: FusionConfig, n_train: int) -> GridSearchCV:
-    """The family's estimator with its small grid, searched by inner stratified CV on AUC."""
+def make_search(family: str, data: FusionData, cfg: FusionConfig, y, groups, memory=None) -> GridSearchCV:
+    """GridSearchCV over front + the family's estimator with its small grid, on AUC, by patient-grouped
+    inner folds (fewer when the rows have fewer patients of a class than ``inner_folds``)."""
     fam = get_family(family)
-    k = cfg.inner_folds
-    grid = fam.grid(cfg.fast, int(n_train * (k - 1) / k))
-    return GridSearchCV(fam.make(cfg.seed, cfg.fast), grid, scoring="roc_auc", n_jobs=1, refit=True,
-                        cv=StratifiedKFold(n_splits=k, shuffle=True, random_state=cfg.seed), error_score="raise")
+    splitter = inner_folds(cfg.inner_folds, y, groups, cfg.seed, "the grid search")
+    n_fit = min(len(a) for a, _ in splitter.split(np.zeros(len(y)), y, groups))  # smallest inner training part
+    grid = {f"clf__{p}": v for p, v in fam.grid(cfg.fast, n_fit).items()}
+    pipe = Pipeline(make_front(data, cfg).steps + [("clf", fam.make(cfg.seed, cfg.fast))], memory=memory)
+    return GridSearchCV(pipe, grid, scoring="roc_auc", n_jobs=1, refit=True, cv=splitter, error_score="raise")
 
 
-def fit_search(family: str, cfg: FusionConfig, Z, y) -> GridSearchCV:
-    """``make_search`` fitted on the (already transformed) rows Z, without convergence/feature-name noise."""
+def fit_search(family: str, data: FusionData, cfg: FusionConfig, X, y, groups, memory=None) -> GridSearchCV:
+    """``make_search`` fitted on rows X (untransformed): the patient groups go to the inner splitter, to
+    LASSO and, for a family that runs its own CV, to the estimator; without convergence/feature-name noise."""
+    groups = np.asarray(groups).astype(str)
+    params = {"groups": groups, "lasso__groups": groups}
+    if get_family(family).takes_groups:
+        params["clf__groups"] = groups
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.filterwarnings("ignore", message=".*feature names.*")
-        return make_search(family, cfg, len(y)).fit(Z, y)
+        warnings.filterwarnings("ignore", message="Persisting input arguments")  # the cache hashing a large X
+        return make_search(family, data, cfg, y, groups, memory).fit(X, y, **params)
 
 
 def outer_splits(data: FusionData, cfg: FusionConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Outer folds over the training rows only (patient-grouped when the cohort gives groups)."""
+    """Outer folds over the training rows only, always by patient group (StratifiedGroupKFold)."""
     tr = data.frame.index[data.frame["set"] == "train"].to_numpy()
     y = data.frame.loc[tr, "y"].to_numpy()
-    n_min = int(np.bincount(y, minlength=2).min())
+    g = data.groups.loc[tr].to_numpy()
+    n_min = groups_per_class(y, g)
     if n_min < cfg.folds:
-        raise CeusError(f"{cfg.folds} folds need at least {cfg.folds} training cases of each class; "
+        raise CeusError(f"{cfg.folds} folds need at least {cfg.folds} training patients (groups) of each class; "
                         f"the smaller class has {n_min}")
-    if _grouped(data, tr):
-        g = data.groups.loc[tr].to_numpy()
-        splitter = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
-        return [(tr[a], tr[b]) for a, b in splitter.split(tr, y, g)]
-    splitter = StratifiedKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
-    return [(tr[a], tr[b]) for a, b in splitter.split(tr, y)]
+    splitter = StratifiedGroupKFold(n_splits=cfg.folds, shuffle=True, random_state=cfg.seed)
+    return [(tr[a], tr[b]) for a, b in splitter.split(tr, y, g)]
 
 
-def _grouped(data: FusionData, rows) -> bool:
-    """Whether some patient has more than one of these rows (then folds are grouped by patient)."""
-    return bool(data.groups is not None and data.groups.loc[rows].duplicated().any())
+def _clf_params(best_params: dict) -> dict:
+    """The classifier's chosen hyperparameters without the pipeline's ``clf__`` prefix."""
+    return _jsonable({k.removeprefix("clf__"): v for k, v in best_params.items()})
 
 
 # --------------------------------------------------------------------------- cross-validation, choice, refit
@@ -144,31 +163,32 @@ class OuterCV:
         return cls(fold_of=pd.Series(-1, index=index), oof={f: pd.Series(np.nan, index=index) for f in families},
                    fold_auc={f: [] for f in families}, fold_params={f: [] for f in families})
 
-    def record_front(self, k: int, front: Pipeline) -> None:
-        lasso = front.named_steps["lasso"]
-        names = front[:-1].get_feature_names_out()
+    def record_front(self, k: int, model: Pipeline) -> None:
+        """The front (columns → scaler → LASSO) of a pipeline fitted on outer fold k's training part."""
+        lasso = model.named_steps["lasso"]
+        names = model[:-2].get_feature_names_out()
         for n in names[lasso.support_]:
             self.sel_count[n] = self.sel_count.get(n, 0) + 1
         self.fold_lasso.append({"fold": k, "C": lasso.C_, "n_selected": int(lasso.support_.sum()),
                                 "fallback": lasso.fallback_})
 
 
-def cross_validate(data: FusionData, cfg: FusionConfig, families: tuple[str, ...], splits) -> OuterCV:
-    """Fit the front and every family's search on each outer fold's training part; score its held-out part."""
+def cross_validate(data: FusionData, cfg: FusionConfig, families: tuple[str, ...], splits, memory=None) -> OuterCV:
+    """Every family's nested search (front refitted per inner fold) on each outer fold's training part;
+    score its held-out part. The front is the same for every family (same rows, same seed)."""
     df = data.frame
     X, y = df[data.columns], df["y"].to_numpy()
     cv = OuterCV.start(df.index, families)
     for k, (tr, va) in enumerate(splits):
         cv.fold_of.loc[va] = k
-        front = clone(make_front(data, cfg)).fit(X.loc[tr], y[tr])
-        cv.record_front(k, front)
-        Z_tr, Z_va = front.transform(X.loc[tr]), front.transform(X.loc[va])
-        for fam in families:
-            search = fit_search(fam, cfg, Z_tr, y[tr])
-            p = search.predict_proba(Z_va)[:, 1]
+        for i, fam in enumerate(families):
+            search = fit_search(fam, data, cfg, X.loc[tr], y[tr], data.groups.loc[tr], memory)
+            if i == 0:
+                cv.record_front(k, search.best_estimator_)
+            p = search.predict_proba(X.loc[va])[:, 1]
             cv.oof[fam].loc[va] = p
             cv.fold_auc[fam].append(float(roc_auc_score(y[va], p)))
-            cv.fold_params[fam].append(_jsonable(search.best_params_))
+            cv.fold_params[fam].append(_clf_params(search.best_params_))
     return cv
 
 
@@ -189,27 +209,33 @@ def cv_table(cv: OuterCV, families: tuple[str, ...], y: np.ndarray, train_idx: n
     return table
 
 
-def refit(data: FusionData, cfg: FusionConfig, family: str, train_idx: np.ndarray) -> Pipeline:
-    """The front and the family's search fitted on every training row (no test row): the final model."""
-    X, y = data.frame[data.columns], data.frame["y"].to_numpy()
-    front = clone(make_front(data, cfg))
-    front.set_params(lasso__store_path=True)
-    front.fit(X.loc[train_idx], y[train_idx])
-    search = fit_search(family, cfg, front.transform(X.loc[train_idx]), y[train_idx])
-    return Pipeline(front.steps + [("clf", search)])
+def refit(data: FusionData, cfg: FusionConfig, family: str, train_idx: np.ndarray,
+          memory=None) -> tuple[Pipeline, dict]:
+    """The family's nested search on every training row (no test row): the final model
+    (columns, scale, lasso, clf; LASSO path added for the figure) and its hyperparameters."""
+    X, y = data.frame[data.columns].loc[train_idx], data.frame["y"].to_numpy()[train_idx]
+    search = fit_search(family, data, cfg, X, y, data.groups.loc[train_idx], memory)
+    model = search.best_estimator_
+    model.set_params(memory=None)  # the cache folder is temporary; the saved model must not point at it
+    model.named_steps["lasso"].compute_path(model[:-2].transform(X), y)
+    return model, _clf_params(search.best_params_)
 
 
 def predictions_table(data: FusionData, cv: OuterCV, family: str, model: Pipeline, train_idx: np.ndarray,
                       test_idx: np.ndarray) -> pd.DataFrame:
-    """case_id, set, fold, y, prob: out-of-fold for training rows, the final model's for test rows."""
+    """case_id, set, fold, y, prob, scoring: out-of-fold for training rows (optimistic when a family was chosen
+    on them), the final model's for test rows."""
     df = data.frame
     prob = cv.oof[family].copy()
     if len(test_idx):
         prob.loc[test_idx] = model.predict_proba(df[data.columns].loc[test_idx])[:, 1]
     order = np.concatenate([train_idx, test_idx])
+    train_label = ("out-of-fold" if len(cv.oof) == 1 else
+                   f"out-of-fold, classifier family chosen on these folds among {len(cv.oof)} (optimistic)")
+    scoring = np.where(df.loc[order, "set"].to_numpy() == "train", train_label, "refit on all training cases")
     return pd.DataFrame({"case_id": df.loc[order, "case_id"].to_numpy(), "set": df.loc[order, "set"].to_numpy(),
                          "fold": cv.fold_of.loc[order].to_numpy(), "y": df["y"].to_numpy()[order],
-                         "prob": prob.loc[order].to_numpy()})
+                         "prob": prob.loc[order].to_numpy(), "scoring": scoring})
 
 
 def run_fusion(data: FusionData, cfg: FusionConfig) -> FusionResult:
@@ -219,24 +245,49 @@ def run_fusion(data: FusionData, cfg: FusionConfig) -> FusionResult:
     splits = outer_splits(data, cfg)
     train_idx = np.sort(np.concatenate([va for _, va in splits]))
     test_idx = df.index[df["set"] == "test"].to_numpy()
-    cv = cross_validate(data, cfg, families, splits)
-    table = cv_table(cv, families, df["y"].to_numpy(), train_idx)
-    chosen = str(table.loc[table["chosen"], "family"].iloc[0])
-    # Refit the chosen family on every training row; only now are test rows used.
-    model = refit(data, cfg, chosen, train_idx)
+    with tempfile.TemporaryDirectory(prefix="ceusfusion-front-") as tmp:
+        memory = joblib.Memory(tmp, verbose=0)  # fitted fronts shared by grid points and families
+        cv = cross_validate(data, cfg, families, splits, memory)
+        table = cv_table(cv, families, df["y"].to_numpy(), train_idx)
+        chosen = str(table.loc[table["chosen"], "family"].iloc[0])
+        # Refit the chosen family on every training row; only now are test rows used.
+        model, params = refit(data, cfg, chosen, train_idx, memory)
     preds = predictions_table(data, cv, chosen, model, train_idx, test_idx)
     names = model[:-2].get_feature_names_out()
     selected = _selected_table(names, model.named_steps["lasso"], cv.sel_count, len(splits))
-    summary = _summary(data, cfg, families, table, cv, model, train_idx, test_idx)
+    summary = _summary(data, cfg, families, table, cv, (model, params), train_idx, test_idx)
     oof_all = pd.DataFrame({f: cv.oof[f].loc[train_idx].to_numpy() for f in families},
                            index=pd.Index(df.loc[train_idx, "case_id"].to_numpy(), name="case_id"))
     return FusionResult(predictions=preds, cv_results=table, selected=selected, summary=summary, model=model,
                         oof=oof_all)
 
 
+def cv_summary(data: FusionData, cfg: FusionConfig, families: tuple[str, ...], train_idx: np.ndarray,
+               test_idx: np.ndarray) -> dict:
+    """fusion.json ``cv``: the set-up, and which CV was split by patient group and from where the groups came.
+
+    ``grouped`` has one entry per CV that ran (``svm_calibration`` only when the SVM family was compared):
+    True when split by the recorded groups; with ``group_source`` "case_id" no patient is known (every
+    case its own group), so nothing is patient-grouped and every value is False."""
+    known = data.group_source != "case_id"
+    g_train = data.groups.loc[train_idx]
+    levels = ("outer", "lasso", "grid_search") + (("svm_calibration",) if "svm" in families else ())
+    return {"folds": cfg.folds, "inner_folds": cfg.inner_folds, "classifiers": list(families), "fast_grid": cfg.fast,
+            "groups": data.group_source, "group_source": data.group_source,
+            "group_note": GROUP_SOURCES[data.group_source],
+            "grouped": {level: known for level in levels},
+            "n_groups_train": int(g_train.nunique()),
+            "n_groups_with_several_train_rows": int((g_train.value_counts() > 1).sum()),
+            "n_groups_in_train_and_test": len(set(g_train) & set(data.groups.loc[test_idx])),
+            "nested": True,
+            "nesting": ("GridSearchCV over columns → scaler → LASSO → classifier: the scaler and LASSO are "
+                        "refitted inside every inner fold of the grid search")}
+
+
 def _summary(data: FusionData, cfg: FusionConfig, families: tuple[str, ...], table: pd.DataFrame, cv: OuterCV,
-             model: Pipeline, train_idx: np.ndarray, test_idx: np.ndarray) -> dict:
+             fitted: tuple[Pipeline, dict], train_idx: np.ndarray, test_idx: np.ndarray) -> dict:
     """fusion.json (without its outputs): the choice, the final LASSO, the CV set-up, the data and versions."""
+    model, params = fitted
     y = data.frame["y"].to_numpy()
     chosen = str(table.loc[table["chosen"], "family"].iloc[0])
     lasso = model.named_steps["lasso"]
@@ -245,14 +296,13 @@ def _summary(data: FusionData, cfg: FusionConfig, families: tuple[str, ...], tab
     return {
         "name": cfg.name, "chosen_family": chosen, "chosen_classifier": FAMILY_NAMES[chosen],
         "cv_auc_mean": float(table.loc[table["chosen"], "mean_auc"].iloc[0]),
-        "best_params": _jsonable(model.named_steps["clf"].best_params_),
+        "best_params": params,
         "lasso": {"C": lasso.C_, "C_best": lasso.C_best_, "C_1se": lasso.C_1se_, "one_se": cfg.one_se,
                   "n_features_in": int(n_in), "n_selected": n_sel, "fallback": lasso.fallback_,
                   "fallback_note": (f"LASSO kept no feature; the top {n_sel} by |coefficient| at the "
                                     "least-penalised C were kept instead") if lasso.fallback_ else None,
                   "folds": cv.fold_lasso},
-        "cv": {"folds": cfg.folds, "inner_folds": cfg.inner_folds, "grouped": _grouped(data, train_idx),
-               "classifiers": list(families), "fast_grid": cfg.fast},
+        "cv": cv_summary(data, cfg, families, train_idx, test_idx),
         "seed": cfg.seed,
         "n_train": int(len(train_idx)), "n_train_pos": int(y[train_idx].sum()),
         "n_test": int(len(test_idx)), "n_test_pos": int(y[test_idx].sum()) if len(test_idx) else 0,

@@ -7,7 +7,10 @@ case, the column and what is wrong, so a user fixes a file in one pass.
 
 from __future__ import annotations
 
+import csv
+import os
 import re
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +21,8 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.io.image import read_image
 from ceusfusion.io.mask import read_mask
 from ceusfusion.io.video import probe_video
+
+DELIMITERS = {";": "';'", "\t": "tab", "|": "'|'"}  # what a spreadsheet may save instead of commas
 
 REQUIRED = ("case_id", "label")
 FILE_COLUMNS = ("image", "image_mask", "video", "video_mask")
@@ -44,16 +49,42 @@ class Problem:
 
 
 def read_manifest(path: str | Path) -> pd.DataFrame:
-    """Read a manifest CSV as strings (ids like '007' stay ids); clear error if unreadable."""
+    """Read a manifest CSV as strings (ids like '007' stay ids); clear error if unreadable.
+
+    The header is checked first: pandas would rename a repeated column (``label.1``, then fused as a
+    covariate) and read a ';'-separated file as one column.
+    """
     path = Path(path)
+    if path.is_dir():
+        raise CeusError(f"{path}: is a folder, not a cohort manifest (give the CSV file)")
     if not path.is_file():
         raise CeusError(f"{path}: cohort manifest not found")
+    check_header(path)
     try:
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CeusError(f"{path}: cannot read the manifest as CSV ({str(exc).splitlines()[0]})") from None
     df.columns = [c.strip() for c in df.columns]
     return df
+
+
+def check_header(path: Path) -> None:
+    """Refuse a header with a repeated column, or one that is a single column because of its delimiter."""
+    try:
+        with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
+            names = [c.strip() for c in next(csv.reader(f), [])]
+    except (OSError, csv.Error) as exc:
+        raise CeusError(f"{path}: cannot read the manifest as CSV ({exc})") from None
+    repeated = [(c, n) for c, n in Counter(names).items() if n > 1 and c]
+    if repeated:
+        which = "; ".join(f"column {c!r} appears {n} times (columns "
+                          f"{', '.join(str(i + 1) for i, x in enumerate(names) if x == c)})" for c, n in repeated)
+        raise CeusError(f"{path}: {which}; each column name must be unique")
+    if len(names) == 1:
+        for sep, name in DELIMITERS.items():
+            if sep in names[0]:
+                raise CeusError(f"{path}: the header is one column {names[0][:60]!r}: the delimiter looks wrong "
+                                f"(the file looks {name}-separated; save it as comma-separated CSV)")
 
 
 def clinical_columns(df: pd.DataFrame) -> list[str]:
@@ -71,6 +102,16 @@ def groups_of(df: pd.DataFrame) -> pd.Series:
 def resolve(manifest: str | Path, rel: str) -> Path:
     p = Path(rel)
     return p if p.is_absolute() else Path(manifest).parent / p
+
+
+def absolute(manifest: str | Path, rel: str) -> Path:
+    """The file's absolute path, links resolved; a link loop stays as written so that its case fails
+    (with the reason) instead of the whole cohort."""
+    p = resolve(manifest, rel)
+    try:
+        return p.resolve()
+    except (OSError, RuntimeError):  # RuntimeError: a symlink loop before Python 3.13
+        return Path(os.path.abspath(p))
 
 
 def load_cohort(path: str | Path) -> pd.DataFrame:
@@ -112,6 +153,8 @@ def validate_table(df: pd.DataFrame) -> list[Problem]:
         problems.append(Problem(None, None, "image/video", "the manifest needs an image or a video column"))
     if "case_id" not in df.columns:
         return problems
+    if df.empty:
+        problems.append(Problem(None, None, None, "the manifest holds no case (a header and no row)"))
 
     ids = df["case_id"]
     for i, cid in enumerate(ids, start=1):
@@ -168,31 +211,39 @@ def validate_files(df: pd.DataFrame, manifest: Path) -> list[Problem]:
     for i, row in enumerate(df.itertuples(index=False), start=1):
         r = row._asdict()
         cid = _s(r.get("case_id"))
-        sizes: dict[str, tuple[int, int]] = {}
+        sizes: dict[str, tuple[int, ...]] = {}  # (H, W) per column; a video's also its frame count
         for col in FILE_COLUMNS:
             rel = r.get(col)
             if col not in df.columns or pd.isna(rel):
                 continue
             path = resolve(manifest, str(rel))
             try:
-                if col == "image":
-                    sizes[col] = read_image(path).shape[:2]
-                elif col == "video":
-                    info = probe_video(path)
-                    sizes[col] = (info.height, info.width)
-                else:
-                    m = read_mask(path)
-                    if not m.any():
-                        problems.append(Problem(i, cid, col, f"{rel}: mask is empty (no foreground pixel)"))
-                    sizes[col] = m.shape[-2:]
+                _check_one_file(col, path, sizes)
             except CeusError as exc:
                 problems.append(Problem(i, cid, col, _relative_message(str(exc), path, rel)))
         for mask_col, img_col in (("image_mask", "image"), ("video_mask", "video")):
-            if mask_col in sizes and img_col in sizes and tuple(sizes[mask_col]) != tuple(sizes[img_col]):
+            if mask_col in sizes and img_col in sizes and tuple(sizes[mask_col]) != tuple(sizes[img_col][:2]):
                 mh, mw = sizes[mask_col]
-                ih, iw = sizes[img_col]
+                ih, iw = sizes[img_col][:2]
                 problems.append(Problem(i, cid, mask_col, f"{r[mask_col]}: mask is {mw}x{mh} px but the {img_col} is {iw}x{ih} px"))
     return problems
+
+
+def _check_one_file(col: str, path: Path, sizes: dict[str, tuple[int, ...]]) -> None:
+    """Read one file of a row, recording its size in ``sizes``; a mask is checked from its header against
+    its picture (when that read) before it is decoded."""
+    if col == "image":
+        sizes[col] = read_image(path).shape[:2]
+    elif col == "video":
+        info = probe_video(path)
+        sizes[col] = (info.height, info.width, info.n_frames or 0)
+    else:
+        of = col.split("_")[0]
+        pic = sizes.get(of)
+        m = read_mask(path, pic[:2] if pic else None, of=of, frames=pic[2] if pic and len(pic) > 2 else None)
+        sizes[col] = m.shape[-2:]
+        if not m.any():
+            raise CeusError(f"{path}: mask is empty (no foreground pixel)")
 
 
 def _relative_message(msg: str, path: Path, rel: str) -> str:

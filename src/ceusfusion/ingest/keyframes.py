@@ -99,15 +99,16 @@ def select_keyframes(
         region = None  # the box is the union over the selected frames: known only afterwards
     with VideoStream(path) as vs:
         info = vs.info
-        _check_mask_shape(mask, info)
+        _check_mask_shape(mask, info, path)
         if callable(region):
             region = region((info.height, info.width))
         step = _grid_step(info, params)
         sampler = _Sampler(mask, params, region)
         recorder = TicRecorder(mask, params.ring) if (tic and mask is not None) else None
-        all_times = _stream(vs, info, step, sampler, recorder)
+        all_times = _stream(vs, info, step, sampler, recorder, path)
         n_decoded = vs.n_decoded
-    _check_decoded(mask, n_decoded, params)
+    _check_decoded(mask, n_decoded, params, path)
+    _check_times(all_times, path)
     note = ""
     if len(sampler.samples) >= params.n:
         chosen, centre = _choose(sampler.samples, params)
@@ -132,11 +133,11 @@ def select_keyframes(
     )
 
 
-def _check_mask_shape(mask: np.ndarray | None, info: VideoInfo) -> None:
+def _check_mask_shape(mask: np.ndarray | None, info: VideoInfo, path) -> None:
     """A mask drawn on another video (other size) would crop the wrong pixels: refuse it before decoding."""
     if mask is not None and tuple(mask.shape[-2:]) != (info.height, info.width):
         mh, mw = mask.shape[-2:]
-        raise CeusError(f"mask is {mw}x{mh} px but the video is {info.width}x{info.height} px")
+        raise CeusError(f"{path}: the mask is {mw}x{mh} px but the video is {info.width}x{info.height} px")
 
 
 def _grid_step(info: VideoInfo, params: KeyframeParams) -> float:
@@ -208,7 +209,8 @@ class _Sampler:
         return float(luma.mean())
 
 
-def _stream(vs: VideoStream, info: VideoInfo, step: float, sampler: _Sampler, recorder: TicRecorder | None) -> np.ndarray:
+def _stream(vs: VideoStream, info: VideoInfo, step: float, sampler: _Sampler, recorder: TicRecorder | None,
+            path) -> np.ndarray:
     """The single decoding pass: every frame's time (and TIC value); the frame nearest each grid time is sampled.
 
     Returns the times of all decoded frames.
@@ -218,7 +220,7 @@ def _stream(vs: VideoStream, info: VideoInfo, step: float, sampler: _Sampler, re
     prev: Frame | None = None
     for fr in vs:
         if fr.index == 0 and fr.shape != (info.height, info.width):
-            raise CeusError(f"frames are {fr.shape[1]}x{fr.shape[0]} px but the header says {info.width}x{info.height} px")
+            raise CeusError(f"{path}: frames are {fr.shape[1]}x{fr.shape[0]} px but the header says {info.width}x{info.height} px")
         times.append(fr.time)
         if recorder is not None:
             recorder.add(fr)
@@ -232,12 +234,22 @@ def _stream(vs: VideoStream, info: VideoInfo, step: float, sampler: _Sampler, re
     return np.asarray(times)
 
 
-def _check_decoded(mask: np.ndarray | None, n_decoded: int, params: KeyframeParams) -> None:
+def _check_decoded(mask: np.ndarray | None, n_decoded: int, params: KeyframeParams, path) -> None:
     """The header's frame count can lie: check the mask and n against the frames actually decoded."""
     if mask is not None and mask.ndim == 3 and mask.shape[0] != n_decoded:
-        raise CeusError(f"the mask has {mask.shape[0]} frames but the video decodes to {n_decoded}")
+        raise CeusError(f"{path}: the mask has {mask.shape[0]} frames but the video decodes to {n_decoded}")
     if n_decoded < max(2, params.n):
-        raise CeusError(f"video too short: {n_decoded} decodable frame(s), need at least {max(2, params.n)}")
+        raise CeusError(f"{path}: video too short: {n_decoded} decodable frame(s), need at least {max(2, params.n)}")
+
+
+def _check_times(times: np.ndarray, path) -> None:
+    """Frame times drive the sampling grid and the TIC fit: equal or decreasing times would give a
+    wrong grid silently, or a failed least-squares fit; refuse them with the reason."""
+    bad = np.flatnonzero(~np.isfinite(times) | np.r_[False, ~(np.diff(times) > 0)])
+    if bad.size:
+        k = int(bad[0])
+        raise CeusError(f"{path}: frame times are not positive and increasing (frame {k} at {times[k]:g} s): "
+                        "frame timing unusable")
 
 
 def _choose(samples: list[_Sample], params: KeyframeParams) -> tuple[list[_Sample], int | None]:
@@ -263,7 +275,7 @@ def _spread_over_visible(path, mask: np.ndarray | None, params: KeyframeParams, 
     else:
         vis_idx = np.arange(n_decoded)
     if vis_idx.size < params.n:
-        raise CeusError(f"nodule visible in only {vis_idx.size} frame(s) of the video mask; need at least {params.n}")
+        raise CeusError(f"{path}: nodule visible in only {vis_idx.size} frame(s) of the video mask; need at least {params.n}")
     targets = np.linspace(all_times[vis_idx][0], all_times[vis_idx][-1], params.n)
     want = sorted(_nearest_distinct(vis_idx, all_times[vis_idx], targets))
     chosen = _decode_indices(path, want, params.color == "gray", region, all_times)
@@ -295,7 +307,7 @@ def _decode_indices(path, want: list[int], gray: bool, region: Box | None, all_t
                 if len(out) == len(wanted):
                     break
     if len(out) != len(wanted):
-        raise CeusError("video decodes differently on a second pass (unstable file)")
+        raise CeusError(f"{path}: video decodes differently on a second pass (unstable file)")
     return out
 
 

@@ -5,8 +5,11 @@ made square (zero padding where the square leaves the frame) and resized to
 S; the video's keyframes (``keyframes.py``) get one box, the union over the
 selected frames. Cases without a mask use the whole frame or a fixed crop.
 A case whose input files (content hash) and parameters are unchanged since
-the last run is skipped. A bad case becomes one line in ``failures.csv``;
-the others go through.
+the last run is skipped: the hash is stored inside the case's own ``.npz``
+with its arrays, so a rerun never trusts arrays of an interrupted run with
+other parameters. A bad case becomes one line in ``failures.csv``; the
+others go through. ``prepare`` writes only where ceusfusion wrote before
+(``core.fsutil.claim``), never over its input manifest.
 """
 
 from __future__ import annotations
@@ -26,15 +29,26 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ceusfusion.core.config import StageConfig
 from ceusfusion.core.errors import CaseError, CeusError
-from ceusfusion.core.fsutil import atomic_path, savefig, sha256_file, write_csv, write_json
+from ceusfusion.core.fsutil import (
+    RECORD,
+    atomic_path,
+    claim,
+    record_created,
+    remove_stale_temps,
+    savefig,
+    sha256_file,
+    write_csv,
+    write_json,
+)
 from ceusfusion.ingest import cache
-from ceusfusion.ingest.cohort import FILE_COLUMNS, load_cohort, resolve
+from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, load_cohort
 from ceusfusion.ingest.keyframes import KeyframeParams, Selection, select_keyframes
 from ceusfusion.ingest.perfusion import COLUMNS as PERFUSION_COLUMNS
 from ceusfusion.ingest.perfusion import TIC, fitted_curve, perfusion_parameters
 from ceusfusion.ingest.roi import Box, bbox, clip_box, crop_resize, fixed_or_whole, mask_box, square_box, union_box
 from ceusfusion.io.image import read_image
 from ceusfusion.io.mask import read_mask
+from ceusfusion.io.video import video_header
 
 __all__ = ["CACHE_VERSION", "PrepareParams", "prepare", "prepare_image", "prepare_video", "case_hash", "process_case",
            "write_sheet", "CaseResult", "PrepareSummary"]
@@ -99,13 +113,7 @@ def prepare_image(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple
     img = read_image(path)
     h, w = img.shape[:2]
     if mask_path is not None:
-        m = read_mask(mask_path)
-        if m.ndim == 3:
-            if m.shape[0] != 1:
-                raise CeusError(f"{mask_path}: image mask has {m.shape[0]} slices, expected one")
-            m = m[0]
-        if m.shape != (h, w):
-            raise CeusError(f"{mask_path}: mask is {m.shape[1]}x{m.shape[0]} px but the image is {w}x{h} px")
+        m = read_mask(mask_path, (h, w), of="image")  # size and slices checked from its header, before decoding
         lesion = mask_box(m, f"{mask_path}: mask")
         box = square_box(lesion, p.margin, (h, w))
     else:
@@ -116,7 +124,10 @@ def prepare_image(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple
 
 def prepare_video(path: Path, mask_path: Path | None, p: PrepareParams) -> tuple[dict, dict, Selection]:
     """Keyframes → ROI arrays; returns (arrays, keyframes.json entry, Selection)."""
-    mask = read_mask(mask_path) if mask_path is not None else None
+    mask = None
+    if mask_path is not None:  # the mask's header is checked against the video's before any voxel is decoded
+        info = video_header(path)
+        mask = read_mask(mask_path, (info.height, info.width), of="video", frames=info.n_frames)
     if mask is not None and mask.ndim == 3 and mask.shape[0] == 1:
         mask = mask[0]
     if mask is not None and mask.ndim == 3 and not mask.any():
@@ -190,41 +201,63 @@ class CaseResult:
     problem: str | None = None
 
 
-def process_case(run: Path, case_id: str, files: dict[str, Path], rel: dict[str, str], p: PrepareParams, previous: dict | None) -> CaseResult:
-    """Prepare one case; never raises for bad input (the failure is in the result)."""
-    col = None
+def process_case(run: Path, case_id: str, files: dict[str, Path], rel: dict[str, str], p: PrepareParams) -> CaseResult:
+    """Prepare one case; never raises for bad input (the failure is in the result).
+
+    Skipped only when the record saved inside the case's own .npz has this hash: a record in another
+    file could describe arrays that an interrupted run with other parameters has since replaced.
+    """
+    where: list[str | None] = [None]  # the column being read, for the failure's file
     try:
         h = case_hash(files, p)
-        if previous and previous.get("hash") == h and cache.case_path(run, case_id).is_file():
+        rec = cache.case_record(run, case_id)
+        if rec is not None and rec.get("hash") == h and _extras_present(run, case_id, rec, p):
             return CaseResult(case_id, True, h, skipped=True, has_image="image" in files, has_video="video" in files,
-                              keyframes=previous, perfusion=previous.get("_perfusion"))
-        arrays: dict[str, np.ndarray] = {}
-        entry: dict = {"hash": h}
-        perf = None
-        if "image" in files:
-            col = "image" if "image_mask" not in files else "image/image_mask"
-            img, meta = prepare_image(files["image"], files.get("image_mask"), p)
-            arrays["image"] = img
-            entry["image"] = meta
-        if "video" in files:
-            col = "video" if "video_mask" not in files else "video/video_mask"
-            vid, meta, sel = prepare_video(files["video"], files.get("video_mask"), p)
-            arrays.update(vid)
-            entry["video"] = meta
-            if sel.tic is not None:
-                perf = perfusion_parameters(sel.tic)
-                if p.tic_plots:
-                    _tic_plot(run, case_id, sel.tic, perf)
-        col = None
-        cache.save_case(run, case_id, **arrays)
+                              keyframes=rec, perfusion=rec.get("_perfusion"))
+        for old in _extras(run, case_id):  # a kill below must not leave another run's sheet beside new arrays
+            old.unlink(missing_ok=True)
+        arrays, entry, tic = _compute(files, p, where)
+        perf = perfusion_parameters(tic) if tic is not None else None
+        entry = {"hash": h, **entry, "_perfusion": perf}
+        cache.save_case(run, case_id, record=entry, **arrays)
         write_sheet(run, case_id, arrays, entry)
-        entry["_perfusion"] = perf
+        if tic is not None and p.tic_plots:
+            _tic_plot(run, case_id, tic, perf)
         return CaseResult(case_id, True, h, has_image="image" in arrays, has_video="video" in arrays, keyframes=entry, perfusion=perf)
     except CeusError as exc:
-        return CaseResult(case_id, False, file=_which(col, rel), problem=_relative(str(exc), files, rel))
+        return CaseResult(case_id, False, file=_which(where[0], rel), problem=_relative(str(exc), files, rel))
     except Exception as exc:  # decoder / filesystem trouble we did not foresee stays with its case
         first = str(exc).splitlines()[0][:200] if str(exc) else ""
-        return CaseResult(case_id, False, file=_which(col, rel), problem=_relative(f"unexpected {exc.__class__.__name__}: {first}", files, rel))
+        return CaseResult(case_id, False, file=_which(where[0], rel), problem=_relative(f"unexpected {exc.__class__.__name__}: {first}", files, rel))
+
+
+def _compute(files: dict[str, Path], p: PrepareParams, where: list) -> tuple[dict[str, np.ndarray], dict, TIC | None]:
+    """The case's arrays, its keyframes.json entry and its TIC (None without a video mask); ``where[0]``
+    names the column being read while it is read."""
+    arrays: dict[str, np.ndarray] = {}
+    entry: dict = {}
+    tic = None
+    if "image" in files:
+        where[0] = "image" if "image_mask" not in files else "image/image_mask"
+        arrays["image"], entry["image"] = prepare_image(files["image"], files.get("image_mask"), p)
+    if "video" in files:
+        where[0] = "video" if "video_mask" not in files else "video/video_mask"
+        vid, entry["video"], sel = prepare_video(files["video"], files.get("video_mask"), p)
+        arrays.update(vid)
+        tic = sel.tic
+    where[0] = None
+    return arrays, entry, tic
+
+
+def _extras(run: Path, case_id: str) -> list[Path]:
+    """The case's files beside its arrays: the contact sheet and the TIC plot."""
+    pdir = cache.prepared_dir(run)
+    return [pdir / "sheets" / f"{case_id}.png", pdir / "tic" / f"{case_id}.png"]
+
+
+def _extras_present(run: Path, case_id: str, rec: dict, p: PrepareParams) -> bool:
+    sheet, tic = _extras(run, case_id)
+    return sheet.is_file() and (not p.tic_plots or not rec.get("_perfusion") or tic.is_file())
 
 
 def _which(col: str | None, rel: dict[str, str]) -> str | None:
@@ -287,22 +320,23 @@ Task = tuple[str, dict, dict]  # case_id, {column: absolute path}, {column: path
 
 
 def prepare(cohort: str | Path, run: str | Path, params: PrepareParams = PrepareParams(), workers: int = 1,
-            strict: bool = False, progress: bool = True, on_failure=None) -> PrepareSummary:
+            strict: bool = False, progress: bool = True, on_failure=None, force: bool = False) -> PrepareSummary:
     """Fill RUN/prepared/ for every case of the manifest; see the module docstring.
 
     ``on_failure(case_id, file, problem)`` is called as failures happen (the CLI prints them).
     ``strict`` stops at the first failure with a CeusError (failures.csv is still written).
+    ``force``: write RUN/cohort.csv and RUN/prepared/ even where they hold files ceusfusion did not
+    write (never over the input manifest).
     """
     cohort, run = Path(cohort), Path(run)
     df = load_cohort(cohort)
-    run.mkdir(parents=True, exist_ok=True)
+    _claim_run(run, cohort, force)
     write_csv(run / "cohort.csv", _absolute_paths(df, cohort))
-    previous = _load_previous(run)
     tasks = _case_files(df, cohort)
     results: dict[str, CaseResult] = {}
     failed: list[CaseResult] = []
     with _progress(progress, len(tasks)) as prog:
-        for res in _run_cases(run, tasks, params, previous, workers, stop=lambda: strict and bool(failed)):
+        for res in _run_cases(run, tasks, params, workers, stop=lambda: strict and bool(failed)):
             results[res.case_id] = res
             if not res.ok:
                 failed.append(res)
@@ -320,7 +354,7 @@ def prepare(cohort: str | Path, run: str | Path, params: PrepareParams = Prepare
     return PrepareSummary(run, len(tasks), n_ok, sum(r.skipped for r in results.values()), fail_df)
 
 
-def _run_cases(run: Path, tasks: list[Task], params: PrepareParams, previous: dict, workers: int,
+def _run_cases(run: Path, tasks: list[Task], params: PrepareParams, workers: int,
                stop: Callable[[], bool]) -> Iterator[CaseResult]:
     """Each case's result as it is done, in this process or in ``workers`` processes (then in completion order).
 
@@ -328,12 +362,12 @@ def _run_cases(run: Path, tasks: list[Task], params: PrepareParams, previous: di
     """
     if workers <= 1:
         for cid, files, rel in tasks:
-            yield process_case(run, cid, files, rel, params, previous.get(cid))
+            yield process_case(run, cid, files, rel, params)
             if stop():
                 return
         return
     with ProcessPoolExecutor(max_workers=workers) as ex:
-        futs = [ex.submit(process_case, run, cid, files, rel, params, previous.get(cid)) for cid, files, rel in tasks]
+        futs = [ex.submit(process_case, run, cid, files, rel, params) for cid, files, rel in tasks]
         for fut in as_completed(futs):
             yield fut.result()
             if stop():
@@ -342,25 +376,24 @@ def _run_cases(run: Path, tasks: list[Task], params: PrepareParams, previous: di
                 return
 
 
-def _load_previous(run: Path) -> dict:
-    """The last run's keyframes.json entries (with their perfusion rows): what a rerun may skip."""
-    prev: dict = {}
-    kf = cache.prepared_dir(run) / "keyframes.json"
-    if kf.is_file():
-        try:
-            prev = json.loads(kf.read_text()).get("cases", {})
-        except (json.JSONDecodeError, AttributeError):
-            return {}
-    perf = cache.prepared_dir(run) / "perfusion.csv"
-    if perf.is_file() and prev:
-        try:
-            pf = pd.read_csv(perf, dtype={"case_id": str})
-            for r in pf.to_dict(orient="records"):
-                if r["case_id"] in prev:
-                    prev[r["case_id"]]["_perfusion"] = {k: v for k, v in r.items() if k != "case_id"}
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, KeyError):
-            pass
-    return prev
+def _claim_run(run: Path, cohort: Path, force: bool) -> None:
+    """May this prepare write RUN/cohort.csv and RUN/prepared/? Never over the input manifest, and over
+    files ceusfusion did not write only with ``force``; a kill's temporary files go."""
+    pdir = cache.prepared_dir(run)
+    if not (run / RECORD).exists() and _is_our_cache(pdir):  # a run prepared before the record existed
+        record_created(run, [run / "cohort.csv"], [pdir])
+    claim(run, files=[run / "cohort.csv"], folders=[pdir], force=force, inputs=[cohort])
+    remove_stale_temps(run, "cohort.csv")
+    for sub in (pdir, pdir / "cases", pdir / "sheets", pdir / "tic"):
+        remove_stale_temps(sub)
+
+
+def _is_our_cache(pdir: Path) -> bool:
+    try:
+        kf = json.loads((pdir / "keyframes.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(kf, dict) and {"version", "params", "cases"} <= set(kf)
 
 
 def _case_files(df: pd.DataFrame, manifest: Path) -> list[Task]:
@@ -372,7 +405,7 @@ def _case_files(df: pd.DataFrame, manifest: Path) -> list[Task]:
             v = r.get(col)
             if col in df.columns and isinstance(v, str) and v.strip():
                 rel[col] = v
-                files[col] = resolve(manifest, v).resolve()
+                files[col] = absolute(manifest, v)
         out.append((str(r["case_id"]), files, rel))
     return out
 
@@ -382,7 +415,7 @@ def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
     out = df.copy()
     for col in FILE_COLUMNS:
         if col in out.columns:
-            out[col] = [str(resolve(manifest, v).resolve()) if isinstance(v, str) and v.strip() else v for v in out[col]]
+            out[col] = [str(absolute(manifest, v)) if isinstance(v, str) and v.strip() else v for v in out[col]]
     return out
 
 

@@ -16,6 +16,7 @@ import pydicom
 from pydicom.pixels import iter_pixels
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.io.filetypes import check_pixels
 
 
 @dataclass(frozen=True)
@@ -33,16 +34,20 @@ def _fail(path: Path, exc: Exception, what: str = "decode") -> CeusError:
     return CeusError(f"{path}: cannot {what} DICOM ({exc.__class__.__name__}: {first})")
 
 
-def dicom_cine_header(path: str | Path) -> CineHeader:
-    """Frame size, count and timing from the header alone (no pixel decoding)."""
+def dicom_cine_header(path: str | Path, timing: bool = True) -> CineHeader:
+    """Frame size, count and timing from the header alone (no pixel decoding); ``timing=False`` for a still
+    taken from a cine (its frame times do not matter)."""
     path = Path(path)
     try:
         ds = pydicom.dcmread(str(path), stop_before_pixels=True)
         rows, cols = int(ds.Rows), int(ds.Columns)
+        n = int(getattr(ds, "NumberOfFrames", 1) or 1)
     except Exception as exc:
         raise _fail(path, exc, "read") from None
-    n = int(getattr(ds, "NumberOfFrames", 1) or 1)
-    times = dicom_frame_times(ds, n, path) if n > 1 else None
+    check_pixels(path, cols, rows, "DICOM frame")
+    if n < 1:
+        raise CeusError(f"{path}: DICOM NumberOfFrames is {n}")
+    times = dicom_frame_times(ds, n, path) if n > 1 and timing else None
     dur = float(times[-1]) if times is not None else None
     fps = (n - 1) / dur if dur else None
     return CineHeader(cols, rows, n, times, fps, dur)
@@ -87,17 +92,48 @@ def read_dicom_frames(path: str | Path) -> tuple[np.ndarray, np.ndarray | None]:
 
 
 def dicom_frame_times(ds, n: int, path: str | Path = "DICOM") -> np.ndarray:
-    """Frame times in seconds from FrameTimeVector, FrameTime, CineRate or RecommendedDisplayFrameRate."""
+    """Frame times in seconds from FrameTimeVector, FrameTime, CineRate or RecommendedDisplayFrameRate.
+
+    The first of these the file holds decides; times that are not positive and strictly increasing
+    (a negative FrameTime, an all-zero vector) fail here with the tag and its value, instead of
+    giving negative or equal times that the TIC fit and the keyframe grid would take at face value.
+    """
     vec = getattr(ds, "FrameTimeVector", None)
     if vec is not None and len(vec) == n:
         # FrameTimeVector holds increments in ms; the first is usually 0
-        t = np.cumsum(np.asarray([float(v) for v in vec])) / 1000.0
+        inc = _numbers(vec, "FrameTimeVector", path)
+        bad = np.flatnonzero(~(inc[1:] > 0))
+        if bad.size:
+            k = int(bad[0]) + 1
+            raise _unusable(path, f"FrameTimeVector holds {inc[k]:g} ms between frames {k - 1} and {k}"
+                            f"{' (all increments are 0)' if not inc.any() else ''}")
+        t = np.cumsum(inc) / 1000.0
         return t - t[0]
     ft = getattr(ds, "FrameTime", None)
-    if ft:
-        return np.arange(n) * float(ft) / 1000.0
+    if ft is not None and str(ft).strip() != "":
+        step = float(_numbers([ft], "FrameTime", path)[0])
+        if not step > 0:
+            raise _unusable(path, f"FrameTime is {step:g} ms")
+        return np.arange(n) * step / 1000.0
     for key in ("CineRate", "RecommendedDisplayFrameRate"):
         rate = getattr(ds, key, None)
-        if rate:
-            return np.arange(n) / float(rate)
+        if rate is not None and str(rate).strip() != "":
+            r = float(_numbers([rate], key, path)[0])
+            if not r > 0:
+                raise _unusable(path, f"{key} is {r:g} frames/s")
+            return np.arange(n) / r
     raise CeusError(f"{path}: DICOM cine has no frame timing (FrameTimeVector, FrameTime or CineRate)")
+
+
+def _numbers(values, tag: str, path) -> np.ndarray:
+    try:
+        a = np.asarray([float(v) for v in values], np.float64)
+    except (TypeError, ValueError):
+        raise _unusable(path, f"{tag} is not a number") from None
+    if not np.isfinite(a).all():
+        raise _unusable(path, f"{tag} holds a non-finite value")
+    return a
+
+
+def _unusable(path, what: str) -> CeusError:
+    return CeusError(f"{path}: DICOM {what}; frame times must be positive and increasing: frame timing unusable")

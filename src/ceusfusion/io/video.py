@@ -10,6 +10,7 @@ by what the caller keeps, not by the length of the video.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -19,7 +20,7 @@ import numpy as np
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.io.dicom import dicom_cine_header, iter_dicom_frames
-from ceusfusion.io.filetypes import VIDEO_SUFFIXES, kind_of
+from ceusfusion.io.filetypes import VIDEO_SUFFIXES, check_file, check_pixels, kind_of
 
 # pixel formats whose first plane is 8-bit luma, readable without conversion
 _LUMA_FORMATS = {"yuv420p", "yuvj420p", "yuv422p", "yuvj422p", "yuv444p", "yuvj444p", "yuv411p", "yuv440p", "yuvj440p", "nv12", "nv21", "gray"}
@@ -83,10 +84,7 @@ class Frame:
 
 
 def _check(path: Path) -> str:
-    if not path.is_file():
-        raise CeusError(f"{path}: file not found")
-    if path.stat().st_size == 0:
-        raise CeusError(f"{path}: empty file (0 bytes)")
+    check_file(path)
     kind = kind_of(path, VIDEO_SUFFIXES)
     if kind is None:
         raise CeusError(f"{path}: unknown video type (expected one of {', '.join(VIDEO_SUFFIXES)})")
@@ -107,7 +105,41 @@ def _open(path: Path):
     if (fmt.endswith("_pipe") and fmt != "gif_pipe") or fmt == "image2":
         container.close()
         raise CeusError(f"{path}: is a still image ({fmt.replace('_pipe', '')}), not a video (mislabelled file)")
+    try:
+        _check_header(path, container)
+    except CeusError:
+        container.close()
+        raise
     return container
+
+
+def _check_header(path: Path, container) -> None:
+    """Refuse, before decoding, frames larger than any ultrasound frame and an AVI without a frame rate."""
+    cc = container.streams.video[0].codec_context
+    if cc.width and cc.height:
+        check_pixels(path, cc.width, cc.height, "video frame")
+    if container.format.name == "avi" and avi_without_rate(path):
+        raise CeusError(f"{path}: the AVI header gives no frame rate (rate 0, no frame period), so every frame time "
+                        "would be a guess at 25 fps: frame timing unusable (export the video again with its frame rate)")
+
+
+def avi_without_rate(path: Path, head: int = 1 << 16) -> bool:
+    """True when the video stream header's rate or scale is 0 and the main header gives no frame period.
+
+    FFmpeg then assumes 25 fps without a word (a 10 s video at 4 fps became 1.56 s); with a frame
+    period it recovers the true rate, which is fine.
+    """
+    with open(path, "rb") as f:
+        b = f.read(head)
+    avih = b.find(b"avih")
+    period = struct.unpack_from("<I", b, avih + 8)[0] if 0 <= avih <= len(b) - 12 else 0
+    k = b.find(b"strh")
+    while 0 <= k <= len(b) - 36:
+        if b[k + 8 : k + 12] == b"vids":
+            scale, rate = struct.unpack_from("<II", b, k + 28)
+            return (scale == 0 or rate == 0) and period == 0
+        k = b.find(b"strh", k + 4)
+    return False
 
 
 def _header(container) -> tuple[float | None, float | None, int | None]:
@@ -144,6 +176,12 @@ def probe_video(path: str | Path) -> VideoInfo:
         return VideoInfo(first.width, first.height, fps, dur, n)
     finally:
         container.close()
+
+
+def video_header(path: str | Path) -> VideoInfo:
+    """Frame size, rate and count from the header, nothing decoded: what a mask must fit."""
+    with VideoStream(path) as vs:
+        return vs.info
 
 
 class VideoStream:
@@ -201,7 +239,7 @@ class VideoStream:
     def _iter_av(self) -> Iterator[Frame]:
         path, container = self.path, self._container
         stream = container.streams.video[0]
-        fps = self.info.fps or 25.0
+        fps = self.info.fps
         t0 = None
         prev = None
         k = 0
@@ -209,12 +247,15 @@ class VideoStream:
             for frame in container.decode(stream):
                 t = frame.time if frame.pts is not None else None
                 if t is None:
+                    if not fps:
+                        raise CeusError(f"{path}: frame {k} has no timestamp and the header no frame rate: "
+                                        "frame timing unusable")
                     t = k / fps if t0 is None else (prev + t0) + 1.0 / fps
                 if t0 is None:
                     t0 = t
                 t = float(t - t0)
                 if prev is not None and t <= prev:  # broken index: keep presentation order monotonic
-                    t = prev + 1.0 / fps
+                    t = prev + 1.0 / (fps or 25.0)
                     self.repaired_times += 1
                 prev = t
                 self.n_decoded = k + 1

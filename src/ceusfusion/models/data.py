@@ -63,7 +63,10 @@ def case_tensor(a: np.ndarray, frame_channels: int, size: int | None) -> torch.T
         a = np.repeat(a, 3, axis=1)
     elif a.shape[1] == 3 and frame_channels == 1:
         a = np.round(a.astype(np.float32).mean(axis=1, keepdims=True)).astype(np.uint8)
-    t = torch.from_numpy(np.ascontiguousarray(a)).reshape(-1, *a.shape[2:])
+    a = np.ascontiguousarray(a)
+    if not a.flags.writeable:  # e.g. frames decoded into a read-only buffer: torch must own writable memory
+        a = a.copy()
+    t = torch.from_numpy(a).reshape(-1, *a.shape[2:])
     if size is not None and t.shape[-1] != size:
         t = F.interpolate(t[None].float(), size=(size, size), mode="bilinear", antialias=True,
                           align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)

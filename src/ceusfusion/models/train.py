@@ -495,6 +495,8 @@ def _check_existing(out: Path, cfg_json: dict, resume: bool, overwrite: bool) ->
     if not path.is_file():
         return
     if overwrite:
+        if out.is_symlink():
+            raise CeusError(f"{out}: is a symbolic link; refusing to replace it (remove it yourself)")
         shutil.rmtree(out)
         return
     if not resume:

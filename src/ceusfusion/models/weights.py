@@ -1,18 +1,21 @@
-"""Backbone weights: ImageNet (torchvision's weights API and cache), a state-dict file, or none.
+"""Backbone weights: ImageNet (torchvision's weight files and the torch hub cache), a state-dict file, or none.
 
 Why a module of its own: clinical machines are often offline, so ImageNet
 weights may be missing. We then warn loudly and fall back to random
 initialisation, unless the user asked for ``require_weights``. Files are read
 without unpickling arbitrary objects (safetensors, or ``torch.load`` with
-``weights_only=True``), so a hostile checkpoint cannot run code.
+``weights_only=True``), so a hostile checkpoint cannot run code; an ImageNet
+file in the torch hub cache must also match the hash torchvision publishes.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import re
 import warnings
 from pathlib import Path
+from urllib.parse import urlparse
 
 import torch
 import torchvision
@@ -20,6 +23,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +57,17 @@ def load_state_dict_file(path: str | Path) -> dict[str, torch.Tensor]:
             sd = sd[key]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise CeusError(f"weights file {path}: expected a mapping of parameter names to tensors")
-    return {k.removeprefix("module."): v for k, v in sd.items()}
+    return {_current_key(k.removeprefix("module.")): v for k, v in sd.items()}
+
+
+# torchvision's DenseNet ImageNet files predate its module names (``norm.1`` for ``norm1``); torchvision
+# renames them with this pattern when it loads them itself
+_DENSENET_OLD_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+
+
+def _current_key(key: str) -> str:
+    m = _DENSENET_OLD_KEY.match(key)
+    return m.group(1) + m.group(2) if m else key
 
 
 def apply_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str) -> int:
@@ -75,6 +89,34 @@ def apply_state_dict(model: nn.Module, sd: dict[str, torch.Tensor], source: str)
     return len(use)
 
 
+def imagenet_file(arch: str) -> tuple[str, Path, str | None]:
+    """(download URL, path in the torch hub cache, published sha256 prefix or None) of ``arch``'s
+    ImageNet weights: torchvision names each file ``<name>-<first hex digits of its sha256>.pth``."""
+    url = torchvision.models.get_model_weights(arch).DEFAULT.url
+    name = Path(urlparse(url).path).name
+    found = torch.hub.HASH_REGEX.search(name)
+    return url, Path(torch.hub.get_dir()) / "checkpoints" / name, (found.group(1) if found and found.group(1) else None)
+
+
+def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
+    """The ImageNet state dict, read weights-only and checked against the published hash.
+
+    Not ``torchvision ... get_state_dict``: it unpickles the cached file without ``weights_only`` and
+    checks the hash only when it downloads, so a file planted in the cache would run code. A file that
+    is present but fails either check is a :class:`CeusError` (a tampered or damaged cache must not be
+    replaced silently by random init); a missing file that cannot be downloaded raises ``OSError``.
+    """
+    url, path, prefix = imagenet_file(arch)
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.hub.download_url_to_file(url, str(path), hash_prefix=prefix, progress=False)
+    if prefix is not None and not sha256_file(path).startswith(prefix):
+        raise CeusError(f"ImageNet weights {path}: sha256 does not start with the published {prefix}; the file is "
+                        "damaged or was replaced, and is not loaded (delete it, or put the file from "
+                        f"{url} there)")
+    return load_state_dict_file(path)
+
+
 def fetch_weights(arch: str, weights: str | Path | None, require: bool = False) -> tuple[dict[str, torch.Tensor] | None, str]:
     """Get the state dict once (so CV folds do not re-read or re-warn): (state dict or None, source).
 
@@ -84,12 +126,14 @@ def fetch_weights(arch: str, weights: str | Path | None, require: bool = False) 
     if weights is None or str(weights).lower() == "none":
         return None, "none"
     if str(weights).lower() == "imagenet":
-
         try:
-            sd = torchvision.models.get_model_weights(arch).DEFAULT.get_state_dict(progress=False, check_hash=False)
-        except Exception as exc:
-            why = (f"ImageNet weights for {arch} could not be obtained ({type(exc).__name__}: {exc})")
-            how = (f"put the file in the torch hub cache ({torch.hub.get_dir()}/checkpoints) or pass --weights PATH")
+            sd = imagenet_state_dict(arch)
+        except CeusError:
+            raise
+        except Exception as exc:  # offline, no such architecture in this torchvision, an interrupted download
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            why = f"ImageNet weights for {arch} could not be obtained ({type(exc).__name__}: {first})"
+            how = f"put the file in the torch hub cache ({torch.hub.get_dir()}/checkpoints) or pass --weights PATH"
             if require:
                 raise CeusError(f"{why}; {how}") from None
             warnings.warn(f"{why}; using RANDOM initialisation ({how}; --require-weights makes this an error)",

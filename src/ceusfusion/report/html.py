@@ -214,10 +214,15 @@ def safeguards_section(run: Path) -> str:
     return f"<ul>{''.join(items)}</ul>"
 
 
+PRIVATE_ENVIRONMENT = ("host", "user")  # who ran it where: never in a report, which researchers share
+
+
 def environment_section(run: Path) -> str:
+    """The versions the run used; the host and user name stay out even where manifest.json holds them."""
     manifest = run / "manifest.json"
     m = json.loads(manifest.read_text()) if manifest.is_file() else {}
     env = m.get("environment") or {"python": platform.python_version(), "platform": platform.platform()}
+    env = {k: v for k, v in env.items() if k not in PRIVATE_ENVIRONMENT}
     rows = pd.DataFrame({"item": list(env), "value": [str(v) for v in env.values()]})
     return _table(rows)
 
@@ -237,6 +242,6 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str = "c
         _section("Environment", environment_section(run)),
     ]
     doc = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style></head>"
-           f"<body><h1>{html.escape(title)}</h1><p>Run directory: <code>{html.escape(str(run))}</code></p>{''.join(parts)}</body></html>\n")
+           f"<body><h1>{html.escape(title)}</h1><p>Run directory: <code>{html.escape(run.resolve().name)}</code></p>{''.join(parts)}</body></html>\n")
     write_text(out, doc)
     return out

@@ -16,6 +16,7 @@ not depend on the number of worker processes.
 
 from __future__ import annotations
 
+import json
 import math
 import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
@@ -31,7 +32,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import atomic_path, write_csv, write_json
+from ceusfusion.core.fsutil import RECORD, atomic_path, claim, foreign_entries, record_created, write_csv, write_json
 
 # --------------------------------------------------------------------------- reference values
 
@@ -473,22 +474,47 @@ def _render_star(args):
 # --------------------------------------------------------------------------- the cohort
 
 
-def generate(out: str | Path, cfg: SynthConfig | None = None, workers: int = 2, overwrite: bool = False) -> Path:
+OUTPUT_FILES = ("cohort.csv", "truth.csv", "synth.json")
+OUTPUT_FOLDERS = ("images", "videos", "masks", "signal")
+
+
+def _claim_out(out: Path, overwrite: bool, force: bool) -> None:
+    """May synth write into ``out``? Not over a cohort (unless ``overwrite``), and not into a folder holding
+    anything synth did not write (unless ``force``): a careless --out must not replace the user's files.
+    What synth will write is recorded first, so an interrupted run can be repeated."""
+    if (out / "cohort.csv").exists() and not overwrite:
+        raise CeusError(f"{out}: already holds a cohort (cohort.csv); pass --overwrite to replace it or choose another --out")
+    if out.exists() and not out.is_dir():
+        raise CeusError(f"{out}: exists and is not a folder")
+    if not (out / RECORD).exists() and _is_synth_folder(out):  # written before the record existed
+        record_created(out, [out / f for f in OUTPUT_FILES], [out / d for d in OUTPUT_FOLDERS])
+    foreign = foreign_entries(out)
+    if foreign and not force:
+        raise CeusError(f"{out}: holds files synth did not write ({', '.join(foreign[:3])}"
+                        f"{', ...' if len(foreign) > 3 else ''}); choose an empty folder, or pass --force to write into it")
+    claim(out, [out / f for f in OUTPUT_FILES], [out / d for d in OUTPUT_FOLDERS], force=True)
+
+
+def _is_synth_folder(out: Path) -> bool:
+    try:
+        return json.loads((out / "synth.json").read_text()).get("generator") == "ceusfusion.synthetic.synth"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def generate(out: str | Path, cfg: SynthConfig | None = None, workers: int = 2, overwrite: bool = False,
+             force: bool = False) -> Path:
     """Write the synthetic cohort under ``out``; return the path of its ``cohort.csv``.
 
     ``cohort.csv`` is written last, so an interrupted run leaves no manifest
-    that points at missing files.
+    that points at missing files. ``out`` must be new, empty or synth's own (``force``: any folder).
     """
     cfg = cfg or SynthConfig()
     cfg.check()
     out = Path(out)
-    manifest = out / "cohort.csv"
-    if manifest.exists() and not overwrite:
-        raise CeusError(f"{out}: already holds a cohort (cohort.csv); pass --overwrite to replace it or choose another --out")
-    if out.exists() and not out.is_dir():
-        raise CeusError(f"{out}: exists and is not a folder")
     if workers < 1:
         raise CeusError(f"synth: --workers must be at least 1, got {workers}")
+    _claim_out(out, overwrite, force)
     cohort, truth = draw_cohort_table(cfg)
     cases = [{**c, **t} for c, t in zip(cohort.to_dict("records"), truth.drop(columns=["case_id", "label", "split"]).to_dict("records"))]
     for sub in ("images", "videos", "masks", "signal"):
@@ -505,6 +531,7 @@ def generate(out: str | Path, cfg: SynthConfig | None = None, workers: int = 2, 
     write_csv(out / "truth.csv", truth)
     write_json(out / "synth.json", {"generator": "ceusfusion.synthetic.synth", "config": asdict(cfg),
                                     "codec": "mjpeg/avi", "static_shift": STATIC_SHIFT, "dynamic_shift": DYNAMIC_SHIFT})
+    manifest = out / "cohort.csv"
     write_csv(manifest, cohort)
     return manifest
 

@@ -137,7 +137,7 @@ def _fingerprint(videos: list[tuple[str, Path]], size: int, fpv: int) -> str:
     return hashlib.sha256(json.dumps([items, size, fpv]).encode()).hexdigest()[:16]
 
 
-def _cached_bank(cache: Path, fingerprint: str) -> FrameBank | None:
+def _cached_bank(cache: Path, fingerprint: str, size: int) -> FrameBank | None:
     """The cached bank when it was built from the same videos and settings; None otherwise (an
     unreadable or foreign cache is ignored: the frames are extracted again)."""
     try:
@@ -145,10 +145,26 @@ def _cached_bank(cache: Path, fingerprint: str) -> FrameBank | None:
             meta = json.loads(str(z["meta"]))
             if meta["fingerprint"] != fingerprint:
                 return None
-            return FrameBank(torch.from_numpy(z["frames"]), z["times"], z["video"], meta["videos"], meta["skipped"])
-    except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile) as exc:
+            frames, times, video, videos = z["frames"], z["times"], z["video"], meta["videos"]
+            _check_bank(frames, times, video, videos, meta["skipped"], size)
+            return FrameBank(torch.from_numpy(frames), times, video, videos, meta["skipped"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, EOFError, zipfile.BadZipFile) as exc:
         log.warning("%s: unreadable frame cache, extracting again (%s)", cache, exc)
         return None
+
+
+def _check_bank(frames: np.ndarray, times: np.ndarray, video: np.ndarray, videos, skipped, size: int) -> None:
+    """Raise ValueError unless the arrays are a frame bank as :func:`build_bank` writes it (a foreign
+    file with the right fingerprint must not reach training)."""
+    n = len(frames)
+    if frames.dtype != np.uint8 or frames.ndim != 3 or frames.shape[1:] != (size, size):
+        raise ValueError(f"frames are {frames.dtype} {frames.shape}, expected uint8 (N, {size}, {size})")
+    if times.shape != (n,) or video.shape != (n,) or times.dtype.kind != "f" or video.dtype.kind not in "iu":
+        raise ValueError("times or video index do not match the frames")
+    if not isinstance(videos, list) or not all(isinstance(v, str) for v in videos) or not isinstance(skipped, list):
+        raise ValueError("video ids are not a list of names")
+    if n and (video.min() < 0 or video.max() >= len(videos)):
+        raise ValueError("video index outside the list of videos")
 
 
 def build_bank(videos: list[tuple[str, Path]], size: int, frames_per_video: int, cache: Path | None = None,
@@ -156,7 +172,7 @@ def build_bank(videos: list[tuple[str, Path]], size: int, frames_per_video: int,
     """Extract frames of every video; an unreadable video is skipped (listed in ``skipped``)."""
     fp = _fingerprint(videos, size, frames_per_video)
     if cache is not None and cache.is_file():
-        bank = _cached_bank(cache, fp)
+        bank = _cached_bank(cache, fp, size)
         if bank is not None:
             return bank
     arrays, times, vidx, ids, skipped = [], [], [], [], []
