@@ -282,3 +282,16 @@ def test_study_into_a_folder_with_the_users_report_refuses_and_keeps_it(tmp_path
     (tmp_path / "manifest.json").write_text("[1, 2]")  # a file of the user's named like ours
     with pytest.raises(CeusError, match="manifest.json"):
         run_study(cfg, progress=False)
+
+
+def test_a_refused_weights_file_leaves_nothing_behind(tmp_path):
+    """`train --weights BAD` fails before config.json / folds.csv are written, so the next run starts clean."""
+    run = make_fake_run(tmp_path / "run", n_train=8, n_test=0, size=16, frames=2, group_size=1, with_video=False)
+    bad = tmp_path / "w.safetensors"
+    bad.write_bytes(b"not a tensor file")
+    argv = ["train", "--run", str(run), "--modality", "image", "--weights", str(bad), "--epochs", "1", "--folds", "2",
+            "--batch-size", "4", "--crop", "16", "--no-progress", "--name", "m"]
+    assert exit_code(argv) == 2
+    assert not (run / "models" / "m").exists()
+    argv[argv.index(str(bad))] = "none"
+    assert exit_code(argv) == 0  # no "already holds a model"

@@ -619,13 +619,14 @@ def _train_folds(ctx: _Ctx, train_idx: np.ndarray, fold: np.ndarray, resume: boo
 
 def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, rank, device):
     t_start = time.perf_counter()
-    provenance = pretrain_facts(run, cfg)  # before anything is written: a refused --weights leaves no trace
+    # the weights are checked and read before anything is written: a refused --weights leaves no trace
+    provenance = pretrain_facts(run, cfg)
+    models = list(range(cfg.folds)) + ([REFIT] if cfg.test_scoring == "refit" else [])
+    done = not overwrite and all((RunLayout(run).fold(cfg.name, k) / "oof.csv").is_file() for k in models)
+    weights = (None, "none") if done else fetch_weights(cfg.arch, cfg.weights, cfg.require_weights)
     data, out, train_idx, fold = _setup(run, cfg, resume, overwrite, world, rank, device)
     pretrained = str(cfg.weights).lower() != "none"
-    ctx = _Ctx(cfg, run, out, data, device, world, rank, pretrained, [max_epochs_this_call])
-    models = list(range(cfg.folds)) + ([REFIT] if cfg.test_scoring == "refit" else [])
-    if any(not (RunLayout(run).fold(cfg.name, k) / "oof.csv").is_file() for k in models):
-        ctx.weights = fetch_weights(cfg.arch, cfg.weights, cfg.require_weights)
+    ctx = _Ctx(cfg, run, out, data, device, world, rank, pretrained, [max_epochs_this_call], weights)
     with _progress_bar(ctx, progress):
         try:
             results, full = _train_folds(ctx, train_idx, fold, resume)
