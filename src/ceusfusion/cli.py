@@ -536,6 +536,49 @@ def demo(
         run_demo(out, console, n=n, seed=seed, full=full, progress=sys.stderr.isatty())
 
 
+# ----------------------------------------------------------------------------- weights (issue 17)
+
+weights_app = typer.Typer(no_args_is_help=True, help="ImageNet weights on this machine: list, verify a file, import it for offline use.")
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
+    """Per architecture, where its ImageNet weights would come from here, and whether they are usable."""
+    from ceusfusion.models.weight_sources import list_sources
+
+    rows = list_sources()
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="ImageNet weights on this machine")
+    for col in ("arch", "source", "available", "note"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["arch"], r["source"], "yes" if r["available"] else "no", r.get("note", ""))
+    console.print(table)
+
+
+@weights_app.command("verify")
+def weights_verify(file: Path = typer.Argument(..., help="A state-dict file (.safetensors or .pth)."),
+                   arch: str = typer.Option(..., "--arch", help="The architecture it should fit.")):
+    """Load a weight file weights-only and check every tensor against the architecture."""
+    from ceusfusion.models.weight_sources import verify_file
+
+    rec = verify_file(file, arch)
+    console.print(f"{rec['file']}: {rec['tensors']} tensors fit {rec['arch']} (sha256 {rec['sha256']})", highlight=False)
+
+
+@weights_app.command("import")
+def weights_import(file: Path = typer.Argument(..., help="torchvision's published ImageNet file for --arch."),
+                   arch: str = typer.Option(..., "--arch", help="The architecture.")):
+    """Put a verified ImageNet file into the torch hub cache under the name torchvision expects (offline use)."""
+    from ceusfusion.models.weight_sources import import_file
+
+    dest = import_file(file, arch)
+    console.print(f"{file} -> {dest} (train --arch {arch} --weights imagenet will use it offline)", highlight=False)
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry: run the Typer app, turning CeusError into one line."""
     try:
