@@ -1,6 +1,7 @@
 """Are test rows on the training rows' scale? Test/train spread ratios of a run's scores and fusion inputs.
 
     python bench/scale_ratio.py RUN [RUN ...]
+    python bench/scale_ratio.py RUN --models NAME [NAME ...]   # each fold model's and the refit's own spread
 
 For every predictions file: the ratio of the SD of the test logits to the SD of the training
 (out-of-fold) logits. For every features parquet: the same ratio of the total SD (square root of
@@ -35,6 +36,33 @@ def feature_ratio(path: Path) -> float:
     return float(np.sqrt(var["test"] / var["train"]))
 
 
+def model_spreads(run: Path, name: str) -> None:
+    """Test-logit SD of each fold model and of the refitted one, and each fold model's own out-of-fold SD:
+    how much one model's scale varies between training runs."""
+    import torch
+
+    from ceusfusion.models.data import load_cached
+    from ceusfusion.models.registry import load_fold_model, read_config, transform_for
+    from ceusfusion.models.train import predict_probs
+
+    cfg = read_config(run, name)
+    data = load_cached(run, cfg["modality"], cfg.get("size"))
+    folds = pd.read_csv(run / "models" / name / "folds.csv", dtype={"case_id": str}).set_index("case_id")["fold"]
+    test = np.flatnonzero(data.split == "test")
+    torch.set_num_threads(1)
+    for k in [*range(int(cfg["folds"])), "full"]:
+        if not (run / "models" / name / (k if k == "full" else f"fold{k}")).is_dir():
+            continue
+        model, _ = load_fold_model(run, name, k)
+        z = np.log(np.clip(p := predict_probs(model, data, test, transform_for(cfg)), 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
+        line = f"  {name} model {k}: test logit SD {z.std(ddof=1):.3f}"
+        own = np.array([i for i, c in enumerate(data.case_ids) if folds.get(c, -9) == k], dtype=np.int64)
+        if len(own):
+            q = np.clip(predict_probs(model, data, own, transform_for(cfg)), 1e-6, 1 - 1e-6)
+            line += f", own out-of-fold SD {np.log(q / (1 - q)).std(ddof=1):.3f}"
+        print(line)
+
+
 def main(runs: list[str]) -> None:
     for run in map(Path, runs):
         print(f"{run}")
@@ -45,4 +73,10 @@ def main(runs: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    args = sys.argv[1:]
+    if "--models" in args:
+        i = args.index("--models")
+        for n in args[i + 1:]:
+            model_spreads(Path(args[0]), n)
+    else:
+        main(args)
