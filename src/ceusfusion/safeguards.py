@@ -81,42 +81,43 @@ def selection_check(layout: RunLayout) -> Check:
     return Check(True, f"by {sel.get('rule', 'mean CV AUC')}, training set only")
 
 
-def oof_check(layout: RunLayout) -> Check:
-    """Out-of-fold rows not chosen on the cases they score (``select: last``)."""
+def per_model_check(layout: RunLayout, fails, reason: str, ok: str) -> Check:
+    """A check over the selected models' summaries: ✘ naming those for which ``fails(summary)``, with ``reason``."""
     sums = selected_summaries(layout)
     if not sums:
         return Check(None, "no selected model")
-    best = [n for n, s in sums.items() if s.get("select", "best") != "last"]
-    if best:
-        return Check(False, f"{_names(best)}: select 'best' keeps each fold's epoch with the best AUC on that fold's "
-                            "validation cases, so their out-of-fold AUC, the ranking, the thresholds and Table 2's "
-                            "training rows are optimistic")
-    return Check(True, "each fold kept its last epoch (a fixed count), not one chosen on the cases it scores")
+    bad = [n for n, s in sums.items() if fails(s)]
+    return Check(False, f"{_names(bad)}: {reason}") if bad else Check(True, ok)
+
+
+def oof_check(layout: RunLayout) -> Check:
+    """Out-of-fold rows not chosen on the cases they score (``select: last``)."""
+    return per_model_check(
+        layout, lambda s: s.get("select", "best") != "last",
+        "select 'best' keeps each fold's epoch with the best AUC on that fold's validation cases, so their "
+        "out-of-fold AUC, the ranking, the thresholds and Table 2's training rows are optimistic",
+        "each fold kept its last epoch (a fixed count), not one chosen on the cases it scores")
 
 
 def test_scoring_check(layout: RunLayout) -> Check:
     """Test cases scored once, after training, on the out-of-fold rows' scale (``test_scoring: refit``)."""
-    sums = selected_summaries(layout)
-    if not sums:
-        return Check(None, "no selected model")
-    mean = [n for n, s in sums.items() if s.get("test_scoring_mode", "fold-mean") != "refit"]
-    if mean:
-        return Check(False, f"{_names(mean)}: test cases scored by the mean of the fold models, a shrunken scale: the "
-                            "thresholds and fusion fitted on single-model out-of-fold scores meet other inputs")
-    return Check(True, "once, after all folds, by one model refitted on every training case")
+    return per_model_check(
+        layout, lambda s: s.get("test_scoring_mode", "fold-mean") != "refit",
+        "test cases scored by the mean of the fold models, a shrunken scale: the thresholds and fusion fitted "
+        "on single-model out-of-fold scores meet other inputs",
+        "once, after all folds, by one model refitted on every training case")
 
 
 def prevalence_check(layout: RunLayout) -> Check:
     """Deep-model probabilities on the cohort's prevalence (unweighted loss, or a prior-corrected weighted one)."""
-    sums = selected_summaries(layout)
-    if not sums:
-        return Check(None, "no selected model")
-    old = [n for n, s in sums.items() if "class_weight" not in s]
-    if old:
-        return Check(False, f"{_names(old)}: trained with a class-weighted loss without the prior correction; "
-                            "probabilities lean towards 50 % prevalence")
-    kinds = sorted({s["class_weight"] for s in sums.values()})
-    return Check(True, "unweighted loss" if kinds == ["none"] else "class-weighted loss with the -log(n0/n1) correction")
+    check = per_model_check(
+        layout, lambda s: "class_weight" not in s,
+        "trained with a class-weighted loss without the prior correction; probabilities lean towards 50 % prevalence",
+        "unweighted loss")
+    kinds = {s.get("class_weight") for s in (selected_summaries(layout) or {}).values()}
+    if check.ok and kinds != {"none"}:
+        return Check(True, "class-weighted loss with the -log(n0/n1) correction")
+    return check
 
 
 def thresholds_check(layout: RunLayout) -> Check:

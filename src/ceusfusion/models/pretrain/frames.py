@@ -32,20 +32,27 @@ MANIFEST_COLUMNS = ("case_id", "video", "split")  # the only columns pretraining
 # ----------------------------------------------------------------------------- which videos
 
 
+def read_columns(manifest: Path, columns: tuple[str, ...]) -> pd.DataFrame:
+    """Only ``columns`` of a cohort manifest (stripped names, strings, "" as missing): pretraining must not
+    read labels or covariates."""
+    if not manifest.is_file():
+        raise CeusError(f"{manifest}: cohort manifest not found")
+    try:
+        df = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""],
+                         usecols=lambda c: c.strip() in columns)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
+        raise CeusError(f"{manifest}: cannot read the manifest as CSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [c.strip() for c in df.columns]
+    return df
+
+
 def manifest_videos(cohort: str | Path, splits: tuple = ("train",)) -> list[tuple[str, Path]]:
     """(case_id, video path) of the cohort's rows in ``splits``; reads ONLY case_id, video, split.
 
     A manifest without a split column has no test split: every row is used.
     """
     cohort = Path(cohort)
-    if not cohort.is_file():
-        raise CeusError(f"{cohort}: cohort manifest not found")
-    try:
-        df = pd.read_csv(cohort, dtype=str, keep_default_na=False, na_values=[""],
-                         usecols=lambda c: c.strip() in MANIFEST_COLUMNS)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise CeusError(f"{cohort}: cannot read the manifest as CSV ({str(exc).splitlines()[0]})") from None
-    df.columns = [c.strip() for c in df.columns]
+    df = read_columns(cohort, MANIFEST_COLUMNS)
     for col in ("case_id", "video"):
         if col not in df.columns:
             raise CeusError(f"{cohort}: column {col!r} is missing (pretraining needs case_id and video)")

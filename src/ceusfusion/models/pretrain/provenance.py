@@ -26,7 +26,7 @@ import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import sha256_file
-from ceusfusion.models.pretrain.frames import folder_videos, manifest_videos
+from ceusfusion.models.pretrain.frames import folder_videos, manifest_videos, read_columns
 
 RECORD_VERSION = 1
 CASE_FILE_COLUMNS = ("image", "video")  # a case's files a pretraining video can be a copy of
@@ -108,25 +108,13 @@ class CohortFiles:
         return sorted({f.case_id for f in self.files if f.split == split})
 
 
-def _read_columns(manifest: Path) -> pd.DataFrame:
-    if not manifest.is_file():
-        raise CeusError(f"{manifest}: cohort manifest not found")
-    try:
-        df = pd.read_csv(manifest, dtype=str, keep_default_na=False, na_values=[""],
-                         usecols=lambda c: c.strip() in READ_COLUMNS)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, ValueError) as exc:
-        raise CeusError(f"{manifest}: cannot read the manifest as CSV ({str(exc).splitlines()[0]})") from None
-    df.columns = [c.strip() for c in df.columns]
-    return df
-
-
 def cohort_files(cohort: str | Path | pd.DataFrame, base: str | Path | None = None) -> CohortFiles:
     """Every image and video file of ``cohort`` (a manifest CSV, or a table whose relative paths are
     relative to ``base``, by default the working folder). Without a split column every case is training."""
     if isinstance(cohort, pd.DataFrame):
         df, name, root = cohort, "the cohort table", Path(base) if base is not None else Path.cwd()
     else:
-        df, name, root = _read_columns(Path(cohort)), str(cohort), Path(cohort).parent
+        df, name, root = read_columns(Path(cohort), READ_COLUMNS), str(cohort), Path(cohort).parent
     if "case_id" not in df.columns:
         raise CeusError(f"{name}: column 'case_id' is missing")
     splits = df["split"] if "split" in df.columns else pd.Series("train", index=df.index)
