@@ -21,7 +21,7 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.explain.cases import ExplainSettings
 from ceusfusion.fusion.pipeline import FusionConfig
 from ceusfusion.ingest.prepare import PrepareParams
-from ceusfusion.models.backbones import ARCHS, TIMM_ARCHS
+from ceusfusion.models.backbones import check_arch
 from ceusfusion.models.train import TrainSettings
 
 STUDY_WIDE = {"seed", "name"}  # set once at the top of the study, not per section
@@ -64,9 +64,8 @@ class _TrainChoices(BaseModel):
     @field_validator("archs")
     @classmethod
     def _known(cls, v):
-        bad = [a for a in v if a not in ARCHS and a not in TIMM_ARCHS]
-        if bad:
-            raise ValueError(f"unknown architecture(s) {bad}; choose from {[*ARCHS, *TIMM_ARCHS]}")
+        for arch in v:
+            check_arch(arch)  # the five study architectures, the EfficientNet-Lite ones, or any timm name
         if not v:
             raise ValueError("at least one architecture is needed")
         return v

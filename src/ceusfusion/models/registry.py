@@ -57,9 +57,11 @@ def load_fold_model(run, name: str, fold: int, device: str | torch.device = "cpu
 
 
 def transform_for(cfg: dict, device: str | torch.device = "cpu") -> BatchTransform:
-    """The evaluation transform a trained model expects (centre crop, its normalisation)."""
+    """The evaluation transform a trained model expects (centre crop, the normalisation it recorded)."""
+    norm = cfg.get("normalisation")
+    stats = (norm["mean"], norm["std"]) if norm else None
     return BatchTransform(cfg["input_mode"], cfg["frames"], cfg["frame_channels"], cfg["crop"], cfg["image_size"],
-                          cfg["pretrained"], device)
+                          cfg["pretrained"], device, stats=stats)
 
 
 def parse_model_path(path: str | Path) -> tuple[Path, str]:

@@ -34,7 +34,7 @@ import logging
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
@@ -68,7 +68,14 @@ from ceusfusion.core.runtime import (
     save_checkpoint,
     save_tensors,
 )
-from ceusfusion.models.backbones import build_model, check_arch, fetch_backbone_weights, model_channels
+from ceusfusion.models.backbones import (
+    backbone_parameters,
+    build_model,
+    check_arch,
+    fetch_backbone_weights,
+    input_stats,
+    model_channels,
+)
 from ceusfusion.models.data import CachedSet, load_cached
 from ceusfusion.models.ensemble import REFIT, UNSEEN, make_folds, over_folds
 from ceusfusion.models.pretrain.provenance import check_pretrain_weights
@@ -121,6 +128,10 @@ class TrainSettings(StageConfig):
     class_weight: Literal["none", "balanced"] = "none"
     size: int | None = Field(None, ge=8)  # resize the cached arrays to this side first (None: as cached)
     crop: int = Field(224, ge=1)
+    # "full": fine-tune the whole backbone; "last": only its deepest stage; "frozen": the pretrained
+    # network as a fixed feature extractor, only the head learns (small cohorts; backbones.backbone_parameters)
+    finetune: Literal["full", "last", "frozen"] = "full"
+    backbone_lr: float = Field(1.0, gt=0, le=1)  # the backbone's learning rate as a fraction of lr
 
 
 class TrainConfig(TrainSettings):
@@ -297,7 +308,8 @@ class _Ctx:
     def transform(self) -> BatchTransform:
         d = self.data
         return BatchTransform(self.cfg.input_mode, d.frames, d.frame_channels, self.cfg.crop, d.size,
-                              self.pretrained_requested, self.device, channels_last=self.cuda)
+                              self.pretrained_requested, self.device, channels_last=self.cuda,
+                              stats=input_normalisation(self.cfg, d))
 
 
 # ----------------------------------------------------------------------------- one fold
@@ -318,6 +330,7 @@ class _Fold:
     lossf: nn.Module
     state: dict
     offset: float = 0.0  # added to the output logit of the kept model (prior correction)
+    frozen: list = field(default_factory=list)  # backbone modules kept in eval mode (finetune last/frozen)
 
 
 def pos_weight_of(labels: np.ndarray, class_weight: str) -> float:
@@ -349,7 +362,7 @@ def _build_fold(ctx: _Ctx, k: int | str, tr: np.ndarray) -> _Fold:
     model = model.to(dev)
     if ctx.cuda:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt, frozen = optimiser(model, cfg)
     n, bsz = len(tr), cfg.batch_size
     # a last batch too small for BatchNorm (< 2 samples per process) is dropped
     starts = [s for s in range(0, n, bsz) if min(bsz, n - s) >= 2 * ctx.world]
@@ -366,7 +379,19 @@ def _build_fold(ctx: _Ctx, k: int | str, tr: np.ndarray) -> _Fold:
         net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if ctx.cuda else None)
     return _Fold(k, RunLayout(ctx.run).fold(cfg.name, k), model, net, opt, sched,
                  torch.Generator().manual_seed(fold_seed(cfg.seed, seed_k) + 7), starts,
-                 nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="sum"), state, offset=-math.log(w))
+                 nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="sum"), state, offset=-math.log(w),
+                 frozen=frozen)
+
+
+def optimiser(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, list]:
+    """AdamW over what ``cfg.finetune`` trains: the head (and attention) at ``lr``, the backbone's trained
+    part at ``lr * backbone_lr`` (group 1); returns it with the frozen backbone modules."""
+    trained, frozen = backbone_parameters(model, cfg.arch, cfg.finetune)
+    in_encoder = {id(p) for p in model.encoder.parameters()}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in in_encoder], "lr": cfg.lr}]
+    if trained:
+        groups.append({"params": trained, "lr": cfg.lr * cfg.backbone_lr})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay), frozen
 
 
 def _save_epoch(ctx: _Ctx, f: _Fold, improved: bool) -> None:
@@ -397,7 +422,8 @@ def _validate(ctx: _Ctx, f: _Fold, tr: np.ndarray, va: np.ndarray) -> tuple[np.n
     """Eval-mode probabilities of the validation fold (after precise BatchNorm), as the kept model will give
     them (prior-corrected): (probs, AUC, loss). The refitted model has no validation cases: (empty, nan, nan)."""
     tf_eval = ctx.transform()
-    if ctx.cfg.precise_bn and not ctx.cfg.freeze_bn:
+    # precise BatchNorm recomputes every BN layer, a frozen backbone's too: only when all of it trains
+    if ctx.cfg.precise_bn and not ctx.cfg.freeze_bn and ctx.cfg.finetune == "full":
         recalibrate_bn(f.model, ctx.data, tr, tf_eval, amp=True)
     if not len(va):
         return np.zeros(0), float("nan"), float("nan")
@@ -417,6 +443,8 @@ def _run_epoch(ctx: _Ctx, f: _Fold, tr: np.ndarray, va: np.ndarray) -> float:
         for m in f.model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
+    for m in f.frozen:  # a frozen backbone keeps its pretrained BatchNorm statistics
+        m.eval()
     batches = train_batches(ctx.data, tr, f.gen, ctx.transform(), f.starts, cfg.batch_size, cfg.crop, ctx.world, ctx.rank)
     train_loss = train_epoch(f.net, f.opt, f.lossf, batches, f.sched, cfg.clip_grad, ctx.world)
     st["step"] += len(f.starts)
@@ -506,10 +534,17 @@ def _check_existing(out: Path, cfg_json: dict, resume: bool, overwrite: bool) ->
         raise CeusError(f"{path}: cannot resume, the settings differ ({', '.join(f'{d}: {old.get(d)!r} -> {cfg_json[d]!r}' for d in diff)})")
 
 
+def input_normalisation(cfg: TrainConfig, data: CachedSet) -> tuple[list[float], list[float]]:
+    """Per-channel (mean, std) of the model input: the statistics the architecture's pretrained weights
+    expect (ImageNet's for torchvision, the ``pretrained_cfg``'s for timm), identity without weights."""
+    pretrained = str(cfg.weights).lower() != "none"
+    return normalisation(cfg.input_mode, data.frames, data.frame_channels, pretrained, rgb=input_stats(cfg.arch))
+
+
 def model_record(cfg: TrainConfig, data: CachedSet) -> dict:
     """config.json: the settings plus what the data fixed (frames, channels, image size, normalisation)."""
     pretrained = str(cfg.weights).lower() != "none"
-    mean, std = normalisation(cfg.input_mode, data.frames, data.frame_channels, pretrained)
+    mean, std = input_normalisation(cfg, data)
     return {**cfg.model_dump(), "frames": data.frames, "frame_channels": data.frame_channels,
             "channels": model_channels(cfg.input_mode, data.frames, data.frame_channels),
             "image_size": data.size, "pretrained": pretrained, "normalisation": {"mean": mean, "std": std}}
@@ -622,7 +657,8 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
     provenance = pretrain_facts(run, cfg)
     models = list(range(cfg.folds)) + ([REFIT] if cfg.test_scoring == "refit" else [])
     done = not overwrite and all((RunLayout(run).fold(cfg.name, k) / "oof.csv").is_file() for k in models)
-    weights = (None, "none") if done else fetch_backbone_weights(cfg.arch, cfg.weights, cfg.require_weights)
+    resolved = None if done else fetch_backbone_weights(cfg.arch, cfg.weights, cfg.require_weights)
+    weights = (None, "none") if resolved is None else resolved.pair()
     data, out, train_idx, fold = _setup(run, cfg, resume, overwrite, world, rank, device)
     pretrained = str(cfg.weights).lower() != "none"
     ctx = _Ctx(cfg, run, out, data, device, world, rank, pretrained, [max_epochs_this_call], weights)
@@ -644,11 +680,21 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
     summary = _summary(cfg, results, oof, len(train_idx), len(test_idx), world, time.perf_counter() - t_start)
     summary["refit_epochs"] = None if full is None else full["epochs_run"]
     summary["pretrain_provenance"] = provenance
+    summary["weights_source"] = weights_source(out, resolved)
     summary["rank"] = rank
     if rank == 0:
         write_csv(RunLayout(run).predictions(cfg.name), pred)
         write_json(out / "summary.json", summary)
     return summary
+
+
+def weights_source(out: Path, resolved) -> dict:
+    """Where the starting weights came from (``models.resolver``); a model kept from an earlier call
+    keeps the record its summary.json already has."""
+    if resolved is not None:
+        return resolved.record
+    old = out / "summary.json"
+    return json.loads(old.read_text()).get("weights_source", {}) if old.is_file() else {}
 
 
 def _summary(cfg: TrainConfig, results: list[dict], oof: pd.DataFrame, n_train: int, n_test: int, world: int,

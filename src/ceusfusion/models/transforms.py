@@ -58,20 +58,22 @@ def summary_channels(x: torch.Tensor, frames: int, frame_channels: int) -> torch
     return torch.stack([f.mean(1), f.std(1, correction=0) / 0.5, dyn], 1).clamp(0, 1)
 
 
-def normalisation(input_mode: str, frames: int, frame_channels: int, pretrained: bool) -> tuple[list[float], list[float]]:
-    """Per-channel mean/std of the model input: ImageNet statistics when pretrained, else identity.
-
-    Grey channels that are not replicated to RGB use the mean of the RGB statistics.
+def normalisation(input_mode: str, frames: int, frame_channels: int, pretrained: bool,
+                  rgb: tuple | None = None) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of the model input: the pretrained weights' RGB statistics ``rgb``
+    ((mean, std); ImageNet's by default, a timm model's ``pretrained_cfg`` ones otherwise) when
+    pretrained, else identity. Grey channels not replicated to RGB use the mean of the RGB statistics.
     """
+    rgb_mean, rgb_std = rgb if rgb is not None else (IMAGENET_MEAN, IMAGENET_STD)
     if input_mode in ("single", "summary"):
         c = 3
-        mean, std = list(IMAGENET_MEAN), list(IMAGENET_STD)
+        mean, std = list(rgb_mean), list(rgb_std)
     elif frame_channels == 3:
         c = 3 * frames
-        mean, std = list(IMAGENET_MEAN) * frames, list(IMAGENET_STD) * frames
+        mean, std = list(rgb_mean) * frames, list(rgb_std) * frames
     else:
         c = frames
-        mean, std = [float(np.mean(IMAGENET_MEAN))] * frames, [float(np.mean(IMAGENET_STD))] * frames
+        mean, std = [float(np.mean(rgb_mean))] * frames, [float(np.mean(rgb_std))] * frames
     if not pretrained:
         return [0.0] * c, [1.0] * c
     return mean, std
@@ -96,14 +98,16 @@ class BatchTransform:
     """
 
     def __init__(self, input_mode: str, frames: int, frame_channels: int, crop: int, size: int,
-                 pretrained: bool, device: torch.device | str = "cpu", channels_last: bool = False):
+                 pretrained: bool, device: torch.device | str = "cpu", channels_last: bool = False,
+                 stats: tuple[list[float], list[float]] | None = None):
         if crop > size:
             raise CeusError(f"crop {crop} is larger than the image size {size}")
         self.crop, self.size = crop, size
         self.replicate = input_mode == "single" and frame_channels == 1
         self.summary = (frames, frame_channels) if input_mode == "summary" else None
         self.device = torch.device(device)
-        mean, std = normalisation(input_mode, frames, frame_channels, pretrained)
+        # ``stats``: the per-channel (mean, std) a model recorded in its config.json; else ImageNet's
+        mean, std = stats if stats is not None else normalisation(input_mode, frames, frame_channels, pretrained)
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.inv_std = 1.0 / torch.tensor(std, device=self.device).view(1, -1, 1, 1) / 255.0
         self.mean255 = self.mean * 255.0

