@@ -100,12 +100,21 @@ def train_model(run: Path, name: str, modality: str, mode: str, a, weights: str 
     t0 = time.perf_counter()
     tc = TrainConfig(modality=modality, arch=a.arch, input_mode=mode, weights=weights, epochs=ep, folds=a.folds,
                      batch_size=a.batch, size=size, crop=size - size // 8, seed=a.seed, device=a.device, name=name,
-                     patience=ep, lr=a.lr, select=getattr(a, "select", "best"))
+                     patience=ep, lr=a.lr, select=getattr(a, "select", "best"),
+                     finetune=getattr(a, "finetune", "full"), backbone_lr=getattr(a, "backbone_lr", 1.0),
+                     # a CV-only benchmark has no test set: the refit model would score nothing
+                     test_scoring="refit" if getattr(a, "test_cases", None) else "fold-mean")
     s = train(run, tc, resume=True, progress=False)
     s["wall_s"] = round(time.perf_counter() - t0, 1)
     print(f"  {name}: CV AUC {s['cv_auc_mean']:.3f} ± {s['cv_auc_std']:.3f}, OOF AUC {s['oof_auc']:.3f} "
           f"({s['seconds']:.0f} s)", flush=True)
     return s
+
+
+def finetune_tag(a) -> str:
+    """The part of a model name that says how it was fine-tuned (empty for the full default)."""
+    tag = "" if a.finetune == "full" else f"_{a.finetune}"
+    return tag + ("" if a.backbone_lr == 1.0 else f"_blr{a.backbone_lr:g}")
 
 
 def fuse_models(run: Path, names: list[str], cohort: Path, families: str, folds: int, seed: int,

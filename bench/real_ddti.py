@@ -42,6 +42,9 @@ def parse(argv=None):
     ap.add_argument("--pretrained", default="none", help="comma-separated inits, each none, imagenet or a "
                     "safetensors file from `ceusfusion pretrain`; one DL_image model per init")
     ap.add_argument("--baselines-only", action="store_true")
+    ap.add_argument("--finetune", default="full", help="full, last (deepest stage only) or frozen (pretrained "
+                    "features, only the head learns)")
+    ap.add_argument("--backbone-lr", type=float, default=1.0, help="backbone learning rate as a fraction of --lr")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -63,7 +66,7 @@ def main(argv=None) -> None:
     for w in ([] if a.baselines_only else a.pretrained.split(",")):
         init = "random" if w == "none" else ("imagenet" if w == "imagenet" else Path(w).stem)
         label = f"DL_image_{init}"
-        name = f"DL_image_{a.arch}_s{a.size}_e{a.epochs}_{init}" + ("_last" if a.select == "last" else "")
+        name = f"DL_image_{a.arch}_s{a.size}_e{a.epochs}_{init}" + ("_last" if a.select == "last" else "") + C.finetune_tag(a)
         summaries[label] = C.train_model(run, name, "image", "single", a, weights=w)
         files[label] = run / "predictions" / f"{name}.csv"
 
@@ -75,7 +78,7 @@ def main(argv=None) -> None:
     files.update(base)
     dl = [k for k in files if k.startswith("DL_")]
     pairs = [(m, b) for m in dl for b in base] + [(x, y) for i, x in enumerate(dl) for y in dl[i + 1:]]
-    tag = f"{a.arch}_s{a.size}_e{a.epochs}_{a.select}"
+    tag = f"{a.arch}_s{a.size}_e{a.epochs}_{a.select}" + C.finetune_tag(a)
     title = (f"DDTI, {a.arch} at {a.size} px (crop {a.size - a.size // 8}), ROI = mask box + {a.margin:g} margin, "
              f"{a.epochs} epochs ({a.select} epoch kept), {a.folds}-fold CV grouped by patient, seed {a.seed}")
     out = a.work / f"eval_{run.name}_{tag}"

@@ -53,6 +53,9 @@ def parse(argv=None):
                     "features, the tool's DL_combined) and/or scores (out-of-fold logits of the two models)")
     ap.add_argument("--baselines", default="middle,frames,meanstd")
     ap.add_argument("--baselines-only", action="store_true")
+    ap.add_argument("--finetune", default="full", help="full, last (deepest stage only) or frozen (pretrained "
+                    "features, only the head learns)")
+    ap.add_argument("--backbone-lr", type=float, default=1.0, help="backbone learning rate as a fraction of --lr")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--device", default="cpu")
@@ -72,7 +75,7 @@ def main(argv=None) -> None:
     print(f"prepared {prep['n_ok']}/{prep['n_cases']} videos in {prep['seconds']} s -> {run}", flush=True)
 
     init = "random" if a.pretrained == "none" else ("imagenet" if a.pretrained == "imagenet" else Path(a.pretrained).stem)
-    tag = f"{a.arch}_s{a.size}_e{a.epochs}_{init}" + ("_last" if a.select == "last" else "")
+    tag = f"{a.arch}_s{a.size}_e{a.epochs}_{init}" + ("_last" if a.select == "last" else "") + C.finetune_tag(a)
     files, summaries = {}, {}
     for mode_pair in ([] if a.baselines_only else a.modes.split(",")):
         modality, mode = mode_pair.split(":")
@@ -103,7 +106,7 @@ def main(argv=None) -> None:
     dl = [k for k in files if k.startswith("DL_")]
     pairs += [(m, b) for m in dl for b in base]
     title = (f"POCUS, {a.arch} at {a.size} px (crop {a.size - a.size // 8}), {a.frames} keyframes "
-             f"({a.policy}, {a.period:g} s), {a.epochs} epochs ({a.select} epoch kept), init {init}, {a.folds}-fold grouped CV, seed {a.seed}")
+             f"({a.policy}, {a.period:g} s), {a.epochs} epochs ({a.select} epoch kept), init {init}, finetune {a.finetune} (backbone lr x{a.backbone_lr:g}), {a.folds}-fold grouped CV, seed {a.seed}")
     C.evaluate_table(files, a.work / f"eval_{run.name}_{tag}", pairs, title)
     C.save_json(a.work / f"eval_{run.name}_{tag}" / "bench.json",
                 {"args": vars(a), "summaries": summaries, "files": files, "seconds": time.perf_counter() - t0})

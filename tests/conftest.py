@@ -34,13 +34,13 @@ class _ModuleTempFactory:
         self.made.append(path)
         return path
 
-    def __getattr__(self, name):  # getbasetemp, and what pytest's own tmp_path reads of its factory
-        return getattr(self.factory, name)
+    def getbasetemp(self) -> Path:
+        return self.factory.getbasetemp()
 
 
 @pytest.fixture(scope="module")
-def tmp_path_factory(tmp_path_factory):
-    """The session factory, but what a test module makes with it is removed when the module is done:
+def module_tmp_factory(tmp_path_factory):
+    """``tmp_path_factory`` for a test module's shared fixtures, whose folders go when the module is done:
     the slow tests' trained runs and bundles add up to GBs, and CI disks can be small (CI once ran out).
     A test's own ``tmp_path`` is removed when it passes (``tmp_path_retention_policy`` in pyproject)."""
     tracked = _ModuleTempFactory(tmp_path_factory)

@@ -16,8 +16,8 @@ import baselines  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    return make_fake_run(tmp_path_factory.mktemp("run"), n_train=40, n_test=10, size=16, frames=3, signal=1.0)
+def run(module_tmp_factory):
+    return make_fake_run(module_tmp_factory.mktemp("run"), n_train=40, n_test=10, size=16, frames=3, signal=1.0)
 
 
 @pytest.mark.parametrize("kind", baselines.KINDS)

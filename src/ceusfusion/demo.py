@@ -15,8 +15,18 @@ from rich.console import Console
 
 from ceusfusion.config import parse_config
 from ceusfusion.core.errors import CeusError
+from ceusfusion.models.lite_weights import available_lite_weights
 from ceusfusion.study import run_study
 from ceusfusion.synthetic.synth import SynthConfig, generate
+
+
+def demo_archs() -> list[str]:
+    """The demo's two architectures: with the ``lite-weights`` extra installed (``make demo`` installs it)
+    an ImageNet-pretrained EfficientNet-Lite0 beside a resnet18, so a new user sees real transfer learning
+    offline; without it the two study networks (random init unless torchvision's cache has weights)."""
+    if "tf_efficientnet_lite0" in available_lite_weights():
+        return ["tf_efficientnet_lite0", "resnet18"]
+    return ["resnet18", "densenet121"]
 
 
 def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False) -> dict:
@@ -32,7 +42,7 @@ def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False
                 "explain": {"per_class": 1}}
     return {"cohort": str(cohort), "out": str(out), "title": "ceusfusion demo (synthetic cohort, CPU settings)",
             "prepare": {"size": 72, "workers": 2},
-            "train": {"archs": ["resnet18", "densenet121"], "epochs": 4, "folds": 3, "crop": 64, "batch_size": 32, "lr": 1e-3, "patience": 4},
+            "train": {"archs": demo_archs(), "epochs": 4, "folds": 3, "crop": 64, "batch_size": 32, "lr": 1e-3, "patience": 4},
             # without ImageNet weights, late fusion of the out-of-fold logits is the robust choice (BENCHMARKS.md)
             "fusion": {"classifiers": ["lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp"], "folds": 3, "fast": True, "inputs": "scores"},
             "explain": {"per_class": 2}}

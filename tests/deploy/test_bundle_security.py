@@ -26,9 +26,9 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
+def made(module_tmp_factory):
     """(run, bundle, a test patient's files): one tiny study, exported once; tests tamper with copies."""
-    root = tmp_path_factory.mktemp("bundle")
+    root = module_tmp_factory.mktemp("bundle")
     run_demo(root / "run", Console(record=True, width=160), n=48, quick=True, progress=False)
     bundle = export(root / "run", root / "bundle")
     row = pd.read_csv(root / "run" / "data" / "cohort.csv").query("split == 'test'").iloc[0]

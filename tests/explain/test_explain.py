@@ -21,9 +21,9 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_tmp_factory):
     """An image model (learns the planted disk) and stack / temporal video models (1 epoch: structure only)."""
-    run, regions = make_region_run(tmp_path_factory.mktemp("run"), n_train=24, n_test=8, size=48, frames=3)
+    run, regions = make_region_run(module_tmp_factory.mktemp("run"), n_train=24, n_test=8, size=48, frames=3)
     common = dict(arch="resnet18", weights="none", folds=2, batch_size=12, crop=48, lr=2e-3, seed=0)
     train(run, TrainConfig(modality="image", epochs=4, **common), progress=False)
     train(run, TrainConfig(modality="video", epochs=1, **common), progress=False)

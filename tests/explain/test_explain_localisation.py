@@ -27,8 +27,8 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def localisation(tmp_path_factory):
-    root = tmp_path_factory.mktemp("loc")
+def localisation(module_tmp_factory):
+    root = module_tmp_factory.mktemp("loc")
     data = generate(root / "data", SynthConfig(n=160, seed=0, size=192, duration=12, signal=2.5, size_tied=False),
                     workers=2)
     run = root / "run"

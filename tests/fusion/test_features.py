@@ -29,8 +29,8 @@ MODELS = {"img": ("image", "single"), "stk": ("video", "stack"), "tmp": ("video"
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory):
-    run = make_fake_run(tmp_path_factory.mktemp("run"), n_train=30, n_test=8, size=28, frames=3, seed=1)
+def run(module_tmp_factory):
+    run = make_fake_run(module_tmp_factory.mktemp("run"), n_train=30, n_test=8, size=28, frames=3, seed=1)
     for name, (modality, mode) in MODELS.items():
         cfg = TrainConfig(modality=modality, arch="resnet18", input_mode=mode, weights="none", epochs=1, folds=K,
                           batch_size=8, crop=24, seed=0, device="cpu", name=name)

@@ -83,10 +83,10 @@ def assert_no_patient_on_both_sides(splits):
 
 
 @pytest.fixture(scope="module")
-def twin_runs(tmp_path_factory):
+def twin_runs(module_tmp_factory):
     """The no-signal twins through load_inputs + run_fusion: the file with its group column, and the
     same file without it (an old file: each case its own patient, as the ungrouped code treated every file)."""
-    tmp = tmp_path_factory.mktemp("twins")
+    tmp = module_tmp_factory.mktemp("twins")
     df = twins(seed=5)
     write_features(tmp / "img.parquet", df, {"name": "img"})
     write_features(tmp / "old.parquet", df.drop(columns="group"), {"name": "img"})

@@ -21,9 +21,9 @@ def _mask2d(size=48):
 
 
 @pytest.fixture(scope="module")
-def video(tmp_path_factory):
+def video(module_tmp_factory):
     """10 s at 5 fps (50 frames); the ROI enhances to a peak at frame 30 (t = 6 s)."""
-    d = tmp_path_factory.mktemp("kf")
+    d = module_tmp_factory.mktemp("kf")
     return write_video(d / "v.avi", ramp_video(50, peak_frame=30), fps=5)
 
 

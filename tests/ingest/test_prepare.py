@@ -71,8 +71,8 @@ def _cohort(d):
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cohort")
+def prepared(module_tmp_factory):
+    d = module_tmp_factory.mktemp("cohort")
     manifest = _cohort(d)
     run = d / "run"
     with pytest.raises(SystemExit) as exc:

@@ -70,13 +70,13 @@ def cfg(**kw) -> P.PretrainConfig:
 
 
 @pytest.fixture(scope="module")
-def cohort(tmp_path_factory) -> Path:
-    return make_cohort(tmp_path_factory.mktemp("pre"))
+def cohort(module_tmp_factory) -> Path:
+    return make_cohort(module_tmp_factory.mktemp("pre"))
 
 
 @pytest.fixture(scope="module")
-def pretrained(cohort, tmp_path_factory) -> tuple[Path, dict]:
-    out = tmp_path_factory.mktemp("w") / "r18.safetensors"
+def pretrained(cohort, module_tmp_factory) -> tuple[Path, dict]:
+    out = module_tmp_factory.mktemp("w") / "r18.safetensors"
     vids, src = P.collect_videos(cohort)
     side = P.pretrain(vids, out, cfg(), sources=src)
     return out, side

@@ -65,10 +65,10 @@ def cli(args: list[str], capsys) -> tuple[int, str]:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(module_tmp_factory):
     """A cohort, and an --unlabeled folder holding a renamed copy of test video c3, a link to test video c4
     and one video of its own."""
-    root = tmp_path_factory.mktemp("prov")
+    root = module_tmp_factory.mktemp("prov")
     cohort = make_cohort(root)
     extra = root / "extra"
     extra.mkdir()
@@ -102,8 +102,8 @@ class Runs:
 
 
 @pytest.fixture(scope="module")
-def runs(world, tmp_path_factory) -> Runs:
-    return Runs(world, tmp_path_factory.mktemp("w"))
+def runs(world, module_tmp_factory) -> Runs:
+    return Runs(world, module_tmp_factory.mktemp("w"))
 
 
 def sidecar(weights: Path) -> dict:

@@ -20,9 +20,9 @@ torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_tmp_factory):
     """A seeded resnet18 video model on a run with a planted signal (64-case cohort, 40 px cache, 32 px crops)."""
-    run = make_fake_run(tmp_path_factory.mktemp("run"), n_train=60, n_test=10, size=40, frames=3, signal=1.0)
+    run = make_fake_run(module_tmp_factory.mktemp("run"), n_train=60, n_test=10, size=40, frames=3, signal=1.0)
     cfg = TrainConfig(modality="video", arch="resnet18", weights="none", epochs=4, folds=3, batch_size=16,
                       crop=32, lr=1e-3, seed=0)
     summary = train(run, cfg, progress=False)

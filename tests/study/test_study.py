@@ -19,8 +19,8 @@ pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("study") / "run"
+def tiny_run(module_tmp_factory):
+    out = module_tmp_factory.mktemp("study") / "run"
     console = Console(record=True, width=160)
     report = run_demo(out, console, n=48, quick=True, progress=False)
     return out, report, console.export_text()

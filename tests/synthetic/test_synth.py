@@ -25,8 +25,8 @@ TINY = dict(n=24, seed=3, size=48, fps=2, duration=10)
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    out = tmp_path_factory.mktemp("synth") / "cohort"
+def tiny(module_tmp_factory):
+    out = module_tmp_factory.mktemp("synth") / "cohort"
     path = generate(out, SynthConfig(**TINY), workers=2)
     return path, pd.read_csv(path), pd.read_csv(out / "truth.csv")
 
