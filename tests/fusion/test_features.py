@@ -72,7 +72,7 @@ def test_train_rows_are_out_of_fold_and_test_rows_the_refitted_models(run, name)
             assert not np.allclose(X[i], refs[:K, i].mean(0), rtol=1e-3, atol=1e-4)
     assert n_train == len(folds) == meta["n_train"] and (df["set"] == "test").sum() == meta["n_test"] == 8
     np.testing.assert_array_equal(df["y"].to_numpy(), data.labels)
-    assert meta["extractor"] == ("features" if name == "tmp" else "create_feature_extractor")
+    assert meta["extractor"] == "features"  # every model's own features(): the vector that feeds its head
 
 
 def test_cli_writes_parquet_with_columns_and_metadata(run, capsys):
@@ -87,7 +87,7 @@ def test_cli_writes_parquet_with_columns_and_metadata(run, capsys):
     assert str(table.schema.field("y").type) == "int64" and str(table.schema.field("f0000").type) == "float"
     meta = json.loads(table.schema.metadata[b"ceusfusion"])
     assert {k: meta[k] for k in ("name", "arch", "modality", "input_mode", "layer", "feature_dim", "folds")} == {
-        "name": "stk", "arch": "resnet18", "modality": "video", "input_mode": "stack", "layer": "encoder.fc",
+        "name": "stk", "arch": "resnet18", "modality": "video", "input_mode": "stack", "layer": "features",
         "feature_dim": 512, "folds": K}
     assert not list(out.parent.glob(".*tmp*"))  # atomic write left no temporary file
     # the fusion stage reads it as is
@@ -155,3 +155,21 @@ def test_training_case_without_fold_is_refused(run, tmp_path):
     folds.iloc[1:].to_csv(copy / "models" / "img" / "folds.csv", index=False)
     with pytest.raises(CaseError, match=f"case {folds['case_id'].iloc[0]} .*training case has no fold"):
         extract_features(copy, "img", device="cpu")
+
+
+def test_default_features_are_the_head_input_for_traceable_and_untraceable_backbones():
+    """The default extractor is the model's own ``features()``: for a traceable torchvision model it equals
+    the traced node feeding the head (what it was before); timm's TF-padded Lite cannot be traced at all."""
+    import torch
+
+    from ceusfusion.fusion.extract import default_layer, make_extractor
+    from ceusfusion.models.backbones import build_model
+
+    torch.manual_seed(0)
+    x = torch.rand(2, 3, 32, 32)
+    model, _ = build_model("resnet18", "stack", 3, 1, weights="none")
+    traced = make_extractor(model, default_layer(model))
+    assert traced.method == "create_feature_extractor"
+    torch.testing.assert_close(make_extractor(model)(x), traced(x))
+    lite, _ = build_model("tf_efficientnet_lite0", "stack", 3, 1, weights="none")
+    assert make_extractor(lite)(x).shape == (2, lite.feature_dim)

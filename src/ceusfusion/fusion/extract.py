@@ -7,12 +7,12 @@ features of the one fold model that held it out (``folds.csv``); test cases,
 seen by no fold model, get the mean over the fold models, exactly as the test
 probabilities of ``train`` do.
 
-How: ``single``/``stack`` models go through torchvision's
-``create_feature_extractor``, by default at the node that feeds the head (the
-global-pooled penultimate vector), or at any ``--layer`` node, whose (B, C, H, W)
-output is then global-average pooled. ``temporal`` models cannot be traced
-symbolically (their forward branches on the input shape), so they use their own
-``features()`` method: the attention-pooled penultimate vector.
+How: by default every model's own ``features()`` method, the vector that feeds the head
+(global-pooled penultimate features; attention-pooled for ``temporal`` models). Any other
+``--layer`` node of a ``single``/``stack`` model goes through torchvision's
+``create_feature_extractor``, its (B, C, H, W) output global-average pooled. Symbolic tracing is
+kept for that option only: some backbones cannot be traced (timm's TF "same" padding branches on
+the input size, the temporal model on its shape).
 
 Speed: the cache is loaded once for all fold models, each fold model sees only
 the cases it must embed (its held-out fold plus the test set), batches are
@@ -92,14 +92,12 @@ def _node_name(node) -> str:
 def make_extractor(model: nn.Module, layer: str | None = None) -> Extractor:
     """Feature extractor of an eval-mode model at ``layer`` (default: the penultimate pooled vector)."""
     model.eval()
-    if isinstance(model, TemporalNet):
-        if layer not in (None, "features"):
-            raise CeusError(f"--layer {layer!r}: temporal models cannot be traced by create_feature_extractor; "
-                            "only their attention-pooled 'features' are available")
+    if layer in (None, "features"):
         return Extractor(model, "features", "features")
+    if isinstance(model, TemporalNet):
+        raise CeusError(f"--layer {layer!r}: temporal models cannot be traced by create_feature_extractor; "
+                        "only their attention-pooled 'features' are available")
     nodes = get_graph_node_names(model)[1]
-    if layer is None:
-        layer = default_layer(model)
     if not any(n == layer or n.startswith(layer + ".") for n in nodes):  # a module name means its last node
         near = difflib.get_close_matches(layer, nodes, n=4, cutoff=0.5) or nodes[-6:]
         raise CeusError(f"--layer {layer!r} is not a node of this model; close ones: {', '.join(near)}")
