@@ -157,7 +157,7 @@ def prepare(
 def train(
     run: Path = typer.Option(..., "--run", help="Run directory (with prepared/)."),
     modality: Optional[str] = typer.Option(None, "--modality", help="image or video."),
-    arch: str = typer.Option("resnet18", "--arch", help="densenet121|169|201, resnet18|34, efficientnet_b0, convnext_tiny."),
+    arch: str = typer.Option("resnet18", "--arch", help="densenet121|169|201, resnet18|34, efficientnet_b0, convnext_tiny (torchvision), tf_efficientnet_lite0|1|2 (ImageNet weights from packages), or any timm model name."),
     input_mode: Optional[str] = typer.Option(None, "--input", help="single (image); stack, temporal or summary (video: per-pixel mean, std, dynamic image)."),
     weights: str = typer.Option("imagenet", "--weights", help="imagenet, none, or a state-dict file."),
     require_weights: bool = typer.Option(False, "--require-weights", help="Fail instead of falling back to random init."),
@@ -179,6 +179,8 @@ def train(
     overwrite: bool = typer.Option(False, "--overwrite", help="Discard an existing model of this name."),
     freeze_bn: bool = typer.Option(False, "--freeze-bn", help="Keep BatchNorm statistics fixed (small batches)."),
     precise_bn: bool = typer.Option(True, "--precise-bn/--no-precise-bn", help="Recompute BatchNorm statistics over the fold's training cases before each validation."),
+    finetune: str = typer.Option("full", "--finetune", help="full (the whole backbone), last (its deepest stage only) or frozen (the pretrained network as a fixed feature extractor; only the head learns)."),
+    backbone_lr: float = typer.Option(1.0, "--backbone-lr", help="The backbone's learning rate as a fraction of --lr (e.g. 0.1)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch."),
     no_progress: bool = typer.Option(False, "--no-progress", help="No progress bars."),
     summary: bool = typer.Option(False, "--summary", help="Only rank the trained models by mean CV AUC."),
@@ -209,7 +211,8 @@ def train(
     cfg = TrainConfig(modality=modality, arch=arch, input_mode=input_mode, weights=weights, require_weights=require_weights,
                       epochs=epochs, folds=folds, batch_size=batch_size, lr=lr, patience=patience, size=size, crop=crop,
                       seed=seed, device=device, name=name, freeze_bn=freeze_bn, precise_bn=precise_bn, select=select,
-                      test_scoring=test_scoring, class_weight=class_weight, allow_pretrain_overlap=allow_pretrain_overlap)
+                      test_scoring=test_scoring, class_weight=class_weight, allow_pretrain_overlap=allow_pretrain_overlap,
+                      finetune=finetune, backbone_lr=backbone_lr)
     res = run_train(run, cfg, resume=resume, overwrite=overwrite, progress=not no_progress)
     if res is not None and res.get("rank", 0) == 0:
         console.print(f"{res['name']}: mean CV AUC {res['cv_auc_mean']:.3f} ± {res['cv_auc_std']:.3f} "
@@ -543,11 +546,12 @@ app.add_typer(weights_app, name="weights")
 
 
 @weights_app.command("list")
-def weights_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output.")):
-    """Per architecture, where its ImageNet weights would come from here, and whether they are usable."""
+def weights_list(as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
+                 arch: Optional[List[str]] = typer.Option(None, "--arch", help="Only these architectures (any timm name too).")):
+    """Per architecture, where its ImageNet weights would come from here (in the order they are tried)."""
     from ceusfusion.models.weight_sources import list_sources
 
-    rows = list_sources()
+    rows = list_sources(arch or None)
     if as_json:
         print(json.dumps(rows, indent=2))
         return
@@ -577,6 +581,20 @@ def weights_import(file: Path = typer.Argument(..., help="torchvision's publishe
 
     dest = import_file(file, arch)
     console.print(f"{file} -> {dest} (train --arch {arch} --weights imagenet will use it offline)", highlight=False)
+
+
+@app.command()
+def serve(
+    bundle: Path = typer.Option(..., "--bundle", help="Bundle from `ceusfusion export`."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this computer only; anything else warns)."),
+    port: int = typer.Option(8000, "--port", help="TCP port."),
+    max_upload_mb: float = typer.Option(512, "--max-upload-mb", help="Largest upload (all files of one request) in MB."),
+):
+    """A local web page for one patient: drop the files, see each model's probability, Grad-CAM, the TIC, the model card."""
+    from ceusfusion.serve.server import serve as run_serve
+
+    run_serve(bundle, host=host, port=port, max_upload_mb=max_upload_mb,
+              warn=lambda msg: err_console.print(msg, highlight=False, soft_wrap=True))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

@@ -2,8 +2,11 @@
 
 A bundle holds the selected models' fold weights (safetensors) and configs, the preprocessing and
 keyframe parameters, the thresholds locked on the training set, the fitted fusion pipeline and
-versions. It holds no training table, but two fusion families keep training rows inside the fitted
-model: KNN its scaled selected features, the SVM its support vectors.
+versions, and a model card (``card.json``: the cohort's size, prevalence and centres per split, each
+model's test-set metrics at its locked threshold, and its training out-of-fold probabilities with their
+labels, sorted, without case ids, for ``ceusfusion serve`` to place a new patient among them). It holds
+no training table, but two fusion families keep training rows inside the fitted model: KNN its scaled
+selected features, the SVM its support vectors.
 
 Tamper evidence, the manifest included. ``bundle.json`` lists a sha256 of every other file; the sha256
 of ``bundle.json`` itself is the *bundle id*, printed by export and written to ``bundle.json.sha256``
@@ -48,6 +51,7 @@ from pathlib import Path
 
 import joblib
 import numpy as np
+import pandas as pd
 import skops.io as sio
 import torch
 from sklearn.ensemble import BaseEnsemble
@@ -59,8 +63,10 @@ from ceusfusion import __version__
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import sha256_file, write_bytes, write_json, write_text
 from ceusfusion.core.runlayout import RunLayout
+from ceusfusion.evaluate.predictions import load_predictions
 from ceusfusion.fusion.extract import default_layer
 from ceusfusion.fusion.features import is_score_name, read_features
+from ceusfusion.ingest.cohort import read_manifest
 from ceusfusion.ingest.prepare import PrepareParams
 from ceusfusion.models.ensemble import REFIT, test_scoring_of
 from ceusfusion.models.registry import MODEL_FILE, build_from_config
@@ -71,6 +77,11 @@ MANIFEST = "bundle.json"
 SIDECAR = "bundle.json.sha256"
 FUSION_MODEL = "fusion/model.skops"
 FUSION_FORMAT = "skops"
+CARD = "card.json"  # the model card (cohort, test metrics, training out-of-fold probabilities); absent in older bundles
+RESEARCH_ONLY = ("A research model: not a medical device, not validated for clinical use; "
+                 "a prediction must not guide any patient's care.")
+CARD_METRICS = ("n", "n_pos", "auc", "auc_ci", "threshold", "sensitivity", "sensitivity_ci", "specificity",
+                "specificity_ci", "ppv", "npv", "accuracy", "scoring")
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # one path component, never '..'
 SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_MODEL_BYTES = 1 << 30  # a fusion model's unpacked size; a larger (zip-bomb) file is refused before reading
@@ -219,15 +230,75 @@ def _move_into_place(tmp: Path, out: Path) -> None:
     shutil.rmtree(old)
 
 
+def _cohort_summary(layout: RunLayout) -> dict | None:
+    """Per split: patients, positives, prevalence and patients per centre (no row of the cohort itself)."""
+    if not layout.cohort.is_file():
+        return None
+    df = read_manifest(layout.cohort)
+    if "label" not in df.columns:
+        return None
+    splits = df["split"].fillna("train") if "split" in df.columns else pd.Series("train", index=df.index)
+    out = {}
+    for split in sorted(set(splits)):
+        part = df[splits == split]
+        y = pd.to_numeric(part["label"], errors="coerce")
+        n, n_pos = int(y.notna().sum()), int((y == 1).sum())
+        centres = part["center"].fillna("not recorded").value_counts().sort_index() if "center" in part.columns else None
+        out[str(split)] = {"n": n, "n_pos": n_pos, "prevalence": n_pos / n if n else None,
+                           "centres": None if centres is None else {str(k): int(v) for k, v in centres.items()}}
+    return out
+
+
+def _model_card(layout: RunLayout, name: str, modality: str, metrics: dict) -> dict:
+    """One model's test-set metrics at the locked threshold, its cross-validated AUC, and its training
+    out-of-fold probabilities with their labels (sorted: no row order that could point back to a patient)."""
+    sets = metrics.get("sets", {})
+    test = sets.get("test", {}).get("models", {}).get(name)
+    train = sets.get("train", {}).get("models", {}).get(name)
+    oof = None
+    path = layout.predictions(name)
+    if path.is_file():
+        df = load_predictions([path])
+        df = df[df["set"] == "train"].sort_values(["y", "prob"])
+        oof = {"y": df["y"].astype(int).tolist(), "prob": df["prob"].astype(float).round(6).tolist(),
+               "scoring": sorted(set(df["scoring"]))}
+    return {"modality": modality,
+            "test": {k: test.get(k) for k in CARD_METRICS} if test else None,
+            "train_cv": {k: train.get(k) for k in ("n", "n_pos", "auc", "auc_ci")} if train else None,
+            "train_oof": oof}
+
+
+def _write_card(layout: RunLayout, tmp: Path, models: dict, combined: dict | None, metrics: dict) -> None:
+    """card.json: what the models were trained on and how they did, for the people who use them."""
+    named = {m["name"]: modality for modality, m in models.items()}
+    if combined:
+        named[combined["name"]] = "combined"
+    write_json(tmp / CARD, finite({"card_version": 1, "intended_use": RESEARCH_ONLY, "cohort": _cohort_summary(layout),
+                                   "threshold_rule": metrics.get("threshold_rule"), "ci_method": metrics.get("ci_method"),
+                                   "models": {n: _model_card(layout, n, mod, metrics) for n, mod in named.items()}}))
+
+
+def finite(obj):
+    """``obj`` with every NaN or infinite float as None: strict JSON, which a browser's JSON.parse reads."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite(v) for v in obj]
+    return obj
+
+
 def _fill(layout: RunLayout, tmp: Path, metrics: dict) -> None:
-    """Models, fusion model, bundle.json (every other file's sha256) and its sidecar, into ``tmp``."""
+    """Models, fusion model, model card, bundle.json (every other file's sha256) and its sidecar, into ``tmp``."""
     models = _copy_models(layout, tmp, metrics)
     combined = _copy_fusion(layout, tmp, models, metrics)
+    _write_card(layout, tmp, models, combined, metrics)
     params = json.loads(layout.keyframes.read_text())["params"]
     files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     write_json(tmp / MANIFEST, {"bundle_version": BUNDLE_VERSION, "ceusfusion": __version__, "torch": torch.__version__,
                                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                "prepare": params, "models": models, "combined": combined, "files": files,
+                                "prepare": params, "models": models, "combined": combined, "card": CARD, "files": files,
                                 "thresholds": "Youden-optimal on the training set's out-of-fold predictions"})
     write_text(tmp / SIDECAR, f"{sha256_file(tmp / MANIFEST)}  {MANIFEST}\n")
 
@@ -326,6 +397,8 @@ def _parse_manifest(path: Path, raw: bytes) -> dict:
         PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in meta["prepare"].items()})
     except (CeusError, TypeError, ValueError) as exc:
         raise CeusError(f"{path}: malformed {MANIFEST}: prepare ({_first_line(exc)})") from None
+    if "card" in meta:  # optional: bundles exported before model cards have none
+        _require(path, meta, {"card": str}, "")
     for modality, m in meta["models"].items():
         _require(path, m, _MODEL_KEYS, f"models.{modality}.")
     if meta["combined"] is not None:
@@ -389,6 +462,8 @@ def _check_models(path: Path, meta: dict) -> None:
         if comb["format"] != FUSION_FORMAT:
             raise CeusError(f"{path}: combined.format {comb['format']!r}: only {FUSION_FORMAT} is loaded (never a pickle)")
         needed.append(comb["model"])
+    if "card" in meta:
+        needed.append(meta["card"])
     for rel in needed:
         if rel not in meta["files"]:
             raise CeusError(f"{path}: {rel} is not listed in files; refusing the bundle")
@@ -413,6 +488,25 @@ def bundle_file(bundle: Path, meta: dict, rel: str) -> Path:
     if rel not in meta.get("files", {}):
         raise CeusError(f"{Path(bundle) / MANIFEST}: {rel} is not listed in files; refusing to load it")
     return _inside(Path(bundle), rel, Path(bundle) / MANIFEST)
+
+
+def load_card(bundle: str | Path, meta: dict) -> dict | None:
+    """The model card of a verified bundle, or None for a bundle exported before cards (or without one);
+    its bytes hashed again as they are read, like the fusion model."""
+    rel = meta.get("card")
+    if rel is None:
+        return None
+    path = bundle_file(Path(bundle), meta, rel)
+    data = path.read_bytes()
+    if hashlib.sha256(data).hexdigest() != meta["files"][rel]:
+        raise CeusError(f"{path}: changed since export (sha256 mismatch); refusing to load it")
+    try:
+        card = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CeusError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+    if not isinstance(card, dict):
+        raise CeusError(f"{path}: a model card is a JSON object")
+    return card
 
 
 # --------------------------------------------------------------------------- the fusion model, without pickle

@@ -19,11 +19,12 @@ import torch
 
 from ceusfusion.core.fsutil import write_json
 from ceusfusion.core.runtime import threads as torch_threads
-from ceusfusion.deploy.export import bundle_file, load_bundle, load_fusion_model, model_files
+from ceusfusion.deploy.export import bundle_file, finite, load_bundle, load_fusion_model, model_files
 from ceusfusion.explain.cam import display_frames, model_cams
 from ceusfusion.figures.explain import overlay_figure
 from ceusfusion.fusion.extract import make_extractor
 from ceusfusion.fusion.features import joined_column, score_logit, score_name
+from ceusfusion.ingest.perfusion import fitted_curve, perfusion_parameters
 from ceusfusion.ingest.prepare import PrepareParams, prepare_image, prepare_video
 from ceusfusion.models.data import case_tensor, to_chw
 from ceusfusion.models.ensemble import REFIT, UNSEEN, over_folds
@@ -32,7 +33,8 @@ from ceusfusion.models.registry import load_model_file, transform_for
 
 def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_mask=None, out: str | Path | None = None,
             cams: bool = True, threads: int = 1, expect_sha256: str | None = None) -> dict:
-    """Probabilities of every bundled model for one patient, classes at the locked thresholds, Grad-CAM overlays.
+    """Probabilities of every bundled model for one patient, classes at the locked thresholds, Grad-CAM overlays,
+    and ``inputs``: the boxes, keyframes and time–intensity curve the models were given.
 
     ``expect_sha256``: the bundle id export printed; a bundle whose bundle.json differs is refused.
     One patient is a batch of one: a single thread avoids the thread-barrier stalls
@@ -42,17 +44,40 @@ def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_m
         return _predict(Path(bundle), image, image_mask, video, video_mask, out, cams, expect_sha256)
 
 
-def prepare_patient(meta: dict, image=None, image_mask=None, video=None, video_mask=None) -> dict[str, np.ndarray]:
-    """The patient's ROI arrays, prepared with the parameters the bundle's models were trained on."""
+def prepare_patient(meta: dict, image=None, image_mask=None, video=None, video_mask=None,
+                    record: dict | None = None) -> dict[str, np.ndarray]:
+    """The patient's ROI arrays, prepared with the parameters the bundle's models were trained on.
+
+    ``record``, when given, receives what was chosen (boxes, keyframes, the time–intensity curve and
+    its perfusion parameters), so that a reader of the prediction can see what the models saw.
+    """
     p = meta["prepare"]
     params = PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in p.items()})
     arrays: dict[str, np.ndarray] = {}
+    record = {} if record is None else record
     if image is not None:
-        arrays["image"], _ = prepare_image(Path(image), Path(image_mask) if image_mask else None, params)
+        arrays["image"], entry = prepare_image(Path(image), Path(image_mask) if image_mask else None, params)
+        record["image"] = {"shape": entry["shape"], "bbox": entry["bbox"], "box": entry["box"],
+                           "roi": "mask" if image_mask else "whole frame or --crop"}
     if video is not None:
-        va, _, _ = prepare_video(Path(video), Path(video_mask) if video_mask else None, params)
+        va, entry, sel = prepare_video(Path(video), Path(video_mask) if video_mask else None, params)
         arrays["video"] = va["video"]
+        record["video"] = video_record(entry, sel)
     return arrays
+
+
+def video_record(entry: dict, sel) -> dict:
+    """The keyframes chosen, the crop box, and the TIC with its perfusion parameters (None without a mask)."""
+    rec = {k: entry[k] for k in ("times", "frame_index", "bbox", "box", "frame_shape", "duration", "mask")}
+    rec["tic"] = rec["perfusion"] = None
+    if sel.tic is not None:
+        perf = perfusion_parameters(sel.tic)
+        fitted = fitted_curve(np.asarray(sel.tic.times, float), perf)
+        rec["perfusion"] = finite({k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in perf.items()})
+        rec["tic"] = finite({"times": np.round(sel.tic.times, 4).tolist(), "lesion": np.round(sel.tic.lesion, 3).tolist(),
+                             "ring": np.round(sel.tic.ring, 3).tolist(),
+                             "fitted": None if fitted is None else np.round(fitted, 3).tolist()})
+    return rec
 
 
 def model_input(arr: np.ndarray, modality: str, cfg: dict) -> torch.Tensor:
@@ -113,9 +138,10 @@ def _fused(bundle: Path, meta: dict, result: dict, feats: dict) -> dict:
 def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None) -> dict:
     t0 = time.perf_counter()
     meta = load_bundle(bundle, expect_sha256=expect_sha256)
-    arrays = prepare_patient(meta, image, image_mask, video, video_mask)
+    inputs: dict = {}
+    arrays = prepare_patient(meta, image, image_mask, video, video_mask, record=inputs)
     result: dict = {"models": {}, "bundle": str(bundle), "bundle_sha256": meta["bundle_sha256"],
-                    "bundle_pinned": meta["pinned"]}
+                    "bundle_pinned": meta["pinned"], "inputs": inputs}
     feats = {}
     for modality, m in meta["models"].items():
         if modality not in arrays:

@@ -1,0 +1,89 @@
+"""The model card ``GET /api/model`` returns and the page renders: the bundle's models, their locked
+thresholds, and what ``card.json`` recorded (cohort, test-set metrics, training out-of-fold probabilities).
+
+A bundle exported before model cards has none: every field it lacks is None, which the page shows as
+"not recorded"; the research-only statement is shown whatever the bundle holds.
+"""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+from ceusfusion.deploy.export import RESEARCH_ONLY, finite, load_card
+
+NOT_RECORDED = "not recorded"
+
+
+def _model_entries(meta: dict, card: dict) -> list[dict]:
+    """One entry per bundled model (image, video, then the fused one), card fields merged in."""
+    recorded = card.get("models", {}) if card else {}
+    entries = []
+    for modality, m in meta["models"].items():
+        cfg = m.get("config", {})
+        entries.append({"name": m["name"], "modality": modality, "arch": cfg.get("arch"), "input": cfg.get("input_mode"),
+                        "threshold": m["threshold"], "test_scoring": m["test_scoring"]})
+    comb = meta.get("combined")
+    if comb:
+        entries.append({"name": comb["name"], "modality": "combined", "arch": None, "input": comb.get("inputs"),
+                        "threshold": comb["threshold"], "test_scoring": None})
+    for e in entries:
+        rec = recorded.get(e["name"], {})
+        e.update(test=rec.get("test"), train_cv=rec.get("train_cv"), train_oof=rec.get("train_oof"))
+    return entries
+
+
+def model_card(bundle: Path, meta: dict) -> dict:
+    """The card of a verified bundle (``meta`` from ``load_bundle``), as strict JSON."""
+    card = load_card(bundle, meta)
+    return finite({"bundle_sha256": meta["bundle_sha256"], "created": meta.get("created"),
+                   "ceusfusion": meta.get("ceusfusion"), "card_recorded": card is not None,
+                   "intended_use": (card or {}).get("intended_use") or RESEARCH_ONLY,
+                   "cohort": (card or {}).get("cohort"), "ci_method": (card or {}).get("ci_method"),
+                   "thresholds": meta.get("thresholds"), "models": _model_entries(meta, card)})
+
+
+def _num(v, digits: int = 3) -> str:
+    return NOT_RECORDED if v is None else f"{v:.{digits}f}"
+
+
+def _with_ci(value, ci) -> str:
+    if value is None:
+        return NOT_RECORDED
+    return f"{value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci and None not in ci else "")
+
+
+def _cohort_html(cohort: dict | None) -> str:
+    if not cohort:
+        return f"<p class='muted'>Training cohort: {NOT_RECORDED}.</p>"
+    rows = []
+    for split in sorted(cohort, key=lambda s: (s != "train", s)):
+        c = cohort[split]
+        centres = ", ".join(f"{html.escape(k)}: {v}" for k, v in (c.get("centres") or {}).items()) or NOT_RECORDED
+        prev = NOT_RECORDED if c.get("prevalence") is None else f"{100 * c['prevalence']:.1f} %"
+        rows.append(f"<tr><td>{html.escape(split)}</td><td>{c.get('n')}</td><td>{c.get('n_pos')}</td>"
+                    f"<td>{prev}</td><td>{centres}</td></tr>")
+    return ("<table class='card-cohort'><thead><tr><th>set</th><th>patients</th><th>positive</th><th>prevalence</th>"
+            "<th>centres</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def card_html(card: dict) -> str:
+    """The card as server-rendered HTML (every value escaped): the page needs no script to show it."""
+    rows = []
+    for m in card["models"]:
+        t = m.get("test") or {}
+        cv = m.get("train_cv") or {}
+        rows.append(
+            f"<tr data-model='{html.escape(m['name'])}'><td>{html.escape(m['name'])}</td><td>{html.escape(m['modality'])}</td>"
+            f"<td>{_num(m['threshold'])}</td><td>{_with_ci(t.get('auc'), t.get('auc_ci'))}</td>"
+            f"<td>{_with_ci(t.get('sensitivity'), t.get('sensitivity_ci'))}</td>"
+            f"<td>{_with_ci(t.get('specificity'), t.get('specificity_ci'))}</td>"
+            f"<td>{t.get('n', NOT_RECORDED)}</td><td>{_with_ci(cv.get('auc'), cv.get('auc_ci'))}</td></tr>")
+    table = ("<table class='card-models'><thead><tr><th>model</th><th>input</th><th>threshold (train)</th>"
+             "<th>test AUC (95% CI)</th><th>sensitivity</th><th>specificity</th><th>test n</th>"
+             "<th>training CV AUC</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+    return (f"<p class='research'><strong>{html.escape(card['intended_use'])}</strong></p>"
+            + _cohort_html(card.get("cohort")) + table
+            + f"<p class='muted'>Thresholds: {html.escape(card.get('thresholds') or NOT_RECORDED)}. "
+              f"Bundle id <code>{html.escape(card['bundle_sha256'])}</code>, exported {html.escape(card.get('created') or NOT_RECORDED)} "
+              f"with ceusfusion {html.escape(card.get('ceusfusion') or NOT_RECORDED)}.</p>")
