@@ -36,9 +36,9 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 
 @pytest.fixture(scope="module")
-def made(tmp_path_factory):
+def made(module_tmp_factory):
     """(run, bundle, two test patients' files): one tiny study, exported once for the whole module."""
-    root = tmp_path_factory.mktemp("serve")
+    root = module_tmp_factory.mktemp("serve")
     run_demo(root / "run", Console(record=True, width=160), n=48, quick=True, progress=False)
     bundle = export(root / "run", root / "bundle")
     d = root / "run" / "data"
@@ -48,9 +48,9 @@ def made(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def server(made, tmp_path_factory):
+def server(made, module_tmp_factory):
     """(base URL, the folder every request's temp folder is made in)."""
-    tmp_root = tmp_path_factory.mktemp("requests")
+    tmp_root = module_tmp_factory.mktemp("requests")
     with running_server(create_app(made[1], tmp_root=tmp_root)) as url:
         yield url, tmp_root
 
