@@ -3,6 +3,8 @@ the fine-tuning modes (frozen backbone, last stage only, a lower backbone learni
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 import timm
 import torch
@@ -115,6 +117,31 @@ def test_frozen_backbone_keeps_every_pretrained_tensor_and_trains_the_head(start
     after = _trained(run, path, finetune="frozen")
     assert not _changed(after, before, "")  # weights and BatchNorm statistics: the pretrained network's own
     assert read_config(run, "DL_image_resnet18")["finetune"] == "frozen"
+    history = pd.read_csv(run / "models" / "DL_image_resnet18" / "fold0" / "history.csv")
+    assert len(history) == 1 and history["probe_C"].iloc[0] > 0  # the head: one logistic regression fit
+
+
+def test_frozen_probe_is_the_logistic_regression_on_the_frozen_features(start):
+    """The probe's head scores like scikit-learn's L2 logistic regression on the same standardised features."""
+    from sklearn.linear_model import LogisticRegression
+
+    from ceusfusion.models.data import load_cached
+    from ceusfusion.models.probe import fit_probe, frozen_features
+
+    run, path = start
+    data = load_cached(run, "image")
+    model, _ = build_model("resnet18", "single", weights=str(path))
+    tf = transform_for({"input_mode": "single", "frames": 1, "frame_channels": 1, "crop": 32, "image_size": 32,
+                        "pretrained": True})
+    idx = np.flatnonzero(data.split == "train")
+    weight, bias, c = fit_probe(model, data, idx, tf)
+    x = frozen_features(model, data, idx, tf)
+    sd = x.std(0)
+    sd[sd < 1e-12] = 1
+    z = (x - x.mean(0)) / sd
+    ref = LogisticRegression(C=c, max_iter=5000).fit(z, data.labels[idx]).decision_function(z)
+    # the same fit; the head holds it in float32
+    np.testing.assert_allclose(x @ weight.numpy()[0].astype(np.float64) + bias.item(), ref, rtol=1e-3, atol=1e-3)
 
 
 def test_last_stage_mode_trains_only_the_last_stage(start):

@@ -69,6 +69,7 @@ from ceusfusion.core.runtime import (
     save_tensors,
 )
 from ceusfusion.models.backbones import (
+    CeusNet,
     backbone_parameters,
     build_model,
     check_arch,
@@ -79,6 +80,7 @@ from ceusfusion.models.backbones import (
 from ceusfusion.models.data import CachedSet, load_cached
 from ceusfusion.models.ensemble import REFIT, UNSEEN, make_folds, over_folds
 from ceusfusion.models.pretrain.provenance import check_pretrain_weights
+from ceusfusion.models.probe import fit_probe
 from ceusfusion.models.registry import MODEL_FILE, load_fold_model
 from ceusfusion.models.transforms import BatchTransform, augment_params, normalisation
 
@@ -129,7 +131,8 @@ class TrainSettings(StageConfig):
     size: int | None = Field(None, ge=8)  # resize the cached arrays to this side first (None: as cached)
     crop: int = Field(224, ge=1)
     # "full": fine-tune the whole backbone; "last": only its deepest stage; "frozen": the pretrained
-    # network as a fixed feature extractor, only the head learns (small cohorts; backbones.backbone_parameters)
+    # network as a fixed feature extractor, its head an L2 logistic regression fitted at once with C from
+    # grouped inner CV (models.probe; a temporal model's attention and head train by SGD instead)
     finetune: Literal["full", "last", "frozen"] = "full"
     backbone_lr: float = Field(1.0, gt=0, le=1)  # the backbone's learning rate as a fraction of lr
 
@@ -465,6 +468,25 @@ def _run_epoch(ctx: _Ctx, f: _Fold, tr: np.ndarray, va: np.ndarray) -> float:
     return auc
 
 
+def _run_probe(ctx: _Ctx, f: _Fold, tr: np.ndarray, va: np.ndarray, epochs: int) -> float:
+    """``finetune: frozen``: the head is fitted at once as a logistic regression on the frozen features
+    (``models.probe``), counted as all ``epochs`` done; validated and kept like a trained epoch."""
+    t0, st = time.perf_counter(), f.state
+    weight, bias, c = fit_probe(f.model, ctx.data, tr, ctx.transform(), ctx.cfg.class_weight)
+    with torch.no_grad():
+        f.model.head.weight.copy_(weight.to(f.model.head.weight.device))
+        f.model.head.bias.copy_(bias.to(f.model.head.bias.device))
+    vp, auc, vloss = _validate(ctx, f, tr, va)
+    st["epoch"] = epochs
+    st["history"].append({"epoch": epochs, "lr": float("nan"), "train_loss": float("nan"), "val_loss": vloss,
+                          "val_auc": auc, "seconds": round(time.perf_counter() - t0, 3), "probe_C": c})
+    st.update(best=auc if not math.isnan(auc) else -vloss, best_epoch=epochs, bad=0, best_val_prob=vp.tolist())
+    if ctx.main:
+        _save_epoch(ctx, f, True)
+    ctx.barrier()
+    return auc
+
+
 def _lr_used(f: _Fold) -> float:
     """The learning rate of the epoch's last optimiser step (what the history has always recorded)."""
     return lr_at(max(0, f.sched.last_epoch - 1), f.sched.total, f.sched.warmup, f.sched.base_lrs[0])
@@ -499,10 +521,11 @@ def _train_fold(ctx: _Ctx, k: int | str, tr: np.ndarray, va: np.ndarray, resume:
     if ctx.progress is not None:
         label = "refit on all training cases" if k == REFIT else f"fold {k}"
         task = ctx.progress.add_task(f"{cfg.name} {label}", total=epochs, completed=f.state["epoch"], auc="")
+    probe = cfg.finetune == "frozen" and isinstance(f.model, CeusNet)  # a temporal model's attention still trains
     while f.state["epoch"] < epochs and f.state["bad"] < cfg.patience:
         if ctx.budget[0] is not None and ctx.budget[0] <= 0:
             raise _Interrupted()
-        auc = _run_epoch(ctx, f, tr, va)
+        auc = _run_probe(ctx, f, tr, va, epochs) if probe else _run_epoch(ctx, f, tr, va)
         if task is not None:
             ctx.progress.update(task, completed=f.state["epoch"],
                                 auc="" if math.isnan(auc) else f"val AUC {auc:.3f} (best {f.state['best']:.3f})")
