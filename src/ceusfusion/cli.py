@@ -305,6 +305,14 @@ def pretrain(
 # ----------------------------------------------------------------------------- statistics (issue 5)
 
 
+def _floats(text: str, option: str) -> tuple[float, ...]:
+    """'0.1,0.2' -> (0.1, 0.2); a one-line error otherwise."""
+    try:
+        return tuple(float(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        raise CeusError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
 @app.command()
 def evaluate(
     predictions: List[Path] = typer.Argument(..., help="Predictions CSVs (case_id,set,fold,y,prob; model = file stem) or one wide CSV (y, [set], one column per model)."),
@@ -313,12 +321,29 @@ def evaluate(
     bootstrap: int = typer.Option(0, "--bootstrap", help="Stratified bootstrap replicates for the metric CIs (0: Wilson intervals)."),
     seed: int = typer.Option(0, help="Seed of the bootstrap."),
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the ROC, calibration and DCA figures."),
+    cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort manifest (case_id, center, covariates): per-centre AUC, subgroups, nomogram covariates."),
+    subgroup: List[str] = typer.Option([], "--subgroup", help="Cohort column to report AUC by (repeatable; the centre is always reported)."),
+    nri_cuts: str = typer.Option("0.1,0.2,0.3", "--nri-cuts", help="Risk cut-points of the categorical NRI (comma-separated)."),
+    thresholds: str = typer.Option("0.1,0.15,0.2,0.25,0.3", "--thresholds", help="Threshold probabilities of the interventions-avoided table."),
+    candidate_predictors: Optional[int] = typer.Option(None, "--candidate-predictors", help="Candidate predictor parameters of the model (sample-size check; fusion.json lasso.n_features_in)."),
+    anticipated_r2: Optional[float] = typer.Option(None, "--anticipated-r2", help="Anticipated Cox-Snell R2 (default: from the reference model's training predictions)."),
+    reference_model: Optional[str] = typer.Option(None, "--reference-model", help="Model of the sample-size check and the nomogram (default DL_combined, else the last)."),
+    nomogram_score: List[str] = typer.Option([], "--nomogram-score", help="Model whose logit enters the nomogram (repeatable; default the reference model)."),
+    nomogram_covariate: List[str] = typer.Option([], "--nomogram-covariate", help="Cohort column entering the nomogram (repeatable)."),
+    no_nomogram: bool = typer.Option(False, "--no-nomogram", help="Skip the nomogram."),
 ):
-    """AUC with DeLong CI, Youden thresholds carried from train to test, calibration, DCA, DeLong tests."""
+    """AUC with DeLong CI, Youden thresholds carried from train to test, calibration, DCA, DeLong tests; NRI/IDI,
+    net interventions avoided, per-centre/subgroup AUC, sample-size adequacy, nomogram."""
+    from ceusfusion.evaluate.clinical import ClinicalOptions
     from ceusfusion.evaluate.evaluate import evaluate as run_evaluate
 
     ci = "bootstrap" if bootstrap > 0 else "wilson"
-    m = run_evaluate(predictions, out, conf_level=conf_level, ci=ci, n_boot=bootstrap or 2000, seed=seed, figures=not no_figures)
+    opts = ClinicalOptions(cuts=_floats(nri_cuts, "--nri-cuts"), thresholds=_floats(thresholds, "--thresholds"),
+                           subgroups=tuple(subgroup), candidate_predictors=candidate_predictors, anticipated_r2=anticipated_r2,
+                           reference_model=reference_model, nomogram_scores=tuple(nomogram_score) or None,
+                           nomogram_covariates=tuple(nomogram_covariate), nomogram=not no_nomogram)
+    m = run_evaluate(predictions, out, conf_level=conf_level, ci=ci, n_boot=bootstrap or 2000, seed=seed, figures=not no_figures,
+                     clinical=opts, cohort=cohort)
     table = Table(title=f"evaluation written to {out}")
     for col in ("set", "model", "AUC (95% CI)", "threshold", "sens", "spec"):
         table.add_column(col)
@@ -329,6 +354,8 @@ def evaluate(
             table.add_row(s, name, f"{r['auc']:.3f} ({ci_txt})", f"{r['threshold']} ({r['threshold_source']})" if isinstance(r["threshold"], str) else f"{r['threshold']:.4g} ({r['threshold_source']})",
                           "NA" if r["sensitivity"] is None else f"{r['sensitivity']:.3f}", "NA" if r["specificity"] is None else f"{r['specificity']:.3f}")
     console.print(table)
+    ss = m.get("sample_size") or {}
+    console.print(f"sample size: {ss.get('sentence') or ss.get('note')}", highlight=False, soft_wrap=True)
 
 
 @app.command()

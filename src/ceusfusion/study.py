@@ -32,11 +32,14 @@ from ceusfusion.config import StudyConfig, load_config, stage_kwargs
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import RECORD, check_writable, claim, record_created, sha256_file, write_bytes, write_csv, write_json
 from ceusfusion.core.runlayout import RunLayout
+from ceusfusion.evaluate.clinical import ClinicalOptions
 from ceusfusion.evaluate.evaluate import evaluate
 from ceusfusion.explain.cases import explain
 from ceusfusion.explain.results import figure5_from_folders
 from ceusfusion.fusion.extract import features, score_features
+from ceusfusion.fusion.inputs import load_inputs
 from ceusfusion.fusion.pipeline import FusionConfig, fuse
+from ceusfusion.fusion.validation import same_procedure_problem, validate_fusion
 from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import clinical_columns, load_cohort, read_manifest, validate
 from ceusfusion.ingest.prepare import PrepareParams, prepare
@@ -213,7 +216,13 @@ class Study:
             else:  # resume an interrupted run with the same settings; replace one with other settings
                 train(self.run, tc, resume=same, overwrite=not same, progress=self.progress)
             names.append(tc.name)
-        return {"models": names}
+        # which weights each model really started from (models.resolver's record), for the manifest
+        weights = {n: self._summary(n).get("weights_source", {}) for n in names}
+        return {"models": names, "weights": weights}
+
+    def _summary(self, name: str) -> dict:
+        path = self.layout.model(name) / "summary.json"
+        return json.loads(path.read_text()) if path.is_file() else {}
 
     def _saved_config(self, name: str) -> dict | None:
         try:
@@ -238,22 +247,60 @@ class Study:
             paths[modality] = str(path)
         return {"features": paths}
 
-    def _fuse(self) -> dict:
+    def _fusion_args(self) -> tuple[list[Path], dict, FusionConfig]:
+        """The fuse stage's inputs: feature files, cohort/clinical/perfusion arguments, config (also for its validation)."""
         f = self.cfg.fusion
         feats = [self.layout.score_features(n) if f.inputs == "scores" else self.layout.features(n) for n in self._best().values()]
         cfg = FusionConfig(**stage_kwargs(f, FusionConfig), seed=self.cfg.seed)
-        res = fuse(feats, self.layout.fusion, cohort=self.layout.cohort if f.clinical else None, clinical=f.clinical or None,
-                   perfusion=self.layout.perfusion if f.perfusion else None, cfg=cfg)
+        kw = {"cohort": self.layout.cohort if f.clinical else None, "clinical": f.clinical or None,
+              "perfusion": self.layout.perfusion if f.perfusion else None}
+        return feats, kw, cfg
+
+    def _fuse(self) -> dict:
+        feats, kw, cfg = self._fusion_args()
+        res = fuse(feats, self.layout.fusion, cfg=cfg, **kw)
         src = self.layout.fusion / "predictions" / f"{cfg.name}.csv"
         write_bytes(self.layout.predictions(cfg.name), src.read_bytes())
         return {"chosen": res.summary.get("chosen_family")}
 
     def _evaluate(self) -> dict:
         names = list(self._best().values()) + (["DL_combined"] if self.cfg.fusion.enabled else [])
-        metrics = evaluate([self.layout.predictions(n) for n in names], self.layout.evaluation, seed=self.cfg.seed)
+        validation = self._fusion_validation() if self.cfg.fusion.enabled else None
+        metrics = evaluate([self.layout.predictions(n) for n in names], self.layout.evaluation, seed=self.cfg.seed,
+                           cohort=self.layout.cohort, clinical=self._clinical_options(), validation=validation)
         self._table1()
         test = metrics["sets"].get("test", {}).get("models", {})
-        return {"test_auc": {k: v.get("auc") for k, v in test.items()}}
+        return {"test_auc": {k: v.get("auc") for k, v in test.items()},
+                "bootstrap_seconds": validation.get("seconds") if validation else None}
+
+    def _fusion_summary(self) -> dict:
+        path = self.layout.fusion / "fusion.json"
+        return json.loads(path.read_text()) if self.cfg.fusion.enabled and path.is_file() else {}
+
+    def _clinical_options(self) -> ClinicalOptions:
+        """The study's clinical statistics: candidate predictors as fusion considered them; the nomogram of
+        DL_combined plus the fusion's clinical covariates (when none are set, the cohort's clinical columns)."""
+        lasso = self._fusion_summary().get("lasso") or {}
+        covs = self.cfg.fusion.clinical or clinical_columns(read_manifest(self.layout.cohort))
+        return ClinicalOptions(candidate_predictors=lasso.get("n_features_in"), nomogram_covariates=tuple(covs))
+
+    def _fusion_validation(self) -> dict | None:
+        """Harrell's bootstrap of the DL_combined pipeline (``fusion.bootstrap`` resamples, the study seed): the scaler
+        and the LASSO (its penalty CV included) refitted per resample, the classifier at its chosen hyperparameters."""
+        b = self.cfg.fusion.bootstrap
+        summary = self._fusion_summary()
+        family = summary.get("chosen_family")
+        if not b or not family:
+            return None
+        feats, kw, cfg = self._fusion_args()
+        data = load_inputs(feats, **kw)
+        problem = same_procedure_problem(data, cfg)
+        if problem:
+            self.console.print(f"  [yellow]no optimism-corrected validation[/yellow]: {problem}", highlight=False)
+            return {"B": b, "skipped": problem, "model": cfg.name, "family": family}
+        self.console.print(f"  optimism-corrected validation of {cfg.name} ({family}): {b} bootstrap refits")
+        # hyperparameters held at the chosen ones: one pipeline fit per resample instead of a grid search
+        return validate_fusion(data, cfg, family, B=b, seed=self.cfg.seed, params=summary.get("best_params"))
 
     def _table1(self) -> None:
         """Table 1 of the cases analysed (prepared); the cases that failed preparation listed apart, with why."""

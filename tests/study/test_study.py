@@ -46,6 +46,17 @@ def test_tiny_study_writes_the_run_directory(tiny_run):
     html = report.read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "DL_combined" in html
     assert "Table 2 (synthetic cohort)" in text
+    # the clinical statistics: in metrics.json and in the report, with the TRIPOD+AI checklist last
+    test = metrics["sets"]["test"]
+    assert test["reclassification"] and test["interventions"]["models"]["DL_combined"] and "center" in test["subgroups"]
+    assert metrics["sample_size"]["parameters"] == json.loads((out / "fusion" / "fusion.json").read_text())["lasso"]["n_features_in"]
+    iv = metrics["internal_validation"]  # 48 patients: too few for the refits to keep the inner folds, so skipped with why
+    assert iv.get("indexes") or "inner folds" in iv["skipped"]
+    for section in ("Internal validation of DL_combined", "Reclassification (NRI, IDI)", "dissections avoided per 100",
+                    "Performance by centre and subgroup", "Nomogram", "Sample size (Riley et al.)", "TRIPOD+AI checklist",
+                    "the authors must supply this"):
+        assert section in html, section
+    assert html.index("TRIPOD+AI checklist") > html.index("Safeguards")
 
 
 def test_rerun_skips_unchanged_stages_and_force_redoes(tiny_run):

@@ -12,6 +12,8 @@ written as null and infinite thresholds as "Infinity"/"-Infinity".
 from __future__ import annotations
 
 import math
+import re
+from dataclasses import replace
 from itertools import combinations
 from pathlib import Path
 
@@ -20,8 +22,17 @@ import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import write_csv, write_json
+from ceusfusion.evaluate.clinical import (
+    ClinicalOptions,
+    clinical_for_set,
+    clinical_tables,
+    nomogram_block,
+    read_cohort,
+    sample_size,
+)
 from ceusfusion.evaluate.predictions import load_predictions
 from ceusfusion.figures.curves import calibration_figure, dca_figure, roc_figure, save_figure
+from ceusfusion.figures.nomogram import nia_figure, nomogram_figure, subgroup_figure
 from ceusfusion.stats import (
     auc_ci,
     calibration_summary,
@@ -47,13 +58,16 @@ def _where(d: pd.DataFrame, s: str) -> str:
 
 
 def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wilson", n_boot: int = 2000,
-                   seed: int = 0) -> tuple[dict, dict]:
-    """Compute everything. Returns (metrics in the DESIGN.md schema, curves for tables/figures)."""
+                   seed: int = 0, clinical: ClinicalOptions | None = None, cohort: pd.DataFrame | None = None) -> tuple[dict, dict]:
+    """Compute everything. Returns (metrics in the DESIGN.md schema, curves for tables/figures).
+
+    With ``clinical`` each set also gets reclassification, interventions and subgroups, and the
+    metrics a sample-size check and a nomogram (see ``evaluate.clinical``)."""
     models = list(dict.fromkeys(pred["model"]))
     sets = _set_order(pred["set"])
     out = {"conf_level": conf_level, "ci_method": ci, "threshold_rule": "score >= threshold is positive",
            "threshold_method": "youden", "sets": {}}
-    curves = {"roc": {}, "calibration": {}, "dca": {}}
+    curves = {"roc": {}, "calibration": {}, "dca": {}, "nia": {}, "nomogram": None}
     for s in sets:
         sub = pred[pred["set"] == s]
         cases = sub.drop_duplicates("case_id")
@@ -95,9 +109,32 @@ def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wils
         block["comparisons"] = _comparisons(sub, [m for m in models if m in block["models"]], conf_level)
         if scores:
             curves["dca"][s] = _dca(scores, decision_curves)
+        if clinical is not None:
+            extra, curves["nia"][s] = clinical_for_set(sub, list(block["models"]), scores, cohort, clinical, conf_level)
+            block.update(extra)
         curves["roc"][s], curves["calibration"][s] = rocs, cals
         out["sets"][s] = block
+    if clinical is not None:
+        _development(out, curves, pred, models, cohort, clinical, conf_level)
     return out, curves
+
+
+def _development(out: dict, curves: dict, pred: pd.DataFrame, models: list[str], cohort, clinical: ClinicalOptions,
+                 conf_level: float) -> None:
+    """Sample-size adequacy and the nomogram, from the training (development) rows."""
+    out["sample_size"] = sample_size(pred, models, clinical)
+    if not clinical.nomogram:
+        return
+    try:
+        out["nomogram"], curves["nomogram"] = nomogram_block(pred, models, cohort, clinical, conf_level)
+    except CeusError as exc:
+        if not clinical.nomogram_covariates:
+            out["nomogram"] = {"note": f"nomogram not built: {exc}"}
+            return
+        # the DL score alone still gives a nomogram; say why the covariates were left out
+        out["nomogram"], curves["nomogram"] = nomogram_block(pred, models, cohort, replace(clinical, nomogram_covariates=()),
+                                                             conf_level)
+        out["nomogram"]["note"] = f"covariates {list(clinical.nomogram_covariates)} left out: {exc}"
 
 
 def _dca(scores: dict, decision_curves) -> pd.DataFrame:
@@ -193,25 +230,63 @@ def comparisons_table(metrics: dict) -> pd.DataFrame:
 
 
 def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95, ci: str = "wilson",
-             n_boot: int = 2000, seed: int = 0, figures: bool = True) -> dict:
-    """Read prediction files, compute everything, write metrics.json, tables and figures to ``out``."""
+             n_boot: int = 2000, seed: int = 0, figures: bool = True, clinical: ClinicalOptions | None = None,
+             cohort: str | Path | None = None, validation: dict | None = None) -> dict:
+    """Read prediction files, compute everything, write metrics.json, tables and figures to ``out``.
+
+    ``clinical`` (default: ClinicalOptions()) adds the clinical statistics; ``cohort`` (the manifest)
+    gives centres, subgroups and nomogram covariates; ``validation`` (``fusion.validation``'s record)
+    is written as ``internal_validation``."""
     out = Path(out)
     pred = load_predictions(paths)
-    metrics, curves = evaluate_frame(pred, conf_level, ci, n_boot, seed)
+    clinical = clinical or ClinicalOptions()
+    metrics, curves = evaluate_frame(pred, conf_level, ci, n_boot, seed, clinical, read_cohort(cohort))
     metrics["inputs"] = [str(p) for p in paths]
+    metrics["cohort"] = str(cohort) if cohort else None
+    if validation is not None:
+        metrics["internal_validation"] = validation
     metrics = _json_safe(metrics)
     write_csv(out / "table2.csv", table2(metrics))
     write_csv(out / "comparisons.csv", comparisons_table(metrics))
+    _write_clinical(metrics, curves, out)
     dca = [d.assign(set=s) for s, d in curves["dca"].items()]
     if dca:
         write_csv(out / "dca.csv", pd.concat(dca, ignore_index=True)[["set", "model", "threshold", "net_benefit", "tp", "fp"]])
     if figures:
-        _figures(curves, out / "figures")
+        _figures(curves, out / "figures", metrics)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a complete evaluation
     return metrics
 
 
-def _figures(curves: dict, folder: Path) -> None:
+def _write_clinical(metrics: dict, curves: dict, out: Path) -> None:
+    for name, df in clinical_tables(metrics).items():
+        if len(df):
+            write_csv(out / f"{name}.csv", df)
+    nia = [d.assign(set=s) for s, d in curves["nia"].items() if len(d)]
+    if nia:
+        cols = ["set", "model", "threshold", "net_benefit", "net_benefit_all", "net_intervention_avoided"]
+        write_csv(out / "nia.csv", pd.concat(nia, ignore_index=True)[cols])
+    nm = metrics.get("nomogram") or {}
+    if nm.get("points_table"):
+        write_csv(out / "nomogram_points.csv", pd.DataFrame(nm["points_table"]))
+    iv = metrics.get("internal_validation") or {}
+    if iv.get("indexes"):
+        write_csv(out / "internal_validation.csv", validation_table(iv))
+
+
+def validation_table(iv: dict) -> pd.DataFrame:
+    """The rms::validate table of metrics.json's internal_validation block."""
+    return pd.DataFrame([{"index": k, **v} for k, v in iv["indexes"].items()])
+
+
+def _figures(curves: dict, folder: Path, metrics: dict) -> None:
+    for s, block in metrics["sets"].items():
+        if s in curves["nia"] and len(curves["nia"][s]):
+            save_figure(nia_figure(curves["nia"][s], f"Net interventions avoided, {s} set"), folder / f"nia_{s}")
+        for col, per_model in (block.get("subgroups") or {}).items():
+            save_figure(subgroup_figure(per_model, f"AUC by {col}, {s} set"), folder / f"subgroups_{re.sub(r'[^A-Za-z0-9_-]+', '_', col)}_{s}")
+    if curves.get("nomogram") is not None:
+        save_figure(nomogram_figure(curves["nomogram"], "Nomogram (risk of OLNM)"), folder / "nomogram")
     for s, rocs in curves["roc"].items():
         save_figure(roc_figure(rocs, f"ROC, {s} set"), folder / f"roc_{s}")
         if curves["calibration"].get(s):

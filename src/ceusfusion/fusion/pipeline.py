@@ -66,6 +66,7 @@ class FusionConfig(StageConfig):
     fallback_k: int = 10
     fast: bool = False  # tiny grids and few trees (tests, smoke runs)
     name: str = "DL_combined"
+    bootstrap: int = Field(200, ge=0)  # resamples of the optimism-corrected validation (fusion.validation); 0: none
 
     @field_validator("classifiers", mode="before")
     @classmethod

@@ -7,7 +7,6 @@ are left out with a note rather than failing.
 
 from __future__ import annotations
 
-import base64
 import html
 import json
 import platform
@@ -17,6 +16,16 @@ import pandas as pd
 
 from ceusfusion.core.fsutil import write_text
 from ceusfusion.models.select import rank_models
+from ceusfusion.report.clinical import (
+    interventions_section,
+    nomogram_section,
+    reclassification_section,
+    sample_size_section,
+    subgroups_section,
+    validation_section,
+)
+from ceusfusion.report.parts import img, missing, table
+from ceusfusion.report.tripod import tripod_section
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.45}
@@ -28,26 +37,12 @@ code{background:#f1f1f1;padding:0 .2em}
 """
 
 
-def _img(path: Path, caption: str = "", width: int | None = None) -> str:
-    if not path.is_file():
-        return ""
-    mime = "image/svg+xml" if path.suffix.lower() == ".svg" else "image/png"
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    style = f' style="max-width:{width}px"' if width else ""
-    cap = f"<div>{html.escape(caption)}</div>" if caption else ""
-    return f'<div class="fig"><img alt="{html.escape(caption or path.stem)}" src="data:{mime};base64,{data}"{style}>{cap}</div>'
+_img, _table, _missing = img, table, missing  # the shared building blocks (report.parts)
 
 
-def _table(df: pd.DataFrame, max_rows: int = 200) -> str:
-    return df.head(max_rows).to_html(index=False, border=0, na_rep="", escape=True, float_format=lambda v: f"{v:.3f}")
-
-
-def _section(title: str, body: str) -> str:
-    return f"<h2>{html.escape(title)}</h2>\n{body}\n"
-
-
-def _missing(what: str) -> str:
-    return f'<p class="note">{html.escape(what)} not available in this run.</p>'
+def _section(title: str, body: str, anchor: str | None = None) -> str:
+    ident = f' id="{anchor}"' if anchor else ""
+    return f"<h2{ident}>{html.escape(title)}</h2>\n{body}\n"
 
 
 def cohort_section(run: Path) -> str:
@@ -237,9 +232,16 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str = "c
         _section("Cross-validated results per architecture (Figure 3)", training_section(run)),
         _section("DL_combined: feature fusion", fusion_section(run)),
         _section("Performance on the training (out-of-fold) and test sets (Table 2, Figure 4)", evaluation_section(run)),
+        _section("Internal validation of DL_combined (optimism-corrected, Harrell's bootstrap)", validation_section(run), "validation"),
+        _section("Reclassification (NRI, IDI)", reclassification_section(run), "reclassification"),
+        _section("Clinical utility: dissections avoided and metastases missed", interventions_section(run), "interventions"),
+        _section("Performance by centre and subgroup", subgroups_section(run), "subgroups"),
+        _section("Nomogram (DL + clinical logistic model)", nomogram_section(run), "nomogram"),
+        _section("Sample size (Riley et al.)", sample_size_section(run), "sample-size"),
         _section("Explainability (Figure 5)", explain_section(run)),
         _section("Safeguards", safeguards_section(run)),
         _section("Environment", environment_section(run)),
+        _section("TRIPOD+AI checklist", tripod_section(run), "tripod"),
     ]
     doc = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style></head>"
            f"<body><h1>{html.escape(title)}</h1><p>Run directory: <code>{html.escape(run.resolve().name)}</code></p>{''.join(parts)}</body></html>\n")

@@ -1,7 +1,10 @@
 """Evaluation statistics that agree with R's pROC, rms and dcurves.
 
 Plain-array functions, usable from notebooks: ``auc_ci(y, score)`` and
-``delong_test(y, score_a, score_b)`` and the rest below. Inputs with missing
+``delong_test(y, score_a, score_b)`` and the rest below; what a clinical statistician adds
+(Hmisc/rms/pmsampsize/dcurves/metafor-grade): ``nri``/``idi``/``improve_prob`` (reclassification),
+``net_interventions_avoided``/``interventions_table``, ``bootstrap_validate``/``validate_logistic``
+(optimism correction), ``nomogram``, ``pmsampsize_binary`` (sample size), ``subgroup_auc``. Inputs with missing
 values or a single outcome class raise :class:`ceusfusion.core.errors.CeusError`.
 """
 
@@ -15,8 +18,16 @@ from ceusfusion.stats.calibration import (
                           logistic_recalibration,
                           smooth_curve,
 )
+from ceusfusion.stats.dca import (
+                          CLINICAL_THRESHOLDS,
+                          decision_curves,
+                          interventions_table,
+                          net_benefit,
+                          net_intervention_avoided,
+                          net_interventions_avoided,
+                          treat_all,
+)
 from ceusfusion.stats.dca import THRESHOLDS as DCA_THRESHOLDS
-from ceusfusion.stats.dca import decision_curves, net_benefit, treat_all
 from ceusfusion.stats.delong import (
                           AUCResult,
                           DeLongTest,
@@ -28,6 +39,21 @@ from ceusfusion.stats.delong import (
                           placements,
                           roc_curve,
 )
+from ceusfusion.stats.logistic import LogisticFit, fit_logistic, gini_md
+from ceusfusion.stats.nomogram import Nomogram, NomogramAxis, build_nomogram, nomogram, r_pretty
+from ceusfusion.stats.optimism import Validation, bootstrap_validate, discrimination_indexes, validate_logistic
+from ceusfusion.stats.reclassification import (
+                          IDI,
+                          ImproveProb,
+                          categorical_nri,
+                          continuous_nri,
+                          idi,
+                          improve_prob,
+                          nri,
+                          risk_category,
+)
+from ceusfusion.stats.samplesize import SampleSize, cox_snell_r2, cstat2rsq, pmsampsize, pmsampsize_binary, sample_size_adequacy
+from ceusfusion.stats.subgroups import Heterogeneity, heterogeneity, subgroup_auc
 from ceusfusion.stats.table1 import table1
 from ceusfusion.stats.thresholds import Youden, bootstrap_ci, confusion, metrics_at, threshold_for_sensitivity, wilson_ci, youden
 
@@ -38,4 +64,11 @@ __all__ = [
     "brier", "logistic_recalibration", "calibration_in_the_large", "calibration_errors", "smooth_curve",
     "binned_curve", "hosmer_lemeshow", "calibration_summary",
     "net_benefit", "treat_all", "decision_curves", "table1",
+    "net_interventions_avoided", "net_intervention_avoided", "interventions_table", "CLINICAL_THRESHOLDS",
+    "ImproveProb", "IDI", "improve_prob", "nri", "continuous_nri", "categorical_nri", "idi", "risk_category",
+    "Validation", "bootstrap_validate", "validate_logistic", "discrimination_indexes",
+    "LogisticFit", "fit_logistic", "gini_md",
+    "Nomogram", "NomogramAxis", "nomogram", "build_nomogram", "r_pretty",
+    "SampleSize", "pmsampsize", "pmsampsize_binary", "cstat2rsq", "cox_snell_r2", "sample_size_adequacy",
+    "Heterogeneity", "heterogeneity", "subgroup_auc",
 ]

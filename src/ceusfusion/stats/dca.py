@@ -48,3 +48,45 @@ def decision_curves(y, scores: dict, thresholds=None) -> pd.DataFrame:
     frames.append(pd.DataFrame({"model": "treat all", "threshold": t, "tp": n1, "fp": len(yy) - n1, "net_benefit": treat_all(yy, t)}))
     frames.append(pd.DataFrame({"model": "treat none", "threshold": t, "tp": 0, "fp": 0, "net_benefit": np.zeros(len(t))}))
     return pd.concat(frames, ignore_index=True)
+
+
+def net_interventions_avoided(y, score, thresholds=None, nper: int = 1) -> pd.DataFrame:
+    """Net interventions avoided per ``nper`` patients (dcurves ``net_intervention_avoided``; its default nper = 1,
+    ``nper=100`` gives "per 100 patients").
+
+    ``(NB_model - NB_treat_all) / (pt / (1 - pt)) * nper``: how many fewer interventions the model
+    leads to than treating everyone, at no loss of true positives. Columns threshold, tp, fp,
+    net_benefit, net_benefit_all, net_intervention_avoided."""
+    d = net_benefit(y, score, thresholds)
+    t = d["threshold"].to_numpy()
+    d["net_benefit_all"] = treat_all(check_binary(y, both_classes=False)[0], t)
+    d["net_intervention_avoided"] = (d["net_benefit"] - d["net_benefit_all"]) / (t / (1 - t)) * nper
+    return d
+
+
+CLINICAL_THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
+
+
+def interventions_table(y, score, thresholds=CLINICAL_THRESHOLDS, nper: int = 100) -> pd.DataFrame:
+    """At each clinically used threshold: interventions done / avoided and events missed per ``nper`` patients.
+
+    Compared with treating everyone (every OLNM patient gets a prophylactic dissection): at
+    ``score >= pt`` the model recommends ``interventions`` (tp + fp) and spares
+    ``interventions_avoided`` (tn + fn), of which ``events_missed`` (fn) had the event;
+    ``net_intervention_avoided`` is the decision-curve summary of the two."""
+    yy, (s,) = check_binary(y, score, both_classes=False)
+    t = np.asarray(thresholds, dtype=float)
+    d = net_interventions_avoided(yy, s, t, nper=nper)
+    n, n1 = len(yy), int(yy.sum())
+    tp, fp = d["tp"].to_numpy(), d["fp"].to_numpy()
+    fn, tn = n1 - tp, (n - n1) - fp
+    d["interventions"] = (tp + fp) / n * nper
+    d["interventions_avoided"] = (tn + fn) / n * nper
+    d["unnecessary_interventions_avoided"] = tn / n * nper
+    d["events_missed"] = fn / n * nper
+    d["events_detected"] = tp / n * nper
+    d["nper"] = nper
+    return d
+
+
+net_intervention_avoided = net_interventions_avoided  # dcurves' (singular) name

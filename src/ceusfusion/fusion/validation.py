@@ -1,0 +1,127 @@
+"""Optimism-corrected internal validation of DL_combined: Harrell's bootstrap, refitting the whole pipeline.
+
+In every resample of the training patients the chosen family's pipeline is
+refitted from scratch exactly as the final model was (``pipeline.fit_search``:
+columns → scaler → LASSO with its penalty re-chosen by inner CV → classifier
+with its hyperparameters re-chosen by the inner grid search), then scored on
+the resample (training) and on the original training rows (test); see
+``ceusfusion.stats.optimism``. The classifier *family* stays the one the outer
+CV chose: re-running that choice would repeat the whole outer CV per resample.
+Resamples are drawn by patient group, so a patient's nodules stay together and
+the inner CVs (split by the same groups) never split a duplicated patient.
+A grid with a single point needs no search: the pipeline is then fitted
+directly, which gives the very model ``GridSearchCV`` would refit.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+import warnings
+
+import joblib
+import numpy as np
+import sklearn
+from scipy.special import logit
+from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.model_selection import ParameterGrid
+from sklearn.pipeline import Pipeline
+
+from ceusfusion.core.errors import CeusError
+from ceusfusion.fusion.families import get_family
+from ceusfusion.fusion.inputs import FusionData
+from ceusfusion.fusion.lasso import groups_per_class
+from ceusfusion.fusion.pipeline import FusionConfig, fit_search, make_search
+from ceusfusion.stats.optimism import PROB_CLIP, bootstrap_validate
+
+HELD = ("columns → StandardScaler → LASSO (penalty re-chosen by inner CV) → classifier with its hyperparameters held at "
+        "the values chosen on all training rows ({params}); the classifier family is held at the one the outer CV chose")
+WHAT_IS_REFITTED = ("columns → StandardScaler → LASSO (penalty re-chosen by inner CV) → classifier (hyperparameters "
+                    "re-chosen by the inner grid search); the classifier family is held at the one the outer CV chose")
+
+
+FOLD_MARGIN = 3  # patients per class needed per inner fold, so that resamples (~63 % distinct) keep every fold
+
+
+def same_procedure_problem(data: FusionData, cfg: FusionConfig) -> str | None:
+    """Why bootstrap refits would not rerun the fitted procedure, or None.
+
+    The inner CVs reduce their folds to the distinct patients of the smaller class; a bootstrap
+    sample holds about 63 % of the distinct patients, so with fewer than FOLD_MARGIN x inner_folds
+    patients per class the resampled pipelines would use fewer folds than the model being validated."""
+    tr = data.frame.index[data.frame["set"] == "train"].to_numpy()
+    n_min = groups_per_class(data.frame.loc[tr, "y"].to_numpy(), data.groups.loc[tr].to_numpy())
+    need = FOLD_MARGIN * cfg.inner_folds
+    if n_min < need:
+        return (f"the smaller class has {n_min} training patients; bootstrap samples (about 63 % distinct patients) would "
+                f"cut the {cfg.inner_folds} inner folds, so the refits would not be the fitted procedure (needs {need})")
+    return None
+
+
+def _point(points: list[dict], chosen: dict) -> dict:
+    """The grid point with the chosen hyperparameters (JSON turned tuples into lists), else the chosen values."""
+    want = {f"clf__{k}": (tuple(v) if isinstance(v, list) else v) for k, v in chosen.items()}
+    for p in points:
+        if {k: (tuple(v) if isinstance(v, list) else v) for k, v in p.items()} == want:
+            return p
+    return want
+
+
+def refit_pipeline(family: str, data: FusionData, cfg: FusionConfig, X, y, groups, memory=None,
+                   params: dict | None = None) -> Pipeline:
+    """The chosen family's pipeline fitted on rows X as ``pipeline.refit`` fits it (no LASSO path).
+
+    ``params`` (the classifier's chosen hyperparameters, fusion.json ``best_params``) holds them fixed:
+    the grid is then that one point, and only the grid search is skipped; None re-tunes them."""
+    groups = np.asarray(groups).astype(str)
+    search = make_search(family, data, cfg, y, groups, memory)
+    points = list(ParameterGrid(search.param_grid))
+    if params is not None:
+        points = [_point(points, params)]
+    if len(points) > 1:
+        return fit_search(family, data, cfg, X, y, groups, memory).best_estimator_
+    params = {"lasso__groups": groups}
+    if get_family(family).takes_groups:
+        params["clf__groups"] = groups
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        warnings.filterwarnings("ignore", message=".*feature names.*")
+        return clone(search.estimator).set_params(memory=None, **points[0]).fit(X, y, **params)
+
+
+def validate_fusion(data: FusionData, cfg: FusionConfig, family: str, B: int = 200, seed: int = 0,
+                    params: dict | None = None) -> dict:
+    """``rms::validate``-style table of the DL_combined pipeline on the training rows (apparent, optimism,
+    corrected c-index, calibration slope and intercept, Brier, ...), with its provenance.
+
+    ``params``: hold the classifier's hyperparameters at these chosen values (fusion.json ``best_params``)
+    instead of re-running the grid search in every resample (a grid of one point; the scaler and the
+    LASSO, its penalty CV included, are still refitted). None: the full nested search per resample."""
+    if B < 1:
+        raise CeusError(f"bootstrap resamples must be at least 1, got {B}")
+    problem = same_procedure_problem(data, cfg)
+    if problem:
+        raise CeusError(f"optimism-corrected validation not run: {problem}")
+    tr = data.frame.index[data.frame["set"] == "train"].to_numpy()
+    X = data.frame.loc[tr, data.columns].reset_index(drop=True)
+    y = data.frame.loc[tr, "y"].to_numpy().astype(int)
+    g = data.groups.loc[tr].astype(str).to_numpy()
+    t0 = time.perf_counter()
+    # sklearn's argument checks are skipped (the same fits, about 20 % faster: the rows were checked once)
+    with tempfile.TemporaryDirectory(prefix="ceusfusion-boot-") as tmp, \
+            sklearn.config_context(assume_finite=True, skip_parameter_validation=True):
+        memory = joblib.Memory(tmp, verbose=0)
+
+        def fit(Xb, yb, gb):
+            model = refit_pipeline(family, data, cfg, Xb, yb, gb, memory, params)
+            return lambda Z: logit(np.clip(model.predict_proba(Z)[:, 1], PROB_CLIP, 1 - PROB_CLIP))
+
+        v = bootstrap_validate(X, y, fit, B=B, seed=seed, groups=g)
+    return {**v.to_dict(), "model": cfg.name, "family": family, "n": int(len(y)), "n_pos": int(y.sum()),
+            "n_groups": int(len(set(g))), "resampled": "patient groups (with replacement)",
+            "refitted": WHAT_IS_REFITTED if params is None else HELD.format(params=json.dumps(params)),
+            "hyperparameters": "re-tuned in every resample" if params is None else params,
+            "method": "Harrell's bootstrap optimism correction (rms::validate, method 'boot')",
+            "seconds": round(time.perf_counter() - t0, 1)}

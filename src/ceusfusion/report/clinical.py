@@ -1,0 +1,136 @@
+"""The report's clinical-statistics sections, read from metrics.json: internal validation, reclassification,
+interventions avoided, nomogram, sample size, performance by centre and subgroup."""
+
+from __future__ import annotations
+
+import html
+from pathlib import Path
+
+import pandas as pd
+
+from ceusfusion.report.parts import fmt, img, missing, note, para, pval, read_metrics, table, with_ci
+
+VALIDATION_ROWS = {"C": "c-index (AUC)", "Dxy": "Somers' Dxy", "Slope": "calibration slope", "Intercept": "calibration intercept",
+                   "B": "Brier score", "R2": "Nagelkerke R2", "Emax": "Emax (max calibration error)", "D": "D (discrimination)",
+                   "U": "U (unreliability)", "Q": "Q (quality)", "g": "g (Gini, log-odds)", "gp": "gp (Gini, risk)"}
+
+
+def validation_section(run: Path) -> str:
+    """The rms::validate table of DL_combined (apparent, bootstrap training/test, optimism, corrected)."""
+    iv = read_metrics(run).get("internal_validation") or {}
+    if iv.get("skipped"):
+        return note(f"Not run: {iv['skipped']}.")
+    if not iv.get("indexes"):
+        return missing("The optimism-corrected internal validation (study: fusion.bootstrap > 0)")
+    rows = [{"index": VALIDATION_ROWS.get(k, k), "apparent": fmt(v["index_orig"]), "bootstrap training": fmt(v["training"]),
+             "bootstrap test": fmt(v["test"]), "optimism": fmt(v["optimism"]), "optimism-corrected": fmt(v["index_corrected"]),
+             "resamples": v["n"]} for k, v in iv["indexes"].items() if k in VALIDATION_ROWS]
+    c = iv["indexes"].get("C", {})
+    head = (f"Harrell's bootstrap ({iv['B']} resamples of the {iv.get('n')} training patients, seed {iv.get('seed')}, "
+            f"{iv.get('resampled', 'rows')}): the whole {iv.get('model', 'DL_combined')} pipeline was refitted in every "
+            f"resample ({iv.get('refitted', '')}). Apparent c-index {fmt(c.get('index_orig'))}, optimism "
+            f"{fmt(c.get('optimism'))}, optimism-corrected {fmt(c.get('index_corrected'))}.")
+    fails = f" {iv['n_failed']} resample(s) could not be fitted and were skipped." if iv.get("n_failed") else ""
+    return para(head + fails) + table(pd.DataFrame(rows)) + note(
+        "Columns as rms::validate: index.orig (apparent), training, test, optimism, index.corrected. Emax is computed "
+        "from the corrected intercept and slope.")
+
+
+def reclassification_section(run: Path) -> str:
+    sets = read_metrics(run).get("sets") or {}
+    rows = []
+    for s, block in sets.items():
+        for r in block.get("reclassification") or []:
+            if "continuous_nri" not in r:
+                continue
+            c, k, i = r["continuous_nri"], r["categorical_nri"], r["idi"]
+            rows.append({"set": s, "old → new": f"{r['old']} → {r['new']}", "n": r["n"],
+                         "continuous NRI (95% CI)": with_ci(c["nri"], c["ci"]), "p": pval(c["p"]),
+                         "events / non-events": f"{fmt(c['nri_events'])} / {fmt(c['nri_nonevents'])}",
+                         f"categorical NRI at {', '.join(f'{x:g}' for x in r['cuts'])}": with_ci(k["nri"], k["ci"]),
+                         "p (cat.)": pval(k["p"]), "events / non-events (cat.)": f"{fmt(k['nri_events'])} / {fmt(k['nri_nonevents'])}",
+                         "IDI (95% CI)": with_ci(i["idi"], i["ci"]), "p (IDI)": pval(i["p"])})
+    if not rows:
+        return missing("Reclassification")
+    return (para("Net reclassification improvement of each later model over each earlier one (Hmisc::improveProb): "
+                 "the events part is the share of OLNM-positive patients whose risk went up minus down, the non-events "
+                 "part the share of OLNM-negative patients whose risk went down minus up; the categorical NRI counts only "
+                 "moves across the risk cut-points (a risk equal to a cut belongs to the higher category). The IDI is the "
+                 "gain in discrimination slope.") + table(pd.DataFrame(rows)))
+
+
+def interventions_section(run: Path) -> str:
+    m = read_metrics(run)
+    rows, figs = [], ""
+    for s, block in (m.get("sets") or {}).items():
+        inter = block.get("interventions") or {}
+        for model, tab in (inter.get("models") or {}).items():
+            for r in tab:
+                rows.append({"set": s, "model": model, "threshold": f"{100 * r['threshold']:g} %",
+                             "dissections per 100": fmt(r["interventions"], 1),
+                             "dissections avoided per 100": fmt(r["interventions_avoided"], 1),
+                             "metastases missed per 100": fmt(r["events_missed"], 1),
+                             "net dissections avoided per 100": fmt(r["net_intervention_avoided"], 1),
+                             "net benefit": fmt(r["net_benefit"])})
+        figs += img(run / "evaluation" / "figures" / f"nia_{s}.png", f"Net interventions avoided: {s} set")
+    if not rows:
+        return missing("Interventions avoided")
+    return (para("Compared with prophylactic central neck dissection for every patient: at each threshold probability the "
+                 "model recommends dissection when the predicted risk is at or above it; 'avoided' counts the patients "
+                 "spared, 'missed' those of them who had a metastasis. The net number avoided (decision-curve analysis, "
+                 "dcurves' net_intervention_avoided) weighs each missed metastasis by the odds at the threshold.")
+            + table(pd.DataFrame(rows)) + figs)
+
+
+def nomogram_section(run: Path) -> str:
+    nm = read_metrics(run).get("nomogram") or {}
+    if not nm.get("points_table"):
+        return missing("The nomogram" + (f" ({nm['note']})" if nm.get("note") else ""))
+    coef = pd.DataFrame({"term": list(nm["coefficients"]), "coefficient": [fmt(v, 4) for v in nm["coefficients"].values()]})
+    aucs = [f"{s}: AUC {with_ci(a['auc'], a['ci'])} ({a['scoring']}, n = {a['n']})"
+            for s, a in ((k.removeprefix("auc_"), nm[k]) for k in ("auc_train", "auc_test") if k in nm)]
+    points = pd.DataFrame(nm["points_table"]).assign(points=lambda d: d["points"].map(lambda v: fmt(v, 1)))
+    body = para(f"{nm['model']} ({nm['n_train']} patients, {nm['n_train_pos']} with OLNM); {nm['score_scale']}. "
+                + "; ".join(aucs) + ".")
+    body += note(nm["note"]) if nm.get("note") else ""
+    left = nm.get("covariates_left_out") or {}
+    body += note("Covariates left out: " + "; ".join(f"{k}: {v}" for k, v in left.items())) if left else ""
+    body += img(run / "evaluation" / "figures" / "nomogram.png", "Nomogram", 1000)
+    return body + "<h3>Coefficients</h3>" + table(coef) + "<h3>Points table (rms::nomogram)</h3>" + table(points, 400)
+
+
+def sample_size_section(run: Path) -> str:
+    ss = read_metrics(run).get("sample_size") or {}
+    if not ss:
+        return missing("The sample-size check")
+    if not ss.get("sentence"):
+        return note(ss.get("note", "sample size not computed"))
+    mn = ss["minimum"]
+    crit = pd.DataFrame([{"criterion": name, **r} for name, r in zip(
+        ("1: shrinkage >= 0.9", "2: optimism in Nagelkerke R2 <= 0.05", "3: overall risk within +-0.05", "minimum"),
+        mn["results_table"])])
+    return (f"<p><b>{html.escape(ss['sentence'][0].upper() + ss['sentence'][1:])}.</b></p>"
+            + para(f"Riley et al. (BMJ 2020; pmsampsize) for a binary outcome with {ss['parameters']} candidate predictor "
+                   f"parameters (what fusion considered), prevalence {fmt(mn['prevalence'])} and anticipated Cox-Snell R2 "
+                   f"{fmt(mn['rsquared'], 4)} ({ss.get('r2_source')}).") + table(crit))
+
+
+def subgroups_section(run: Path) -> str:
+    m = read_metrics(run)
+    rows, het, figs = [], [], ""
+    for s, block in (m.get("sets") or {}).items():
+        for col, per_model in (block.get("subgroups") or {}).items():
+            for model, r in per_model.items():
+                rows += [{"set": s, "by": col, "model": model, "stratum": x["stratum"], "n": x["n"], "OLNM+": x["n_pos"],
+                          "AUC (95% DeLong CI)": with_ci(x["auc"], x["auc_ci"]) if x["auc"] is not None else "NA",
+                          "note": x.get("note") or ""} for x in r["strata"]]
+                h = r.get("heterogeneity") or {}
+                het.append({"set": s, "by": col, "model": model, "Cochran Q": fmt(h.get("QE")), "df": h.get("df"),
+                            "p": pval(h.get("QEp")), "I2 (%)": fmt(h.get("I2"), 1), "tau2": fmt(h.get("tau2"), 4),
+                            "note": r.get("note") or "; ".join(f"{k}: {v}" for k, v in (r.get("excluded") or {}).items())})
+            figs += img(run / "evaluation" / "figures" / f"subgroups_{col}_{s}.png", f"AUC by {col}: {s} set")
+    if not rows:
+        return missing("Performance by centre and subgroup (needs the cohort's centre or a requested column)")
+    return (para("AUC with its DeLong 95% CI in each stratum; the strata are independent patients, so heterogeneity is "
+                 "Cochran's Q of the stratum AUCs weighted by their DeLong variances (metafor::rma), with I2.")
+            + table(pd.DataFrame(rows), 400) + "<h3>Heterogeneity</h3>" + table(pd.DataFrame(het)) + figs)

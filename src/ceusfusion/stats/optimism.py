@@ -1,0 +1,199 @@
+"""Optimism-corrected internal validation: Harrell's bootstrap, as ``rms::validate(lrm)`` computes it.
+
+The apparent performance of a model on its own training data is optimistic.
+The bootstrap estimates by how much: refit the *whole* modelling procedure on
+each resample, score it on that resample (training) and on the original data
+(test); optimism = mean(training - test); corrected = apparent - optimism.
+The indexes and their definitions are ``validate.lrm``'s (rms 6.5): Dxy,
+R2 (Nagelkerke), Intercept and Slope of the logistic recalibration of the
+linear predictor, Emax (from the corrected intercept and slope), D, U, Q,
+B (Brier), g, gp; plus C = (1 + Dxy)/2, the c-index (AUC).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+from scipy.special import expit, logit
+
+from ceusfusion.core.errors import CeusError
+from ceusfusion.stats._checks import check_binary
+from ceusfusion.stats.delong import placements
+from ceusfusion.stats.logistic import deviance, fit_logistic, gini_md
+
+INDEXES = ("Dxy", "C", "R2", "Intercept", "Slope", "Emax", "D", "U", "Q", "B", "g", "gp")
+COLUMNS = ("index_orig", "training", "test", "optimism", "index_corrected", "n")
+PROB_CLIP = 1e-6  # a probability model's 0 or 1 becomes logit(1e-6) or logit(1 - 1e-6) on the LP scale
+
+
+def discrimination_indexes(y, lp) -> dict:
+    """rms ``validate.lrm``'s measure on a sample: the indexes of linear predictor ``lp`` for outcomes ``y``.
+
+    Intercept and Slope come from refitting ``logit P(y) = a + b lp``; B is the Brier score of
+    ``plogis(lp)`` itself. A sample with one outcome class gives NaN everywhere."""
+    y = np.asarray(y, dtype=float)
+    lp = np.asarray(lp, dtype=float)
+    n = len(y)
+    out = dict.fromkeys(INDEXES, float("nan"))
+    out["B"] = float(np.sum((y - expit(lp)) ** 2) / n)
+    if y.min() == y.max():
+        return out
+    auc = placements(y.astype(np.int8), lp)[2]
+    out.update(C=auc, Dxy=2.0 * (auc - 0.5))
+    if np.ptp(lp) == 0:  # a constant predictor: the recalibration refit has no slope
+        return out
+    refit = fit_logistic(lp, y, maxit=200, tol=1e-13)
+    a, b = float(refit.coef[0]), float(refit.coef[1])
+    d = (refit.lr - 1.0) / n
+    u = (deviance(y, lp) - refit.deviance - 2.0) / n
+    out.update(R2=refit.r2, Intercept=a, Slope=b, D=d, U=u, Q=d - u, g=gini_md(b * lp), gp=gini_md(expit(a + b * lp)))
+    return out
+
+
+def emax(intercept: float, slope: float) -> float:
+    """Max |p - plogis(a + b logit p)| over p = 0, 0.0005, ..., 1 (``validate.lrm``'s Emax)."""
+    p = np.arange(2001) * 5e-4
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cal = expit(intercept + slope * np.log(p / (1.0 - p)))
+        d = np.abs(p - cal)
+    d = d[np.isfinite(d)]
+    return float(d.max()) if d.size else float("nan")
+
+
+@dataclass(frozen=True)
+class Validation:
+    """The ``rms::validate`` table: one row per index, columns index_orig ... n (as R names them)."""
+
+    index: tuple[str, ...]
+    index_orig: np.ndarray
+    training: np.ndarray
+    test: np.ndarray
+    optimism: np.ndarray
+    index_corrected: np.ndarray
+    n: np.ndarray  # resamples that gave this index in both training and test
+    B: int
+    n_failed: int  # resamples whose fit failed (rms: "Divergence or singularity")
+    seed: int
+    grouped: bool
+
+    def row(self, name: str) -> dict:
+        i = self.index.index(name)
+        return {c: (int(getattr(self, c)[i]) if c == "n" else float(getattr(self, c)[i])) for c in COLUMNS}
+
+    def __getitem__(self, name: str) -> dict:
+        """One row, also under R's column names (``v["C"]["index.corrected"]``)."""
+        r = self.row(name)
+        return {**r, "index.orig": r["index_orig"], "index.corrected": r["index_corrected"]}
+
+    @property
+    def c_corrected(self) -> float:
+        """The optimism-corrected c-index (AUC)."""
+        return self.row("C")["index_corrected"]
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame({c: getattr(self, c) for c in COLUMNS}, index=pd.Index(self.index, name="index"))
+
+    def to_dict(self) -> dict:
+        return {"B": self.B, "n_failed": self.n_failed, "seed": self.seed, "grouped": self.grouped,
+                "indexes": {k: self.row(k) for k in self.index}}
+
+
+def _take(X, idx):
+    return X.iloc[idx] if hasattr(X, "iloc") else np.asarray(X)[idx]
+
+
+def _resample(rng, n: int, groups) -> np.ndarray:
+    """Row indices of one bootstrap sample: rows, or whole patient groups (rms ``cluster=``)."""
+    if groups is None:
+        return rng.integers(0, n, n)
+    codes, uniq = pd.factorize(pd.Series(groups).astype(str))
+    rows = [np.flatnonzero(codes == k) for k in range(len(uniq))]
+    pick = rng.integers(0, len(rows), len(rows))
+    return np.concatenate([rows[k] for k in pick])
+
+
+def as_fitter(model) -> Callable:
+    """A fitter ``(X, y, groups) -> (X -> linear predictor)`` from a callable or a scikit-learn classifier."""
+    if hasattr(model, "fit") and hasattr(model, "predict_proba"):
+        from sklearn.base import clone  # only for estimator input; stats works without a model object
+
+        def fit(X, y, groups=None):
+            est = clone(model).fit(X, y)
+            return lambda Z: logit(np.clip(est.predict_proba(Z)[:, 1], PROB_CLIP, 1 - PROB_CLIP))
+        return fit
+    if callable(model):
+        return model
+    raise CeusError("model must be a scikit-learn classifier or a callable (X, y, groups) -> predictor")
+
+
+def bootstrap_validate(X, y, model, B: int = 200, seed: int = 0, groups=None,
+                       failures: tuple = (CeusError, ValueError, ArithmeticError, np.linalg.LinAlgError)) -> Validation:
+    """Harrell's bootstrap optimism correction of any modelling procedure (``rms::validate``, method "boot").
+
+    model: a scikit-learn classifier (cloned and refitted; its probabilities are put on the logit
+    scale, clipped at 1e-6) or a callable ``fit(X, y, groups) -> predict`` where ``predict(X)``
+    returns the linear predictor (log-odds). The whole procedure is refitted on each of the ``B``
+    seeded resamples; with ``groups``, whole patients are resampled. A resample with one outcome
+    class, or whose fit raises one of ``failures``, is skipped and counted in ``n_failed``."""
+    yy, _ = check_binary(y)
+    if B < 1:
+        raise CeusError(f"B must be at least 1, got {B}")
+    n = len(yy)
+    if len(X) != n or (groups is not None and len(groups) != n):
+        raise CeusError(f"X has {len(X)} rows, groups {len(groups) if groups is not None else n}, y {n}: they must agree")
+    fit = as_fitter(model)
+    g = None if groups is None else np.asarray(groups)
+    orig = discrimination_indexes(yy, fit(X, yy, g)(X))
+    rng = np.random.default_rng(seed)
+    train = np.full((B, len(INDEXES)), np.nan)
+    test = np.full((B, len(INDEXES)), np.nan)
+    failed = 0
+    for b in range(B):
+        idx = _resample(rng, n, g)
+        yb = yy[idx]
+        if yb.min() == yb.max():
+            failed += 1
+            continue
+        try:
+            predict = fit(_take(X, idx), yb, None if g is None else g[idx])
+            lp_b, lp_o = predict(_take(X, idx)), predict(X)
+        except failures:
+            failed += 1
+            continue
+        tr, te = discrimination_indexes(yb, lp_b), discrimination_indexes(yy, lp_o)
+        train[b], test[b] = [tr[k] for k in INDEXES], [te[k] for k in INDEXES]
+    return _table(orig, train, test, B, failed, seed, g is not None)
+
+
+def _table(orig: dict, train: np.ndarray, test: np.ndarray, B: int, failed: int, seed: int, grouped: bool) -> Validation:
+    ok = np.isfinite(train) & np.isfinite(test)
+    num = ok.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        tr = np.where(ok, train, 0.0).sum(axis=0) / num
+        te = np.where(ok, test, 0.0).sum(axis=0) / num
+    io = np.array([orig[k] for k in INDEXES])
+    opt = tr - te
+    corr = io - opt
+    k = INDEXES.index("Emax")
+    e = emax(corr[INDEXES.index("Intercept")], corr[INDEXES.index("Slope")])
+    io[k], tr[k], te[k], opt[k], corr[k], num[k] = 0.0, 0.0, e, e, e, num[0]
+    if B - failed == 0:
+        raise CeusError(f"every one of the {B} bootstrap fits failed (one outcome class or a fit error)")
+    return Validation(INDEXES, io, tr, te, opt, corr, num, B, failed, seed, grouped)
+
+
+def validate_logistic(X, y, B: int = 200, seed: int = 0, groups=None) -> Validation:
+    """``rms::validate(lrm(y ~ X), B)``: an ML logistic model refitted on every resample.
+
+    As in rms (``lrm.fit``, maxit 12), a resample whose fit does not converge (separation, a
+    singular design) is skipped."""
+    def fit(Xb, yb, gb=None):
+        f = fit_logistic(Xb, yb, maxit=25)
+        if not f.converged:
+            raise CeusError("logistic fit did not converge")
+        return f.linear_predictor
+
+    return bootstrap_validate(np.asarray(X, dtype=float), y, fit, B=B, seed=seed, groups=groups)
