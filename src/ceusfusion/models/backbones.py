@@ -14,7 +14,7 @@ Input modes (the tensor the model receives is always (B, C, H, W)):
   a standard 3-channel backbone, so RGB weights load without inflation.
 
 Later stages use ``model.features(x)`` (penultimate pooled vector, ``model.feature_dim``)
-and ``gradcam_layer(model)`` / ``GRADCAM_LAYER[arch]`` (the layer Grad-CAM hooks).
+and ``gradcam_layer(model, arch)`` / ``cam_layer_for(arch, crop)`` (the layer Grad-CAM hooks).
 
 Any other timm model name works too (``timm_spec`` reads its first convolution and feature-map
 layers from timm's own ``pretrained_cfg`` and ``feature_info``); ``TIMM_ARCHS`` (EfficientNet-Lite
@@ -71,14 +71,12 @@ ARCHS: dict[str, ArchSpec] = {
     "convnext_tiny": ArchSpec("classifier.2", "features.0.0", (("features.7", 32), ("features.5", 16), ("features.3", 8)),
                               (("stochastic_depth_prob", 0.0),), last_stage="features.7"),
 }
-GRADCAM_LAYER = {a: "encoder." + s.gradcam for a, s in ARCHS.items()}
 # timm architectures (built by timm.create_model, ImageNet weights from packages: models.lite_weights);
 # ``bn2`` is the last 1x1 convolution's BatchNorm+activation, like torchvision's ``features.8``
 _TIMM_LITE = (("bn2", 32), ("blocks.4", 16), ("blocks.2", 8))
 TIMM_ARCHS: dict[str, ArchSpec] = {f"tf_efficientnet_lite{i}": ArchSpec("classifier", "conv_stem", _TIMM_LITE,
                                                                       last_stage="blocks.6")
                                    for i in (0, 1, 2)}
-GRADCAM_LAYER.update({a: "encoder." + s.gradcam for a, s in TIMM_ARCHS.items()})
 
 
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))

@@ -1,8 +1,7 @@
-"""Backbone weights: ImageNet (torchvision's weight files and the torch hub cache), a state-dict file, or none.
+"""Reading backbone weights: torchvision's ImageNet files (torch hub cache) and state-dict files, weights-only.
 
-Why a module of its own: clinical machines are often offline, so ImageNet
-weights may be missing. We then warn loudly and fall back to random
-initialisation, unless the user asked for ``require_weights``. Files are read
+Which source is used, and the warning when none has the weights, is ``models.resolver``'s job;
+this module only reads and applies. Files are read
 without unpickling arbitrary objects (safetensors, or ``torch.load`` with
 ``weights_only=True``), so a hostile checkpoint cannot run code; an ImageNet
 file in the torch hub cache must also match the hash torchvision publishes.
@@ -13,7 +12,6 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-import warnings
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -115,40 +113,3 @@ def imagenet_state_dict(arch: str) -> dict[str, torch.Tensor]:
                         "damaged or was replaced, and is not loaded (delete it, or put the file from "
                         f"{url} there)")
     return load_state_dict_file(path)
-
-
-def fetch_weights(arch: str, weights: str | Path | None, require: bool = False) -> tuple[dict[str, torch.Tensor] | None, str]:
-    """Get the state dict once (so CV folds do not re-read or re-warn): (state dict or None, source).
-
-    ``weights``: ``"imagenet"``, ``"none"``/None, or a path to a state-dict file. The source is what
-    is actually used: ``"imagenet"``, ``"none"`` or ``"file:<path>"``.
-    """
-    if weights is None or str(weights).lower() == "none":
-        return None, "none"
-    if str(weights).lower() == "imagenet":
-        try:
-            sd = imagenet_state_dict(arch)
-        except CeusError:
-            raise
-        except Exception as exc:  # offline, no such architecture in this torchvision, an interrupted download
-            first = (str(exc).strip().splitlines() or [""])[0][:200]
-            why = f"ImageNet weights for {arch} could not be obtained ({type(exc).__name__}: {first})"
-            how = f"put the file in the torch hub cache ({torch.hub.get_dir()}/checkpoints) or pass --weights PATH"
-            if require:
-                raise CeusError(f"{why}; {how}") from None
-            warnings.warn(f"{why}; using RANDOM initialisation ({how}; --require-weights makes this an error)",
-                          WeightsUnavailableWarning, stacklevel=2)
-            return None, "none"
-        return sd, "imagenet"
-    return load_state_dict_file(weights), f"file:{weights}"
-
-
-def load_backbone_weights(model: nn.Module, arch: str, weights, require: bool = False) -> str:
-    """Fill a torchvision model (still with its 1000-class head) with weights; returns the source used.
-
-    ``weights`` is what :func:`fetch_weights` takes, or its result ``(state dict, source)``.
-    """
-    sd, source = weights if isinstance(weights, tuple) else fetch_weights(arch, weights, require)
-    if sd is not None:
-        apply_state_dict(model, sd, source)
-    return source

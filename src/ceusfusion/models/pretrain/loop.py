@@ -10,7 +10,7 @@
 
 Output: ``WEIGHTS.safetensors`` holds the encoder's state dict under
 torchvision key names, with a 3-channel first convolution and no classifier:
-what ``weights.load_backbone_weights`` (``train --weights``) expects; stacked
+what ``train --weights FILE`` (``models.resolver``) expects; stacked
 keyframe models inflate that convolution after loading. ``WEIGHTS.json`` is the
 sidecar (config, videos, frames, loss history, and the provenance record of
 :mod:`.provenance`: every video pretrained on by path, size, sha256 and source,
