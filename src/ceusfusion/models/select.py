@@ -11,17 +11,21 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import read_csv_exact, write_csv, write_json
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.figures.curves import roc_figure, save_figure
+from ceusfusion.ingest.cache import read_index
 from ceusfusion.stats import auc_ci, roc_curve
+from ceusfusion.stats.selection import bbc_cv
 
 RANK_COLUMNS = ["name", "modality", "arch", "input_mode", "weights_used", "folds", "cv_auc_mean", "cv_auc_std", "oof_auc",
                 "select", "test_scoring_mode", "class_weight"]
 RULE = "highest mean CV AUC inside the training split; the test set is not used"
+BBC_RESAMPLES = 2000  # BBC-CV resamples of the out-of-fold predictions (milliseconds each)
 
 
 def rank_models(run, modality: str | None = None) -> pd.DataFrame:
@@ -55,11 +59,48 @@ def select(run, modalities: list[str] | None = None, names: set[str] | None = No
     ranking = pd.concat(tables, ignore_index=True)
     write_csv(layout.cv_ranking, ranking)
     record = {"rule": RULE, "source": "cross-validation", "best": best,
-              "candidates": {m: list(t["name"]) for m, t in zip(modalities, tables)}}
+              "candidates": {m: list(t["name"]) for m, t in zip(modalities, tables)},
+              "selection_corrected": {m: selection_corrected(run, list(t["name"]), best[m])
+                                      for m, t in zip(modalities, tables)}}
     write_json(layout.selection, record)
     if figures:
         cv_figures(run, ranking)
     return record
+
+
+def oof_matrix(run, names: list[str]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The out-of-fold probabilities of every candidate on their common training cases: (n x C, y, patient group)."""
+    layout = RunLayout(run)
+    frames = []
+    for name in names:
+        pred = read_csv_exact(layout.predictions(name))
+        frames.append(pred[pred["set"] == "train"].set_index("case_id")[["y", "prob"]].rename(columns={"prob": name}))
+    both = pd.concat([frames[0][["y"]]] + [f[[n]] for f, n in zip(frames, names)], axis=1, join="inner")
+    try:
+        groups = read_index(run).set_index("case_id")["group"].astype(str)
+        g = both.index.map(groups).to_numpy()
+    except CeusError:  # a run assembled from predictions only: every case its own patient
+        g = both.index.to_numpy()
+    g = np.where(pd.isna(g), both.index.to_numpy(), g).astype(str)
+    return both[names].to_numpy(float), both["y"].to_numpy(int), g
+
+
+def selection_corrected(run, names: list[str], best: str) -> dict:
+    """The chosen model's out-of-fold AUC corrected for having been the best of ``names`` (BBC-CV), or why not.
+
+    A single candidate needs no correction: its out-of-fold AUC is reported as it is."""
+    X, y, g = oof_matrix(run, names)
+    if len(names) == 1:
+        a = auc_ci(y, X[:, 0])
+        return {"model": best, "auc": a.auc, "ci": list(a.ci), "raw_auc": a.auc, "n_candidates": 1,
+                "method": "one candidate, no selection: the out-of-fold AUC with its DeLong CI"}
+    try:
+        est = bbc_cv(X, y, groups=g, B=BBC_RESAMPLES, seed=0)
+    except CeusError as e:
+        return {"model": best, "auc": None, "ci": None, "raw_auc": None, "n_candidates": len(names),
+                "method": f"not computed: {e}"}
+    raw = auc_ci(y, X[:, names.index(best)]).auc
+    return {"model": best, **est.to_dict(), "raw_auc": raw, "candidates": names}
 
 
 def read_selection(run) -> dict:
