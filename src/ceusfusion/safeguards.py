@@ -35,6 +35,21 @@ def _names(ids, limit: int = 5) -> str:
     return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
+NO_PATIENTS = ("grouped by case: no patient column given (every group equals its case_id), so each case counts as "
+               "its own patient; give a `group` column if a patient can have several cases")
+
+
+def patients_known(layout: RunLayout) -> bool | None:
+    """Whether the cohort names patients: some case's group differs from its case_id (None: no cohort).
+
+    The group defaults to the case_id when the manifest has none, so a tick over those groups would
+    assert patient grouping that nobody recorded."""
+    if not layout.cohort.is_file():
+        return None
+    cohort = pd.read_csv(layout.cohort, dtype=str)
+    return bool((groups_of(cohort) != cohort["case_id"].astype(str)).any())
+
+
 def split_check(layout: RunLayout) -> Check:
     """No patient group in both the training and the test split."""
     if not layout.cohort.is_file():
@@ -42,6 +57,8 @@ def split_check(layout: RunLayout) -> Check:
     cohort = pd.read_csv(layout.cohort, dtype=str)
     if "split" not in cohort:
         return Check(None, "the cohort has no split column")
+    if not patients_known(layout):
+        return Check(None, NO_PATIENTS)
     g = groups_of(cohort)
     both = set(g[cohort["split"] == "train"]) & set(g[cohort["split"] == "test"])
     if both:
@@ -62,6 +79,8 @@ def folds_check(layout: RunLayout) -> Check:
     sums = selected_summaries(layout)
     if not sums:
         return Check(None, "no selected model")
+    if patients_known(layout) is False:
+        return Check(None, NO_PATIENTS)
     groups = read_index(layout.root).set_index("case_id")["group"].astype(str)
     for name in sums:
         folds = pd.read_csv(layout.model(name) / "folds.csv", dtype={"case_id": str})
@@ -99,13 +118,32 @@ def oof_check(layout: RunLayout) -> Check:
         "each fold kept its last epoch (a fixed count), not one chosen on the cases it scores")
 
 
+SCALE_FIX = ("the thresholds and fusion fitted on the out-of-fold scores meet test scores on another scale; "
+             "retrain with `test_scoring: fold-mean` (or `refit` where the fold mean was used), or recalibrate the "
+             "test scores on the out-of-fold rows")
+
+
+def scale_line(name: str, sc: dict) -> str:
+    """One model's measured scale: the SD ratio, its CI and calibration-in-the-large."""
+    lo, hi = sc.get("ratio_ci") or (float("nan"), float("nan"))
+    return (f"{name}: test/out-of-fold logit SD {sc['ratio']:.2f} (95% CI {lo:.2f}-{hi:.2f}; {sc['sd_test']:.2f} vs "
+            f"{sc['sd_oof']:.2f}), calibration-in-the-large {sc.get('citl', float('nan')):+.2f}")
+
+
 def test_scoring_check(layout: RunLayout) -> Check:
-    """Test cases scored once, after training, on the out-of-fold rows' scale (``test_scoring: refit``)."""
-    return per_model_check(
-        layout, lambda s: s.get("test_scoring_mode", "fold-mean") != "refit",
-        "test cases scored by the mean of the fold models, a shrunken scale: the thresholds and fusion fitted "
-        "on single-model out-of-fold scores meet other inputs",
-        "once, after all folds, by one model refitted on every training case")
+    """Test cases on the out-of-fold rows' scale, as measured by evaluate (test/OOF logit SD ratio, metrics.json)."""
+    m = _json(layout.metrics)
+    if m is None:
+        return Check(None, "no metrics.json")
+    scales = {n: v["scale"] for n, v in m.get("sets", {}).get("test", {}).get("models", {}).items() if v.get("scale")}
+    if not scales:
+        return Check(None, "no model scored both out-of-fold training rows and test rows: the scale was not measured")
+    lo, hi = next(iter(scales.values())).get("range", (0.8, 1.25))
+    bad = [n for n, sc in scales.items() if not sc.get("ok")]
+    lines = "; ".join(scale_line(n, sc) for n, sc in scales.items())
+    if bad:
+        return Check(False, f"{_names(bad)} outside {lo}-{hi}: {SCALE_FIX}. Measured: {lines}")
+    return Check(True, f"measured, within {lo}-{hi}: {lines}")
 
 
 def prevalence_check(layout: RunLayout) -> Check:
@@ -142,6 +180,8 @@ def fusion_checks(layout: RunLayout) -> dict[str, Check]:
     inside = (Check(True, f"scaler, LASSO and classifier refitted in each of {n_fold} outer folds")
               if n_fold == cv.get("folds", -1) else Check(False, "fusion.json does not record a fit per outer fold"))
     grouped = cv.get("grouped")
+    if patients_known(layout) is False or cv.get("group_source") == "case_id":
+        return {"inside": inside, "grouped": Check(None, NO_PATIENTS)}
     levels = grouped if isinstance(grouped, dict) else {"outer": grouped}
     ungrouped = [k for k, v in levels.items() if v is not True]
     if ungrouped:
@@ -157,6 +197,10 @@ def pretraining_check(layout: RunLayout) -> Check:
     facts = {n: s.get("pretrain_provenance") for n, s in sums.items() if s.get("pretrain_provenance")}
     if not facts:
         return Check(None, "no self-supervised pretraining")
+    absent = [n for n, f in facts.items() if f.get("record") == "absent"]
+    if absent:
+        return Check(False, f"{_names(absent)}: pretrained weights without a provenance record, so whether they saw a "
+                            "test case is unknown (pretrain with `ceusfusion pretrain`, which writes the record)")
     overlap = {n: f for n, f in facts.items() if f.get("test_overlap")}
     if overlap:
         return Check(False, "; ".join(f"{n}: pretrained on {len(f['test_overlap'])} test case(s) "
@@ -179,7 +223,7 @@ def safeguards(run) -> dict[str, dict]:
         "training folds grouped by patient": folds_check(layout),
         "model selection by cross-validation inside the training set": selection_check(layout),
         "out-of-fold scores not chosen on the cases they score": oof_check(layout),
-        "test set scored once, after training, on the out-of-fold scale": test_scoring_check(layout),
+        "test set scored on the out-of-fold scale (measured)": test_scoring_check(layout),
         "probabilities on the cohort's prevalence": prevalence_check(layout),
         "thresholds fixed on the training set and carried to test": thresholds_check(layout),
         "fusion fitted inside each CV fold (scaler, LASSO, classifier)": fusion["inside"],

@@ -39,10 +39,12 @@ def test_tiny_study_writes_the_run_directory(tiny_run):
     assert all(manifest["stages"][s]["status"] == "done" for s in STAGES)
     assert manifest["inputs"]["cohort"]["sha256"] and manifest["environment"]["torch"]
     checks = manifest["safeguards"]
-    assert all(c["ok"] in (True, None) and c["reason"] for c in checks.values()), checks
+    measured = "test set scored on the out-of-fold scale (measured)"  # one epoch of a tiny model: either verdict
+    assert all(c["ok"] in (True, None) and c["reason"] for k, c in checks.items() if k != measured), checks
     for held in ("out-of-fold scores not chosen on the cases they score", "every fusion CV grouped by patient (outer and inner)",
-                 "test set scored once, after training, on the out-of-fold scale", "training folds grouped by patient"):
+                 "training folds grouped by patient"):
         assert checks[held]["ok"] is True, (held, checks[held])
+    assert "test/out-of-fold logit SD" in checks["test set scored on the out-of-fold scale (measured)"]["reason"]
     html = report.read_text()
     assert "Table 2" in html and "data:image/png;base64," in html and "DL_combined" in html
     assert "Table 2 (synthetic cohort)" in text
