@@ -24,7 +24,7 @@ from ceusfusion.report.clinical import (
     subgroups_section,
     validation_section,
 )
-from ceusfusion.report.parts import img, missing, table
+from ceusfusion.report.parts import img, missing, note, table
 from ceusfusion.report.tripod import tripod_section
 
 CSS = """
@@ -154,8 +154,13 @@ def evaluation_section(run: Path) -> str:
 
 
 def table1_section(run: Path) -> str:
+    """Table 1 (its Summary and Test columns name what each row shows), then the rule behind its p-values."""
     path = run / "evaluation" / "table1.csv"
-    return _table(pd.read_csv(path)) if path.is_file() else _missing("Table 1")
+    if not path.is_file():
+        return _missing("Table 1")
+    side = run / "evaluation" / "table1_tests.json"
+    rule = json.loads(side.read_text()).get("note") if side.is_file() else None
+    return _table(pd.read_csv(path, dtype=str, keep_default_na=False)) + (note(rule) if rule else "")
 
 
 def fusion_section(run: Path) -> str:

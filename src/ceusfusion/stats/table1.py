@@ -1,21 +1,36 @@
 """Table 1: baseline characteristics per outcome class within each set.
 
-Layout of the reference study's Table 1: one row per continuous variable
-(mean ± SD, or median [Q1, Q3] when Shapiro-Wilk rejects normality in either
-class), a header row per categorical variable followed by one ``n (%)`` row per
-level, a ``Missing`` row (counts) under every variable that lacks values, and
-one p-value column per set.
+Layout of the reference study's Table 1: one row per continuous variable, a header row per
+categorical variable followed by one ``n (%)`` row per level, a ``Missing`` row (counts) under
+every variable that lacks values; a ``Summary`` column says what each row's cells are, and per set
+a ``P value`` and a ``Test`` column say which test gave that p.
 
-Tests, on each variable's non-missing values: Student's t-test or Mann-Whitney
-U for continuous variables; for categorical ones chi-square (Yates-corrected
-for 2x2) when every expected count is at least 5, otherwise Fisher's exact
-test, for r x c tables as R's ``fisher.test`` computes it (network algorithm,
-R's tolerance), or a seeded Monte Carlo of that p-value when the table is too
-large to enumerate. The test used per variable and set is in
-``df.attrs["tests"]``, the missing counts in ``df.attrs["missing"]``.
+The rule is fixed before the data are seen (no normality pre-test). A Shapiro-Wilk pre-test makes
+the test depend on the data it then tests, so the two-stage procedure's type I error is not the
+nominal one, and the pre-test has little power in the small classes of a Table 1 and rejects
+harmless departures in large ones (Rochon, Gondan & Kieser, BMC Med Res Methodol 2012;12:81).
+So, on each variable's non-missing values:
+
+- continuous variables: ``median [IQR]`` (quartiles as R's ``quantile``, type 7) with the Wilcoxon
+  rank-sum test, as R's ``wilcox.test(x, y)`` computes it: exact when both classes have fewer than
+  50 values and there are no ties, otherwise the normal approximation with continuity correction
+  and the tie-corrected variance. The rank test is valid whatever the shape, and the size and
+  perfusion measures of a Table 1 are usually skewed. A variable pre-specified as roughly normal
+  (``mean_sd``, for example age) is ``mean ± SD`` with Welch's t-test (R's ``t.test`` default:
+  no equal-variance assumption, which costs almost nothing when the variances are equal);
+- categorical variables: ``n (%)`` with Pearson's chi-squared test (Yates-corrected for 2x2, as R's
+  ``chisq.test``) when every expected count is at least 5, otherwise Fisher's exact test, for r x c
+  tables as R's ``fisher.test`` computes it (network algorithm, R's tolerance), or a seeded Monte
+  Carlo of that p-value when the table is too large to enumerate.
+
+The test per variable and set is also in ``df.attrs["tests"]``, the summary per variable in
+``df.attrs["summaries"]``, the missing counts in ``df.attrs["missing"]``, the rule in
+``df.attrs["note"]``.
 """
 
 from __future__ import annotations
+
+from collections.abc import Collection
 
 import numpy as np
 import pandas as pd
@@ -27,8 +42,21 @@ from ceusfusion.core.errors import CeusError
 NOT_CLINICAL = ("case_id", "label", "split", "group", "image", "image_mask", "video", "video_mask")
 SET_NAMES = {"train": "Training set", "test": "Test set", "all": "All"}
 MISSING = "  Missing"
+MEDIAN_IQR, MEAN_SD, COUNTS, COUNT = "median [IQR]", "mean ± SD", "n (%)", "n"
+WILCOXON_EXACT = "Wilcoxon rank-sum, exact"
+WILCOXON_NORMAL = "Wilcoxon rank-sum, normal approx. with continuity correction"
+WELCH = "Welch's t-test"
+CHI2, CHI2_YATES = "chi-squared", "chi-squared, Yates-corrected"
+FISHER, FISHER_RXC = "Fisher's exact", "Fisher's exact (r×c)"
+NO_TEST = "none"
+EXACT_BELOW = 50  # R's wilcox.test: exact when n.x < 50 and n.y < 50 (and no ties)
 NOTE = ("P values are computed on the non-missing values of each variable; "
-        "'Missing' rows give the number of cases without a value, per class.")
+        "'Missing' rows give the number of cases without a value, per class. "
+        "Continuous variables: median [IQR] and the Wilcoxon rank-sum test (exact when both classes have "
+        "fewer than 50 values and no ties, otherwise the normal approximation with continuity correction), "
+        "or, where pre-specified, mean ± SD and Welch's t-test; no normality pre-test. "
+        "Categorical variables: n (%) and the chi-squared test (Yates-corrected for 2x2) when every expected "
+        "count is at least 5, otherwise Fisher's exact test. The Test columns name the test behind each p.")
 
 
 def fmt_p(p: float) -> str:
@@ -49,12 +77,43 @@ def _is_continuous(s: pd.Series, max_levels: int) -> bool:
     return bool(num.notna().sum() == s.notna().sum() and num.nunique() > max_levels)
 
 
-def continuous_test(a: np.ndarray, b: np.ndarray, alpha: float = 0.05) -> tuple[str, float, bool]:
-    """(test name, p, normal?) choosing t-test or Mann-Whitney by Shapiro-Wilk in both groups."""
-    normal = all(len(x) >= 3 and stats.shapiro(x).pvalue >= alpha for x in (a, b))
-    if normal:
-        return "t-test", float(stats.ttest_ind(a, b).pvalue), True
-    return "Mann-Whitney U", float(stats.mannwhitneyu(a, b, alternative="two-sided").pvalue), False
+def wilcoxon_rank_sum(a, b) -> tuple[str, float]:
+    """(test name, two-sided p) as R's ``wilcox.test(a, b)`` with its defaults (exact = NULL, correct = TRUE).
+
+    Exact when both samples have fewer than 50 values and no value is tied (R doubles the smaller
+    tail, capped at 1, as scipy's exact method does); otherwise the normal approximation with the
+    tie-corrected variance and a continuity correction of 0.5 (scipy's asymptotic method, the same
+    formula).
+    """
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    pooled = np.concatenate([a, b])
+    if len(a) < EXACT_BELOW and len(b) < EXACT_BELOW and len(np.unique(pooled)) == len(pooled):
+        return WILCOXON_EXACT, float(stats.mannwhitneyu(a, b, alternative="two-sided", method="exact").pvalue)
+    if np.ptp(pooled) == 0:
+        return WILCOXON_NORMAL, float("nan")  # every value tied: no variance (R's p is NaN too)
+    p = stats.mannwhitneyu(a, b, alternative="two-sided", method="asymptotic", use_continuity=True).pvalue
+    return WILCOXON_NORMAL, float(p)
+
+
+def welch_t_test(a, b) -> tuple[str, float]:
+    """(test name, two-sided p) as R's ``t.test(a, b)`` with its defaults (var.equal = FALSE)."""
+    return WELCH, float(stats.ttest_ind(np.asarray(a, float), np.asarray(b, float), equal_var=False).pvalue)
+
+
+def continuous_test(a, b, summary: str = MEDIAN_IQR) -> tuple[str, float]:
+    """(test name, p) of the test that goes with ``summary``: Wilcoxon rank-sum, or Welch's t for mean ± SD."""
+    return welch_t_test(a, b) if summary == MEAN_SD else wilcoxon_rank_sum(a, b)
+
+
+def summarise(x: np.ndarray, summary: str) -> str:
+    """One class's cell: ``mean ± SD`` or ``median [Q1, Q3]`` (R's quantile type 7, numpy's default)."""
+    if not len(x):
+        return ""
+    if summary == MEAN_SD:
+        if len(x) < 2:
+            return f"{x.mean():.2f} ± NA"
+        return f"{x.mean():.2f} ± {x.std(ddof=1):.2f}"
+    return f"{np.median(x):.2f} [{np.quantile(x, .25):.2f}, {np.quantile(x, .75):.2f}]"
 
 
 # --------------------------------------------------------------------------- Fisher's exact test, r x c
@@ -178,23 +237,28 @@ def fisher_exact_rxc(table, max_work: int | None = None) -> float:
 def fisher_test(table, seed: int = 0, max_work: int | None = None) -> tuple[str, float]:
     """(test name, p): exact r x c Fisher, or a seeded Monte Carlo of the same p-value when too large."""
     try:
-        return "Fisher's exact (r×c)", fisher_exact_rxc(table, max_work)
+        return FISHER_RXC, fisher_exact_rxc(table, max_work)
     except TableTooLarge:
         mc = stats.MonteCarloMethod(n_resamples=MC_RESAMPLES, rng=np.random.default_rng(seed))
         p = float(stats.fisher_exact(np.asarray(table, dtype=np.int64), method=mc).pvalue)
-        return f"Fisher's exact (Monte Carlo, B={MC_RESAMPLES}, seed {seed})", p
+        return f"{FISHER} (Monte Carlo, B={MC_RESAMPLES}, seed {seed})", p
 
 
 def categorical_test(table: np.ndarray, seed: int = 0) -> tuple[str, float]:
-    """(test name, p) for a levels x classes count table: chi-square only where it is valid."""
+    """(test name, p) for a levels x classes count table: chi-squared only where it is valid.
+
+    Chi-squared as R's ``chisq.test`` (Yates' continuity correction for a 2x2 table only, which is
+    where scipy applies it: one degree of freedom) when every expected count is at least 5 (Cochran's
+    rule, on the margins, not on the association tested); otherwise Fisher's exact test.
+    """
     table = np.asarray(table)
     table = table[table.sum(axis=1) > 0]
     if table.shape[0] < 2 or np.any(table.sum(axis=0) == 0):
-        return "none", float("nan")
+        return NO_TEST, float("nan")
     if stats.contingency.expected_freq(table).min() >= 5:
-        return "chi-square", float(stats.chi2_contingency(table).pvalue)
+        return CHI2_YATES if table.shape == (2, 2) else CHI2, float(stats.chi2_contingency(table).pvalue)
     if table.shape == (2, 2):
-        return "Fisher's exact", float(stats.fisher_exact(table).pvalue)
+        return FISHER, float(stats.fisher_exact(table).pvalue)
     return fisher_test(table, seed)
 
 
@@ -223,46 +287,41 @@ def _labels(df: pd.DataFrame, label: str) -> pd.Series:
 
 
 def _header(sets: pd.Series, y: pd.Series, order: list[str], class_names: tuple[str, str]) -> list[str]:
-    header = ["Characteristic"]
+    header = ["Characteristic", "Summary"]
     for s in order:
         n0, n1 = int(((sets == s) & (y == 0)).sum()), int(((sets == s) & (y == 1)).sum())
         name = SET_NAMES.get(s, s)
-        header += [f"{name} {class_names[0]} (n={n0})", f"{name} {class_names[1]} (n={n1})", f"{name} P value"]
+        header += [f"{name} {class_names[0]} (n={n0})", f"{name} {class_names[1]} (n={n1})", f"{name} P value",
+                   f"{name} Test"]
     return header
 
 
-def _continuous_rows(c: str, col: pd.Series, sets, y, order, alpha: float) -> tuple[list[list[str]], dict]:
-    """One row: mean ± SD or median [Q1, Q3] per class, and the p-value, per set."""
+def _continuous_rows(c: str, col: pd.Series, sets, y, order, summary: str) -> tuple[list[list[str]], dict]:
+    """One row: ``summary`` per class, then the p-value and the test that gave it, per set."""
     v = pd.to_numeric(col, errors="coerce")
-    row, tests = [c], {}
+    row, tests = [c, summary], {}
     for s in order:
         a, b = (v[(sets == s) & (y == k)].dropna().to_numpy(float) for k in (0, 1))
-        if len(a) < 2 or len(b) < 2:
-            row += ["", "", ""]
-            continue
-        test, p, normal = continuous_test(a, b, alpha)
+        need = 2 if summary == MEAN_SD else 1  # Welch needs a variance per class; a rank test does not
+        test, p = continuous_test(a, b, summary) if min(len(a), len(b)) >= need else (NO_TEST, float("nan"))
         tests[s] = test
-        if normal:
-            row += [f"{x.mean():.2f} ± {x.std(ddof=1):.2f}" for x in (a, b)]
-        else:
-            row += [f"{np.median(x):.2f} [{np.quantile(x, .25):.2f}, {np.quantile(x, .75):.2f}]" for x in (a, b)]
-        row.append(fmt_p(p))
+        row += [summarise(x, summary) for x in (a, b)] + [fmt_p(p), test]
     return [row], tests
 
 
 def _categorical_rows(c: str, col: pd.Series, sets, y, order, seed: int) -> tuple[list[list[str]], dict]:
-    """A header row with the p-value per set, then ``n (%)`` per level (of the class's non-missing cases)."""
+    """A header row with the p-value and test per set, then ``n (%)`` per level (of the class's non-missing cases)."""
     levels = sorted(col.dropna().astype(str).unique(), key=_level_key)
     text = col.astype(str).where(col.notna())
-    head, body, tests = [c], {lv: [f"  {lv}"] for lv in levels}, {}
+    head, body, tests = [c, COUNTS], {lv: [f"  {lv}", COUNTS] for lv in levels}, {}
     for s in order:
         counts = np.array([[int(((sets == s) & (y == k) & (text == lv)).sum()) for k in (0, 1)] for lv in levels])
-        test, p = categorical_test(counts, seed) if len(levels) else ("none", float("nan"))
+        test, p = categorical_test(counts, seed) if len(levels) else (NO_TEST, float("nan"))
         tests[s] = test
-        head += ["", "", fmt_p(p)]
+        head += ["", "", fmt_p(p), test]
         tot = counts.sum(axis=0) if len(levels) else np.zeros(2, int)
         for lv, (k0, k1) in zip(levels, counts):
-            body[lv] += [f"{k} ({100 * k / t:.2f})" if t else str(k) for k, t in ((k0, tot[0]), (k1, tot[1]))] + [""]
+            body[lv] += [f"{k} ({100 * k / t:.2f})" if t else str(k) for k, t in ((k0, tot[0]), (k1, tot[1]))] + ["", ""]
     return [head, *body.values()], tests
 
 
@@ -271,12 +330,27 @@ def _missing(col: pd.Series, sets, y, order) -> dict[str, list[int]]:
     return {s: [int(((sets == s) & (y == k) & col.isna()).sum()) for k in (0, 1)] for s in order}
 
 
+def _summaries(df: pd.DataFrame, cols: list[str], mean_sd, max_levels: int) -> dict[str, str]:
+    """The pre-specified summary of each column: n (%), median [IQR], or mean ± SD where asked."""
+    asked = set(mean_sd or ())
+    unknown = sorted(asked - set(cols))
+    if unknown:
+        raise CeusError(f"Table 1: mean ± SD asked for columns not in the table: {unknown}")
+    out = {c: (MEDIAN_IQR if _is_continuous(df[c], max_levels) else COUNTS) for c in cols}
+    categorical = sorted(c for c in asked if out[c] == COUNTS)
+    if categorical:
+        raise CeusError(f"Table 1: mean ± SD asked for categorical columns (at most {max_levels} levels): {categorical}")
+    return {c: (MEAN_SD if c in asked else s) for c, s in out.items()}
+
+
 def table1(df: pd.DataFrame, label: str = "label", split: str = "split", columns: list[str] | None = None,
            class_names: tuple[str, str] = ("negative", "positive"), max_levels: int = 10,
-           alpha: float = 0.05, seed: int = 0) -> pd.DataFrame:
-    """Return Table 1 as strings: Characteristic, then per set two class columns and a P value column.
+           mean_sd: Collection[str] = (), seed: int = 0) -> pd.DataFrame:
+    """Return Table 1 as strings: Characteristic, Summary, then per set two class columns, P value and Test.
 
-    ``seed`` drives the Monte Carlo Fisher test, used only for tables too large to enumerate.
+    ``mean_sd`` names the continuous columns pre-specified as roughly normal (mean ± SD, Welch's
+    t-test); every other continuous column is median [IQR] with the Wilcoxon rank-sum test. ``seed``
+    drives the Monte Carlo Fisher test, used only for tables too large to enumerate.
     """
     y = _labels(df, label)
     sets = df[split].astype(str) if split in df.columns else pd.Series("all", index=df.index)
@@ -284,19 +358,20 @@ def table1(df: pd.DataFrame, label: str = "label", split: str = "split", columns
     absent = [c for c in cols if c not in df.columns]
     if absent:
         raise CeusError(f"Table 1: columns not in the cohort: {absent}")
+    summaries = _summaries(df, cols, mean_sd, max_levels)
     order = [s for s in ("train", "test") if s in set(sets)] + sorted(set(sets) - {"train", "test"})
     rows, tests, missing = [], {}, {}
     for c in cols:
-        if _is_continuous(df[c], max_levels):
-            body, used = _continuous_rows(c, df[c], sets, y, order, alpha)
-        else:
+        if summaries[c] == COUNTS:
             body, used = _categorical_rows(c, df[c], sets, y, order, seed)
+        else:
+            body, used = _continuous_rows(c, df[c], sets, y, order, summaries[c])
         rows += body
         tests.update({f"{c} / {s}": t for s, t in used.items()})
         if df[c].isna().any():
             counts = _missing(df[c], sets, y, order)
-            rows.append([MISSING] + [cell for s in order for cell in (*map(str, counts[s]), "")])
+            rows.append([MISSING, COUNT] + [cell for s in order for cell in (*map(str, counts[s]), "", "")])
             missing[c] = {s: dict(zip(class_names, n)) for s, n in counts.items()}
     out = pd.DataFrame(rows, columns=_header(sets, y, order, class_names))
-    out.attrs.update(tests=tests, missing=missing, note=NOTE)
+    out.attrs.update(tests=tests, summaries=summaries, missing=missing, note=NOTE)
     return out
