@@ -393,7 +393,8 @@ def features_cmd(
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ):
-    """Deep features for fusion: out-of-fold for training cases, mean over fold models for test cases."""
+    """Deep features for fusion: out-of-fold for training cases; test cases by the model refitted on all
+    training cases (test_scoring: refit, the default), or the mean of the fold models (fold-mean)."""
     from ceusfusion.fusion.extract import features as run_features
 
     path, meta = run_features(model, out, layer=layer, batch_size=batch_size, device=device)
@@ -447,7 +448,7 @@ def explain(
     per_class: Optional[int] = typer.Option(None, "--per-class", help="Per label, the K cases most confidently predicted as their own label."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output folder (default RUN/explain/NAME)."),
     method: str = typer.Option("gradcam", "--method", help="gradcam, gradcam++ or scorecam."),
-    fold: Optional[int] = typer.Option(None, "--fold", help="Use one fold model (default: all folds averaged for test cases, the held-out fold for training cases)."),
+    fold: Optional[int] = typer.Option(None, "--fold", help="Use one fold model (default: test cases by the refitted model, or all fold models averaged under test_scoring: fold-mean; training cases by their held-out fold's model)."),
     split: str = typer.Option("test", "--set", help="Which cases when no --cases: test or train."),
     layer: Optional[str] = typer.Option(None, "--layer", help="Hook another module (e.g. encoder.layer3) for finer maps."),
     truth: Optional[Path] = typer.Option(None, "--truth", help="Synthetic cohort's truth.csv: report CAM energy inside its signal regions."),

@@ -4,8 +4,10 @@ Why out-of-fold: a fold model has memorised its own training cases, so their
 features would look more separable than those of new patients and the fusion
 classifier would learn from that. Each training case therefore gets the
 features of the one fold model that held it out (``folds.csv``); test cases,
-seen by no fold model, get the mean over the fold models, exactly as the test
-probabilities of ``train`` do.
+seen by no fold model, are scored exactly as the test probabilities of ``train``
+are (``models.ensemble.over_folds``): under ``test_scoring: refit`` (the default)
+by the one model refitted on every training case (``full/``), under ``fold-mean``
+by the mean of the fold models' features.
 
 How: by default every model's own ``features()`` method, the vector that feeds the head
 (global-pooled penultimate features; attention-pooled for ``temporal`` models). Any other
@@ -14,8 +16,9 @@ How: by default every model's own ``features()`` method, the vector that feeds t
 kept for that option only: some backbones cannot be traced (timm's TF "same" padding branches on
 the input size, the temporal model on its shape).
 
-Speed: the cache is loaded once for all fold models, each fold model sees only
-the cases it must embed (its held-out fold plus the test set), batches are
+Speed: the cache is loaded once for all models, each model sees only the cases
+it must embed (a fold model its held-out fold, plus the test set under
+``fold-mean``; the refitted model the test set), batches are
 cropped and normalised in torch, and everything runs under ``inference_mode``
 (``bench/features_throughput.py`` compares with a bare forward loop).
 """
@@ -129,7 +132,8 @@ def _check_cache(run: Path, name: str, cfg: dict, data: CachedSet) -> None:
 
 def extract_features(run, name: str, layer: str | None = None, batch_size: int = 64,
                      device: str = "auto") -> tuple[pd.DataFrame, dict]:
-    """Out-of-fold training features and fold-mean test features of a trained model, with its metadata."""
+    """Out-of-fold training features and test features (the refitted model's, or the fold mean under
+    ``test_scoring: fold-mean``) of a trained model, with its metadata."""
     run = Path(run)
     cfg = read_config(run, name)
     k = int(cfg["folds"])
@@ -185,9 +189,10 @@ def index_groups(run, case_ids) -> np.ndarray:
 
 def score_features(run, name: str) -> Path:
     """RUN/features/NAME.score.parquet: one column, the model's out-of-fold logit (test rows: the
-    logit of the fold-mean probability). For score-level ("late") fusion: unlike penultimate
-    features, a score means the same thing whichever fold model produced it. The patient group
-    comes from the prepared index, as for deep features."""
+    logit of the test probability in RUN/predictions/NAME.csv, from the refitted model, or the mean
+    of the fold models' probabilities under ``fold-mean``). For score-level ("late") fusion: unlike
+    penultimate features, a score means the same thing whichever fold model produced it. The
+    patient group comes from the prepared index, as for deep features."""
     layout = RunLayout(run)
     path = layout.predictions(name)
     if not path.is_file():
