@@ -61,12 +61,18 @@ def test_evaluate_predictions_files(tmp_path):
         assert (cmp["a"], cmp["b"], cmp["method"]) == ("DL_image_resnet18", "DL_video_resnet18", "delong")
         assert cmp["z"] == pytest.approx(t.z, rel=1e-12) and cmp["p"] == pytest.approx(t.p, rel=1e-12) and cmp["paired"]
     t2 = pd.read_csv(out / "table2.csv")
-    assert list(t2.columns) == ["model", "AUC (95% CI)", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "cohort",
-                                "rows"]
+    assert list(t2.columns) == ["model", "AUC (95% CI)", "AUC (selection-corrected)", "threshold", "sensitivity (95% CI)",
+                                "specificity (95% CI)", "PPV (95% CI)", "NPV (95% CI)", "accuracy (95% CI)", "cohort", "rows"]
     assert set(t2["rows"]) == {"not recorded"}  # these files carry no scoring column
     assert t2.cohort.tolist() == ["Train", "Train", "Test", "Test"]
     r = m["sets"]["test"]["models"]["DL_image_resnet18"]
     assert t2["AUC (95% CI)"][2] == f"{r['auc']:.3f} ({r['auc_ci'][0]:.3f} - {r['auc_ci'][1]:.3f})"
+    lo, hi = r["sensitivity_ci"]
+    assert t2["sensitivity (95% CI)"][2] == f"{r['sensitivity']:.3f} ({lo:.3f} - {hi:.3f})"
+    lo, hi = r["npv_ci"]
+    assert t2["NPV (95% CI)"][2] == f"{r['npv']:.3f} ({lo:.3f} - {hi:.3f})"
+    assert t2["threshold"][2] == pytest.approx(float(f"{r['threshold']:.4g}")) and t2["AUC (selection-corrected)"].isna().all()
+    assert r["ci_method_auc"] == "delong" and r["ci_method_proportions"] == "wilson"  # one row per patient: unchanged
     assert len(pd.read_csv(out / "comparisons.csv")) == 2
     dca = pd.read_csv(out / "dca.csv")
     assert set(dca.model) == {"DL_image_resnet18", "DL_video_resnet18", "treat all", "treat none"}
@@ -98,10 +104,11 @@ def test_errors_name_file_and_lines(tmp_path):
     df.to_csv(paths[0], index=False)
     with pytest.raises(CeusError, match=r"A\.csv: missing .* 'prob' at lines 5, 9"):
         evaluate(paths, tmp_path / "ev")
-    one = pd.DataFrame({"case_id": ["a", "b", "c"], "set": "test", "fold": -1, "y": [0, 0, 0], "prob": [.1, .2, .3]})
-    one.to_csv(tmp_path / "B.csv", index=False)
-    with pytest.raises(CeusError, match=r"model B .*set 'test'.*only one class"):
-        evaluate([tmp_path / "B.csv"], tmp_path / "ev")
+    two = pd.DataFrame({"case_id": ["a", "b", "c"], "set": "test", "fold": -1, "y": [0, 1, 1], "prob": [.1, .2, .3]})
+    two.to_csv(tmp_path / "B.csv", index=False)
+    with pytest.raises(CeusError, match=r"models B and C disagree on y"):
+        two.assign(y=[1, 1, 0]).to_csv(tmp_path / "C.csv", index=False)
+        evaluate([tmp_path / "B.csv", tmp_path / "C.csv"], tmp_path / "ev")
 
 
 def test_cli_evaluate_and_table1(tmp_path, capsys):

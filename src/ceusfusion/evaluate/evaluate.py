@@ -7,6 +7,12 @@ model's training rows and carried unchanged to every other set
 (``threshold_source = "train"``); a model without training rows gets the
 Youden threshold of the set itself (``"self"``). In metrics.json NaN is
 written as null and infinite thresholds as "Infinity"/"-Infinity".
+
+A set where a patient has several rows (nodules) gets Obuchowski's clustered AUC variance and test and
+patient-level CIs of the proportions (``ci_method_auc``/``ci_method_proportions`` say which); a set
+with one outcome class reports what exists (n, sensitivity or specificity, PPV/NPV where defined,
+accuracy, Brier) and marks the rest ``undefined``; the test set's logit scale against the out-of-fold
+one is measured per model (``scale``, ``scale.csv``).
 """
 
 from __future__ import annotations
@@ -30,20 +36,27 @@ from ceusfusion.evaluate.clinical import (
     read_cohort,
     sample_size,
 )
-from ceusfusion.evaluate.predictions import load_predictions
+from ceusfusion.evaluate.predictions import attach_groups, load_predictions
 from ceusfusion.figures.curves import calibration_figure, dca_figure, roc_figure, save_figure
 from ceusfusion.figures.nomogram import nia_figure, nomogram_figure, subgroup_figure
 from ceusfusion.stats import (
     auc_ci,
     calibration_summary,
+    clustered_auc_ci,
+    clustered_auc_test,
+    clustered_auc_test_unpaired,
+    clustered_metrics_at,
     decision_curves,
     delong_test,
     delong_test_unpaired,
+    logit_scale,
     metrics_at,
+    prob_logit,
     roc_curve,
     youden,
 )
 from ceusfusion.stats.calibration import binned_curve, smooth_curve
+from ceusfusion.stats.thresholds import METRICS
 
 SET_ORDER = ("train", "test")
 
@@ -58,55 +71,40 @@ def _where(d: pd.DataFrame, s: str) -> str:
 
 
 def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wilson", n_boot: int = 2000,
-                   seed: int = 0, clinical: ClinicalOptions | None = None, cohort: pd.DataFrame | None = None) -> tuple[dict, dict]:
+                   seed: int = 0, clinical: ClinicalOptions | None = None, cohort: pd.DataFrame | None = None,
+                   selection: dict[str, dict] | None = None) -> tuple[dict, dict]:
     """Compute everything. Returns (metrics in the DESIGN.md schema, curves for tables/figures).
 
     With ``clinical`` each set also gets reclassification, interventions and subgroups, and the
-    metrics a sample-size check and a nomogram (see ``evaluate.clinical``)."""
+    metrics a sample-size check and a nomogram (see ``evaluate.clinical``). A set where a patient
+    (``group``: the predictions', else the cohort's, else the case_id) has several rows gets patient-level
+    (clustered) intervals and tests. ``selection`` (model -> selection-corrected training AUC) is stored
+    beside the training rows' numbers."""
+    pred = attach_groups(pred, cohort)
     models = list(dict.fromkeys(pred["model"]))
     sets = _set_order(pred["set"])
     out = {"conf_level": conf_level, "ci_method": ci, "threshold_rule": "score >= threshold is positive",
            "threshold_method": "youden", "sets": {}}
     curves = {"roc": {}, "calibration": {}, "dca": {}, "nia": {}, "nomogram": None}
+    opts = {"conf_level": conf_level, "ci": ci, "n_boot": n_boot, "seed": seed}
     for s in sets:
         sub = pred[pred["set"] == s]
         cases = sub.drop_duplicates("case_id")
-        block = {"n": int(len(cases)), "n_pos": int(cases["y"].sum()), "models": {}, "comparisons": []}
+        clustered = bool(cases["group"].duplicated().any())
+        block = {"n": int(len(cases)), "n_pos": int(cases["y"].sum()), "n_groups": int(cases["group"].nunique()),
+                 "clustered": clustered, "models": {}, "comparisons": []}
         rocs, cals, scores = [], [], {}
         for m in models:
             d = sub[sub["model"] == m]
             if d.empty:
                 continue
-            y, p = d["y"].to_numpy(), d["prob"].to_numpy()
-            try:
-                a = auc_ci(y, p, conf_level)
-                train = pred[(pred["model"] == m) & (pred["set"] == "train")]
-                if len(train):
-                    thr, source = youden(train["y"].to_numpy(), train["prob"].to_numpy()).threshold, "train"
-                else:
-                    thr, source = youden(y, p).threshold, "self"
-            except CeusError as exc:
-                raise CeusError(f"{_where(d, s)}: {exc}") from None
-            mt = metrics_at(y, p, thr, conf_level, ci=ci, n_boot=n_boot, seed=seed)
-            r = {"n": int(len(d)), "n_pos": int(y.sum()), "scoring": " / ".join(dict.fromkeys(d["scoring"])),
-                 "auc": a.auc, "auc_ci": list(a.ci), "auc_se": a.se,
-                 "auc_ci_defined": a.ci_defined, "auc_note": a.note, "threshold": thr, "threshold_source": source}
-            r.update(mt)
-            is_prob = bool(np.all((p >= 0) & (p <= 1)))
-            if is_prob:
-                cs = calibration_summary(y, p)
-                r.update(cs)
-                cals.append({"name": m, "binned": binned_curve(y, p), "smooth": smooth_curve(y, p)})
-            else:
-                r.update(brier=None, calibration_intercept=None, calibration_slope=None,
-                         hosmer_lemeshow={"chi2": None, "df": None, "p": None, "note": "scores are not probabilities"})
+            r, roc, cal = _model_block(d, pred[(pred["model"] == m) & (pred["set"] == "train")], s, clustered, opts)
             block["models"][m] = r
-            rc = roc_curve(y, p)
-            rocs.append({"name": m, "fpr": 1 - rc.specificity, "tpr": rc.sensitivity, "auc": a.auc,
-                         "ci": a.ci if a.ci_defined else None})
-            if is_prob:
+            rocs += [roc] if roc else []
+            cals += [cal] if cal else []
+            if r["brier"] is not None:
                 scores[m] = d
-        block["comparisons"] = _comparisons(sub, [m for m in models if m in block["models"]], conf_level)
+        block["comparisons"] = _comparisons(sub, [m for m in models if m in block["models"]], conf_level, clustered)
         if scores:
             curves["dca"][s] = _dca(scores, decision_curves)
         if clinical is not None:
@@ -114,9 +112,109 @@ def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wils
             block.update(extra)
         curves["roc"][s], curves["calibration"][s] = rocs, cals
         out["sets"][s] = block
+    _scales(out, pred, models, n_boot, seed, conf_level)
+    _selection(out, selection)
     if clinical is not None:
         _development(out, curves, pred, models, cohort, clinical, conf_level)
     return out, curves
+
+
+def _one_class_note(y: np.ndarray) -> str:
+    which, lost = ("all positive", "specificity") if y.min() == 1 else ("all negative", "sensitivity")
+    return (f"only one class in this set ({which}): AUC, its CI, the AUC comparisons, calibration intercept, calibration "
+            f"slope, calibration-in-the-large, Hosmer-Lemeshow and {lost} undefined (PPV/NPV only where a case was "
+            f"called positive/negative)")
+
+
+def _threshold(d: pd.DataFrame, train: pd.DataFrame, one_class: bool) -> tuple[float | None, str]:
+    """Youden on the model's training rows (carried to every set), else on the set itself; None if neither has both classes."""
+    where = _where(d, str(d["set"].iloc[0]))
+    try:
+        if len(train):
+            if train["y"].nunique() < 2:
+                return None, "undefined (the training rows have one class)"
+            return youden(train["y"].to_numpy(), train["prob"].to_numpy()).threshold, "train"
+        if one_class:
+            return None, "undefined (one class and no training rows)"
+        return youden(d["y"].to_numpy(), d["prob"].to_numpy()).threshold, "self"
+    except CeusError as exc:
+        raise CeusError(f"{where}: {exc}") from None
+
+
+def _model_block(d: pd.DataFrame, train: pd.DataFrame, s: str, clustered: bool, opts: dict):
+    """One model in one set: the metrics.json record, its ROC curve and calibration curve (None where undefined)."""
+    y, p, g = d["y"].to_numpy(), d["prob"].to_numpy(), d["group"].to_numpy()
+    one_class = bool(y.min() == y.max())
+    thr, source = _threshold(d, train, one_class)
+    n_groups = int(pd.unique(g).size)
+    r = {"n": int(len(d)), "n_pos": int(y.sum()), "n_groups": n_groups, "scoring": " / ".join(dict.fromkeys(d["scoring"])),
+         "ci_method_auc": f"obuchowski (clustered by patient, {n_groups} groups)" if clustered else "delong",
+         "threshold": thr, "threshold_source": source}
+    roc = None
+    if one_class:
+        r.update(auc=None, auc_ci=[None, None], auc_se=None, auc_ci_defined=False, auc_note="undefined (one class)",
+                 undefined=_one_class_note(y))
+    else:
+        a = clustered_auc_ci(y, p, g, opts["conf_level"]) if clustered else auc_ci(y, p, opts["conf_level"])
+        r.update(auc=a.auc, auc_ci=list(a.ci), auc_se=a.se, auc_ci_defined=a.ci_defined, auc_note=a.note)
+        rc = roc_curve(y, p)
+        roc = {"name": d["model"].iloc[0], "fpr": 1 - rc.specificity, "tpr": rc.sensitivity, "auc": a.auc,
+               "ci": a.ci if a.ci_defined else None}
+    r.update(_at_threshold(y, p, g, thr, clustered, opts))
+    cal = None
+    if bool(np.all((p >= 0) & (p <= 1))):
+        r.update(calibration_summary(y, p))
+        if one_class:
+            r.update(calibration_intercept=None, calibration_slope=None, calibration_in_the_large=None,
+                     hosmer_lemeshow={"chi2": None, "df": None, "p": None, "note": "undefined (one class)"})
+        else:
+            cal = {"name": d["model"].iloc[0], "binned": binned_curve(y, p), "smooth": smooth_curve(y, p)}
+    else:
+        r.update(brier=None, calibration_intercept=None, calibration_slope=None,
+                 hosmer_lemeshow={"chi2": None, "df": None, "p": None, "note": "scores are not probabilities"})
+    return r, roc, cal
+
+
+def _at_threshold(y, p, g, thr, clustered: bool, opts: dict) -> dict:
+    """Counts, the five metrics and their CIs at the threshold (patient-level CIs in a clustered set)."""
+    ci, conf = opts["ci"], opts["conf_level"]
+    if thr is None:
+        out = {k: None for k in ("tp", "fp", "tn", "fn", *METRICS)}
+        out.update({f"{k}_ci": [None, None] for k in METRICS})
+        return {**out, "ci_method": ci, "ci_method_proportions": "undefined (no threshold)"}
+    if clustered:
+        mt = clustered_metrics_at(y, p, thr, g, conf, ci=ci, n_boot=opts["n_boot"], seed=opts["seed"])
+        how = ("wilson at the design-effect (Rao-Scott) effective size" if ci == "wilson" else "patient-level bootstrap")
+        return {**mt, "ci_method_proportions": f"{how} (clustered by patient, {mt['n_groups']} groups)"}
+    mt = metrics_at(y, p, thr, conf, ci=ci, n_boot=opts["n_boot"], seed=opts["seed"])
+    return {**mt, "ci_method_proportions": ci}
+
+
+def _scales(out: dict, pred: pd.DataFrame, models: list[str], n_boot: int, seed: int, conf_level: float) -> None:
+    """Test/out-of-fold logit SD ratio and test CITL of every probability model with train and test rows."""
+    test = out["sets"].get("test")
+    if test is None or "train" not in out["sets"]:
+        return
+    for m in models:
+        tr = pred[(pred["model"] == m) & (pred["set"] == "train")]
+        te = pred[(pred["model"] == m) & (pred["set"] == "test")]
+        if len(tr) < 2 or len(te) < 2 or not all(bool(np.all((d["prob"] >= 0) & (d["prob"] <= 1))) for d in (tr, te)):
+            continue
+        grouped = [d["group"].to_numpy() if d["group"].duplicated().any() else None for d in (tr, te)]
+        sc = logit_scale(prob_logit(tr["prob"]), prob_logit(te["prob"]), te["y"].to_numpy(), grouped[0], grouped[1],
+                         B=n_boot, seed=seed, conf_level=conf_level).to_dict()
+        test["models"][m]["scale"] = sc
+
+
+def _selection(out: dict, selection: dict[str, dict] | None) -> None:
+    """The selection-corrected training AUC (computed by the selection stage) beside the training rows' own."""
+    if not selection:
+        return
+    train = out["sets"].get("train", {}).get("models", {})
+    for name, rec in selection.items():
+        if name in train:
+            train[name]["selection_corrected"] = dict(rec)
+    out["selection_corrected_methods"] = {name: rec.get("method") for name, rec in selection.items()}
 
 
 def _development(out: dict, curves: dict, pred: pd.DataFrame, models: list[str], cohort, clinical: ClinicalOptions,
@@ -150,14 +248,25 @@ def _dca(scores: dict, decision_curves) -> pd.DataFrame:
 DROPPED_REASON = "scored by one of the two models only (e.g. a case whose video or image could not be used)"
 
 
-def _comparisons(sub: pd.DataFrame, models: list[str], conf_level: float) -> list[dict]:
-    return [_compare(a, b, sub[sub["model"] == a], sub[sub["model"] == b], conf_level) for a, b in combinations(models, 2)]
+def _comparisons(sub: pd.DataFrame, models: list[str], conf_level: float, clustered: bool = False) -> list[dict]:
+    if sub["y"].nunique() < 2:
+        return [_undefined_comparison(a, b, sub[sub["model"] == a], sub[sub["model"] == b]) for a, b in combinations(models, 2)]
+    return [_compare(a, b, sub[sub["model"] == a], sub[sub["model"] == b], conf_level, clustered)
+            for a, b in combinations(models, 2)]
 
 
-def _compare(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame, conf_level: float) -> dict:
-    """DeLong test of two models. Patients both models scored are compared PAIRED on that intersection
-    (the same patients are not independent samples, whatever the other cases); the cases scored by
-    one model only are named in the record. Only models with no patient in common are compared unpaired."""
+def _undefined_comparison(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame) -> dict:
+    """A set with one outcome class has no AUC, so no test: the record says so instead of aborting."""
+    return {"a": a, "b": b, "method": "delong", "z": None, "p": None, "paired": None, "n": None, "n_a": int(len(da)),
+            "n_b": int(len(db)), "dropped": None, "auc_a": None, "auc_b": None, "diff": None, "diff_ci": [None, None],
+            "note": "undefined: only one class in this set"}
+
+
+def _compare(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame, conf_level: float, clustered: bool = False) -> dict:
+    """DeLong test of two models (Obuchowski's clustered one where a patient has several rows). Patients both
+    models scored are compared PAIRED on that intersection (the same patients are not independent samples,
+    whatever the other cases); the cases scored by one model only are named in the record. Only models with
+    no patient in common are compared unpaired."""
     shared = set(da["case_id"]) & set(db["case_id"])
     only_a, only_b = sorted(set(da["case_id"]) - shared), sorted(set(db["case_id"]) - shared)
     mm = da.merge(db, on="case_id", suffixes=("_a", "_b"))
@@ -166,18 +275,36 @@ def _compare(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame, conf_level: flo
         raise CeusError(f"models {a} and {b} disagree on y for case(s) {mm.loc[bad, 'case_id'].tolist()[:10]}")
     paired = len(mm) > 0 and mm["y_a"].nunique() == 2
     if paired:
-        t = delong_test(mm["y_a"].to_numpy(), mm["prob_a"].to_numpy(), mm["prob_b"].to_numpy(), conf_level)
+        t = _paired_test(mm, conf_level, clustered)
         note = t.note
         if only_a or only_b:
             note = (f"paired on the {len(mm)} patients both models scored; left out: {len(only_a)} scored only by {a}, "
                     f"{len(only_b)} only by {b} ({DROPPED_REASON})" + (f"; {t.note}" if t.note else ""))
+    elif da["y"].nunique() < 2 or db["y"].nunique() < 2:
+        return {**_undefined_comparison(a, b, da, db), "note": "undefined: one model's rows have only one class"}
     else:
-        t = delong_test_unpaired(da["y"].to_numpy(), da["prob"].to_numpy(), db["y"].to_numpy(), db["prob"].to_numpy(), conf_level)
+        t = _unpaired_test(da, db, conf_level, clustered)
         note = "no patient scored by both models with both outcomes present: unpaired test" + (f"; {t.note}" if t.note else "")
-    return {"a": a, "b": b, "method": "delong", "z": t.z, "p": t.p, "paired": paired,
+    groups = int(mm["group_a"].nunique()) if paired else int(pd.concat([da["group"], db["group"]]).nunique())
+    return {"a": a, "b": b, "method": f"obuchowski (clustered by patient, {groups} groups)" if clustered else "delong",
+            "z": t.z, "p": t.p, "paired": paired,
             "n": int(len(mm)) if paired else int(len(da) + len(db)), "n_a": int(len(da)), "n_b": int(len(db)),
             "dropped": {"only_a": only_a, "only_b": only_b, "reason": DROPPED_REASON} if paired and (only_a or only_b) else None,
             "auc_a": t.auc_a, "auc_b": t.auc_b, "diff": t.diff, "diff_ci": list(t.diff_ci), "note": note}
+
+
+def _paired_test(mm: pd.DataFrame, conf_level: float, clustered: bool):
+    y, pa, pb = mm["y_a"].to_numpy(), mm["prob_a"].to_numpy(), mm["prob_b"].to_numpy()
+    if clustered:
+        return clustered_auc_test(y, pa, pb, mm["group_a"].to_numpy(), conf_level)
+    return delong_test(y, pa, pb, conf_level)
+
+
+def _unpaired_test(da: pd.DataFrame, db: pd.DataFrame, conf_level: float, clustered: bool):
+    if clustered:
+        return clustered_auc_test_unpaired(da["y"].to_numpy(), da["prob"].to_numpy(), da["group"].to_numpy(),
+                                           db["y"].to_numpy(), db["prob"].to_numpy(), db["group"].to_numpy(), conf_level)
+    return delong_test_unpaired(da["y"].to_numpy(), da["prob"].to_numpy(), db["y"].to_numpy(), db["prob"].to_numpy(), conf_level)
 
 
 def _json_safe(o):
@@ -203,19 +330,62 @@ def _fmt(v, nd=3) -> str:
     return "NA" if v is None or not np.isfinite(v) else f"{v:.{nd}f}"
 
 
+def _with_ci(v, ci) -> str:
+    """'0.812 (0.701 - 0.889)'; the value alone where there is no interval."""
+    if v is None:
+        return "NA"
+    if not ci or ci[0] is None or ci[1] is None:
+        return _fmt(v)
+    return f"{_fmt(v)} ({_fmt(ci[0])} - {_fmt(ci[1])})"
+
+
+def _threshold_text(t) -> str:
+    if t is None:
+        return "undefined"
+    return t if isinstance(t, str) else f"{t:.4g}"
+
+
+TABLE2_COLUMNS = ["model", "AUC (95% CI)", "AUC (selection-corrected)", "threshold", "sensitivity (95% CI)",
+                  "specificity (95% CI)", "PPV (95% CI)", "NPV (95% CI)", "accuracy (95% CI)", "cohort", "rows"]
+
+
 def table2(metrics: dict) -> pd.DataFrame:
-    """The reference study's Table 2: model, AUC (95% CI), sens, spec, PPV, NPV, accuracy, cohort, and how the
-    rows were scored (out-of-fold, refit, ...: a reader must not mistake one for another)."""
+    """The reference study's Table 2: model, AUC (95% CI), the selection-corrected training AUC where the
+    selection stage gave one, the threshold (fixed on train), sens, spec, PPV, NPV, accuracy with their CIs,
+    cohort, and how the rows were scored (out-of-fold, refit, ...: a reader must not mistake one for another).
+    A set with one outcome class says "undefined (one class)" where a number cannot exist."""
     rows = []
     for s, block in metrics["sets"].items():
         for m, r in block["models"].items():
             lo, hi = r["auc_ci"]
-            auc = f"{_fmt(r['auc'])} ({_fmt(lo)} - {_fmt(hi)})" if r["auc_ci_defined"] else f"{_fmt(r['auc'])} (NA)"
-            rows.append({"model": m, "AUC (95% CI)": auc, "sensitivity": _fmt(r["sensitivity"]),
-                         "specificity": _fmt(r["specificity"]), "PPV": _fmt(r["ppv"]), "NPV": _fmt(r["npv"]),
-                         "accuracy": _fmt(r["accuracy"]), "cohort": s.capitalize(), "rows": r.get("scoring", "")})
-    return pd.DataFrame(rows, columns=["model", "AUC (95% CI)", "sensitivity", "specificity", "PPV", "NPV", "accuracy", "cohort",
-                                       "rows"])
+            if r["auc"] is None:
+                auc = "undefined (one class)"
+            else:
+                auc = f"{_fmt(r['auc'])} ({_fmt(lo)} - {_fmt(hi)})" if r["auc_ci_defined"] else f"{_fmt(r['auc'])} (NA)"
+            sc = r.get("selection_corrected") or {}
+            row = {"model": m, "AUC (95% CI)": auc,
+                   "AUC (selection-corrected)": _with_ci(sc["auc"], sc.get("ci")) if sc.get("auc") is not None else "",
+                   "threshold": _threshold_text(r.get("threshold"))}
+            for key, label in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "PPV"),
+                               ("npv", "NPV"), ("accuracy", "accuracy")):
+                undefined = r.get("undefined") and r.get(key) is None
+                row[f"{label} (95% CI)"] = "undefined (one class)" if undefined else _with_ci(r.get(key), r.get(f"{key}_ci"))
+            rows.append({**row, "cohort": s.capitalize(), "rows": r.get("scoring", "")})
+    return pd.DataFrame(rows, columns=TABLE2_COLUMNS)
+
+
+def scale_table(metrics: dict) -> pd.DataFrame:
+    """One row per model with a test-set scale check: SD of the out-of-fold and test logits, their ratio and CI,
+    the test calibration-in-the-large, and whether the ratio lies in SCALE_RANGE."""
+    rows = []
+    for m, r in metrics["sets"].get("test", {}).get("models", {}).items():
+        sc = r.get("scale")
+        if not sc:
+            continue
+        lo, hi = sc["ratio_ci"]
+        rows.append({"model": m, "sd_oof": sc["sd_oof"], "sd_test": sc["sd_test"], "ratio": sc["ratio"],
+                     "ci": f"{_fmt(lo)} - {_fmt(hi)}", "citl": sc["citl"], "ok": sc["ok"]})
+    return pd.DataFrame(rows, columns=["model", "sd_oof", "sd_test", "ratio", "ci", "citl", "ok"])
 
 
 def comparisons_table(metrics: dict) -> pd.DataFrame:
@@ -231,16 +401,18 @@ def comparisons_table(metrics: dict) -> pd.DataFrame:
 
 def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95, ci: str = "wilson",
              n_boot: int = 2000, seed: int = 0, figures: bool = True, clinical: ClinicalOptions | None = None,
-             cohort: str | Path | None = None, validation: dict | None = None) -> dict:
+             cohort: str | Path | None = None, validation: dict | None = None,
+             selection: dict[str, dict] | None = None) -> dict:
     """Read prediction files, compute everything, write metrics.json, tables and figures to ``out``.
 
     ``clinical`` (default: ClinicalOptions()) adds the clinical statistics; ``cohort`` (the manifest)
-    gives centres, subgroups and nomogram covariates; ``validation`` (``fusion.validation``'s record)
-    is written as ``internal_validation``."""
+    gives centres, subgroups, nomogram covariates and the patient (``group``) of each row; ``validation``
+    (``fusion.validation``'s record) is written as ``internal_validation``; ``selection`` (model ->
+    {auc, ci, method, n_candidates}: the selection-corrected training AUC) goes beside the training rows."""
     out = Path(out)
     pred = load_predictions(paths)
     clinical = clinical or ClinicalOptions()
-    metrics, curves = evaluate_frame(pred, conf_level, ci, n_boot, seed, clinical, read_cohort(cohort))
+    metrics, curves = evaluate_frame(pred, conf_level, ci, n_boot, seed, clinical, read_cohort(cohort), selection)
     metrics["inputs"] = [str(p) for p in paths]
     metrics["cohort"] = str(cohort) if cohort else None
     if validation is not None:
@@ -248,6 +420,9 @@ def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95,
     metrics = _json_safe(metrics)
     write_csv(out / "table2.csv", table2(metrics))
     write_csv(out / "comparisons.csv", comparisons_table(metrics))
+    scales = scale_table(metrics)
+    if len(scales):
+        write_csv(out / "scale.csv", scales)
     _write_clinical(metrics, curves, out)
     dca = [d.assign(set=s) for s, d in curves["dca"].items()]
     if dca:
@@ -288,7 +463,8 @@ def _figures(curves: dict, folder: Path, metrics: dict) -> None:
     if curves.get("nomogram") is not None:
         save_figure(nomogram_figure(curves["nomogram"], "Nomogram (risk of OLNM)"), folder / "nomogram")
     for s, rocs in curves["roc"].items():
-        save_figure(roc_figure(rocs, f"ROC, {s} set"), folder / f"roc_{s}")
+        if rocs:  # a set with one outcome class has no ROC curve
+            save_figure(roc_figure(rocs, f"ROC, {s} set"), folder / f"roc_{s}")
         if curves["calibration"].get(s):
             save_figure(calibration_figure(curves["calibration"][s], f"Calibration, {s} set"), folder / f"calibration_{s}")
         if s in curves["dca"]:

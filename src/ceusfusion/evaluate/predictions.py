@@ -9,6 +9,11 @@ for another: ``out-of-fold`` (a model that never saw the case), ``out-of-fold, .
 (something was chosen on those same cases), ``refit`` (a model fitted on every training case scoring
 a case it never saw), ``apparent`` (a model scoring its own training cases). The label travels with
 the numbers, from the stage that made them to Table 2.
+
+``group`` (optional, in either format) names the patient a row belongs to when a patient has several
+rows (nodules); where it is absent the cohort manifest's ``group`` is used, else the case_id
+(:func:`attach_groups`). Rows of one patient are not independent, so ``evaluate`` then computes
+patient-level (clustered) intervals.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from ceusfusion.core.fsutil import read_csv_exact
 
 PRED_COLUMNS = ("case_id", "set", "fold", "y", "prob")
 SCORING_COLUMN = "scoring"  # optional: how each row was scored (see the module docstring)
+GROUP_COLUMN = "group"  # optional: the patient of each row (several nodules per patient)
 NOT_RECORDED = "not recorded"
 
 
@@ -79,15 +85,42 @@ def _predictions(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
         raise CeusError(f"{path}: case_id repeated within a set at lines {_lines(dup)}")
     scoring = df[SCORING_COLUMN].fillna(NOT_RECORDED).astype(str) if SCORING_COLUMN in df.columns else NOT_RECORDED
     return [pd.DataFrame({"model": path.stem, "case_id": case, "set": sets, "y": y, "prob": prob.astype(float),
-                          "file": str(path), "scoring": scoring})]
+                          "file": str(path), "scoring": scoring, GROUP_COLUMN: _groups(df)})]
+
+
+def _groups(df: pd.DataFrame) -> pd.Series:
+    """The file's group column as strings (missing stays missing), or all missing."""
+    if GROUP_COLUMN not in df.columns:
+        return pd.Series(None, index=df.index, dtype=object)
+    g = df[GROUP_COLUMN]
+    return g.where(g.isna(), g.astype(str).str.strip()).astype(object)
 
 
 def _wide(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
     y = _check_y(_check_column(df, "y", path), path)
     sets = df["set"].astype(str).str.strip() if "set" in df.columns else pd.Series("all", index=df.index)
     case = df["case_id"].astype(str) if "case_id" in df.columns else pd.Series([f"row{i + 1}" for i in range(len(df))])
-    models = [c for c in df.columns if c not in ("y", "set", "case_id", "fold", SCORING_COLUMN)]
+    models = [c for c in df.columns if c not in ("y", "set", "case_id", "fold", SCORING_COLUMN, GROUP_COLUMN)]
     if not models:
         raise CeusError(f"{path}: no model columns besides y/set/case_id")
     return [pd.DataFrame({"model": m, "case_id": case, "set": sets, "y": y, "prob": _check_column(df, m, path).astype(float),
-                          "file": str(path), "scoring": NOT_RECORDED}) for m in models]
+                          "file": str(path), "scoring": NOT_RECORDED, GROUP_COLUMN: _groups(df).to_numpy()}) for m in models]
+
+
+def attach_groups(pred: pd.DataFrame, cohort: pd.DataFrame | None) -> pd.DataFrame:
+    """Fill ``group``: the predictions' own, else the cohort manifest's (indexed by case_id), else the case_id."""
+    out = pred.copy()
+    g = out[GROUP_COLUMN] if GROUP_COLUMN in out.columns else pd.Series(None, index=out.index, dtype=object)
+    if cohort is not None and GROUP_COLUMN in cohort.columns:
+        from_cohort = cohort[GROUP_COLUMN].reindex(out["case_id"].astype(str)).to_numpy()
+        g = g.where(g.notna(), pd.Series(from_cohort, index=out.index))
+    g = g.where(g.notna(), out["case_id"])
+    out[GROUP_COLUMN] = g.map(_as_label)
+    return out
+
+
+def _as_label(v) -> str:
+    """A group as text; a number read as 7.0 from the manifest is the group '7'."""
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v).strip()

@@ -4,7 +4,9 @@ Plain-array functions, usable from notebooks: ``auc_ci(y, score)`` and
 ``delong_test(y, score_a, score_b)`` and the rest below; what a clinical statistician adds
 (Hmisc/rms/pmsampsize/dcurves/metafor-grade): ``nri``/``idi``/``improve_prob`` (reclassification),
 ``net_interventions_avoided``/``interventions_table``, ``bootstrap_validate``/``validate_logistic``
-(optimism correction), ``nomogram``, ``pmsampsize_binary`` (sample size), ``subgroup_auc``. Inputs with missing
+(optimism correction), ``nomogram``, ``pmsampsize_binary`` (sample size), ``subgroup_auc``; for several rows per
+patient ``clustered_auc_ci``/``clustered_auc_test`` (Obuchowski) and ``clustered_metrics_at``; the test/out-of-fold
+logit scale ``logit_scale``. Inputs with missing
 values or a single outcome class raise :class:`ceusfusion.core.errors.CeusError`.
 """
 
@@ -17,6 +19,16 @@ from ceusfusion.stats.calibration import (
                           hosmer_lemeshow,
                           logistic_recalibration,
                           smooth_curve,
+)
+from ceusfusion.stats.clustered import (
+                          ClusteredAUC,
+                          cluster_bootstrap_ci,
+                          clustered_auc_ci,
+                          clustered_auc_test,
+                          clustered_auc_test_unpaired,
+                          clustered_metrics_at,
+                          clustered_proportion,
+                          wilson_interval,
 )
 from ceusfusion.stats.dca import (
                           CLINICAL_THRESHOLDS,
@@ -53,6 +65,7 @@ from ceusfusion.stats.reclassification import (
                           risk_category,
 )
 from ceusfusion.stats.samplesize import SampleSize, cox_snell_r2, cstat2rsq, pmsampsize, pmsampsize_binary, sample_size_adequacy
+from ceusfusion.stats.scale import SCALE_RANGE, ScaleCheck, bootstrap_sd, logit_scale, prob_logit
 from ceusfusion.stats.subgroups import Heterogeneity, heterogeneity, subgroup_auc
 from ceusfusion.stats.table1 import table1
 from ceusfusion.stats.thresholds import Youden, bootstrap_ci, confusion, metrics_at, threshold_for_sensitivity, wilson_ci, youden
@@ -71,4 +84,7 @@ __all__ = [
     "Nomogram", "NomogramAxis", "nomogram", "build_nomogram", "r_pretty",
     "SampleSize", "pmsampsize", "pmsampsize_binary", "cstat2rsq", "cox_snell_r2", "sample_size_adequacy",
     "Heterogeneity", "heterogeneity", "subgroup_auc",
+    "ClusteredAUC", "clustered_auc_ci", "clustered_auc_test", "clustered_auc_test_unpaired", "clustered_metrics_at",
+    "clustered_proportion", "cluster_bootstrap_ci", "wilson_interval",
+    "SCALE_RANGE", "ScaleCheck", "logit_scale", "bootstrap_sd", "prob_logit",
 ]
