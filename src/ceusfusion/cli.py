@@ -68,7 +68,7 @@ def split(
     cohort: Path = typer.Argument(..., help="Cohort manifest CSV."),
     test_fraction: float = typer.Option(0.3, help="Share of cases put in the test split."),
     seed: int = typer.Option(0, help="Random seed."),
-    by_center: Optional[str] = typer.Option(None, "--by-center", help="Put this centre in test (external validation)."),
+    by_center: Optional[str] = typer.Option(None, "--by-center", help="Put this centre in test (external validation), the other centres in training (so at least two)."),
     no_center: Optional[str] = typer.Option(None, "--no-center", help="With --by-center: where cases without a centre go, train or test (default: an error listing them)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default: <cohort>.split.csv beside it)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),

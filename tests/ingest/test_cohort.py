@@ -226,3 +226,27 @@ def test_cli_usage_error_is_one_message_not_a_traceback(capsys):
     assert e.value.code == 2
     err = capsys.readouterr().err
     assert "No such option: --bogus" in err and "Traceback" not in err
+
+
+def test_split_by_center_with_one_centre_is_an_error_not_an_empty_training_set(tmp_path, capsys):
+    """Issue 23 item 8: one centre used to give '0 train / 120 test' and exit 0."""
+    df = _cohort(n=120).assign(center="A")
+    with pytest.raises(CeusError, match=r"column 'center' holds one centre \(A\); a centre split needs at least two "
+                                        r"centres: one for test \(--by-center\), the other\(s\) for training"):
+        make_split(df, by_center="A")
+    df.loc[:9, "center"] = np.nan  # cases without a centre sent to training are not a second centre
+    with pytest.raises(CeusError, match="holds one centre"):
+        make_split(df, by_center="A", no_center="train")
+    df.to_csv(tmp_path / "c.csv", index=False)
+    with pytest.raises(SystemExit) as e:
+        main(["split", str(tmp_path / "c.csv"), "--by-center", "A", "--no-center", "train"])
+    err = capsys.readouterr().err.strip()
+    assert e.value.code == 2 and not (tmp_path / "c.split.csv").exists()
+    assert "holds one centre" in err and len(err.splitlines()) == 1
+
+
+def test_random_split_never_leaves_a_side_empty():
+    df = _cohort(n=10)
+    with pytest.raises(CeusError, match=r"--test-fraction 0.01 leaves the test set empty \(10 case\(s\) in 5 patient group"):
+        make_split(df, test_fraction=0.01)
+    assert set(make_split(df, test_fraction=0.3)["split"]) == {"train", "test"}

@@ -268,7 +268,8 @@ def make_split(df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, by_c
                no_center: str | None = None) -> pd.DataFrame:
     """Return a copy with a ``split`` column: grouped by patient, stratified by label.
 
-    ``by_center`` puts every case of that centre in test (external validation);
+    ``by_center`` puts every case of that centre in test (external validation) and
+    the other centres in training, so the ``center`` column must hold at least two;
     cases without a centre value are an error unless ``no_center`` ('train' or
     'test') says where they go, so none lands in training unnoticed. Otherwise
     whole groups are drawn so that each label keeps about the same share in
@@ -282,6 +283,10 @@ def make_split(df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, by_c
         raise CeusError(f"--test-fraction must be between 0 and 1, got {test_fraction}")
     out = df.copy()
     out["split"] = np.where(groups_of(out).isin(_stratified_test_groups(out, test_fraction, seed)), "test", "train")
+    for side in ("train", "test"):
+        if not (out["split"] == side).any():
+            raise CeusError(f"--test-fraction {test_fraction} leaves the {side} set empty ({len(out)} case(s) in "
+                            f"{groups_of(out).nunique()} patient group(s), split whole); choose another fraction")
     return out
 
 
@@ -294,6 +299,10 @@ def _centre_split(df: pd.DataFrame, by_center: str, no_center: str | None) -> pd
     out = df.copy()
     centre = out["center"].astype(str).str.strip().where(out["center"].notna() & (out["center"].astype(str).str.strip() != ""))
     centres = sorted(centre.dropna().unique())
+    if len(centres) < 2:
+        held = f"one centre ({centres[0]})" if centres else "no centre"
+        raise CeusError(f"--by-center: column 'center' holds {held}; a centre split needs at least two centres: "
+                        "one for test (--by-center), the other(s) for training")
     if by_center not in centres:
         raise CeusError(f"centre {by_center!r} not in the manifest (centres: {', '.join(centres)})")
     absent = centre.isna()
