@@ -75,9 +75,11 @@ def test_test_probabilities_come_from_the_model_refitted_on_all_training_cases(t
     run, summary = trained
     shown, (full,) = _test_probs(run, ["full"])
     np.testing.assert_allclose(shown, full, atol=1e-6)
-    assert summary["test_scoring_mode"] == "refit" and summary["refit_epochs"] == 4
+    # 40-case folds take 3 steps an epoch, 12 in all; the refit's 60 cases 4 an epoch: 3 epochs, the same 12 steps
+    assert summary["test_scoring_mode"] == "refit" and summary["refit_epochs"] == 3
+    assert summary["refit_steps"] == 12 and summary["fold_steps"] == [12, 12, 12]
     result = json.loads((run / "models" / "DL_video_resnet18" / "full" / "result.json").read_text())
-    assert result["epochs_run"] == 4
+    assert result["epochs_run"] == 3 and result["steps"] == 12
 
 
 def test_fold_mean_scoring_is_an_explicit_choice(tmp_path):

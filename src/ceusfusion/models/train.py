@@ -2,8 +2,11 @@
 
 Model selection happens on stratified, patient-grouped K-fold CV inside the training split
 (``models.ensemble``); the test split is scored once, after all folds, through
-``ensemble.over_folds``: by default by one more model refitted on every training case for the same
-number of epochs (``test_scoring: refit``), so test scores are on the out-of-fold scores' scale.
+``ensemble.over_folds``: by default by one more model refitted on every training case
+(``test_scoring: refit``), trained like a fold: the same number of optimiser steps on the same LR
+schedule in steps (:func:`refit_plan`), so test scores are on the out-of-fold scores' scale. (The refit
+sees k/(k-1) times a fold's cases per epoch: the same epoch count would be 1.5x a fold's steps at k = 3,
+and the demo's refitted DL_image gave test logits half as spread as its out-of-fold ones.)
 
 Honest by default: each fold keeps its last epoch (``select: last``), so out-of-fold scores were not
 chosen on the cases they score (``select: best`` is an explicit, optimistic opt-in), and the loss is
@@ -201,6 +204,63 @@ class WarmupCosine(LRScheduler):
         return [lr_at(self.last_epoch, self.total, self.warmup, base) for base in self.base_lrs]
 
 
+def batch_starts(n: int, batch_size: int, world: int = 1) -> list[int]:
+    """Where each batch of an epoch over ``n`` cases starts; a last batch too small for BatchNorm
+    (< 2 samples per process) is dropped."""
+    return [s for s in range(0, n, batch_size) if min(batch_size, n - s) >= 2 * world]
+
+
+@dataclass(frozen=True)
+class StepPlan:
+    """How far one model trains, in optimiser steps: its LR schedule (warm-up for ``warmup`` steps, then
+    cosine to 0 at ``total``), and ``stop``, the steps it takes (a last epoch stops mid-way when ``stop``
+    is not a multiple of ``per_epoch``: its first batches, in the epoch's seeded order, so a resumed
+    run takes the same ones)."""
+
+    per_epoch: int
+    total: int
+    warmup: int
+    stop: int
+    epochs: int  # epochs begun (the last may be partial)
+
+    def record(self) -> dict:
+        return {"steps_per_epoch": self.per_epoch, "schedule_total": self.total, "warmup": self.warmup,
+                "stop": self.stop, "epochs": self.epochs}
+
+
+# how the refitted model's training is matched to a fold's, by select (summary.json's refit_matched)
+REFIT_MATCH = {
+    "last": "the mean fold's optimiser steps (epochs x the folds' mean steps per epoch) on the mean fold's "
+            "warm-up + cosine LR schedule in steps; the last epoch stops mid-way when needed",
+    "best": "the median over folds of the kept epoch's step count, on the mean fold's warm-up + cosine LR "
+            "schedule in steps; the last epoch stops mid-way when needed",
+    "frozen": "not applicable: the frozen backbone's logistic head is fitted at once (no optimiser steps)",
+}
+
+
+def fold_plan(cfg: "TrainConfig", n: int, world: int = 1) -> StepPlan:
+    """A fold's steps: ``epochs`` full epochs over its ``n`` training cases."""
+    per = len(batch_starts(n, cfg.batch_size, world))
+    return StepPlan(per, cfg.epochs * per, int(round(cfg.warmup_epochs * per)), cfg.epochs * per, cfg.epochs)
+
+
+def refit_plan(cfg: "TrainConfig", fold_sizes: list[int], n: int, results: list[dict], world: int = 1) -> StepPlan:
+    """The refitted model's steps, matched to a fold's (:data:`REFIT_MATCH`): the LR schedule of the
+    mean fold (total = epochs x the folds' mean steps per epoch, warm-up likewise), stopping at that
+    total under ``last``, or under ``best`` at the median over folds of the kept epoch's step count.
+    The refit's ``n`` cases make longer epochs, so it runs fewer (the last one partial)."""
+    per_fold = [len(batch_starts(m, cfg.batch_size, world)) for m in fold_sizes]
+    mean = float(np.mean(per_fold))
+    total = max(1, int(round(cfg.epochs * mean)))
+    stop = total
+    if cfg.select == "best":
+        stop = int(round(float(np.median([r["best_epoch"] * s for r, s in zip(results, per_fold)]))))
+    stop = min(total, max(1, stop))
+    per = len(batch_starts(n, cfg.batch_size, world))
+    return StepPlan(per, total, int(round(cfg.warmup_epochs * mean)), stop,
+                    math.ceil(stop / per) if per else refit_epochs(cfg, results))
+
+
 def safe_auc(y: np.ndarray, p: np.ndarray) -> float:
     return float(roc_auc_score(y, p)) if len(np.unique(y)) == 2 else float("nan")
 
@@ -330,6 +390,7 @@ class _Fold:
     sched: WarmupCosine
     gen: torch.Generator
     starts: list
+    plan: StepPlan
     lossf: nn.Module
     state: dict
     offset: float = 0.0  # added to the output logit of the kept model (prior correction)
@@ -352,8 +413,8 @@ def corrected_state(state: dict, offset: float) -> dict:
     return {**state, "head.bias": state["head.bias"] + offset}
 
 
-def _build_fold(ctx: _Ctx, k: int | str, tr: np.ndarray) -> _Fold:
-    """Model, optimiser, LR schedule and loss of fold ``k`` (or the :data:`REFIT` model), at epoch 0."""
+def _build_fold(ctx: _Ctx, k: int | str, tr: np.ndarray, plan: StepPlan) -> _Fold:
+    """Model, optimiser, LR schedule (``plan``) and loss of fold ``k`` (or the :data:`REFIT` model), at epoch 0."""
     cfg, dev = ctx.cfg, ctx.device
     # Every fold starts from the same weights (pretrained, or random from the run's seed), so the
     # fold models' penultimate features stay comparable: out-of-fold features for fusion need that.
@@ -366,22 +427,19 @@ def _build_fold(ctx: _Ctx, k: int | str, tr: np.ndarray) -> _Fold:
     if ctx.cuda:
         model = model.to(memory_format=torch.channels_last)
     opt, frozen = optimiser(model, cfg)
-    n, bsz = len(tr), cfg.batch_size
-    # a last batch too small for BatchNorm (< 2 samples per process) is dropped
-    starts = [s for s in range(0, n, bsz) if min(bsz, n - s) >= 2 * ctx.world]
-    total, warm = cfg.epochs * len(starts), int(round(cfg.warmup_epochs * len(starts)))
-    sched = WarmupCosine(opt, total, warm)
+    starts = batch_starts(len(tr), cfg.batch_size, ctx.world)
+    sched = WarmupCosine(opt, plan.total, plan.warmup)
     w = pos_weight_of(ctx.data.labels[tr], cfg.class_weight)
     pos_weight = torch.tensor(w, dtype=torch.float32, device=dev)
     state = {"epoch": 0, "step": 0, "best": -math.inf, "best_epoch": -1, "bad": 0, "history": [],
-             "best_val_prob": None, "weights_used": used}
+             "best_val_prob": None, "weights_used": used, "plan": plan.record()}
     net = model
     if ctx.world > 1:
         if ctx.cuda:
             net = nn.SyncBatchNorm.convert_sync_batchnorm(net)
         net = nn.parallel.DistributedDataParallel(net, device_ids=[dev.index] if ctx.cuda else None)
     return _Fold(k, RunLayout(ctx.run).fold(cfg.name, k), model, net, opt, sched,
-                 torch.Generator().manual_seed(fold_seed(cfg.seed, seed_k) + 7), starts,
+                 torch.Generator().manual_seed(fold_seed(cfg.seed, seed_k) + 7), starts, plan,
                  nn.BCEWithLogitsLoss(pos_weight=pos_weight, reduction="sum"), state, offset=-math.log(w),
                  frozen=frozen)
 
@@ -410,8 +468,15 @@ def _save_epoch(ctx: _Ctx, f: _Fold, improved: bool) -> None:
 
 
 def _resume_fold(ctx: _Ctx, f: _Fold) -> None:
-    """Continue fold ``f`` from its checkpoint: weights, optimiser, LR schedule and every random state."""
+    """Continue fold ``f`` from its checkpoint: weights, optimiser, LR schedule and every random state.
+    A checkpoint of another step plan (a refit begun by a version that trained it for the folds' epoch
+    count) is not continued: the model starts again."""
     tensors, state = load_checkpoint(f.dir / "checkpoint")
+    saved = state.get("plan", None if f.k == REFIT else f.state["plan"])
+    if saved != f.state["plan"]:
+        if ctx.main:
+            log.warning("%s: checkpoint of another step plan (%s, now %s); starting it again", f.dir, saved, f.state["plan"])
+        return
     f.model.load_state_dict({k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")})
     f.opt.load_state_dict(optimizer_state(tensors, state.pop("optim")))
     f.sched.load_state_dict(state.pop("scheduler"))
@@ -448,9 +513,11 @@ def _run_epoch(ctx: _Ctx, f: _Fold, tr: np.ndarray, va: np.ndarray) -> float:
                 m.eval()
     for m in f.frozen:  # a frozen backbone keeps its pretrained BatchNorm statistics
         m.eval()
-    batches = train_batches(ctx.data, tr, f.gen, ctx.transform(), f.starts, cfg.batch_size, cfg.crop, ctx.world, ctx.rank)
+    # the plan's last epoch may stop mid-way: its first batches, in this epoch's seeded order
+    starts = f.starts[:max(0, f.plan.stop - st["step"])]
+    batches = train_batches(ctx.data, tr, f.gen, ctx.transform(), starts, cfg.batch_size, cfg.crop, ctx.world, ctx.rank)
     train_loss = train_epoch(f.net, f.opt, f.lossf, batches, f.sched, cfg.clip_grad, ctx.world)
-    st["step"] += len(f.starts)
+    st["step"] += len(starts)
     vp, auc, vloss = _validate(ctx, f, tr, va)
     score = auc if not math.isnan(auc) else -vloss
     st["epoch"] += 1
@@ -496,7 +563,8 @@ def _finish_fold(ctx: _Ctx, f: _Fold, va: np.ndarray) -> dict:
     """result.json and oof.csv (the fold's out-of-fold probabilities); the checkpoint is no longer needed."""
     st = f.state
     res = {"fold": f.k, "auc": st["best"] if len(va) and st["best"] > -math.inf and st["best"] >= 0 else float("nan"),
-           "best_epoch": st["best_epoch"], "epochs_run": st["epoch"], "weights_used": st["weights_used"]}
+           "best_epoch": st["best_epoch"], "epochs_run": st["epoch"], "weights_used": st["weights_used"],
+           "steps": st["step"], "step_plan": f.plan.record()}
     if ctx.main:
         write_json(f.dir / "result.json", res)
         write_csv(f.dir / "oof.csv", pd.DataFrame({"case_id": [ctx.data.case_ids[i] for i in va], "fold": f.k,
@@ -507,21 +575,22 @@ def _finish_fold(ctx: _Ctx, f: _Fold, va: np.ndarray) -> dict:
 
 
 def _train_fold(ctx: _Ctx, k: int | str, tr: np.ndarray, va: np.ndarray, resume: bool,
-                epochs: int | None = None) -> dict:
-    """Train fold ``k`` (or the refitted model) for ``epochs`` (default: the config's), or read its result."""
+                plan: StepPlan | None = None) -> dict:
+    """Train fold ``k`` (or the refitted model) by ``plan`` (default: a fold's, :func:`fold_plan`), or
+    read its result."""
     fdir = RunLayout(ctx.run).fold(ctx.cfg.name, k)
-    epochs = ctx.cfg.epochs if epochs is None else epochs
     if (fdir / "oof.csv").is_file():
         return json.loads((fdir / "result.json").read_text())
-    f = _build_fold(ctx, k, tr)
+    cfg = ctx.cfg
+    f = _build_fold(ctx, k, tr, plan or fold_plan(cfg, len(tr), ctx.world))
     if resume and checkpoint_exists(fdir / "checkpoint"):
         _resume_fold(ctx, f)
-    cfg = ctx.cfg
+    probe = cfg.finetune == "frozen" and isinstance(f.model, CeusNet)  # a temporal model's attention still trains
+    epochs = refit_epochs(cfg, []) if probe else f.plan.epochs  # a probe has no steps: fitted at once
     task = None
     if ctx.progress is not None:
         label = "refit on all training cases" if k == REFIT else f"fold {k}"
         task = ctx.progress.add_task(f"{cfg.name} {label}", total=epochs, completed=f.state["epoch"], auc="")
-    probe = cfg.finetune == "frozen" and isinstance(f.model, CeusNet)  # a temporal model's attention still trains
     while f.state["epoch"] < epochs and f.state["bad"] < cfg.patience:
         if ctx.budget[0] is not None and ctx.budget[0] <= 0:
             raise _Interrupted()
@@ -658,8 +727,9 @@ def pretrain_facts(run: Path, cfg: TrainConfig) -> dict | None:
 
 
 def refit_epochs(cfg: TrainConfig, results: list[dict]) -> int:
-    """Epochs of the refitted model: the fixed count under ``last``; the median kept epoch under ``best``."""
-    if cfg.select == "last":
+    """Epochs of a refitted model without optimiser steps (a frozen probe; a refit too small for one
+    batch): the fixed count under ``last`` (or without results); the median kept epoch under ``best``."""
+    if cfg.select == "last" or not results:
         return cfg.epochs
     return max(1, int(round(float(np.median([r["best_epoch"] for r in results])))))
 
@@ -670,7 +740,9 @@ def _train_folds(ctx: _Ctx, train_idx: np.ndarray, fold: np.ndarray, resume: boo
     results = [_train_fold(ctx, k, train_idx[fold != k], train_idx[fold == k], resume) for k in range(cfg.folds)]
     if cfg.test_scoring != "refit":
         return results, None
-    full = _train_fold(ctx, REFIT, train_idx, train_idx[:0], resume, epochs=refit_epochs(cfg, results))
+    sizes = [int((fold != k).sum()) for k in range(cfg.folds)]
+    plan = refit_plan(cfg, sizes, len(train_idx), results, ctx.world)
+    full = _train_fold(ctx, REFIT, train_idx, train_idx[:0], resume, plan)
     return results, full
 
 
@@ -701,7 +773,7 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
                       "y": data.labels[test_idx], "prob": test_prob, "scoring": test_label}),
     ], ignore_index=True)
     summary = _summary(cfg, results, oof, len(train_idx), len(test_idx), world, time.perf_counter() - t_start)
-    summary["refit_epochs"] = None if full is None else full["epochs_run"]
+    summary.update(refit_facts(cfg, results, full))
     summary["pretrain_provenance"] = provenance
     summary["weights_source"] = weights_source(out, resolved)
     summary["rank"] = rank
@@ -709,6 +781,21 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
         write_csv(RunLayout(run).predictions(cfg.name), pred)
         write_json(out / "summary.json", summary)
     return summary
+
+
+def refit_facts(cfg: TrainConfig, results: list[dict], full: dict | None) -> dict:
+    """summary.json's record of how the refitted model was trained against the folds: optimiser steps
+    of each fold and of the refit, the refit's step plan, and how it was matched (:data:`REFIT_MATCH`).
+    A refit kept from a version that did not record steps has ``refit_steps`` None."""
+    out = {"fold_steps": [r.get("steps") for r in results], "refit_epochs": None, "refit_steps": None,
+           "refit_step_plan": None, "refit_matched": None}
+    if full is None:
+        return out
+    probe = cfg.finetune == "frozen" and full.get("steps") == 0
+    return {**out, "refit_epochs": full["epochs_run"], "refit_steps": full.get("steps"),
+            "refit_step_plan": full.get("step_plan"),
+            "refit_matched": REFIT_MATCH["frozen" if probe else cfg.select] if "steps" in full else
+            "unknown: refitted by a version that did not match its steps to a fold's"}
 
 
 def weights_source(out: Path, resolved) -> dict:
