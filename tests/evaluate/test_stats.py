@@ -26,6 +26,7 @@ from ceusfusion.stats import (
     youden,
 )
 from ceusfusion.stats.delong import midpoint_thresholds
+from ceusfusion.stats.table1 import wilcoxon_rank_sum
 
 
 def naive_delong(y, scores):
@@ -181,33 +182,34 @@ def test_table1_tests_and_p_values():
     assert "image" not in t["Characteristic"].tolist() and "case_id" not in t["Characteristic"].tolist()
     tr = df[df.split == "train"]
     n0, n1 = int((tr.label == 0).sum()), int((tr.label == 1).sum())
-    assert list(t.columns)[:4] == ["Characteristic", f"Training set negative (n={n0})", f"Training set positive (n={n1})",
-                                   "Training set P value"]
-    assert list(t.columns)[4:] == [f"Test set negative (n={50 - n0})", f"Test set positive (n={30 - n1})", "Test set P value"]
+    assert list(t.columns)[:6] == ["Characteristic", "Summary", f"Training set negative (n={n0})",
+                                   f"Training set positive (n={n1})", "Training set P value", "Training set Test"]
+    assert list(t.columns)[6:] == [f"Test set negative (n={50 - n0})", f"Test set positive (n={30 - n1})",
+                                   "Test set P value", "Test set Test"]
     tests = t.attrs["tests"]
     for s, name in (("train", "Training set"), ("test", "Test set")):
         d = df[df.split == s]
         a, b = d[d.label == 0], d[d.label == 1]
-        # size is log-normal: Shapiro-Wilk rejects -> Mann-Whitney, median [IQR]
-        assert tests[f"size / {s}"] == "Mann-Whitney U"
-        p = sps.mannwhitneyu(a["size"], b["size"], alternative="two-sided").pvalue
+        # continuous: median [IQR] and the Wilcoxon rank-sum test, whatever the shape (no pre-test; R's
+        # exact/normal rule is checked against R's outputs in test_table1.py)
+        test, p = wilcoxon_rank_sum(a["size"], b["size"])
+        assert tests[f"size / {s}"] == test and test.startswith("Wilcoxon rank-sum")
         assert t.loc[t.Characteristic == "size", f"{name} P value"].item() == (f"{p:.3f}" if p >= 0.001 else "<0.001")
         assert "[" in t.loc[t.Characteristic == "size", f"{name} negative (n={len(a)})"].item()
-        normal = all(sps.shapiro(x["age"]).pvalue >= 0.05 for x in (a, b))
-        p = sps.ttest_ind(a["age"], b["age"]).pvalue if normal else sps.mannwhitneyu(a["age"], b["age"]).pvalue
-        assert tests[f"age / {s}"] == ("t-test" if normal else "Mann-Whitney U")
-        assert t.loc[t.Characteristic == "age", f"{name} P value"].item() == f"{p:.3f}"
+        test, p = wilcoxon_rank_sum(a["age"], b["age"])
+        assert tests[f"age / {s}"] == test == t.loc[t.Characteristic == "age", f"{name} Test"].item()
+        assert t.loc[t.Characteristic == "age", f"{name} P value"].item() == (f"{p:.3f}" if p >= 0.001 else "<0.001")
         tab = pd.crosstab(d["margin"], d["label"]).to_numpy()
         exp = sps.contingency.expected_freq(tab)
         want = sps.fisher_exact(tab).pvalue if exp.min() < 5 else sps.chi2_contingency(tab).pvalue
-        assert tests[f"margin / {s}"] == ("Fisher's exact" if exp.min() < 5 else "chi-square")
+        assert tests[f"margin / {s}"] == ("Fisher's exact" if exp.min() < 5 else "chi-squared, Yates-corrected")
         assert t.loc[t.Characteristic == "margin", f"{name} P value"].item() == f"{want:.3f}"
     # level rows: n (%) within class
     sm = t[t.Characteristic == "  M"].iloc[0]
     d = df[(df.split == "train") & (df.label == 0)]
     k = int((d.sex == "M").sum())
     assert sm[f"Training set negative (n={n0})"] == f"{k} ({100 * k / len(d):.2f})"
-    assert tests["sex / train"] in ("chi-square", "Fisher's exact")
+    assert tests["sex / train"] in ("chi-squared, Yates-corrected", "Fisher's exact")
 
 
 def test_table1_rejects_bad_labels():
