@@ -98,7 +98,7 @@ def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wils
             d = sub[sub["model"] == m]
             if d.empty:
                 continue
-            r, roc, cal = _model_block(d, pred[(pred["model"] == m) & (pred["set"] == "train")], s, clustered, opts)
+            r, roc, cal = _model_block(d, pred[(pred["model"] == m) & (pred["set"] == "train")], clustered, opts)
             block["models"][m] = r
             rocs += [roc] if roc else []
             cals += [cal] if cal else []
@@ -141,7 +141,7 @@ def _threshold(d: pd.DataFrame, train: pd.DataFrame, one_class: bool) -> tuple[f
         raise CeusError(f"{where}: {exc}") from None
 
 
-def _model_block(d: pd.DataFrame, train: pd.DataFrame, s: str, clustered: bool, opts: dict):
+def _model_block(d: pd.DataFrame, train: pd.DataFrame, clustered: bool, opts: dict):
     """One model in one set: the metrics.json record, its ROC curve and calibration curve (None where undefined)."""
     y, p, g = d["y"].to_numpy(), d["prob"].to_numpy(), d["group"].to_numpy()
     one_class = bool(y.min() == y.max())
@@ -345,6 +345,16 @@ def _threshold_text(t) -> str:
     return t if isinstance(t, str) else f"{t:.4g}"
 
 
+def _metric_cell(r: dict, key: str) -> str:
+    """A Table 2 cell: the value (CI), or why there is none (no threshold; the class the metric needs is absent)."""
+    if r.get("threshold") is None:
+        return "undefined (no threshold)"
+    missing_class = {"specificity": r["n_pos"] == r["n"], "sensitivity": r["n_pos"] == 0}
+    if r.get(key) is None and missing_class.get(key):
+        return "undefined (one class)"
+    return _with_ci(r.get(key), r.get(f"{key}_ci"))
+
+
 TABLE2_COLUMNS = ["model", "AUC (95% CI)", "AUC (selection-corrected)", "threshold", "sensitivity (95% CI)",
                   "specificity (95% CI)", "PPV (95% CI)", "NPV (95% CI)", "accuracy (95% CI)", "cohort", "rows"]
 
@@ -368,8 +378,7 @@ def table2(metrics: dict) -> pd.DataFrame:
                    "threshold": _threshold_text(r.get("threshold"))}
             for key, label in (("sensitivity", "sensitivity"), ("specificity", "specificity"), ("ppv", "PPV"),
                                ("npv", "NPV"), ("accuracy", "accuracy")):
-                undefined = r.get("undefined") and r.get(key) is None
-                row[f"{label} (95% CI)"] = "undefined (one class)" if undefined else _with_ci(r.get(key), r.get(f"{key}_ci"))
+                row[f"{label} (95% CI)"] = _metric_cell(r, key)
             rows.append({**row, "cohort": s.capitalize(), "rows": r.get("scoring", "")})
     return pd.DataFrame(rows, columns=TABLE2_COLUMNS)
 

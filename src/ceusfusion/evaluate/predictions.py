@@ -89,11 +89,10 @@ def _predictions(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
 
 
 def _groups(df: pd.DataFrame) -> pd.Series:
-    """The file's group column as strings (missing stays missing), or all missing."""
+    """The file's group column (labels as text; missing or blank stays missing), or all missing."""
     if GROUP_COLUMN not in df.columns:
         return pd.Series(None, index=df.index, dtype=object)
-    g = df[GROUP_COLUMN]
-    return g.where(g.isna(), g.astype(str).str.strip()).astype(object)
+    return _labels(df[GROUP_COLUMN])
 
 
 def _wide(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
@@ -110,17 +109,19 @@ def _wide(df: pd.DataFrame, path: Path) -> list[pd.DataFrame]:
 def attach_groups(pred: pd.DataFrame, cohort: pd.DataFrame | None) -> pd.DataFrame:
     """Fill ``group``: the predictions' own, else the cohort manifest's (indexed by case_id), else the case_id."""
     out = pred.copy()
-    g = out[GROUP_COLUMN] if GROUP_COLUMN in out.columns else pd.Series(None, index=out.index, dtype=object)
+    g = _labels(out[GROUP_COLUMN]) if GROUP_COLUMN in out.columns else pd.Series(None, index=out.index, dtype=object)
     if cohort is not None and GROUP_COLUMN in cohort.columns:
-        from_cohort = cohort[GROUP_COLUMN].reindex(out["case_id"].astype(str)).to_numpy()
-        g = g.where(g.notna(), pd.Series(from_cohort, index=out.index))
-    g = g.where(g.notna(), out["case_id"])
-    out[GROUP_COLUMN] = g.map(_as_label)
+        from_cohort = _labels(cohort[GROUP_COLUMN].reindex(out["case_id"].astype(str)))
+        g = g.where(g.notna(), pd.Series(from_cohort.to_numpy(), index=out.index))
+    out[GROUP_COLUMN] = g.where(g.notna(), out["case_id"].astype(str))
     return out
 
 
-def _as_label(v) -> str:
-    """A group as text; a number read as 7.0 from the manifest is the group '7'."""
-    if isinstance(v, float) and v.is_integer():
-        return str(int(v))
-    return str(v).strip()
+def _labels(values: pd.Series) -> pd.Series:
+    """Groups as text (a number read as 7.0 from a CSV is the group '7'); missing or blank as None."""
+    def one(v):
+        if pd.isna(v):
+            return None
+        text = str(int(v)) if isinstance(v, float) and v.is_integer() else str(v).strip()
+        return text or None
+    return values.astype(object).map(one).astype(object)
