@@ -349,13 +349,28 @@ def evaluate(
         table.add_column(col)
     for s, block in m["sets"].items():
         for name, r in block["models"].items():
-            lo, hi = r["auc_ci"]
-            ci_txt = f"{lo:.3f}-{hi:.3f}" if lo is not None else "n/a"
-            table.add_row(s, name, f"{r['auc']:.3f} ({ci_txt})", f"{r['threshold']} ({r['threshold_source']})" if isinstance(r["threshold"], str) else f"{r['threshold']:.4g} ({r['threshold_source']})",
-                          "NA" if r["sensitivity"] is None else f"{r['sensitivity']:.3f}", "NA" if r["specificity"] is None else f"{r['specificity']:.3f}")
+            table.add_row(s, name, _auc_text(r), _threshold_text(r), _num(r.get("sensitivity")), _num(r.get("specificity")))
     console.print(table)
     ss = m.get("sample_size") or {}
     console.print(f"sample size: {ss.get('sentence') or ss.get('note')}", highlight=False, soft_wrap=True)
+
+
+def _num(v, fmt: str = ".3f") -> str:
+    return "NA" if v is None else format(v, fmt)
+
+
+def _auc_text(r: dict) -> str:
+    """AUC (CI) of a metrics.json model block, or why it is undefined (a set with one class)."""
+    if r.get("auc") is None:
+        return "undefined" + (f" ({r['undefined']})" if r.get("undefined") else "")
+    lo, hi = r.get("auc_ci") or (None, None)
+    return f"{r['auc']:.3f} ({_num(lo)}-{_num(hi)})" if lo is not None else f"{r['auc']:.3f} (n/a)"
+
+
+def _threshold_text(r: dict) -> str:
+    t = r.get("threshold")
+    shown = t if isinstance(t, str) else _num(t, ".4g")
+    return f"{shown} ({r.get('threshold_source')})"
 
 
 @app.command()

@@ -267,11 +267,22 @@ class Study:
         names = list(self._best().values()) + (["DL_combined"] if self.cfg.fusion.enabled else [])
         validation = self._fusion_validation() if self.cfg.fusion.enabled else None
         metrics = evaluate([self.layout.predictions(n) for n in names], self.layout.evaluation, seed=self.cfg.seed,
-                           cohort=self.layout.cohort, clinical=self._clinical_options(), validation=validation)
+                           cohort=self.layout.cohort, clinical=self._clinical_options(), validation=validation,
+                           selection=self._selection_corrected())
         self._table1()
         test = metrics["sets"].get("test", {}).get("models", {})
         return {"test_auc": {k: v.get("auc") for k, v in test.items()},
                 "bootstrap_seconds": validation.get("seconds") if validation else None}
+
+    def _selection_corrected(self) -> dict[str, dict]:
+        """Each reported model's training AUC corrected for its selection: the architectures' (selection.json,
+        BBC-CV over every candidate) and the fusion family's (fusion.json, nested)."""
+        sel = json.loads(self.layout.selection.read_text()) if self.layout.selection.is_file() else {}
+        out = {rec["model"]: rec for rec in (sel.get("selection_corrected") or {}).values() if rec.get("model")}
+        fused = self._fusion_summary().get("selection_corrected")
+        if fused:
+            out["DL_combined"] = fused
+        return out
 
     def _fusion_summary(self) -> dict:
         path = self.layout.fusion / "fusion.json"
