@@ -41,17 +41,38 @@ def _root(version: bool = typer.Option(False, "--version", callback=_version, is
 @app.command()
 def validate(
     cohort: Path = typer.Argument(..., help="Cohort manifest CSV."),
-    as_json: bool = typer.Option(False, "--json", help="Print the problems as JSON."),
+    as_json: bool = typer.Option(False, "--json", help="Print the columns' roles, the warnings and the problems as JSON."),
     no_files: bool = typer.Option(False, "--no-files", help="Check the table only, do not open files."),
 ):
-    """Check every row and file of a cohort manifest; print ALL problems; exit 1 if any."""
-    from ceusfusion.ingest.cohort import problems_frame
+    """Check every row and file of a cohort manifest; print how each column is read, the warnings and ALL problems;
+    exit 1 if any problem (warnings alone exit 0)."""
+    from dataclasses import asdict
+
+    from ceusfusion.ingest.cohort import column_roles, groups_of, manifest_warnings, problems_frame
     from ceusfusion.ingest.cohort import validate as run_validate
 
     df, problems = run_validate(cohort, check_files=not no_files)
+    roles = [] if df is None else column_roles(df)
+    warnings = [] if df is None else manifest_warnings(df)
     if as_json:
-        typer.echo(json.dumps({"manifest": str(cohort), "n_rows": None if df is None else len(df), "problems": problems_frame(problems).to_dict(orient="records")}, indent=2, default=str))
-    elif problems:
+        typer.echo(json.dumps({"manifest": str(cohort), "n_rows": None if df is None else len(df),
+                               "columns": [asdict(r) for r in roles], "warnings": warnings,
+                               "problems": problems_frame(problems).to_dict(orient="records")}, indent=2, default=str))
+        raise typer.Exit(1 if problems else 0)
+    if roles:
+        table = Table(title=f"How the columns of {cohort.name} are read")
+        for col in ("column", "role", "how it is read / why it is ignored"):
+            table.add_column(col, overflow="fold")
+        for r in roles:
+            table.add_row(r.column, r.role, r.detail)
+        console.print(table)
+        if "case_id" in df.columns:
+            n_groups = groups_of(df).nunique()
+            console.print(f"patients: {n_groups} patient group(s) for {len(df)} cases (column 'group')" if "group" in df.columns
+                          else f"patients: no 'group' column: each of the {len(df)} cases is its own patient", highlight=False)
+    for w in warnings:
+        console.print(f"[yellow]warning[/yellow]: {w}", highlight=False, soft_wrap=True)
+    if problems:
         table = Table(title=f"{len(problems)} problem(s) in {cohort}")
         for col in ("row", "case", "column", "problem"):
             table.add_column(col, overflow="fold")
@@ -59,7 +80,8 @@ def validate(
             table.add_row("" if p.row is None else str(p.row), p.case_id or "", p.column or "", p.problem)
         console.print(table)
     else:
-        console.print(f"[green]OK[/green] {cohort}: {len(df)} cases, no problems found")
+        more = f" ({len(warnings)} warning(s) above)" if warnings else ""
+        console.print(f"[green]OK[/green] {cohort}: {len(df)} cases, no problems found{more}")
     raise typer.Exit(1 if problems else 0)
 
 
@@ -70,20 +92,29 @@ def split(
     seed: int = typer.Option(0, help="Random seed."),
     by_center: Optional[str] = typer.Option(None, "--by-center", help="Put this centre in test (external validation), the other centres in training (so at least two)."),
     no_center: Optional[str] = typer.Option(None, "--no-center", help="With --by-center: where cases without a centre go, train or test (default: an error listing them)."),
+    group: Optional[str] = typer.Option(None, "--group", help="The column that names the patient (e.g. patient): its cases stay on one side; written as the 'group' column."),
+    no_group: bool = typer.Option(False, "--no-group", help="Each row is its own patient (needed when no 'group' column is given and a column looks like a patient key)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default: <cohort>.split.csv beside it)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ):
-    """Write a copy of the manifest with a stratified, patient-grouped train/test split."""
+    """Write a copy of the manifest with a stratified, patient-grouped train/test split.
+
+    The patient is the 'group' column. Without one, a column that looks like a patient key (several rows share a
+    value: patient, subject, mrn, ...) must be named with --group COLUMN, or --no-group said."""
     from ceusfusion.core.fsutil import write_csv
-    from ceusfusion.ingest.cohort import make_split, read_manifest
+    from ceusfusion.ingest.cohort import groups_of, make_split, read_manifest
 
     out = out or cohort.with_name(cohort.stem + ".split.csv")
     if out.exists() and not force:
         raise CeusError(f"{out} exists; pass --force to overwrite it or --out to choose another name")
-    df = make_split(read_manifest(cohort), test_fraction=test_fraction, seed=seed, by_center=by_center, no_center=no_center)
+    df = make_split(read_manifest(cohort), test_fraction=test_fraction, seed=seed, by_center=by_center, no_center=no_center,
+                    group=group, no_group=no_group)
     write_csv(out, df)
-    n_test = int((df["split"] == "test").sum())
-    console.print(f"wrote {out}: {len(df) - n_test} train / {n_test} test")
+    test = df["split"] == "test"
+    g = groups_of(df)
+    console.print(f"wrote {out}: {int((~test).sum())} train / {int(test.sum())} test cases "
+                  f"({g[~test].nunique()} / {g[test].nunique()} patients, none on both sides)", highlight=False, soft_wrap=True)
+    console.print(df.attrs.get("grouping", ""), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -21,6 +21,7 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.io.image import read_image
 from ceusfusion.io.mask import read_mask
 from ceusfusion.io.video import probe_video
+from ceusfusion.stats.table1 import covariate_columns, not_covariate_reason, patient_key_reason
 
 DELIMITERS = {";": "';'", "\t": "tab", "|": "'|'"}  # what a spreadsheet may save instead of commas
 
@@ -88,8 +89,93 @@ def check_header(path: Path) -> None:
 
 
 def clinical_columns(df: pd.DataFrame) -> list[str]:
-    """Every column that is not part of the schema: clinical covariates."""
-    return [c for c in df.columns if c not in RESERVED]
+    """The clinical covariates: every column outside the schema except file paths, a patient key and identifiers
+    (``left_out_columns`` says which and why)."""
+    return covariate_columns(df, [c for c in df.columns if c not in RESERVED])[0]
+
+
+def left_out_columns(df: pd.DataFrame) -> dict[str, str]:
+    """{column: why it is no covariate} for the columns outside the schema that are not covariates."""
+    return covariate_columns(df, [c for c in df.columns if c not in RESERVED])[1]
+
+
+ROLES = {
+    "case_id": ("id", "one row per case, unique"),
+    "label": ("label", "the outcome, 0 or 1"),
+    "split": ("split", "train / test"),
+    "group": ("group", "the patient: cases that share it are never split apart"),
+    "center": ("center", "acquisition centre (split --by-center)"),
+    "image": ("file (image)", "the still"),
+    "image_mask": ("file (mask)", "the still's mask"),
+    "video": ("file (video)", "the CEUS video"),
+    "video_mask": ("file (mask)", "the video's mask"),
+}
+
+
+@dataclass
+class ColumnRole:
+    column: str
+    role: str  # id, label, split, group, center, file (image/mask/video), covariate, ignored
+    detail: str  # how it is read; for an ignored column, why
+
+
+def column_roles(df: pd.DataFrame) -> list[ColumnRole]:
+    """How each column of the manifest is read: its role in the schema, a covariate, or ignored and why."""
+    left_out = left_out_columns(df)
+    out = []
+    for c in df.columns:
+        if c in ROLES:
+            out.append(ColumnRole(c, *ROLES[c]))
+        elif c in left_out:
+            out.append(ColumnRole(c, "ignored", left_out[c]))
+        else:
+            out.append(ColumnRole(c, "covariate", _covariate_kind(df[c])))
+    return out
+
+
+def _covariate_kind(s: pd.Series) -> str:
+    v = s.dropna().astype(str).str.strip()
+    v = v[v != ""]
+    numeric = len(v) and pd.to_numeric(v, errors="coerce").notna().all()
+    k = v.nunique()
+    kind = (f"numeric ({k} distinct values)" if numeric and k > 10 else f"categorical ({k} levels)" if k > 1
+            else f"constant ({v.iloc[0]!r} in every row)" if k else "empty")
+    return kind + (f", {len(s) - len(v)} missing" if len(v) < len(s) else "")
+
+
+def patient_keys(df: pd.DataFrame) -> dict[str, str]:
+    """{column: why it looks like a patient key} when the manifest has no ``group`` column (else empty)."""
+    if "group" in df.columns:
+        return {}
+    ids = df["case_id"] if "case_id" in df.columns else None
+    found = {c: patient_key_reason(df[c], c, ids) for c in df.columns if c not in RESERVED}
+    return {c: r for c, r in found.items() if r}
+
+
+def manifest_warnings(df: pd.DataFrame) -> list[str]:
+    """What the manifest leaves unsaid: a patient key without a ``group`` column, file paths in a column that is not read."""
+    out = []
+    for c, why in patient_keys(df).items():
+        crossing = ""
+        if "split" in df.columns:
+            side = df["split"].astype(str).str.strip()
+            both = set(df.loc[side == "train", c].dropna()) & set(df.loc[side == "test", c].dropna())
+            crossing = f"; {len(both)} of its values are in both train and test of this manifest's split" if both else ""
+        out.append(f"no 'group' column, and column {c!r} looks like a patient key ({why}){crossing}: `split` refuses "
+                   f"this manifest until told: --group {c} (its rows stay on one side) or --no-group (each row its own patient)")
+    for c in df.columns:
+        why = not_covariate_reason(df, c) if c not in RESERVED else None
+        if why and why.startswith("file paths"):
+            out.append(f"column {c!r} holds {why} but is not read: the file columns are {', '.join(FILE_COLUMNS)}"
+                       f"{_file_column_hint(df, c)}")
+    return out
+
+
+def _file_column_hint(df: pd.DataFrame, column: str) -> str:
+    if "mask" in column.lower():
+        of = [m for m, pic in (("image_mask", "image"), ("video_mask", "video")) if pic in df.columns and m not in df.columns]
+        return f" (rename it {of[0]} if these are the masks of the {of[0].split('_')[0]}s)" if of else ""
+    return ""
 
 
 def groups_of(df: pd.DataFrame) -> pd.Series:
@@ -264,9 +350,48 @@ def problems_frame(problems: list[Problem]) -> pd.DataFrame:
 NO_CENTER_CHOICES = ("train", "test")
 
 
+def with_groups(df: pd.DataFrame, group: str | None = None, no_group: bool = False) -> pd.DataFrame:
+    """A copy whose ``group`` column is the patient: column ``group`` (a patient key), or each row its own patient
+    (``no_group``). Without either, a manifest with no ``group`` column and a column that looks like a patient key is
+    refused: a split by case would put one patient's cases on both sides. ``attrs["grouping"]`` says which was used."""
+    out = df.copy()
+    n = len(out)
+    if group is not None and no_group:
+        raise CeusError("--group and --no-group exclude each other: name the patient column, or say each row is its own patient")
+    if no_group:
+        if "group" in out.columns:
+            raise CeusError("--no-group: the manifest has a 'group' column; remove it, or split without --no-group to use it")
+        out["group"] = out["case_id"]
+        out.attrs["grouping"] = f"--no-group: each of the {n} cases is its own patient"
+    elif group is not None:
+        if group not in out.columns:
+            raise CeusError(f"--group {group}: no such column (columns: {', '.join(map(str, out.columns))})")
+        if group in RESERVED and group != "group":
+            raise CeusError(f"--group {group}: {group!r} is a column of the schema ({ROLES[group][1]}), not a patient key")
+        if group != "group" and "group" in out.columns:
+            raise CeusError(f"--group {group}: the manifest already has a 'group' column; remove one of them")
+        out["group"] = out[group].astype("string").str.strip().replace("", pd.NA).astype(object)
+        alone = int(out["group"].isna().sum())
+        out.attrs["grouping"] = (f"patients from column {group!r}: {groups_of(out).nunique()} patients for {n} cases"
+                                 + (f" ({alone} case(s) without a value are each their own patient)" if alone else ""))
+    else:
+        keys = patient_keys(out)
+        if keys:
+            c = next(iter(keys))
+            raise CeusError(f"column {c!r} looks like a patient key ({keys[c]}) and the manifest has no 'group' column: "
+                            f"split with --group {c} to keep each patient's cases on one side, or --no-group if each row is its own patient")
+        out.attrs["grouping"] = (f"patients from column 'group': {groups_of(out).nunique()} patients for {n} cases"
+                                 if "group" in out.columns else f"no 'group' column: each of the {n} cases is its own patient")
+    return out
+
+
 def make_split(df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, by_center: str | None = None,
-               no_center: str | None = None) -> pd.DataFrame:
+               no_center: str | None = None, group: str | None = None, no_group: bool = False) -> pd.DataFrame:
     """Return a copy with a ``split`` column: grouped by patient, stratified by label.
+
+    The patient is the ``group`` column, or the column named by ``group`` (copied to ``group`` in the result, so
+    later stages keep the patients together), or each row with ``no_group``; a manifest without ``group`` whose
+    column looks like a patient key needs one of the two (``with_groups``).
 
     ``by_center`` puts every case of that centre in test (external validation) and
     the other centres in training, so the ``center`` column must hold at least two;
@@ -275,6 +400,7 @@ def make_split(df: pd.DataFrame, test_fraction: float = 0.3, seed: int = 0, by_c
     whole groups are drawn so that each label keeps about the same share in
     train and test; a group counts as positive if any case is.
     """
+    df = with_groups(df, group, no_group)
     if by_center is not None:
         return _centre_split(df, by_center, no_center)
     if no_center is not None:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from ceusfusion.core.fsutil import write_text
+from ceusfusion.ingest.cohort import groups_of
 from ceusfusion.models.select import rank_models
 from ceusfusion.report.clinical import (
     interventions_section,
@@ -24,7 +25,7 @@ from ceusfusion.report.clinical import (
     subgroups_section,
     validation_section,
 )
-from ceusfusion.report.parts import img, missing, note, table
+from ceusfusion.report.parts import img, missing, note, para, table
 from ceusfusion.report.tripod import tripod_section
 
 CSS = """
@@ -49,12 +50,20 @@ def cohort_section(run: Path) -> str:
     path = run / "cohort.csv"
     if not path.is_file():
         return _missing("Cohort")
-    df = pd.read_csv(path, dtype={"case_id": str})
-    counts = df.groupby(["split", "label"]).size().unstack(fill_value=0) if "split" in df else df.groupby("label").size().to_frame("n").T
+    df = pd.read_csv(path, dtype={"case_id": str, "group": str})
+    groups = groups_of(df)
+    sets = df["split"] if "split" in df else pd.Series("all", index=df.index)
+    counts = df.groupby([sets, "label"]).size().unstack(fill_value=0)
     counts.columns = [f"OLNM{'+' if int(c) == 1 else '-'} (label {c})" for c in counts.columns]
     counts.insert(0, "set", counts.index)
-    counts["total"] = counts.iloc[:, 1:].sum(axis=1)
-    body = f"<p>{len(df)} patients in the manifest.</p>" + _table(counts)
+    counts["cases"] = counts.iloc[:, 1:].sum(axis=1)
+    counts["patients"] = groups.groupby(sets).nunique()
+    if (groups == df["case_id"].astype(str)).all():
+        text = (f"{len(df)} cases in the manifest; no patient grouping was recorded (no group differs from its case id), "
+                "so each case is counted as its own patient.")
+    else:
+        text = f"{len(df)} cases of {groups.nunique()} patients in the manifest (a patient may have several cases)."
+    body = para(text) + _table(counts)
     failures = run / "prepared" / "failures.csv"
     if failures.is_file():
         f = pd.read_csv(failures)

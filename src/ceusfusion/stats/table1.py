@@ -25,11 +25,14 @@ So, on each variable's non-missing values:
 
 The test per variable and set is also in ``df.attrs["tests"]``, the summary per variable in
 ``df.attrs["summaries"]``, the missing counts in ``df.attrs["missing"]``, the rule in
-``df.attrs["note"]``.
+``df.attrs["note"]``. By default every column outside the manifest's schema is a covariate except
+file paths, a patient key and identifiers; ``df.attrs["left_out"]`` says which columns were left
+out and why.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Collection
 
 import numpy as np
@@ -343,6 +346,112 @@ def _summaries(df: pd.DataFrame, cols: list[str], mean_sd, max_levels: int) -> d
     return {c: (MEAN_SD if c in asked else s) for c, s in out.items()}
 
 
+# ----------------------------------------------------------------- which columns are covariates
+
+PATH_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".dcm", ".dicom", ".nii", ".nii.gz",
+                   ".nrrd", ".mha", ".mhd", ".avi", ".mp4", ".mov", ".mkv", ".wmv", ".npy", ".npz")
+# a column named like a patient key (lower case, non-alphanumerics as '_'): patient, patient_id, subject_no, mrn, pid...
+KEY_NAME = re.compile(r"^(patients?|pat|pt|subjects?|subj|participants?|persons?|individual|mrn|pid|patid|ptid|"
+                      r"patientid|subjectid|hospital)(_?(id|no|nr|num|number|key|code))?$")
+ID_NAME = re.compile(r"(^|_)(id|uid|uuid|key|code|accession|no|nr|number)$")
+MAX_ROWS_PER_PATIENT = 5  # a patient key's values repeat in small groups: at most this many rows per value on average
+
+
+def _name(column: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "_", str(column).lower()).strip("_")
+
+
+def _values(s: pd.Series) -> pd.Series:
+    v = s.dropna().astype(str).str.strip()
+    return v[v != ""]
+
+
+def _looks_like_path(v: str) -> bool:
+    low = v.lower()
+    return low.endswith(PATH_EXTENSIONS) or (("/" in v or "\\" in v) and re.search(r"[A-Za-z_]", v) is not None)
+
+
+def path_example(s: pd.Series) -> str | None:
+    """A value of ``s`` that looks like a file path when most of its values do (a separator with letters, or an image,
+    mask or video extension), else None. A date like 2020/01/31 is not a path."""
+    v = _values(s)
+    paths = v[v.map(_looks_like_path)]
+    return str(paths.iloc[0]) if len(v) and len(paths) * 2 >= len(v) else None
+
+
+def patient_key_reason(s: pd.Series, column: str, ids: pd.Series | None = None, max_levels: int = 10) -> str | None:
+    """Why ``s`` looks like a patient key (several rows share a value and it is no plausible covariate), or None.
+
+    Its values must repeat, and not be decimals (a measurement) or paths. A column named like one (patient,
+    patient_id, subject, mrn, pid, ...) needs nothing more; any other needs more than ``max_levels`` distinct values
+    that repeat in small groups (at most MAX_ROWS_PER_PATIENT rows per value on average) and, for numbers, rows of a
+    value that sit together in the file or values that are part of the case id, so an age column is not one.
+    """
+    v = _values(s)
+    counts = v.value_counts()
+    shared = counts[counts > 1]
+    if shared.empty or path_example(s) is not None:
+        return None
+    num = pd.to_numeric(v, errors="coerce")
+    if num.notna().all() and bool((num % 1 != 0).any()):
+        return None
+    e = f"{len(shared)} of its {len(counts)} values repeat across its {len(v)} rows (e.g. {shared.index[0]!r} in {int(shared.iloc[0])})"
+    if KEY_NAME.match(_name(column)):
+        return f"it is named like one; {e}"
+    if len(counts) <= max_levels or len(v) / len(counts) > MAX_ROWS_PER_PATIENT:
+        return None
+    if num.isna().all():
+        return f"its text values repeat in small groups; {e}"
+    if ids is not None and _part_of_ids(v, ids):
+        return f"its values are part of the case ids; {e}"
+    if _rows_together(v):
+        return f"rows sharing a value sit together in the file; {e}"
+    return None
+
+
+def _part_of_ids(v: pd.Series, ids: pd.Series) -> bool:
+    """Whether (nearly) every value is a leading piece or a token of its row's case id (patient 100: case 100_1_n2)."""
+    cid = ids.loc[v.index].astype(str)
+    hits = [c.startswith(x) or x in re.split(r"[^A-Za-z0-9]+", c) for x, c in zip(v, cid)]
+    return sum(hits) >= 0.9 * len(hits)
+
+
+def _rows_together(v: pd.Series) -> bool:
+    """Whether (nearly) every repeated value fills consecutive rows (a manifest sorted by patient)."""
+    pos = pd.Series(np.arange(len(v)), index=v.index)
+    g = pos.groupby(v.to_numpy())
+    span = (g.max() - g.min() + 1)[g.size() > 1]
+    return bool(len(span)) and float((span == g.size()[g.size() > 1]).mean()) >= 0.9
+
+
+def id_like_reason(s: pd.Series, column: str, max_levels: int = 10) -> str | None:
+    """Why ``s`` is an identifier (one value per row, text or named like an id), or None. Unique decimals are
+    measurements, and a small cohort's few unique values (ages of six patients) are not ids either."""
+    v = _values(s)
+    if v.empty or v.nunique() < len(v):
+        return None
+    named = KEY_NAME.match(_name(column)) or ID_NAME.search(_name(column))
+    text = pd.to_numeric(v, errors="coerce").isna().any() and len(v) > max_levels
+    return f"an identifier: unique per row ({len(v)} distinct values)" if named or text else None
+
+
+def not_covariate_reason(df: pd.DataFrame, column: str, id_column: str = "case_id", max_levels: int = 10) -> str | None:
+    """Why a column of the cohort is no covariate (file paths, a patient key, an identifier), or None."""
+    s = df[column]
+    example = path_example(s)
+    if example is not None:
+        return f"file paths (e.g. {example!r})"
+    ids = df[id_column] if id_column in df.columns and column != id_column else None
+    key = patient_key_reason(s, column, ids, max_levels)
+    return f"looks like a patient key: {key}" if key else id_like_reason(s, column, max_levels)
+
+
+def covariate_columns(df: pd.DataFrame, candidates: list[str], max_levels: int = 10) -> tuple[list[str], dict[str, str]]:
+    """The candidate columns that are covariates, and {column: why not} for the others."""
+    left_out = {c: r for c in candidates if (r := not_covariate_reason(df, c, max_levels=max_levels))}
+    return [c for c in candidates if c not in left_out], left_out
+
+
 def table1(df: pd.DataFrame, label: str = "label", split: str = "split", columns: list[str] | None = None,
            class_names: tuple[str, str] = ("negative", "positive"), max_levels: int = 10,
            mean_sd: Collection[str] = (), seed: int = 0) -> pd.DataFrame:
@@ -354,7 +463,10 @@ def table1(df: pd.DataFrame, label: str = "label", split: str = "split", columns
     """
     y = _labels(df, label)
     sets = df[split].astype(str) if split in df.columns else pd.Series("all", index=df.index)
-    cols = columns if columns is not None else [c for c in df.columns if c not in NOT_CLINICAL and c != split]
+    others = [c for c in df.columns if c not in NOT_CLINICAL and c != split and c != label]
+    cols = columns if columns is not None else covariate_columns(df, others, max_levels)[0]
+    left_out = {c: not_covariate_reason(df, c, max_levels=max_levels) or "not among the columns asked for"
+                for c in others if c not in cols}
     absent = [c for c in cols if c not in df.columns]
     if absent:
         raise CeusError(f"Table 1: columns not in the cohort: {absent}")
@@ -373,5 +485,5 @@ def table1(df: pd.DataFrame, label: str = "label", split: str = "split", columns
             rows.append([MISSING, COUNT] + [cell for s in order for cell in (*map(str, counts[s]), "", "")])
             missing[c] = {s: dict(zip(class_names, n)) for s, n in counts.items()}
     out = pd.DataFrame(rows, columns=_header(sets, y, order, class_names))
-    out.attrs.update(tests=tests, summaries=summaries, missing=missing, note=NOTE)
+    out.attrs.update(tests=tests, summaries=summaries, missing=missing, note=NOTE, left_out=left_out)
     return out
