@@ -192,9 +192,13 @@ def test_check_refuses_weights_pretrained_on_test_cases_unless_allowed(runs, wor
     assert "\n" not in msg and str(runs["included"]) in msg and "2 test-split video(s)" in msg
     assert "case ids c3, c4" in msg and "--allow-pretrain-overlap" in msg
     fact = P.check_pretrain_weights(runs["included"], cohort, allow_test_overlap=True)
+    matches = fact.pop("test_overlap_matches")
     assert fact == {"weights": str(runs["included"]), "sha256": sha256_file(runs["included"]), "record": "present",
-                    "note": None, "n_videos": 6, "test_overlap": ["c3", "c4"], "test_overlap_videos": 2,
+                    "record_version": P.provenance.RECORD_VERSION, "note": None, "n_videos": 6,
+                    "matched_by": ["path", "sha256", "perceptual"], "perceptual_videos": 6,
+                    "test_overlap_check": "decoded content", "test_overlap": ["c3", "c4"], "test_overlap_videos": 2,
                     "allowed": True, "transductive_train_frames": True, "train_cases_seen": 3}
+    assert sorted((m["case_id"], m["how"]) for m in matches) == [("c3", "sha256"), ("c4", "path")]  # a copy, a link
 
 
 def test_check_passes_clean_weights_and_sees_training_frames(runs, world, tmp_path):
@@ -305,3 +309,123 @@ def test_train_refuses_weights_that_saw_its_test_videos_unless_allowed(runs, wor
     fact = summary["pretrain_provenance"]
     assert fact["test_overlap"] == ["c3", "c4"] and fact["allowed"] is True
     assert json.loads((run / "models" / "m" / "summary.json").read_text())["pretrain_provenance"] == fact
+
+
+# ----------------------------------------------------------------------------- copies that are not byte-identical
+
+
+def write_smooth_video(path: Path, seed: int, codec: str = "mpeg4", n: int = 12, side: int = 64,
+                       options: dict | None = None) -> Path:
+    """A video with image structure (a drifting smooth random field plus speckle), like ultrasound more than noise."""
+    import av
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.uniform(0, 255, (side // 8 + 2, side // 8 + 2))
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=8)
+        s.width = s.height = side
+        s.pix_fmt = "yuv420p"
+        s.options = options or {}
+        for k in range(n):
+            field = np.kron(coarse, np.ones((8, 8)))[k % 8:k % 8 + side, :side]
+            img = np.clip(field + rng.normal(0, 12, (side, side)), 0, 255).astype(np.uint8)
+            for p in s.encode(av.VideoFrame.from_ndarray(np.repeat(img[..., None], 3, 2), format="rgb24")):
+                c.mux(p)
+        for p in s.encode():
+            c.mux(p)
+    return path
+
+
+def reencode(src: Path, dst: Path, codec: str, options: dict) -> Path:
+    """The frames of ``src`` written again with another codec / quality (a re-encoded copy)."""
+    import av
+
+    with av.open(str(src)) as i, av.open(str(dst), "w") as o:
+        si = i.streams.video[0]
+        s = o.add_stream(codec, rate=si.average_rate)
+        s.width, s.height, s.pix_fmt, s.options = si.codec_context.width, si.codec_context.height, "yuv420p", options
+        for frame in i.decode(si):
+            for p in s.encode(av.VideoFrame.from_ndarray(frame.to_ndarray(format="rgb24"), format="rgb24")):
+                o.mux(p)
+        for p in s.encode():
+            o.mux(p)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def copies(module_tmp_factory):
+    """Cohort s0, s1 (train), s2, s3 (test) of structured videos; under extra/: test video s2 re-encoded
+    (H.264 in Matroska), test video s3 with one byte appended, and a video of its own."""
+    root = module_tmp_factory.mktemp("copies")
+    (root / "videos").mkdir()
+    rows = [{"case_id": f"s{i}", "video": str(write_smooth_video(root / "videos" / f"s{i}.mp4", 10 + i)),
+             "split": "train" if i < 2 else "test"} for i in range(4)]
+    pd.DataFrame(rows).to_csv(root / "cohort.csv", index=False)
+    extra = root / "extra"
+    extra.mkdir()
+    reencode(root / "videos" / "s2.mp4", extra / "reencoded.mkv", "libx264", {"crf": "30"})
+    (extra / "appended.mp4").write_bytes((root / "videos" / "s3.mp4").read_bytes() + b"\0")
+    write_smooth_video(extra / "other.mp4", 99)
+    return root, root / "cohort.csv", extra
+
+
+def record_of(weights: Path, videos: list[Path], version: int | None = None) -> Path:
+    """The weights' sidecar listing ``videos`` as pretrained on (``version``: make it an older record)."""
+    weights.write_bytes(b"weights " + weights.name.encode())
+    rec = P.provenance_record(P.given_plan([(v.name, v) for v in videos]), [v.name for v in videos],
+                              sha256_file(weights))
+    if version == 1:
+        rec["provenance"]["version"] = 1
+        for v in rec["provenance"]["videos"]:
+            v.pop("phash")
+    P.sidecar_path(weights).write_text(json.dumps(rec))
+    return weights
+
+
+def test_a_reencoded_or_appended_copy_of_a_test_video_is_left_out_of_pretraining(copies):
+    root, cohort, extra = copies
+    assert sha256_file(extra / "appended.mp4") != sha256_file(root / "videos" / "s3.mp4")
+    plan = P.plan_videos(cohort, [extra])
+    left_out = {Path(e["path"]).name: e for e in plan.excluded}
+    assert set(left_out) == {"reencoded.mkv", "appended.mp4"}
+    assert left_out["reencoded.mkv"]["test_case_id"] == "s2" and left_out["appended.mp4"]["test_case_id"] == "s3"
+    assert {e["test_match"]["how"] for e in left_out.values()} == {"perceptual"}
+    kept = {Path(p).name for _, p in plan}
+    assert kept == {"s0.mp4", "s1.mp4", "other.mp4"}  # a video of its own is not a test case
+    assert all(len(e["phash"]["frames"]) == len(P.provenance.PHASH_POSITIONS) for e in plan.entries)
+
+
+def test_weights_pretrained_on_such_copies_are_refused_and_the_facts_say_how(copies, tmp_path):
+    root, cohort, extra = copies
+    weights = record_of(tmp_path / "w.safetensors", [extra / "reencoded.mkv", extra / "appended.mp4", extra / "other.mp4"])
+    with pytest.raises(CeusError, match=r"2 test-split video\(s\).*s2, s3"):
+        P.check_pretrain_weights(weights, cohort)
+    fact = P.check_pretrain_weights(weights, cohort, allow_test_overlap=True)
+    assert fact["test_overlap"] == ["s2", "s3"] and fact["record"] == "present" and fact["record_version"] == 2
+    assert fact["matched_by"] == ["path", "sha256", "perceptual"] and fact["test_overlap_check"] == "decoded content"
+    how = {Path(m["video"]).name: (m["case_id"], m["how"]) for m in fact["test_overlap_matches"]}
+    assert how == {"reencoded.mkv": ("s2", "perceptual"), "appended.mp4": ("s3", "perceptual")}
+    assert all(m["distance"] <= P.provenance.PHASH_MAX for m in fact["test_overlap_matches"])
+    assert fact["train_cases_seen"] == 0  # the video of its own is no training case either
+
+
+def test_a_different_video_is_not_a_test_case(copies, tmp_path):
+    root, cohort, extra = copies
+    weights = record_of(tmp_path / "w.safetensors", [extra / "other.mp4", root / "videos" / "s0.mp4"])
+    fact = P.check_pretrain_weights(weights, cohort)
+    assert fact["test_overlap"] == [] and fact["test_overlap_check"] == "decoded content"
+    assert fact["train_cases_seen"] == 1  # s0 by path
+
+
+def test_older_records_are_read_and_say_what_they_could_not_check(copies, tmp_path):
+    root, cohort, extra = copies
+    weights = record_of(tmp_path / "w.safetensors", [extra / "reencoded.mkv"], version=1)
+    fact = P.check_pretrain_weights(weights, cohort)
+    assert fact["record_version"] == 1 and fact["matched_by"] == ["path", "sha256"]
+    assert fact["test_overlap_check"] == "bytes only" and fact["test_overlap"] == []
+    bare = tmp_path / "bare.safetensors"
+    bare.write_bytes(b"self-supervised weights without their sidecar")
+    fact = P.check_pretrain_weights(bare, cohort)
+    assert fact["record"] == "absent" and fact["test_overlap_check"] == "no" and fact["matched_by"] == []
+    fact = P.check_pretrain_weights(weights, None)  # a run without RUN/cohort.csv: nothing to compare with
+    assert fact["record"] == "present" and fact["test_overlap_check"] == "no"

@@ -288,3 +288,83 @@ def iter_frames(path: str | Path, gray: bool = True) -> Iterator[tuple[float, np
 
 def _rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     return np.round(rgb[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------- a few frames, for fingerprints
+
+
+def frames_at(path: str | Path, fractions, run: int = 1) -> list[list[np.ndarray]]:
+    """Grey (luma) frames at relative positions ``fractions`` (0..1) of a video, ``run`` consecutive
+    frames from each (fewer at the end), decoding only near each: by time between the first and the
+    last frame (from the header), seeking to the keyframe before each position (PyAV); by frame index
+    in one streamed pass for DICOM cines, a header without a duration, or a seek the index gets wrong.
+    For content fingerprints (``models.pretrain.provenance``), so a re-encoded copy gives near the same
+    frames. Copies the caller owns."""
+    path = Path(path)
+    qs = [min(max(float(q), 0.0), 1.0) for q in fractions]
+    if _check(path) not in (".dcm", ".dicom"):
+        got = _frames_by_seek(path, qs, run)
+        if got is not None:
+            return got
+    return _frames_by_index(path, qs, run)
+
+
+def _frames_by_seek(path: Path, fractions: list[float], run: int) -> list[list[np.ndarray]] | None:
+    container = _open(path)
+    try:
+        stream = container.streams.video[0]
+        fps, dur, _ = _header(container)
+        if not dur or stream.time_base is None:
+            return None
+        start, tb, step = stream.start_time or 0, stream.time_base, 1.0 / fps if fps else 0.0
+        span = dur - step if dur > step else dur  # the last frame's time: the duration runs one frame past it
+        out = []
+        for q in fractions:
+            container.seek(start + int(q * span / tb), stream=stream, backward=True)
+            frames = _decode_from(container, stream, start, q * span, step, run)
+            if not frames:
+                return None
+            out.append(frames)
+        return out
+    except Exception:  # a container PyAV cannot seek in: the streamed pass instead
+        return None
+    finally:
+        container.close()
+
+
+def _decode_from(container, stream, start: int, target: float, step: float, run: int) -> list[np.ndarray]:
+    """After a seek: ``run`` frames from the first at ``target`` s after the start (within half a frame),
+    or the last one when the stream ends first; empty when the seek landed past the target or frames
+    lack timestamps."""
+    kept, last = [], None
+    for frame in container.decode(stream):
+        if frame.pts is None:
+            return []
+        t = float((frame.pts - start) * stream.time_base)
+        if last is None and not kept and t > target + step:
+            return []
+        if kept or t >= target - step / 2:
+            kept.append(np.array(Frame(0, t, av_frame=frame).luma()))
+            if len(kept) == run:
+                break
+        else:
+            last = frame
+    if not kept and last is not None:
+        kept.append(np.array(Frame(0, 0.0, av_frame=last).luma()))
+    return kept
+
+
+def _frames_by_index(path: Path, fractions: list[float], run: int) -> list[list[np.ndarray]]:
+    """The frames at ``fractions`` of the decoded frame count: one pass to count, one to keep."""
+    with VideoStream(path, strict=False) as vs:
+        n = sum(1 for _ in vs)
+    first = [int(round(q * (n - 1))) for q in fractions]
+    out: list[list[np.ndarray]] = [[] for _ in fractions]
+    with VideoStream(path, strict=False) as vs:
+        for f in vs:
+            for i, a in enumerate(first):
+                if a <= f.index < a + run:
+                    out[i].append(np.array(f.luma()))
+            if f.index >= max(first) + run - 1:
+                break
+    return out

@@ -3,8 +3,9 @@
 The package's central guarantee lives here and nowhere else: a training case is scored by the fold
 model that held it out (its out-of-fold value), and a case no fold model saw (a test case, a new
 patient) by one model of the same kind: under ``test_scoring: refit`` (the default) one model
-refitted on every training case for the same number of epochs (:data:`REFIT`), under ``fold-mean``
-the mean of the fold models. Probabilities (train), deep features (features), Grad-CAM maps
+refitted on every training case (:data:`REFIT`) for a fold's number of optimiser steps on a fold's LR
+schedule (``models.train.refit_plan``: not a fold's epoch count, which on k/(k-1) times the cases
+would be k/(k-1) times the steps), under ``fold-mean`` the mean of the fold models. Probabilities (train), deep features (features), Grad-CAM maps
 (explain) and a new patient's prediction (predict) all go through :func:`over_folds`, so they cannot
 disagree about which model scored which case.
 

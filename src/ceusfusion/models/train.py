@@ -716,13 +716,15 @@ def _score_test(ctx: _Ctx, test_idx: np.ndarray) -> np.ndarray:
 
 
 def pretrain_facts(run: Path, cfg: TrainConfig) -> dict | None:
-    """Refuse weights pretrained on the run's test cases (unless allowed); what the report says about them.
-    A run without RUN/cohort.csv (a cache made by hand) has no test videos to compare with."""
+    """Refuse weights pretrained on the run's test cases (unless allowed); what the report says about them
+    (``provenance.overlap_facts``: ``record`` present/absent, ``test_overlap_check``, ``test_overlap``).
+    A run without RUN/cohort.csv (a cache made by hand) has no test videos to compare with: unchecked."""
     cohort = RunLayout(run).cohort
     if str(cfg.weights).lower() in ("none", "imagenet"):
         return None
     if not cohort.is_file():
-        return {"weights": str(cfg.weights), "note": f"no {cohort} to check the pretraining against"}
+        facts = check_pretrain_weights(cfg.weights, None, cfg.allow_pretrain_overlap)
+        return {**facts, "note": f"no {cohort} to check the pretraining against"}
     return check_pretrain_weights(cfg.weights, cohort, cfg.allow_pretrain_overlap)
 
 

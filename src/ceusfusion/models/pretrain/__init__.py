@@ -16,14 +16,15 @@ unlabeled video than labeled cases (USCL, Chen et al. MICCAI 2021; IVPP 2024).
 * :mod:`.config`: :class:`PretrainConfig`; :mod:`.loop`: :func:`pretrain`
   (checkpoints, resume, weights and sidecar); :mod:`.probes`: linear and k-NN probes.
 
-* :mod:`.provenance`: which videos (path, sha256, source) the weights saw, a given
-  cohort's test-split videos left out (also under ``--unlabeled``; matched by path or
-  content) unless ``include_test_videos``, and :func:`check_pretrain_weights`, which
-  ``train``/``study`` call to refuse weights pretrained on their test cases.
+* :mod:`.provenance`: which videos (path, sha256, perceptual hash, source) the weights
+  saw, a given cohort's test-split videos left out (also under ``--unlabeled``; matched
+  by path, bytes, or decoded content: a re-encoded copy is the same video) unless
+  ``include_test_videos``, and :func:`check_pretrain_weights`, which ``train``/``study``
+  call to refuse weights pretrained on their test cases.
 
 Labels: pretraining never reads the label column (the manifest is read with
-only ``case_id``, ``image``, ``video`` and ``split``); the test split's files are
-hashed, never decoded. Labels are read only by :func:`probe`, after pretraining,
+only ``case_id``, ``image``, ``video`` and ``split``); of the test split's videos only
+a few frames are decoded, for their perceptual hash (:func:`perceptual_hash`). Labels are read only by :func:`probe`, after pretraining,
 on the training split.
 """
 
@@ -51,6 +52,8 @@ from ceusfusion.models.pretrain.provenance import (
                                                    collect_videos,
                                                    content_hash,
                                                    given_plan,
+                                                   overlap_facts,
+                                                   perceptual_hash,
                                                    plan_videos,
                                                    pretrain_overlap,
                                                    provenance_record,
@@ -67,5 +70,6 @@ __all__ = [
     "pretrain", "ckpt_dir", "checkpoint_path", "sidecar_path", "probe_path",
     "probe", "probe_labels", "grouped_probe_auc", "video_features", "load_pretrained_encoder",
     "VideoPlan", "plan_videos", "given_plan", "provenance_record", "CohortFiles", "cohort_files", "content_hash",
-    "Overlap", "pretrain_overlap", "check_pretrain_weights", "read_provenance", "NO_RECORD",
+    "Overlap", "pretrain_overlap", "check_pretrain_weights", "read_provenance", "NO_RECORD", "perceptual_hash",
+    "overlap_facts",
 ]

@@ -8,9 +8,21 @@ resolved path or by content hash); :func:`provenance_record` writes what was rea
 into the sidecar; :func:`pretrain_overlap` and :func:`check_pretrain_weights` compare that record
 with the cohort of a later ``train`` or ``study``.
 
-A manifest is read with only ``case_id``, ``image``, ``video`` and ``split`` (never labels); files are
-hashed (sha256), never decoded. A cohort file is hashed only when its size equals that of a video it
-is compared with, so checking a large cohort costs little.
+A manifest is read with only ``case_id``, ``image``, ``video`` and ``split`` (never labels). A file is
+the same as a case's file by resolved path, by content (sha256; a cohort file is hashed only when its
+size equals that of the video it is compared with), or, for videos, by what it shows: a perceptual
+hash of a few decoded frames (:func:`perceptual_hash`), so a re-encoded copy of a test video, or one
+with a byte appended, is still that test case. Only those few frames are decoded (``io.video.frames_at``:
+a seek to each of :data:`PHASH_POSITIONS`), once per file and process.
+
+The perceptual hash: at each of five relative positions, three consecutive frames (a copy may start a
+frame later), each a 16 x 17 area-mean thumbnail of the grey frame, standardised, whose horizontal
+differences give two bits each (above +0.05 SD, below -0.05 SD: a difference hash with a dead zone, so
+flat regions such as a black border give no bits). Two videos' distance: at each position the least
+Jaccard distance (differing bits / bits set in either) over the 3 x 3 frame pairs, averaged over the
+positions; the same video when at most :data:`PHASH_MAX`. On the synthetic cohort (pure-speckle
+CEUS, fresh speckle every frame: a hard case) copies re-encoded by x264 (crf 20, 35) or MPEG-4 gave
+at most 0.16 (0.26 with half of each frame black), different videos at least 0.50 (0.33).
 """
 
 from __future__ import annotations
@@ -22,13 +34,23 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import sha256_file
+from ceusfusion.io.filetypes import VIDEO_SUFFIXES, kind_of
+from ceusfusion.io.video import frames_at
 from ceusfusion.models.pretrain.frames import folder_videos, manifest_videos, read_columns
 
-RECORD_VERSION = 1
+# 2: each video's perceptual hash ("phash"); version 1 records (path, bytes, sha256) are still read
+RECORD_VERSION = 2
+PHASH_POSITIONS = (0.1, 0.3, 0.5, 0.7, 0.9)  # relative positions of the hashed frames
+PHASH_RUN = 3  # consecutive frames hashed at each position
+PHASH_SIDE = 16  # thumbnail rows (columns: one more)
+PHASH_DEAD_ZONE = 0.05  # in SDs of the thumbnail: smaller differences give no bit
+PHASH_MAX = 0.28  # the largest distance of two videos that are the same (module docstring)
+PHASH_METHOD = "dhash2-16x17-run3@0.1,0.3,0.5,0.7,0.9"  # recorded: hashes of another method are not compared
 CASE_FILE_COLUMNS = ("image", "video")  # a case's files a pretraining video can be a copy of
 READ_COLUMNS = ("case_id", "split") + CASE_FILE_COLUMNS  # the only manifest columns read here
 NO_RECORD = "no provenance record"
@@ -58,6 +80,79 @@ def content_hash(path: str | Path) -> str | None:
         return None
 
 
+def thumbnail(gray: np.ndarray, rows: int, cols: int) -> np.ndarray:
+    """Area-mean ``rows`` x ``cols`` thumbnail of a grey frame (float64)."""
+    a = np.asarray(gray, np.float64)
+    if a.ndim == 3:
+        a = a.mean(axis=2)
+    a = np.repeat(np.repeat(a, -(-rows // a.shape[0]), 0), -(-cols // a.shape[1]), 1)  # a frame smaller than it
+    r = np.linspace(0, a.shape[0], rows + 1).astype(int)
+    c = np.linspace(0, a.shape[1], cols + 1).astype(int)
+    sums = np.add.reduceat(np.add.reduceat(a, r[:-1], axis=0), c[:-1], axis=1)
+    return sums / np.outer(np.diff(r), np.diff(c))
+
+
+def frame_bits(gray: np.ndarray) -> np.ndarray:
+    """A frame's difference hash with a dead zone: packed bits (uint8, 64 bytes)."""
+    t = thumbnail(gray, PHASH_SIDE, PHASH_SIDE + 1)
+    t = (t - t.mean()) / max(float(t.std()), 1.0)
+    d = np.diff(t, axis=1)
+    return np.packbits(np.concatenate([(d > PHASH_DEAD_ZONE).ravel(), (d < -PHASH_DEAD_ZONE).ravel()]))
+
+
+@functools.lru_cache(maxsize=65536)
+def _phash_of(path: str, size: int, mtime_ns: int) -> dict | None:
+    if kind_of(Path(path), VIDEO_SUFFIXES) is None:
+        return None
+    try:
+        runs = frames_at(path, PHASH_POSITIONS, PHASH_RUN)
+    except Exception:  # an unreadable video has no perceptual hash; it is still matched by path and bytes
+        return None
+    return {"method": PHASH_METHOD, "frames": [[frame_bits(f).tobytes().hex() for f in run] for run in runs]}
+
+
+def perceptual_hash(path: str | Path) -> dict | None:
+    """A video's perceptual hash (module docstring), memoised on (path, size, mtime) like
+    :func:`content_hash`; None for a file that is not a readable video."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return _phash_of(str(path), st.st_size, st.st_mtime_ns)
+
+
+def phash_array(phash) -> np.ndarray | None:
+    """A recorded hash as ((positions, run, 64) uint8 packed bits, (positions, run) bool: the frame
+    exists), or None when it is not one of :data:`PHASH_METHOD`'s."""
+    if not isinstance(phash, dict) or phash.get("method") != PHASH_METHOD:
+        return None
+    frames = phash.get("frames")
+    if not isinstance(frames, list) or len(frames) != len(PHASH_POSITIONS):
+        return None
+    out = np.zeros((len(PHASH_POSITIONS), PHASH_RUN, 64), np.uint8)
+    seen = np.zeros(out.shape[:2], bool)
+    try:
+        for i, run in enumerate(frames):
+            for j, h in enumerate(run[:PHASH_RUN]):
+                out[i, j] = np.frombuffer(bytes.fromhex(h), np.uint8)
+                seen[i, j] = True
+    except (TypeError, ValueError):
+        return None
+    return out, seen
+
+
+def phash_distances(query, table) -> np.ndarray:
+    """Distance of one hash (:func:`phash_array`) to each of a table of them (stacked): per position the
+    least Jaccard distance over frame pairs, averaged over positions with bits; 1 where none has any."""
+    (q, qs), (t, ts) = query, table
+    x = np.bitwise_count(t[:, :, :, None, :] ^ q[None, :, None, :, :]).sum(-1).astype(float)
+    u = np.bitwise_count(t[:, :, :, None, :] | q[None, :, None, :, :]).sum(-1).astype(float)
+    ok = ts[:, :, :, None] & qs[None, :, None, :] & (u > 0)
+    d = np.where(ok, x / np.maximum(u, 1), np.inf).min(axis=(2, 3))  # (n, positions)
+    has = np.isfinite(d)
+    return np.where(has.any(1), np.where(has, d, 0).sum(1) / np.maximum(has.sum(1), 1), 1.0)
+
+
 def resolved(path: str | Path) -> str:
     return str(Path(path).resolve())
 
@@ -77,6 +172,7 @@ class CaseFile:
     split: str  # "train" or "test"
     path: str   # resolved
     size: int | None
+    column: str = "video"  # the manifest column it is in
 
 
 @dataclass
@@ -88,21 +184,49 @@ class CohortFiles:
     by_path: dict = field(init=False, repr=False)  # (split, path) -> case_id
     by_size: dict = field(init=False, repr=False)  # (split, size) -> [CaseFile]: only these can share content
 
+    phashes: dict = field(init=False, repr=False)  # split -> (case ids, hash table), built when first needed
+
     def __post_init__(self) -> None:
-        self.by_path, self.by_size = {}, {}
+        self.by_path, self.by_size, self.phashes = {}, {}, {}
         for f in self.files:
             self.by_path.setdefault((f.split, f.path), f.case_id)
             self.by_size.setdefault((f.split, f.size), []).append(f)
 
-    def case_of(self, path: str, sha: str | None, size: int | None, split: str) -> str | None:
-        """The case of ``split`` whose image or video this file is (same resolved path, or same content)."""
+    def match(self, path: str, sha: str | None, size: int | None, split: str, phash=None) -> dict | None:
+        """The case of ``split`` whose image or video this file is, and how it was matched: ``{"case_id",
+        "how": "path" | "sha256" | "perceptual", "distance"}`` (same resolved path, same bytes, or a
+        video showing the same frames: :data:`PHASH_MAX`), or None."""
         if (split, path) in self.by_path:
-            return self.by_path[(split, path)]
-        if sha is None:
+            return {"case_id": self.by_path[(split, path)], "how": "path", "distance": 0.0}
+        if sha is not None:
+            same = self.by_size.get((split, size), []) if size is not None else \
+                [f for f in self.files if f.split == split]
+            cid = next((f.case_id for f in same if content_hash(f.path) == sha), None)
+            if cid is not None:
+                return {"case_id": cid, "how": "sha256", "distance": 0.0}
+        query = phash_array(phash)
+        if query is None:
             return None
-        same = self.by_size.get((split, size), []) if size is not None else \
-            [f for f in self.files if f.split == split]
-        return next((f.case_id for f in same if content_hash(f.path) == sha), None)
+        ids, table = self.phash_table(split)
+        if not ids:
+            return None
+        d = phash_distances(query, table)
+        i = int(np.argmin(d))
+        return {"case_id": ids[i], "how": "perceptual", "distance": round(float(d[i]), 4)} if d[i] <= PHASH_MAX else None
+
+    def case_of(self, path: str, sha: str | None, size: int | None, split: str, phash=None) -> str | None:
+        """The case of ``split`` whose image or video this file is (:meth:`match`)."""
+        m = self.match(path, sha, size, split, phash)
+        return None if m is None else m["case_id"]
+
+    def phash_table(self, split: str) -> tuple[list[str], tuple]:
+        """The perceptual hashes of ``split``'s videos (decoded once per file and process)."""
+        if split not in self.phashes:
+            rows = [(f.case_id, a) for f in self.files if f.split == split and f.column == "video"
+                    and (a := phash_array(perceptual_hash(f.path))) is not None]
+            table = (np.stack([a[0] for _, a in rows]), np.stack([a[1] for _, a in rows])) if rows else ()
+            self.phashes[split] = ([c for c, _ in rows], table)
+        return self.phashes[split]
 
     def cases(self, split: str) -> list[str]:
         return sorted({f.case_id for f in self.files if f.split == split})
@@ -128,7 +252,7 @@ def cohort_files(cohort: str | Path | pd.DataFrame, base: str | Path | None = No
             p = Path(rel.strip())
             p = p if p.is_absolute() else root / p
             files.append(CaseFile(str(cid).strip(), str(split).strip() if isinstance(split, str) else "",
-                                  resolved(p), file_size(p)))
+                                  resolved(p), file_size(p), col))
     return CohortFiles(name, files)
 
 
@@ -175,14 +299,15 @@ def shown(ids) -> str:
 
 
 def describe_video(vid: str, path: Path, origin: dict, files: CohortFiles | None) -> dict:
-    """A video's entry in the record: id, resolved path, bytes, sha256, where it came from, and the
-    test case it is a file of (``test_case_id``) when it is one."""
+    """A video's entry in the record: id, resolved path, bytes, sha256, perceptual hash, where it came
+    from, and the test case it is a file of (``test_case_id``, matched by ``test_match``) when it is one."""
     rp, size, sha = resolved(path), file_size(path), content_hash(path)
-    entry = {"id": vid, "path": rp, "bytes": size, "sha256": sha, **origin}
+    entry = {"id": vid, "path": rp, "bytes": size, "sha256": sha, "phash": perceptual_hash(path), **origin}
     if files is not None:
-        test = files.case_of(rp, sha, size, "test")
+        test = files.match(rp, sha, size, "test", entry["phash"])
         if test is not None:
-            entry["test_case_id"] = test
+            entry["test_case_id"] = test["case_id"]
+            entry["test_match"] = {"how": test["how"], "distance": test["distance"]}
     return entry
 
 
@@ -237,7 +362,7 @@ def _origin(path: Path, files: CohortFiles | None, folders: list[Path]) -> dict:
     """Where a caller-listed video comes from: a case of the cohort (any split), an unlabeled folder, or unknown."""
     rp = resolved(path)
     for split in ("train", "test") if files is not None else ():
-        cid = files.case_of(rp, content_hash(path), file_size(path), split)
+        cid = files.case_of(rp, content_hash(path), file_size(path), split, perceptual_hash(path))
         if cid is not None:
             return {"source": "cohort", "case_id": cid}
     for d in folders:
@@ -304,6 +429,8 @@ def _video_problem(i: int, v) -> str | None:
         return f"videos[{i}].sha256 is not a string"
     if v.get("bytes") is not None and not _is_int(v["bytes"]):
         return f"videos[{i}].bytes is not an integer"
+    if v.get("phash") is not None and not isinstance(v["phash"], dict):
+        return f"videos[{i}].phash is not an object"
     return None
 
 
@@ -350,6 +477,9 @@ class Overlap:
     train_cases: tuple[str, ...]   # training-split cases likewise
     n_videos: int                  # videos in the record
     note: str | None = None
+    version: int | None = None     # the record's version
+    perceptual: int = 0            # videos of the record with a perceptual hash this version compares
+    matches: tuple = ()            # per test-split match: {"video", "case_id", "how", "distance"}
 
     @property
     def transductive_train_frames(self) -> bool:
@@ -357,10 +487,11 @@ class Overlap:
         return bool(self.train_cases)
 
 
-def pretrain_overlap(weights: str | Path, cohort: str | Path | pd.DataFrame,
+def pretrain_overlap(weights: str | Path, cohort: str | Path | pd.DataFrame | None,
                      base: str | Path | None = None) -> Overlap:
-    """Which of ``cohort``'s cases (by content hash or path of their video or image) the weights were
-    pretrained on, from the weights' record; ``base``: for a table with relative paths."""
+    """Which of ``cohort``'s cases (by path, bytes, or perceptual hash of their video or image) the
+    weights were pretrained on, from the weights' record; ``base``: for a table with relative paths.
+    ``cohort`` None: the record alone (nothing to compare it with)."""
     w = Path(weights)
     if not w.is_file():
         raise CeusError(f"weights file {w} not found")
@@ -372,23 +503,29 @@ def pretrain_overlap(weights: str | Path, cohort: str | Path | pd.DataFrame,
     if rec["weights_sha256"] != sha:
         raise CeusError(f"{sidecar_path(w)}: its provenance record is of other weights than {w} (sha256 differs); "
                         "put the matching sidecar beside the weights")
+    n_phash = sum(phash_array(v.get("phash")) is not None for v in rec["videos"])
+    if cohort is None:
+        return Overlap(str(w), sha, True, (), 0, (), len(rec["videos"]), "no cohort to compare the record with",
+                       rec["version"], n_phash)
     files = cohort_files(cohort, base)
-    test, train, n_test = set(), set(), 0
+    matches, train = [], set()
     for v in rec["videos"]:
-        t = files.case_of(v["path"], v.get("sha256"), v.get("bytes"), "test")
+        t = files.match(v["path"], v.get("sha256"), v.get("bytes"), "test", v.get("phash"))
         if t is not None:
-            test.add(t)
-            n_test += 1
-        r = files.case_of(v["path"], v.get("sha256"), v.get("bytes"), "train")
+            matches.append({"video": v["path"], **t})
+        r = files.case_of(v["path"], v.get("sha256"), v.get("bytes"), "train", v.get("phash"))
         if r is not None:
             train.add(r)
-    return Overlap(str(w), sha, True, tuple(sorted(test)), n_test, tuple(sorted(train)), len(rec["videos"]))
+    return Overlap(str(w), sha, True, tuple(sorted({m["case_id"] for m in matches})), len(matches),
+                   tuple(sorted(train)), len(rec["videos"]), version=rec["version"], perceptual=n_phash,
+                   matches=tuple(matches))
 
 
-def check_pretrain_weights(weights: str | Path | None, cohort: str | Path | pd.DataFrame,
+def check_pretrain_weights(weights: str | Path | None, cohort: str | Path | pd.DataFrame | None,
                            allow_test_overlap: bool = False, base: str | Path | None = None) -> dict | None:
-    """Refuse weights pretrained on this cohort's test cases unless allowed; the run manifest's fact
-    record otherwise. None for ``"imagenet"``/``"none"``/None (no file to check)."""
+    """Refuse weights pretrained on this cohort's test cases unless allowed; the facts (summary.json's
+    ``pretrain_provenance``, :func:`overlap_facts`) otherwise. None for ``"imagenet"``/``"none"``/None
+    (no file to check); ``cohort`` None: the record's facts, the overlap unchecked."""
     if weights is None or str(weights).lower() in ("none", "imagenet"):
         return None
     ov = pretrain_overlap(weights, cohort, base)
@@ -396,7 +533,27 @@ def check_pretrain_weights(weights: str | Path | None, cohort: str | Path | pd.D
         raise CeusError(f"weights {ov.weights} were pretrained on {ov.test_videos} test-split video(s) of this cohort "
                         f"(case ids {shown(ov.test_cases)}); pass --allow-pretrain-overlap to use them anyway, "
                         "and the report will say so")
+    return overlap_facts(ov, allow_test_overlap, cohort is not None)
+
+
+# how far a record allowed the test overlap to be checked (the facts' test_overlap_check)
+OVERLAP_CHECKS = {"decoded content": "every pretraining video compared by path, bytes and perceptual hash of decoded frames",
+                  "bytes only": "compared by path and bytes only: the record (version 1) has no perceptual hashes, "
+                                "so a re-encoded copy of a test video would not be seen",
+                  "no": "not checked: no provenance record, or no cohort to compare with"}
+
+
+def overlap_facts(ov: Overlap, allowed: bool, compared: bool) -> dict:
+    """What the report's safeguard reads: ``record`` present/absent (``record_version``), ``matched_by``
+    (the ways a pretraining video could match a case), ``test_overlap_check`` (:data:`OVERLAP_CHECKS`:
+    "no" means unknown), ``test_overlap`` (case ids) and ``test_overlap_matches`` (each video, case, how
+    matched and the perceptual distance)."""
+    check = "no" if not (ov.record and compared) else \
+        "decoded content" if ov.perceptual == ov.n_videos else "bytes only"
     return {"weights": ov.weights, "sha256": ov.weights_sha256, "record": "present" if ov.record else "absent",
-            "note": ov.note, "n_videos": ov.n_videos, "test_overlap": list(ov.test_cases),
-            "test_overlap_videos": ov.test_videos, "allowed": bool(allow_test_overlap),
+            "record_version": ov.version, "note": ov.note, "n_videos": ov.n_videos,
+            "matched_by": (["path", "sha256"] + (["perceptual"] if ov.perceptual else [])) if ov.record else [],
+            "perceptual_videos": ov.perceptual, "test_overlap_check": check,
+            "test_overlap": list(ov.test_cases), "test_overlap_videos": ov.test_videos,
+            "test_overlap_matches": [dict(m) for m in ov.matches], "allowed": bool(allowed),
             "transductive_train_frames": ov.transductive_train_frames, "train_cases_seen": len(ov.train_cases)}
