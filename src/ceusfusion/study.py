@@ -39,7 +39,7 @@ from ceusfusion.explain.results import figure5_from_folders
 from ceusfusion.fusion.extract import features, score_features
 from ceusfusion.fusion.inputs import load_inputs
 from ceusfusion.fusion.pipeline import FusionConfig, fuse
-from ceusfusion.fusion.validation import same_procedure_problem, validate_fusion
+from ceusfusion.fusion.validation import internal_validation
 from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import clinical_columns, load_cohort, read_manifest, validate
 from ceusfusion.ingest.prepare import PrepareParams, prepare
@@ -296,22 +296,19 @@ class Study:
         return ClinicalOptions(candidate_predictors=lasso.get("n_features_in"), nomogram_covariates=tuple(covs))
 
     def _fusion_validation(self) -> dict | None:
-        """Harrell's bootstrap of the DL_combined pipeline (``fusion.bootstrap`` resamples, the study seed): the scaler
-        and the LASSO (its penalty CV included) refitted per resample, the classifier at its chosen hyperparameters."""
-        b = self.cfg.fusion.bootstrap
-        summary = self._fusion_summary()
-        family = summary.get("chosen_family")
-        if not b or not family:
+        """Internal validation of DL_combined by a method valid for the fitted procedure (``fusion.validation``):
+        Harrell's bootstrap for a single ``lr`` family, repeated grouped nested CV of the whole procedure (family
+        choice included) otherwise; bounded by a fit budget, a line per fold; ``fusion.bootstrap: 0`` turns it off."""
+        family = self._fusion_summary().get("chosen_family")
+        if not self.cfg.fusion.bootstrap or not family:
             return None
         feats, kw, cfg = self._fusion_args()
-        data = load_inputs(feats, **kw)
-        problem = same_procedure_problem(data, cfg)
-        if problem:
-            self.console.print(f"  [yellow]no optimism-corrected validation[/yellow]: {problem}", highlight=False)
-            return {"B": b, "skipped": problem, "model": cfg.name, "family": family}
-        self.console.print(f"  optimism-corrected validation of {cfg.name} ({family}): {b} bootstrap refits")
-        # hyperparameters held at the chosen ones: one pipeline fit per resample instead of a grid search
-        return validate_fusion(data, cfg, family, B=b, seed=self.cfg.seed, params=summary.get("best_params"))
+        iv = internal_validation(load_inputs(feats, **kw), cfg, family, seed=self.cfg.seed,
+                                 model=self.layout.fusion / "model.joblib",
+                                 say=lambda line: self.console.print(line, highlight=False))
+        if iv.get("skipped"):
+            self.console.print(f"  [yellow]no internal validation[/yellow]: {iv['skipped']}", highlight=False)
+        return iv
 
     def _table1(self) -> None:
         """Table 1 of the cases analysed (prepared); the cases that failed preparation listed apart, with why."""

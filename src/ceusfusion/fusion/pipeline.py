@@ -50,6 +50,7 @@ from ceusfusion.figures.fusion import write_figures
 from ceusfusion.fusion.families import FAMILIES, FAMILY_NAMES, get_family, parse_families
 from ceusfusion.fusion.inputs import GROUP_SOURCES, FusionData, load_inputs
 from ceusfusion.fusion.lasso import LassoSelector, groups_per_class, inner_folds
+from ceusfusion.stats.selection import bbc_cv
 
 
 class FusionConfig(StageConfig):
@@ -66,7 +67,11 @@ class FusionConfig(StageConfig):
     fallback_k: int = 10
     fast: bool = False  # tiny grids and few trees (tests, smoke runs)
     name: str = "DL_combined"
-    bootstrap: int = Field(200, ge=0)  # resamples of the optimism-corrected validation (fusion.validation); 0: none
+    # internal validation of the fitted procedure (fusion.validation; 0: none): the most resamples of Harrell's
+    # bootstrap (a single "lr" family), which the fit budget may lower
+    bootstrap: int = Field(200, ge=0)
+    # repeats of the nested CV of the whole procedure (several families, or a flexible one); None: from the fit budget
+    validation_repeats: int | None = Field(None, ge=1)
 
     @field_validator("classifiers", mode="before")
     @classmethod
@@ -222,44 +227,85 @@ def refit(data: FusionData, cfg: FusionConfig, family: str, train_idx: np.ndarra
     return model, _clf_params(search.best_params_)
 
 
-def predictions_table(data: FusionData, cv: OuterCV, family: str, model: Pipeline, train_idx: np.ndarray,
-                      test_idx: np.ndarray) -> pd.DataFrame:
+def predictions_table(data: FusionData, cv: OuterCV, family: str, model: Pipeline, rows: tuple[np.ndarray, np.ndarray],
+                      corrected: dict | None = None) -> pd.DataFrame:
     """case_id, set, fold, y, prob, scoring: out-of-fold for training rows (optimistic when a family was chosen
-    on them), the final model's for test rows."""
+    on them; the label then gives the selection-corrected AUC of fusion.json), the final model's for test rows."""
+    train_idx, test_idx = rows
     df = data.frame
     prob = cv.oof[family].copy()
     if len(test_idx):
         prob.loc[test_idx] = model.predict_proba(df[data.columns].loc[test_idx])[:, 1]
     order = np.concatenate([train_idx, test_idx])
+    auc = (corrected or {}).get("auc")
+    fix = f"; selection-corrected AUC {auc:.3f} by BBC-CV in fusion.json" if auc is not None else ""
     train_label = ("out-of-fold" if len(cv.oof) == 1 else
-                   f"out-of-fold, classifier family chosen on these folds among {len(cv.oof)} (optimistic)")
+                   f"out-of-fold, classifier family chosen on these folds among {len(cv.oof)} (optimistic{fix})")
     scoring = np.where(df.loc[order, "set"].to_numpy() == "train", train_label, "refit on all training cases")
     return pd.DataFrame({"case_id": df.loc[order, "case_id"].to_numpy(), "set": df.loc[order, "set"].to_numpy(),
                          "fold": cv.fold_of.loc[order].to_numpy(), "y": df["y"].to_numpy()[order],
                          "prob": prob.loc[order].to_numpy(), "scoring": scoring})
 
 
-def run_fusion(data: FusionData, cfg: FusionConfig) -> FusionResult:
-    """Outer CV for every family, choose by mean CV AUC, refit on all training rows, score the test set once."""
+@dataclass
+class Procedure:
+    """What ``run_fusion`` fits before it scores or writes anything: every family's outer CV, the choice, the refit."""
+
+    splits: list[tuple[np.ndarray, np.ndarray]]
+    cv: OuterCV
+    table: pd.DataFrame
+    chosen: str
+    model: Pipeline  # the chosen family refitted on every training row
+    params: dict  # its chosen hyperparameters
+    train_idx: np.ndarray
+    families: tuple[str, ...]
+
+
+def fit_procedure(data: FusionData, cfg: FusionConfig) -> Procedure:
+    """Outer CV of every family on the training rows, the choice by mean CV AUC, the refit on every training row.
+    Test rows are not read. ``fusion.nested`` reruns exactly this inside each of its outer training parts."""
     families = parse_families(cfg.classifiers)
-    df = data.frame
     splits = outer_splits(data, cfg)
     train_idx = np.sort(np.concatenate([va for _, va in splits]))
-    test_idx = df.index[df["set"] == "test"].to_numpy()
     with tempfile.TemporaryDirectory(prefix="ceusfusion-front-") as tmp:
         memory = joblib.Memory(tmp, verbose=0)  # fitted fronts shared by grid points and families
         cv = cross_validate(data, cfg, families, splits, memory)
-        table = cv_table(cv, families, df["y"].to_numpy(), train_idx)
+        table = cv_table(cv, families, data.frame["y"].to_numpy(), train_idx)
         chosen = str(table.loc[table["chosen"], "family"].iloc[0])
-        # Refit the chosen family on every training row; only now are test rows used.
         model, params = refit(data, cfg, chosen, train_idx, memory)
-    preds = predictions_table(data, cv, chosen, model, train_idx, test_idx)
-    names = model[:-2].get_feature_names_out()
-    selected = _selected_table(names, model.named_steps["lasso"], cv.sel_count, len(splits))
-    summary = _summary(data, cfg, families, table, cv, (model, params), train_idx, test_idx)
-    oof_all = pd.DataFrame({f: cv.oof[f].loc[train_idx].to_numpy() for f in families},
-                           index=pd.Index(df.loc[train_idx, "case_id"].to_numpy(), name="case_id"))
-    return FusionResult(predictions=preds, cv_results=table, selected=selected, summary=summary, model=model,
+    return Procedure(splits, cv, table, chosen, model, params, train_idx, families)
+
+
+def selection_corrected(data: FusionData, proc: Procedure, seed: int, B: int = 1000) -> dict:
+    """fusion.json ``selection_corrected``: the chosen family's out-of-fold AUC corrected for the choice among the
+    families (BBC-CV over every family's out-of-fold predictions, patients resampled), at no refit."""
+    y = data.frame["y"].to_numpy()[proc.train_idx]
+    oof = np.column_stack([proc.cv.oof[f].loc[proc.train_idx].to_numpy() for f in proc.families])
+    try:
+        r = bbc_cv(oof, y, groups=data.groups.loc[proc.train_idx].astype(str).to_numpy(), B=B, seed=seed).to_dict()
+    except CeusError as e:
+        return {"auc": None, "ci": None, "method": "BBC-CV", "n_candidates": len(proc.families), "note": str(e)}
+    return {"auc": r["auc"], "ci": r["ci"], "method": r["method"], "n_candidates": r["n_candidates"],
+            "apparent": r["apparent"], "n_boot": r["n_boot"], "seed": seed,
+            "chosen_share": dict(zip(proc.families, r["chosen_share"])),
+            "note": ("BBC-CV chooses by pooled out-of-fold AUC, the fusion by mean fold AUC; both the best of "
+                     f"{len(proc.families)} famil{'ies' if len(proc.families) > 1 else 'y'} on the same rows")}
+
+
+def run_fusion(data: FusionData, cfg: FusionConfig) -> FusionResult:
+    """Outer CV for every family, choose by mean CV AUC, refit on all training rows, score the test set once."""
+    df = data.frame
+    proc = fit_procedure(data, cfg)
+    test_idx = df.index[df["set"] == "test"].to_numpy()
+    corrected = selection_corrected(data, proc, cfg.seed)
+    preds = predictions_table(data, proc.cv, proc.chosen, proc.model, (proc.train_idx, test_idx), corrected)
+    names = proc.model[:-2].get_feature_names_out()
+    selected = _selected_table(names, proc.model.named_steps["lasso"], proc.cv.sel_count, len(proc.splits))
+    summary = _summary(data, cfg, proc.families, proc.table, proc.cv, (proc.model, proc.params), proc.train_idx, test_idx)
+    summary["selection_corrected"] = corrected
+    oof_all = pd.DataFrame({f: proc.cv.oof[f].loc[proc.train_idx].to_numpy() for f in proc.families},
+                           index=pd.Index(df.loc[proc.train_idx, "case_id"].to_numpy(), name="case_id"))
+    return FusionResult(predictions=preds, cv_results=proc.table, selected=selected, summary=summary, model=proc.model,
                         oof=oof_all)
 
 

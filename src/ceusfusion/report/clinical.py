@@ -16,24 +16,50 @@ VALIDATION_ROWS = {"C": "c-index (AUC)", "Dxy": "Somers' Dxy", "Slope": "calibra
 
 
 def validation_section(run: Path) -> str:
-    """The rms::validate table of DL_combined (apparent, bootstrap training/test, optimism, corrected)."""
+    """The rms::validate table of DL_combined (apparent, training, test, optimism, corrected): Harrell's bootstrap
+    for a single logistic family, repeated grouped nested CV of the whole procedure otherwise; which one is said."""
     iv = read_metrics(run).get("internal_validation") or {}
     if iv.get("skipped"):
         return note(f"Not run: {iv['skipped']}.")
     if not iv.get("indexes"):
         return missing("The optimism-corrected internal validation (study: fusion.bootstrap > 0)")
-    rows = [{"index": VALIDATION_ROWS.get(k, k), "apparent": fmt(v["index_orig"]), "bootstrap training": fmt(v["training"]),
-             "bootstrap test": fmt(v["test"]), "optimism": fmt(v["optimism"]), "optimism-corrected": fmt(v["index_corrected"]),
-             "resamples": v["n"]} for k, v in iv["indexes"].items() if k in VALIDATION_ROWS]
+    nested = iv.get("validation") == "nested_cv"
+    train, test, corr = (("training parts", "held-out parts", "corrected (held-out)") if nested else
+                         ("bootstrap training", "bootstrap test", "optimism-corrected"))
+    rows = [{"index": VALIDATION_ROWS.get(k, k), "apparent": fmt(v["index_orig"]), train: fmt(v["training"]),
+             test: fmt(v["test"]), "optimism": fmt(v["optimism"]), corr: fmt(v["index_corrected"]),
+             "fits": v["n"]} for k, v in iv["indexes"].items() if k in VALIDATION_ROWS]
     c = iv["indexes"].get("C", {})
-    head = (f"Harrell's bootstrap ({iv['B']} resamples of the {iv.get('n')} training patients, seed {iv.get('seed')}, "
-            f"{iv.get('resampled', 'rows')}): the whole {iv.get('model', 'DL_combined')} pipeline was refitted in every "
-            f"resample ({iv.get('refitted', '')}). Apparent c-index {fmt(c.get('index_orig'))}, optimism "
-            f"{fmt(c.get('optimism'))}, optimism-corrected {fmt(c.get('index_corrected'))}.")
-    fails = f" {iv['n_failed']} resample(s) could not be fitted and were skipped." if iv.get("n_failed") else ""
-    return para(head + fails) + table(pd.DataFrame(rows)) + note(
-        "Columns as rms::validate: index.orig (apparent), training, test, optimism, index.corrected. Emax is computed "
-        "from the corrected intercept and slope.")
+    summary = (f" Apparent c-index {fmt(c.get('index_orig'))}, optimism {fmt(c.get('optimism'))}, corrected "
+               f"{fmt(c.get('index_corrected'))}.")
+    budget = (f" The fit budget ({iv['fit_budget']} LASSO fits, {iv.get('front_fits_per_unit')} per "
+              f"{'repeat' if nested else 'resample'}) set this number." if iv.get("fit_budget") else "")
+    fails = f" {iv['n_failed']} fit(s) failed and were skipped." if iv.get("n_failed") else ""
+    head = (_nested_head(iv) if nested else _harrell_head(iv)) + summary + budget + fails
+    how = ("Columns as rms::validate(method = 'crossvalidation'): apparent, the refits on their own training parts, "
+           "on their held-out parts; the corrected index is the held-out mean (optimism = apparent - corrected)."
+           if nested else "Columns as rms::validate: index.orig (apparent), training, test, optimism, index.corrected.")
+    return para(head) + table(pd.DataFrame(rows)) + note(how + " Emax is computed from the corrected intercept and slope.")
+
+
+def _harrell_head(iv: dict) -> str:
+    asked = iv.get("B_requested")
+    of = f" of the {asked} asked" if asked and asked != iv["B"] else ""
+    return (f"Harrell's bootstrap optimism correction, valid for this single penalised logistic family ({iv['B']} "
+            f"resamples{of} of the {iv.get('n')} training patients, seed {iv.get('seed')}, {iv.get('resampled', 'rows')}): "
+            f"the whole {iv.get('model', 'DL_combined')} pipeline was refitted in every resample ({iv.get('refitted', '')}).")
+
+
+def _nested_head(iv: dict) -> str:
+    per = ", ".join(fmt(r["index_corrected"]) for r in iv.get("per_repeat") or [])
+    sd = (iv.get("spread") or {}).get("sd")
+    chosen = ", ".join(f"{k} {v}" for k, v in (iv.get("families_chosen") or {}).items() if v)
+    return (f"Repeated grouped nested cross-validation ({iv.get('repeats')} repeat(s) of {iv.get('folds')} outer folds by "
+            f"patient, seeds {iv.get('seed')} + repeat; {iv.get('n')} training patients): {iv.get('refitted', '')}; each "
+            f"refit scored the patients held out of it. Harrell's bootstrap is not valid here: a flexible family "
+            f"memorises its bootstrap sample, which shares about 63 % of its patients with the rows it is tested on, "
+            f"and a choice among families is optimistic on the rows it was made on. Per repeat: {per}"
+            + (f" (SD {fmt(sd)})" if sd is not None else "") + f". Families chosen on the outer training parts: {chosen}.")
 
 
 def reclassification_section(run: Path) -> str:

@@ -1,9 +1,15 @@
-"""Optimism-corrected internal validation: Harrell's bootstrap, as ``rms::validate(lrm)`` computes it.
+"""Optimism-corrected internal validation as ``rms::validate(lrm)`` computes it: Harrell's bootstrap, or
+(repeated) cross-validation.
 
 The apparent performance of a model on its own training data is optimistic.
 The bootstrap estimates by how much: refit the *whole* modelling procedure on
 each resample, score it on that resample (training) and on the original data
 (test); optimism = mean(training - test); corrected = apparent - optimism.
+``method = "crossvalidation"`` (``cv_validate``) does the same with the
+training part of each split as the resample and its held-out part as the test:
+valid for procedures that memorise their training rows (random forests,
+boosting, a choice among families), where the bootstrap's test rows, two
+thirds of them in the resample, are no test.
 The indexes and their definitions are ``validate.lrm``'s (rms 6.5): Dxy,
 R2 (Nagelkerke), Intercept and Slope of the logistic recalibration of the
 linear predictor, Emax (from the corrected intercept and slope), D, U, Q,
@@ -78,6 +84,11 @@ class Validation:
     n_failed: int  # resamples whose fit failed (rms: "Divergence or singularity")
     seed: int
     grouped: bool
+    method: str = "boot"  # rms's name: "boot" or "crossvalidation"
+    estimate: str = "optimism"  # corrected = apparent - (training - test); "held_out": corrected = test
+    repeat_of: tuple[int, ...] = ()  # crossvalidation: the repeat of every split (fits in split order)
+    split_training: np.ndarray | None = None  # crossvalidation: the index on each split's training part (splits x indexes)
+    split_test: np.ndarray | None = None  # ... and on its held-out part
 
     def row(self, name: str) -> dict:
         i = self.index.index(name)
@@ -97,8 +108,27 @@ class Validation:
         return pd.DataFrame({c: getattr(self, c) for c in COLUMNS}, index=pd.Index(self.index, name="index"))
 
     def to_dict(self) -> dict:
-        return {"B": self.B, "n_failed": self.n_failed, "seed": self.seed, "grouped": self.grouped,
-                "indexes": {k: self.row(k) for k in self.index}}
+        out = {"B": self.B, "n_failed": self.n_failed, "seed": self.seed, "grouped": self.grouped,
+               "indexes": {k: self.row(k) for k in self.index}}
+        if self.method != "boot":
+            out.update(method=self.method, estimate=self.estimate, per_repeat=self.per_repeat())
+        return out
+
+    def per_repeat(self, name: str = "C") -> list[dict]:
+        """Crossvalidation: one index per repeat of the splits (training, test, optimism, corrected, splits used)."""
+        if self.split_training is None:
+            return []
+        i, orig = self.index.index(name), self.row(name)["index_orig"]
+        reps = np.asarray(self.repeat_of)
+        out = []
+        for r in dict.fromkeys(self.repeat_of):
+            tr, te = self.split_training[reps == r, i], self.split_test[reps == r, i]
+            ok = np.isfinite(tr) & np.isfinite(te)
+            t, v = (float(tr[ok].mean()), float(te[ok].mean())) if ok.any() else (float("nan"),) * 2
+            c = v if self.estimate == "held_out" else orig - (t - v)
+            out.append({"repeat": int(r), "training": t, "test": v, "optimism": orig - c, "index_corrected": c,
+                        "n": int(ok.sum())})
+        return out
 
 
 def _take(X, idx):
@@ -129,7 +159,7 @@ def as_fitter(model) -> Callable:
     raise CeusError("model must be a scikit-learn classifier or a callable (X, y, groups) -> predictor")
 
 
-def bootstrap_validate(X, y, model, B: int = 200, seed: int = 0, groups=None,
+def bootstrap_validate(X, y, model, B: int = 200, seed: int = 0, groups=None, progress=None,
                        failures: tuple = (CeusError, ValueError, ArithmeticError, np.linalg.LinAlgError)) -> Validation:
     """Harrell's bootstrap optimism correction of any modelling procedure (``rms::validate``, method "boot").
 
@@ -137,7 +167,8 @@ def bootstrap_validate(X, y, model, B: int = 200, seed: int = 0, groups=None,
     scale, clipped at 1e-6) or a callable ``fit(X, y, groups) -> predict`` where ``predict(X)``
     returns the linear predictor (log-odds). The whole procedure is refitted on each of the ``B``
     seeded resamples; with ``groups``, whole patients are resampled. A resample with one outcome
-    class, or whose fit raises one of ``failures``, is skipped and counted in ``n_failed``."""
+    class, or whose fit raises one of ``failures``, is skipped and counted in ``n_failed``.
+    ``progress(done, B)`` is called after every resample."""
     yy, _ = check_binary(y)
     if B < 1:
         raise CeusError(f"B must be at least 1, got {B}")
@@ -154,34 +185,76 @@ def bootstrap_validate(X, y, model, B: int = 200, seed: int = 0, groups=None,
     for b in range(B):
         idx = _resample(rng, n, g)
         yb = yy[idx]
-        if yb.min() == yb.max():
-            failed += 1
-            continue
         try:
+            if yb.min() == yb.max():
+                raise CeusError("one outcome class in the resample")
             predict = fit(_take(X, idx), yb, None if g is None else g[idx])
             lp_b, lp_o = predict(_take(X, idx)), predict(X)
+            tr, te = discrimination_indexes(yb, lp_b), discrimination_indexes(yy, lp_o)
+            train[b], test[b] = [tr[k] for k in INDEXES], [te[k] for k in INDEXES]
         except failures:
             failed += 1
-            continue
-        tr, te = discrimination_indexes(yb, lp_b), discrimination_indexes(yy, lp_o)
-        train[b], test[b] = [tr[k] for k in INDEXES], [te[k] for k in INDEXES]
+        if progress is not None:
+            progress(b + 1, B)
     return _table(orig, train, test, B, failed, seed, g is not None)
 
 
-def _table(orig: dict, train: np.ndarray, test: np.ndarray, B: int, failed: int, seed: int, grouped: bool) -> Validation:
+def cv_validate(X, y, model, splits, seed: int = 0, groups=None, apparent=None, progress=None,
+                estimate: str = "optimism", failures: tuple = (CeusError, ValueError, ArithmeticError, np.linalg.LinAlgError)) -> Validation:
+    """``rms::validate(fit, method = "crossvalidation")`` over the given splits, repeated as often as they say.
+
+    ``splits``: ``(repeat, train_rows, test_rows)`` triples of row positions (e.g. repeated grouped
+    K-fold; ``seed`` only records how they were drawn). ``model`` as in ``bootstrap_validate``, refitted
+    on every training part; ``training`` is the mean index of each fit on its own training part, ``test``
+    on its held-out part (rms: ``validate.lrm``'s indexes of each held-out group), optimism = training -
+    test, corrected = apparent - optimism. ``apparent``: the fitted model's linear predictor on all of X
+    (skips the refit on all rows). A split whose fit raises one of ``failures``, or whose held-out part
+    has one class (no C, slope ...), is counted in ``n_failed``. ``progress(done, total, test_indexes)``
+    is called after every split."""
+    yy, _ = check_binary(y)
+    if estimate not in ("optimism", "held_out"):
+        raise CeusError(f"estimate must be 'optimism' (rms) or 'held_out', got {estimate!r}")
+    splits = [(int(r), np.asarray(a), np.asarray(b)) for r, a, b in splits]
+    if not splits:
+        raise CeusError("cross-validation needs at least one split")
+    fit = as_fitter(model)
+    g = None if groups is None else np.asarray(groups)
+    lp = apparent if apparent is not None else fit(X, yy, g)(X)
+    orig = discrimination_indexes(yy, np.asarray(lp, dtype=float))
+    train = np.full((len(splits), len(INDEXES)), np.nan)
+    test = np.full((len(splits), len(INDEXES)), np.nan)
+    failed = 0
+    for s, (_, a, b) in enumerate(splits):
+        te = dict.fromkeys(INDEXES, float("nan"))
+        try:
+            predict = fit(_take(X, a), yy[a], None if g is None else g[a])
+            tr, te = discrimination_indexes(yy[a], predict(_take(X, a))), discrimination_indexes(yy[b], predict(_take(X, b)))
+            train[s], test[s] = [tr[k] for k in INDEXES], [te[k] for k in INDEXES]
+        except failures:
+            pass
+        failed += int(not np.isfinite(test[s, INDEXES.index("C")]))
+        if progress is not None:
+            progress(s + 1, len(splits), te)
+    v = _table(orig, train, test, len(splits), failed, seed, g is not None, held_out=estimate == "held_out")
+    return Validation(**{**v.__dict__, "method": "crossvalidation", "estimate": estimate, "repeat_of": tuple(r for r, _, _ in splits),
+                         "split_training": train, "split_test": test})
+
+
+def _table(orig: dict, train: np.ndarray, test: np.ndarray, B: int, failed: int, seed: int, grouped: bool,
+           held_out: bool = False) -> Validation:
     ok = np.isfinite(train) & np.isfinite(test)
     num = ok.sum(axis=0)
     with np.errstate(invalid="ignore", divide="ignore"):
         tr = np.where(ok, train, 0.0).sum(axis=0) / num
         te = np.where(ok, test, 0.0).sum(axis=0) / num
     io = np.array([orig[k] for k in INDEXES])
-    opt = tr - te
-    corr = io - opt
+    corr = te.copy() if held_out else io - (tr - te)
+    opt = io - corr if held_out else tr - te
     k = INDEXES.index("Emax")
     e = emax(corr[INDEXES.index("Intercept")], corr[INDEXES.index("Slope")])
     io[k], tr[k], te[k], opt[k], corr[k], num[k] = 0.0, 0.0, e, e, e, num[0]
     if B - failed == 0:
-        raise CeusError(f"every one of the {B} bootstrap fits failed (one outcome class or a fit error)")
+        raise CeusError(f"every one of the {B} refits failed (one outcome class or a fit error)")
     return Validation(INDEXES, io, tr, te, opt, corr, num, B, failed, seed, grouped)
 
 
