@@ -1,7 +1,8 @@
 """Are test rows on the training rows' scale? Test/train spread ratios of a run's scores and fusion inputs.
 
     python bench/scale_ratio.py RUN [RUN ...]
-    python bench/scale_ratio.py RUN --models NAME [NAME ...]   # each fold model's and the refit's own spread
+    python bench/scale_ratio.py RUN --models NAME [NAME ...]   # each fold model's and the refit's own spread,
+                                                               # and the refit's against the fold models'
 
 For every predictions file: the ratio of the SD of the test logits to the SD of the training
 (out-of-fold) logits. For every features parquet: the same ratio of the total SD (square root of
@@ -12,6 +13,7 @@ were fitted on (issue 15 item 3: 0.85-1.15); the mean of k fold models gives abo
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -50,17 +52,25 @@ def model_spreads(run: Path, name: str) -> None:
     folds = pd.read_csv(run / "models" / name / "folds.csv", dtype={"case_id": str}).set_index("case_id")["fold"]
     test = np.flatnonzero(data.split == "test")
     torch.set_num_threads(1)
+    sds = {}
     for k in [*range(int(cfg["folds"])), "full"]:
         if not (run / "models" / name / (k if k == "full" else f"fold{k}")).is_dir():
             continue
         model, _ = load_fold_model(run, name, k)
         z = np.log(np.clip(p := predict_probs(model, data, test, transform_for(cfg)), 1e-6, 1 - 1e-6) / (1 - np.clip(p, 1e-6, 1 - 1e-6)))
+        sds[k] = float(z.std(ddof=1))
         line = f"  {name} model {k}: test logit SD {z.std(ddof=1):.3f}"
         own = np.array([i for i, c in enumerate(data.case_ids) if folds.get(c, -9) == k], dtype=np.int64)
         if len(own):
             q = np.clip(predict_probs(model, data, own, transform_for(cfg)), 1e-6, 1 - 1e-6)
             line += f", own out-of-fold SD {np.log(q / (1 - q)).std(ddof=1):.3f}"
         print(line)
+    folds = [v for k, v in sds.items() if k != "full"]
+    if "full" in sds and folds:  # the refit against the fold models on the same test cases: no split noise
+        summary = json.loads((run / "models" / name / "summary.json").read_text())
+        print(f"  {name} refit / mean fold-model test SD {sds['full'] / np.mean(folds):.3f} "
+              f"(fold models {min(folds):.3f}-{max(folds):.3f}); optimiser steps: folds {summary.get('fold_steps')}, "
+              f"refit {summary.get('refit_steps')} ({summary.get('refit_matched') or 'not recorded'})")
 
 
 def main(runs: list[str]) -> None:
