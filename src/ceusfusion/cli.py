@@ -546,6 +546,22 @@ def study(
 
 
 @app.command()
+def report(
+    run: Path = typer.Option(..., "--run", help="A run directory, built by `study` or stage by stage."),
+    title: Optional[str] = typer.Option(None, "--title", help="Report title (default: the study's, else a generic one)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Report file (default: RUN/report.html)."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even when ceusfusion did not write it."),
+):
+    """Rebuild the self-contained HTML report from what the run's stages wrote; the safeguards are computed
+    from the run's records as they are now."""
+    from ceusfusion.report.html import write_report
+    from ceusfusion.safeguards import safeguards
+
+    path = write_report(run, out, title, force=force, safeguards=safeguards(run) if run.is_dir() else None)
+    console.print(f"report: {path}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def export(
     run: Path = typer.Argument(..., help="A finished run directory."),
     out: Path = typer.Option(..., "--out", help="Bundle folder to write."),

@@ -85,3 +85,38 @@ def cascade_prefixes(model: nn.Module) -> list[list[str]]:
         cur.append(b)
         steps.append(list(cur))
     return steps
+
+
+RANK_LIMIT = 0.5  # a mean rank correlation with the randomised model's maps at or above this: the maps barely change
+NO_REGION = ("not measured: no signal region is known for this cohort (only the synthetic cohort records one)")
+
+
+def localisation_verdict(summary: dict) -> tuple[bool | None, str]:
+    """Does the map put more energy in the signal region than a uniform map would, and than the randomised
+    model's maps? (ok, sentence) from an explain.json summary; ``ok`` is None where no region is known."""
+    energy, area = summary.get("mean_cam_energy_in_region"), summary.get("mean_region_area_share")
+    if energy is None or area is None:
+        return None, NO_REGION
+    rnd = (summary.get("randomisation_check") or {}).get("mean_energy_in_region_randomised")
+    caveat = f" (the region covers {area:.0%} of the input, so this check can tell little)" if area >= 0.5 else ""
+    if energy <= area:
+        return False, (f"fails: the map puts less energy in the signal region ({energy:.2f}) than a uniform map would "
+                       f"(the region's area share, {area:.2f})" + caveat)
+    if rnd is not None and energy <= rnd:
+        return False, (f"fails: the map puts {energy:.2f} of its energy in the signal region, more than a uniform map "
+                       f"({area:.2f}) but no more than the randomised model's maps ({rnd:.2f})" + caveat)
+    than_rnd = "" if rnd is None else f" and than the randomised model's maps ({rnd:.2f})"
+    return True, (f"passes: the map puts {energy:.2f} of its energy in the signal region, more than a uniform map "
+                  f"would ({area:.2f}){than_rnd}" + caveat)
+
+
+def randomisation_verdict(summary: dict) -> tuple[bool | None, str]:
+    """Do the maps change when the weights are randomised (Adebayo et al.)? (ok, sentence); None: not run."""
+    rho = (summary.get("randomisation_check") or {}).get("mean_rank_correlation")
+    if rho is None:
+        return None, "not run (explain --sanity)"
+    if rho >= RANK_LIMIT:
+        return False, (f"fails: the maps hardly change when the model's weights are randomised (mean rank correlation "
+                       f"{rho:.2f}, at or above {RANK_LIMIT}), so they may show the image rather than what the model learnt")
+    return True, (f"passes: the maps change when the model's weights are randomised (mean rank correlation {rho:.2f}, "
+                  f"below {RANK_LIMIT})")

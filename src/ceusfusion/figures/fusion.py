@@ -21,6 +21,9 @@ def _save(fig: Figure, folder: Path, stem: str, paths: dict) -> None:
         paths[f"{stem}_{ext}"] = p
 
 
+LABEL_FONT = 10  # points: feature names stay legible where the report shows the figure (about 800 px wide)
+
+
 def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
     """Write the four fusion figures as PNG and SVG; return their paths.
 
@@ -28,13 +31,19 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
     (as made by the fusion stage); matplotlib ``Figure`` objects are used directly (no pyplot state).
     """
     folder = Path(folder)
-    model = result.model
-    lasso = model.named_steps["lasso"]
-    names = np.asarray(model[:-2].get_feature_names_out())
-    logc = np.log10(lasso.Cs_)
+    lasso = result.model.named_steps["lasso"]
+    names = np.asarray(result.model[:-2].get_feature_names_out())
     paths: dict[str, Path] = {}
+    _save(lasso_path_figure(lasso, names), folder, "lasso_path", paths)
+    _save(lasso_cv_figure(lasso), folder, "lasso_cv", paths)
+    _save(feature_weights_figure(result.selected, top), folder, "feature_weights", paths)
+    _save(cv_auc_figure(result.cv_results), folder, "cv_auc", paths)
+    return paths
 
-    # LASSO coefficient path: one line per feature that is ever non-zero.
+
+def lasso_path_figure(lasso, names) -> Figure:
+    """LASSO coefficient path: one line per feature that is ever non-zero (kept ones in colour)."""
+    logc = np.log10(lasso.Cs_)
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     path = lasso.path_ if lasso.path_ is not None else np.zeros((len(logc), len(names)))
@@ -46,9 +55,12 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
     ax.set(xlabel="log10(C)  (larger C = weaker penalty)", ylabel="coefficient (standardised)",
            title=f"LASSO path ({len(active)} features ever non-zero)")
     ax.legend(frameon=False, fontsize=8)
-    _save(fig, folder, "lasso_path", paths)
+    return fig
 
-    # CV curve of the penalty: mean AUC ± SE, chosen and 1-SE C marked.
+
+def lasso_cv_figure(lasso) -> Figure:
+    """CV curve of the penalty: mean AUC ± SE, chosen and 1-SE C marked."""
+    logc = np.log10(lasso.Cs_)
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
     ax.errorbar(logc, lasso.cv_mean_, yerr=lasso.cv_se_, fmt="o-", ms=3, lw=1, capsize=2, color="C3")
@@ -57,23 +69,31 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
     ax.set(xlabel="log10(C)", ylabel="inner-CV AUC (mean ± SE)",
            title="LASSO penalty by cross-validation" + (" (1-SE rule used)" if lasso.C_ == lasso.C_1se_ != lasso.C_best_ else ""))
     ax.legend(frameon=False, fontsize=8)
-    _save(fig, folder, "lasso_cv", paths)
+    return fig
 
-    # Feature weights: the kept features' coefficients, strongest first.
-    sel = result.selected[result.selected["selected"]].head(top)
-    fig = Figure(figsize=(6, max(2.0, 0.25 * len(sel) + 1)))
+
+def feature_weights_figure(selected, top: int = 30) -> Figure:
+    """The kept features' LASSO coefficients, strongest first (``selected``: feature, coefficient, selected).
+
+    Each bar has 0.3 in and its name LABEL_FONT points, so that the names stay legible (about 12 px) where
+    the report shows the figure, whatever the number of features."""
+    sel = selected[selected["selected"]].head(top)
+    fig = Figure(figsize=(5.5, max(2.2, 0.3 * len(sel) + 1.2)))
     ax = fig.subplots()
     vals = sel["coefficient"].to_numpy()[::-1]
     ax.barh(np.arange(len(sel)), vals, color=np.where(vals >= 0, "C3", "C0"))
-    ax.set_yticks(np.arange(len(sel)), sel["feature"].to_numpy()[::-1], fontsize=7)
+    ax.set_yticks(np.arange(len(sel)), sel["feature"].to_numpy()[::-1], fontsize=LABEL_FONT)
+    ax.tick_params(axis="x", labelsize=LABEL_FONT)
     ax.axvline(0, color="0.3", lw=0.5)
-    n_sel = int(result.selected["selected"].sum())
+    n_sel = int(selected["selected"].sum())
     more = f", top {len(sel)} shown" if n_sel > len(sel) else ""
-    ax.set(xlabel="LASSO coefficient (standardised)", title=f"Feature weights ({n_sel} selected{more})")
-    _save(fig, folder, "feature_weights", paths)
+    ax.set_xlabel("LASSO coefficient (standardised)", fontsize=LABEL_FONT + 1)
+    ax.set_title(f"Feature weights ({n_sel} selected{more})", fontsize=LABEL_FONT + 2)
+    return fig
 
-    # CV AUC per classifier family: per-fold points, mean ± SD.
-    cv = result.cv_results
+
+def cv_auc_figure(cv) -> Figure:
+    """CV AUC per classifier family: per-fold points, mean ± SD, the chosen family in green."""
     fold_cols = [c for c in cv.columns if c.startswith("auc_fold")]
     fig = Figure(figsize=(6, 4))
     ax = fig.subplots()
@@ -85,5 +105,4 @@ def write_figures(result, folder: str | Path, top: int = 30) -> dict[str, Path]:
     ax.axhline(0.5, color="0.5", ls=":", lw=1)
     ax.set_xticks(x, cv["classifier"], rotation=30, ha="right")
     ax.set(ylabel="outer-CV AUC (mean ± SD)", ylim=(0, 1), title="Classifier families (chosen in green)")
-    _save(fig, folder, "cv_auc", paths)
-    return paths
+    return fig

@@ -21,17 +21,35 @@ def _label(v) -> str:
     return f"{v:g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
 
 
-def _axis(ax, row: float, xs, labels, name: str, lo: float, hi: float) -> None:
-    """One horizontal axis at height ``row``: a line, ticks at xs labelled below (alternating when crowded)."""
+TICK_FONT, NAME_FONT = 7.5, 8.5  # points; the report shows the figure at its own size (about 1000 px wide)
+
+
+def _free(text, placed: list, renderer, pad: float = 2.0) -> bool:
+    """Whether ``text`` (drawn) keeps ``pad`` pixels from every label in ``placed`` (window extents)."""
+    box = text.get_window_extent(renderer).padded(pad)
+    return not any(box.overlaps(b) for b in placed)
+
+
+def _axis(ax, row: float, xs, labels, name: str, lo: float, hi: float, placed: list, discrete: bool = False) -> None:
+    """One horizontal axis at height ``row``: a line, a tick at every x, its label below, else above, else left out.
+
+    As R's ``axis`` (which ``plot.nomogram`` uses) leaves out a label that would overlap another, a label
+    goes below the line, or above it when that place is taken, and is dropped (its tick stays) when both
+    are: ``placed`` holds the window extents of the figure's labels so far, across axes. The levels of a
+    ``discrete`` predictor have two more places, further out, as no level may go unnamed."""
+    renderer = ax.figure.canvas.get_renderer()
     ax.plot([lo, hi], [row, row], color="black", lw=0.8)
+    name_text = ax.text(-4, row, name, ha="right", va="center", fontsize=NAME_FONT)
+    placed.append(name_text.get_window_extent(renderer))
     xs = np.asarray(xs, dtype=float)
-    order = np.argsort(xs)
-    crowded = len(xs) > 1 and np.min(np.diff(xs[order])) < 4.0
-    for k, i in enumerate(order):
+    for i in np.argsort(xs, kind="stable"):
         ax.plot([xs[i], xs[i]], [row, row + 0.12], color="black", lw=0.8)
-        dy = -0.22 if not crowded or k % 2 == 0 else 0.3
-        ax.text(xs[i], row + dy, labels[i], ha="center", va="top" if dy < 0 else "bottom", fontsize=6.5)
-    ax.text(-4, row, name, ha="right", va="center", fontsize=8)
+        for dy in (-0.2, 0.26, -0.42, 0.46) if discrete else (-0.2, 0.26):
+            t = ax.text(xs[i], row + dy, labels[i], ha="center", va="top" if dy < 0 else "bottom", fontsize=TICK_FONT)
+            if _free(t, placed, renderer):
+                placed.append(t.get_window_extent(renderer))
+                break
+            t.remove()
 
 
 def nomogram_figure(nm, title: str = "Nomogram") -> Figure:
@@ -43,22 +61,25 @@ def nomogram_figure(nm, title: str = "Nomogram") -> Figure:
     m = float(nm.maxscale)
     top = rows - 1
     pts = np.linspace(0, m, 11)
-    _axis(ax, top, pts, [_label(round(p)) for p in pts], "Points", 0, m)
+    ax.set_xlim(-2, m + 4)  # before any label: their extents in pixels follow from the limits
+    ax.set_ylim(-0.8, rows - 0.4)
+    ax.axis("off")
+    placed: list = []
+    _axis(ax, top, pts, [_label(round(p)) for p in pts], "Points", 0, m, placed)
     for k, a in enumerate(nm.axes, start=1):
         p = np.asarray(a.points, dtype=float)
-        _axis(ax, top - k, p, [_label(v) for v in a.values], a.name, float(p.min()), float(p.max()))
+        _axis(ax, top - k, p, [_label(v) for v in a.values], a.name, float(p.min()), float(p.max()), placed,
+              bool(getattr(a, "discrete", False)))
     scale = m / float(np.max(nm.total_points))
     tp = np.asarray(nm.total_points, dtype=float)
     r = top - len(nm.axes) - 1
-    _axis(ax, r, tp * scale, [_label(v) for v in tp], "Total Points", 0, float(tp.max() * scale))
+    _axis(ax, r, tp * scale, [_label(v) for v in tp], "Total Points", 0, float(tp.max() * scale), placed)
     lp = np.asarray(nm.lp_points, dtype=float) * scale
-    _axis(ax, r - 1, lp, [_label(round(v, 2)) for v in nm.lp_at], "Linear Predictor", float(lp.min()), float(lp.max()))
+    _axis(ax, r - 1, lp, [_label(round(v, 2)) for v in nm.lp_at], "Linear Predictor", float(lp.min()), float(lp.max()),
+          placed)
     fp = np.asarray(nm.fun_points, dtype=float) * scale
     if len(fp):
-        _axis(ax, r - 2, fp, [_label(v) for v in nm.fun_at], "Risk", float(fp.min()), float(fp.max()))
-    ax.set_xlim(-2, m + 4)
-    ax.set_ylim(-0.8, rows - 0.4)
-    ax.axis("off")
+        _axis(ax, r - 2, fp, [_label(v) for v in nm.fun_at], "Risk", float(fp.min()), float(fp.max()), placed)
     ax.set_title(title, fontsize=10)
     return fig
 
@@ -84,7 +105,7 @@ def nia_figure(curves, title: str = "Net interventions avoided") -> Figure:
 def subgroup_figure(per_model: dict, title: str = "AUC by subgroup") -> Figure:
     """Forest plot: per model (colour) and stratum (row), the AUC with its DeLong CI."""
     rows = [(m, s) for m, r in per_model.items() for s in r["strata"]]
-    fig = Figure(figsize=(6.0, 0.35 * len(rows) + 1.2), dpi=120)
+    fig = Figure(figsize=(6.5, 0.4 * len(rows) + 1.2), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     labels = []
@@ -96,7 +117,7 @@ def subgroup_figure(per_model: dict, title: str = "AUC by subgroup") -> Figure:
                 ax.plot([lo, hi], [y, y], color="black", lw=1.0)
             ax.plot([s["auc"]], [y], "s", ms=5, color=f"C{list(per_model).index(m) % 10}")
         labels.append(f"{m}: {s['stratum']} (n={s['n']})")
-    ax.set_yticks(range(len(rows) - 1, -1, -1), labels, fontsize=6.5)
+    ax.set_yticks(range(len(rows) - 1, -1, -1), labels, fontsize=8.5)
     ax.axvline(0.5, color="grey", lw=0.8, ls="--")
     ax.set(xlim=(0, 1), xlabel="AUC (95% DeLong CI)", title=title)
     fig.tight_layout()

@@ -10,11 +10,14 @@ from __future__ import annotations
 import html
 import json
 import platform
+import re
 from pathlib import Path
 
 import pandas as pd
 
-from ceusfusion.core.fsutil import write_text
+from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import claim, write_text
+from ceusfusion.explain.sanity import RANK_LIMIT, localisation_verdict, randomisation_verdict
 from ceusfusion.ingest.cohort import groups_of
 from ceusfusion.models.select import rank_models
 from ceusfusion.report.clinical import (
@@ -25,16 +28,18 @@ from ceusfusion.report.clinical import (
     subgroups_section,
     validation_section,
 )
-from ceusfusion.report.parts import img, missing, note, para, table
+from ceusfusion.report.parts import img, missing, note, para, read_metrics, table
 from ceusfusion.report.tripod import tripod_section
+from ceusfusion.stats.scale import SCALE_RANGE
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2em auto;max-width:1100px;color:#222;line-height:1.45}
 h1{border-bottom:3px solid #2b6cb0;padding-bottom:.3em}h2{color:#2b6cb0;margin-top:2em;border-bottom:1px solid #ddd}
 table{border-collapse:collapse;margin:1em 0;font-size:.9em}th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left}
-th{background:#edf2f7}tr:nth-child(even) td{background:#f9fafb}.fig{display:inline-block;margin:.5em;text-align:center;vertical-align:top}
-.fig img{max-width:520px;border:1px solid #eee}.note{color:#666;font-style:italic}.ok{color:#276749;font-weight:bold}.warn{color:#c05621;font-weight:bold}
-code{background:#f1f1f1;padding:0 .2em}
+th{background:#edf2f7}tr:nth-child(even) td{background:#f9fafb}.wide{overflow-x:auto;max-width:100%}.wide table{margin:.3em 0}
+.fig{display:inline-block;margin:.5em;vertical-align:top;max-width:520px}.fig img{max-width:100%;border:1px solid #eee}
+.cap{font-size:.85em;color:#444;margin-top:.2em}.note{color:#666;font-style:italic}.ok{color:#276749;font-weight:bold}.warn{color:#c05621;font-weight:bold}
+ul.checks{list-style:none;padding-left:.2em}ul.checks li{margin:.25em 0}code{background:#f1f1f1;padding:0 .2em}
 """
 
 
@@ -77,7 +82,7 @@ def training_section(run: Path) -> str:
     if df.empty:
         return _missing("Cross-validated training results")
     df = df.rename(columns={"cv_auc_mean": "mean CV AUC", "cv_auc_std": "SD", "oof_auc": "pooled out-of-fold AUC", "weights_used": "weights"})
-    figs = [_img(f, f.stem.replace("cv_roc_", "CV ROC: ")) for f in sorted((run / "evaluation" / "figures").glob("cv_roc_*.png"))]
+    figs = [_img(f) for f in sorted((run / "evaluation" / "figures").glob("cv_roc_*.png"))]
     sel = run / "selection.json"
     chosen = ""
     if sel.is_file():
@@ -146,20 +151,95 @@ def evaluation_section(run: Path) -> str:
     ev = run / "evaluation"
     if not (ev / "metrics.json").is_file():
         return _missing("Evaluation")
+    metrics = read_metrics(run)
     body = ""
     if (ev / "table2.csv").is_file():
-        body += ("<h3>Table 2. Performance (AUC with DeLong 95% CI; thresholds fixed on the training set)</h3>"
+        body += ("<h3>Table 2. Performance (AUC with its 95% CI; thresholds fixed on the training set)</h3>"
                  "<p>The <i>rows</i> column says how each set's probabilities were obtained: <i>out-of-fold</i> by a "
                  "model that never saw the case; <i>refit</i> by the model fitted on every training case, scoring "
                  "test cases it never saw; <i>optimistic</i> marks rows where something (an epoch, a classifier "
-                 "family) was chosen on those same cases.</p>" + _table(pd.read_csv(ev / "table2.csv")))
+                 "family) was chosen on those same cases.</p>" + _table(pd.read_csv(ev / "table2.csv"))
+                 + table2_notes(metrics))
+    body += scale_block(ev)
     if (ev / "comparisons.csv").is_file():
         body += "<h3>Pairwise DeLong tests</h3>" + _table(pd.read_csv(ev / "comparisons.csv"))
     figs = ev / "figures"
-    for stem, cap in (("roc", "ROC"), ("calibration", "Calibration"), ("dca", "Decision curves")):
-        for f in sorted(figs.glob(f"{stem}*.png")):
-            body += _img(f, f"{cap}: {f.stem}")
+    for stem in ("roc", "calibration", "dca"):
+        for f in sorted(figs.glob(f"{stem}_*.png")):
+            body += _img(f)
     return body
+
+
+def threshold_sentence(metrics: dict) -> str:
+    """What Table 2's threshold is, and which models (if any) had to take their own set's."""
+    own = sorted({m for b in (metrics.get("sets") or {}).values() for m, r in (b.get("models") or {}).items()
+                  if r.get("threshold_source") == "self"})
+    text = ("Threshold: the Youden threshold (the probability that maximises sensitivity + specificity - 1) of each "
+            "model on its training rows (out-of-fold), carried unchanged to the test set; a case is called positive "
+            "when its probability is at or above it. Sensitivity, specificity, PPV, NPV and accuracy are read at it.")
+    if own:
+        text += (f" {', '.join(own)} had no training rows, so each took the Youden threshold of its own set, which "
+                 "is optimistic on that set.")
+    return text
+
+
+def selection_sentence(metrics: dict) -> str:
+    """How each model's "AUC (selection-corrected)" was computed (metrics.json selection_corrected_methods)."""
+    methods = metrics.get("selection_corrected_methods") or {}
+    if not methods:
+        return ("AUC (selection-corrected): not computed in this run (the selection stage recorded no correction); "
+                "a training AUC of a model chosen as the best of several is optimistic.")
+    train = ((metrics.get("sets") or {}).get("train") or {}).get("models") or {}
+    per = []
+    for model, method in methods.items():
+        k = (train.get(model, {}).get("selection_corrected") or {}).get("n_candidates")
+        per.append(f"{model}: {method or 'method not recorded'}" + (f" ({k} candidates)" if k and k > 1 else ""))
+    return ("AUC (selection-corrected), on the training rows: the AUC of a model chosen as the best of several "
+            "candidates on the same rows is the maximum of noisy estimates, so it is corrected for that choice. "
+            + "; ".join(per) + ".")
+
+
+def ci_sentence(metrics: dict) -> str:
+    """Which CI method each model's AUC and proportions used; per model and set only where they differ."""
+    per = {(s, m): (r.get("ci_method_auc") or "delong", r.get("ci_method_proportions") or metrics.get("ci_method", ""))
+           for s, b in (metrics.get("sets") or {}).items() for m, r in (b.get("models") or {}).items()}
+    if not per:
+        return ""
+    if len(set(per.values())) == 1:
+        auc, prop = next(iter(per.values()))
+        return f"95% CIs: AUC by {_ci_name(auc)}; sensitivity, specificity, PPV, NPV and accuracy by {_ci_name(prop)}."
+    return ("95% CIs (a set where a patient has several rows takes patient-level CIs): " + "; ".join(
+        f"{m} ({s} set): AUC by {_ci_name(a)}, proportions by {_ci_name(p)}" for (s, m), (a, p) in per.items()) + ".")
+
+
+def _ci_name(method: str) -> str:
+    return {"delong": "DeLong", "wilson": "Wilson score", "bootstrap": "bootstrap"}.get(method, method)
+
+
+def table2_notes(metrics: dict) -> str:
+    return "".join(f'<p class="note">{html.escape(t)}</p>' for t in
+                   (threshold_sentence(metrics), selection_sentence(metrics), ci_sentence(metrics)) if t)
+
+
+def scale_block(ev: Path) -> str:
+    """evaluation/scale.csv: is the test set scored on the scale of the out-of-fold rows?"""
+    path = ev / "scale.csv"
+    if not path.is_file():
+        return ""
+    df = pd.read_csv(path).rename(columns={
+        "sd_oof": "SD of out-of-fold logits", "sd_test": "SD of test logits", "ratio": "ratio test / out-of-fold",
+        "ci": "95% CI of the ratio", "citl": "calibration-in-the-large (test)", "ok": f"within {SCALE_RANGE[0]:g}-{SCALE_RANGE[1]:g}"})
+    ok = df.columns[-1]
+    df[ok] = df[ok].map(lambda v: "yes" if str(v) == "True" else ("no" if str(v) == "False" else v))
+    return ("<h3>Test scores on the out-of-fold scale</h3>"
+            + para("Thresholds, scalers and the fusion classifier were fitted on out-of-fold scores, while the test set "
+                   "was scored by another model (the refit, or the fold mean). The ratio of the test logits' SD to the "
+                   "out-of-fold logits' SD (with a patient-level bootstrap 95% CI) measures whether the test scores are "
+                   "on the same scale: about 1 when they are, below 1 for shrunken scores, whose thresholds then "
+                   "misplace cases. Calibration-in-the-large is the test set's intercept with the logit as offset "
+                   "(0: predicted and observed risk agree on average). A test set from another centre can "
+                   "legitimately differ.")
+            + _table(df))
 
 
 def table1_section(run: Path) -> str:
@@ -180,7 +260,7 @@ def fusion_section(run: Path) -> str:
     if (fdir / "cv_results.csv").is_file():
         body += "<p>Classifier families compared by cross-validated AUC inside the training set:</p>" + _table(pd.read_csv(fdir / "cv_results.csv"))
     for f in sorted(fdir.rglob("*.png")):
-        body += _img(f, f.stem.replace("_", " "))
+        body += _img(f, f.stem.replace("_", " "))  # a figure report.captions knows gets its caption
     return body
 
 
@@ -188,39 +268,47 @@ def explain_section(run: Path) -> str:
     figs = sorted((run / "explain").rglob("figure5*.png")) or sorted((run / "explain").rglob("*.png"))[:6]
     if not figs:
         return _missing("Grad-CAM")
+    return ("<p>Grad-CAM heat maps for examples without and with the outcome (single-frame and five-frame models); "
+            "each map shows the evidence for the class the model predicts for that case.</p>"
+            + "".join(_img(f) for f in figs) + cam_checks(run))
+
+
+def cam_checks(run: Path) -> str:
+    """Do the maps mean something? Per explained model, the two checks' numbers and a verdict on each."""
     rows = []
     for ej in sorted((run / "explain").glob("*/explain.json")):
         d = json.loads(ej.read_text())
         rc = d.get("randomisation_check") or {}
         rows.append({"model": d.get("name"), "layer": d.get("layer"),
-                     "rank correlation with randomised model": rc.get("mean_rank_correlation"),
-                     "CAM energy in signal region": d.get("mean_cam_energy_in_region"),
-                     "region area share (uniform map)": d.get("mean_region_area_share"),
-                     "energy, randomised model": rc.get("mean_energy_in_region_randomised")})
-    checks = ""
-    if rows:
-        checks = ("<p>Do the maps mean something? A low rank correlation with the maps of a weight-randomised copy "
-                  "(model-randomisation test) and more CAM energy inside the known signal region than a uniform map "
-                  "or the randomised model would say so; where they do not, read the maps with caution.</p>"
-                  + _table(pd.DataFrame(rows)))
-    return ("<p>Grad-CAM heat maps for OLNM-negative and OLNM-positive examples (single-frame and five-frame models); "
-            "each map shows the evidence for the class the model predicts for that case.</p>"
-            + "".join(_img(f, f.parent.name, 1000) for f in figs) + checks)
+                     "rank correlation with randomised model": rc.get("mean_rank_correlation", "not run"),
+                     "CAM energy in signal region": d.get("mean_cam_energy_in_region", "not measured"),
+                     "region area share (uniform map)": d.get("mean_region_area_share", "not measured"),
+                     "energy, randomised model": rc.get("mean_energy_in_region_randomised", "not measured"),
+                     "localisation": localisation_verdict(d)[1], "randomisation": randomisation_verdict(d)[1]})
+    if not rows:
+        return ""
+    return ("<p>Do the maps mean something? Two checks, each with its verdict. Localisation: a map that finds the "
+            "signal puts more of its energy inside the known signal region than a uniform map would (the region's "
+            "share of the image) and than the maps of a weight-randomised copy of the model. Randomisation (Adebayo "
+            f"et al. 2018): the maps must change when the weights are randomised (mean rank correlation below "
+            f"{RANK_LIMIT}). Where a check fails, read the maps with caution.</p>" + _table(pd.DataFrame(rows)))
 
 
-def safeguards_section(run: Path) -> str:
-    """Each safeguard as the study computed it from the stages' records: ✔ / ✘ with the reason, • not run."""
+def safeguards_section(run: Path, checks: dict | None = None) -> str:
+    """Each safeguard as computed from the stages' records (``checks``, else manifest.json's): one marker per line
+    (✔ holds, ✘ does not, • not run or not applicable), then the reason."""
     manifest = run / "manifest.json"
     m = json.loads(manifest.read_text()) if manifest.is_file() else {}
-    checks = m.get("safeguards") or {}
+    checks = checks or m.get("safeguards") or {}
     if not checks:
-        return _missing("The safeguards (computed at the end of a study)")
+        return _missing("The safeguards (computed by `ceusfusion study` or `ceusfusion report`)")
     items = []
     for name, c in checks.items():
         ok, reason = (c.get("ok"), c.get("reason", "")) if isinstance(c, dict) else (c, "")
-        mark = "<span class=ok>✔</span>" if ok else ("<span class=warn>✘</span>" if ok is False else "•")
+        mark = "<span class=ok>✔</span>" if ok else ("<span class=warn>✘</span>" if ok is False else "<span>•</span>")
         items.append(f"<li>{mark} <b>{html.escape(name)}</b>" + (f": {html.escape(reason)}" if reason else "") + "</li>")
-    return f"<ul>{''.join(items)}</ul>"
+    return (f"<ul class=checks>{''.join(items)}</ul>"
+            + note("✔ the safeguard holds; ✘ it does not, for the reason given; • the stage did not run or it does not apply."))
 
 
 PRIVATE_ENVIRONMENT = ("host", "user")  # who ran it where: never in a report, which researchers share
@@ -236,8 +324,39 @@ def environment_section(run: Path) -> str:
     return _table(rows)
 
 
-def build_report(run: str | Path, out: str | Path | None = None, title: str = "ceusfusion study report") -> Path:
-    """Write RUN/report.html (or OUT) from the files of the run directory."""
+DEFAULT_TITLE = "ceusfusion study report"
+REPORTABLE = ("prepared/index.csv", "manifest.json", "selection.json", "evaluation/metrics.json", "fusion/fusion.json")
+
+
+def write_report(run: str | Path, out: str | Path | None = None, title: str | None = None, force: bool = False,
+                 safeguards: dict | None = None) -> Path:
+    """``ceusfusion report``: the report of a run however it was built (study, or command by command).
+
+    Refuses a folder that holds no stage's output, and (without ``force``) an OUT that ceusfusion did not
+    write (``core.fsutil.claim``). The title is the one given, else the study's (manifest.json), else
+    DEFAULT_TITLE; ``safeguards`` (computed from the run's records by the caller) replace the manifest's."""
+    run = Path(run)
+    if not run.is_dir():
+        raise CeusError(f"{run}: no such run directory")
+    if not any((run / rel).is_file() for rel in REPORTABLE):
+        raise CeusError(f"{run}: nothing to report (none of {', '.join(REPORTABLE)}); run the stages first")
+    out = Path(out) if out else run / "report.html"
+    if out.is_dir():
+        raise CeusError(f"{out}: is a folder; --out takes the report's file name")
+    claim(out.parent, files=[out], force=force)
+    manifest = run / "manifest.json"
+    recorded = (json.loads(manifest.read_text()).get("config") or {}).get("title") if manifest.is_file() else None
+    return build_report(run, out, title or recorded or DEFAULT_TITLE, safeguards)
+
+
+def wrap_tables(body: str) -> str:
+    """Every table in a ``div.wide`` that scrolls sideways (those of ``report.parts.table`` already are)."""
+    return re.sub(r'(?<!<div class="wide">)(<table\b.*?</table>)', r'<div class="wide">\1</div>', body, flags=re.S)
+
+
+def build_report(run: str | Path, out: str | Path | None = None, title: str = DEFAULT_TITLE,
+                 safeguards: dict | None = None) -> Path:
+    """Write RUN/report.html (or OUT) from the files of the run directory (``safeguards``: see write_report)."""
     run = Path(run)
     out = Path(out) if out else run / "report.html"
     parts = [
@@ -253,11 +372,12 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str = "c
         _section("Nomogram (DL + clinical logistic model)", nomogram_section(run), "nomogram"),
         _section("Sample size (Riley et al.)", sample_size_section(run), "sample-size"),
         _section("Explainability (Figure 5)", explain_section(run)),
-        _section("Safeguards", safeguards_section(run)),
+        _section("Safeguards", safeguards_section(run, safeguards)),
         _section("Environment", environment_section(run)),
         _section("TRIPOD+AI checklist", tripod_section(run), "tripod"),
     ]
     doc = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style></head>"
-           f"<body><h1>{html.escape(title)}</h1><p>Run directory: <code>{html.escape(run.resolve().name)}</code></p>{''.join(parts)}</body></html>\n")
+           f"<body><h1>{html.escape(title)}</h1><p>Run directory: <code>{html.escape(run.resolve().name)}</code></p>"
+           f"{wrap_tables(''.join(parts))}</body></html>\n")
     write_text(out, doc)
     return out

@@ -10,20 +10,31 @@ from pathlib import Path
 
 import pandas as pd
 
+from ceusfusion.report.captions import figure_caption
+
 
 def img(path: Path, caption: str = "", width: int | None = None) -> str:
-    """A figure embedded as a data URI (the report is one offline file); nothing if the file is absent."""
+    """A figure embedded as a data URI (the report is one offline file); nothing if the file is absent.
+
+    A figure that ``report.captions.CAPTIONS`` knows gets the caption of that table (what it shows, which
+    set, which models, n) and its display width, whatever ``caption`` says; ``width`` still wins."""
     if not path.is_file():
         return ""
+    known = figure_caption(path)
+    if known:
+        caption, width = known[0], width or known[1]
     mime = "image/svg+xml" if path.suffix.lower() == ".svg" else "image/png"
     data = base64.b64encode(path.read_bytes()).decode("ascii")
-    style = f' style="max-width:{width}px"' if width else ""
-    cap = f"<div>{html.escape(caption)}</div>" if caption else ""
-    return f'<div class="fig"><img alt="{html.escape(caption or path.stem)}" src="data:{mime};base64,{data}"{style}>{cap}</div>'
+    style = f' style="max-width:{width}px"' if width else ""  # on the box: the caption wraps at the figure's width
+    cap = f'<div class="cap">{html.escape(caption)}</div>' if caption else ""
+    return (f'<div class="fig"{style}><img alt="{html.escape(caption or path.stem)}" src="data:{mime};base64,{data}">'
+            f"{cap}</div>")
 
 
 def table(df: pd.DataFrame, max_rows: int = 200) -> str:
-    return df.head(max_rows).to_html(index=False, border=0, na_rep="", escape=True, float_format=lambda v: f"{v:.3f}")
+    """A table in a ``div.wide`` that scrolls sideways when the table is wider than the page."""
+    body = df.head(max_rows).to_html(index=False, border=0, na_rep="", escape=True, float_format=lambda v: f"{v:.3f}")
+    return f'<div class="wide">{body}</div>'
 
 
 def missing(what: str) -> str:
