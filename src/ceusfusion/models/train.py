@@ -5,8 +5,9 @@ Model selection happens on stratified, patient-grouped K-fold CV inside the trai
 ``ensemble.over_folds``: by default by one more model refitted on every training case
 (``test_scoring: refit``), trained like a fold: the same number of optimiser steps on the same LR
 schedule in steps (:func:`refit_plan`), so test scores are on the out-of-fold scores' scale. (The refit
-sees k/(k-1) times a fold's cases per epoch: the same epoch count would be 1.5x a fold's steps at k = 3,
-and the demo's refitted DL_image gave test logits half as spread as its out-of-fold ones.)
+sees k/(k-1) times a fold's cases per epoch: the same epoch count would be 1.5x a fold's steps at k = 3.
+In the 4-epoch demo one model's logit spread still varies up to 2x between training runs, so a single
+run's test/out-of-fold spread ratio is noisy either way: BENCHMARKS.md, issue 23.)
 
 Honest by default: each fold keeps its last epoch (``select: last``), so out-of-fold scores were not
 chosen on the cases they score (``select: best`` is an explicit, optimistic opt-in), and the loss is
