@@ -53,8 +53,8 @@ CAPTIONS = {
                         "over {fusion_n} at each penalty, with the best and the one-standard-error choices marked.",
                         "fusion"),
     "feature_weights": Caption(r"feature_weights", "Feature weights of {fusion_name}: the standardised LASSO coefficient "
-                               "of each of the {n_sel} features kept of {n_in} (red: higher values raise the risk; blue: "
-                               "lower it), fitted on {fusion_n}.", "fusion", 800),
+                               "of each of the {n_sel} features kept of {n_in} (red: positive, blue: negative; the "
+                               "strongest 30 at most), fitted on {fusion_n}.", "fusion", 800),
     "cv_auc": Caption(r"cv_auc", "Classifier families for {fusion_name} compared by outer cross-validated AUC on "
                       "{fusion_n}: bars are the mean ± SD over the folds, dots single folds; the chosen family "
                       "({family}) is in green.", "fusion"),
