@@ -197,10 +197,15 @@ def pretraining_check(layout: RunLayout) -> Check:
     facts = {n: s.get("pretrain_provenance") for n, s in sums.items() if s.get("pretrain_provenance")}
     if not facts:
         return Check(None, "no self-supervised pretraining")
-    absent = [n for n, f in facts.items() if f.get("record") == "absent"]
+    absent = [n for n, f in facts.items() if f.get("record") == "absent" or f.get("test_overlap_check") == "no"]
     if absent:
-        return Check(False, f"{_names(absent)}: pretrained weights without a provenance record, so whether they saw a "
-                            "test case is unknown (pretrain with `ceusfusion pretrain`, which writes the record)")
+        return Check(False, f"{_names(absent)}: no provenance record of the pretraining (or no cohort to check it "
+                            "against), so whether it saw a test case is unknown (pretrain with `ceusfusion pretrain`, "
+                            "which writes the record)")
+    by_bytes = [n for n, f in facts.items() if f.get("test_overlap_check") == "bytes only"]
+    if by_bytes:
+        return Check(False, f"{_names(by_bytes)}: an old provenance record (version 1) matched test videos by their "
+                            "bytes only, so a re-encoded copy of a test video would not be found; pretrain again")
     overlap = {n: f for n, f in facts.items() if f.get("test_overlap")}
     if overlap:
         return Check(False, "; ".join(f"{n}: pretrained on {len(f['test_overlap'])} test case(s) "

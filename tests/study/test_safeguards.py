@@ -94,3 +94,13 @@ def test_pretrained_weights_without_a_provenance_record_are_a_cross(tmp_path):
     fact = {"weights": "w.safetensors", "record": "absent", "test_overlap": [], "allowed": False}
     c = safeguards(_records(tmp_path, {**HONEST, "pretrain_provenance": fact}).root)["pretraining saw no test case"]
     assert c["ok"] is False and "unknown" in c["reason"]
+
+
+def test_a_pretraining_record_that_matched_bytes_only_is_a_cross(tmp_path):
+    fact = {"weights": "w.safetensors", "record": "present", "record_version": 1, "test_overlap_check": "bytes only",
+            "test_overlap": [], "allowed": False}
+    c = safeguards(_records(tmp_path, {**HONEST, "pretrain_provenance": fact}).root)["pretraining saw no test case"]
+    assert c["ok"] is False and "re-encoded" in c["reason"]
+    fact = {**fact, "record_version": 2, "test_overlap_check": "decoded content"}
+    c = safeguards(_records(tmp_path / "b", {**HONEST, "pretrain_provenance": fact}).root)["pretraining saw no test case"]
+    assert c["ok"] is True
