@@ -20,9 +20,6 @@ import torch
 from ceusfusion.core.fsutil import write_json
 from ceusfusion.core.runtime import threads as torch_threads
 from ceusfusion.deploy.export import bundle_file, finite, load_bundle, load_fusion_model, model_files
-from ceusfusion.explain.cam import display_frames, model_cams
-from ceusfusion.figures.explain import overlay_figure
-from ceusfusion.fusion.extract import make_extractor
 from ceusfusion.fusion.features import joined_column, score_logit, score_name
 from ceusfusion.ingest.perfusion import fitted_curve, perfusion_parameters
 from ceusfusion.ingest.prepare import PrepareParams, prepare_image, prepare_video
@@ -54,16 +51,27 @@ def prepare_patient(meta: dict, image=None, image_mask=None, video=None, video_m
     p = meta["prepare"]
     params = PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in p.items()})
     arrays: dict[str, np.ndarray] = {}
+    want_record = record is not None
     record = {} if record is None else record
     if image is not None:
         arrays["image"], entry = prepare_image(Path(image), Path(image_mask) if image_mask else None, params)
         record["image"] = {"shape": entry["shape"], "bbox": entry["bbox"], "box": entry["box"],
-                           "roi": "mask" if image_mask else "whole frame or --crop"}
+                           "roi": roi_of(meta, bool(image_mask))}
     if video is not None:
         va, entry, sel = prepare_video(Path(video), Path(video_mask) if video_mask else None, params)
         arrays["video"] = va["video"]
-        record["video"] = video_record(entry, sel)
+        if want_record:  # the TIC's gamma-variate fit costs as much as the keyframes: only for a reader
+            record["video"] = dict(video_record(entry, sel), roi=roi_of(meta, bool(video_mask)))
     return arrays
+
+
+def roi_of(meta: dict, masked: bool) -> str:
+    """What a model sees of a picture: ``mask`` (the nodule's box), ``fixed box X,Y,W,H`` (the bundle's prepare
+    crop, for a case without a mask) or ``whole frame`` (no mask and no crop: the whole picture, resized)."""
+    if masked:
+        return "mask"
+    crop = meta["prepare"].get("crop")
+    return f"fixed box {','.join(str(int(v)) for v in crop)}" if crop else "whole frame"
 
 
 def video_record(entry: dict, sel) -> dict:
@@ -85,14 +93,39 @@ def model_input(arr: np.ndarray, modality: str, cfg: dict) -> torch.Tensor:
     return case_tensor(to_chw(arr, modality, "patient"), int(cfg["frame_channels"]), int(cfg["image_size"]))[None]
 
 
-def _score_model(bundle: Path, meta: dict, m: dict, x: torch.Tensor) -> tuple[float, np.ndarray | None, list, list]:
+class LoadedBundle:
+    """A verified bundle whose models are loaded once, on first use: what scores one patient, or a cohort
+    case after case (``deploy.batch``) with the very same code, so both give the same numbers."""
+
+    def __init__(self, bundle: str | Path, expect_sha256: str | None = None):
+        self.path = Path(bundle)
+        self.meta = load_bundle(self.path, expect_sha256=expect_sha256)
+        self._models: dict[str, dict] = {}
+        self._fusion = None
+
+    def models(self, modality: str) -> dict:
+        """{fold id or REFIT: model in eval mode} of the bundled model of ``modality``, loaded the first time."""
+        if modality not in self._models:
+            m = self.meta["models"][modality]
+            ids = [REFIT] if m.get("test_scoring", "fold-mean") == "refit" else list(m["folds"])
+            self._models[modality] = {k: load_model_file(bundle_file(self.path, self.meta, rel), m["config"])
+                                      for k, rel in zip(ids, model_files(m))}
+        return self._models[modality]
+
+    def fusion(self):
+        """The fitted fusion pipeline (skops, verified as it is read), loaded the first time."""
+        if self._fusion is None:
+            self._fusion = load_fusion_model(self.path, self.meta)
+        return self._fusion
+
+
+def _score_model(lb: LoadedBundle, modality: str, x: torch.Tensor) -> tuple[float, np.ndarray | None, list, list]:
     """(probability, fused-model features or None, its models, per-model probabilities) of one bundled model for the patient."""
-    cfg = m["config"]
+    meta, m = lb.meta, lb.meta["models"][modality]
     comb = meta.get("combined") or {}
     layer = comb.get("feature_layers", {}).get(m["name"]) or {"layer": None, "penultimate": True}
     scoring = m.get("test_scoring", "fold-mean")
-    ids = [REFIT] if scoring == "refit" else list(m["folds"])
-    models = {k: load_model_file(bundle_file(bundle, meta, rel), cfg) for k, rel in zip(ids, model_files(m))}
+    models = lb.models(modality)
     fold_probs: list[float] = []
 
     def fold_values(f: int, _pos) -> np.ndarray:
@@ -104,7 +137,7 @@ def _score_model(bundle: Path, meta: dict, m: dict, x: torch.Tensor) -> tuple[fl
                 prob = torch.sigmoid(model.head(model.dropout(feats)))
             else:
                 prob = torch.sigmoid(model(x))
-                feats = make_extractor(model, layer["layer"])(x) if comb else torch.zeros(1, 0)
+                feats = _extractor(model, layer["layer"])(x) if comb else torch.zeros(1, 0)
         fold_probs.append(float(prob.item()))
         return np.concatenate([prob.double().numpy().reshape(1, 1), feats.double().numpy().reshape(1, -1)], axis=1)
 
@@ -113,21 +146,34 @@ def _score_model(bundle: Path, meta: dict, m: dict, x: torch.Tensor) -> tuple[fl
     return float(values[0]), feats, list(models.values()), fold_probs
 
 
-def _fused(bundle: Path, meta: dict, result: dict, feats: dict) -> dict:
+def _extractor(model, layer: str):
+    """An intermediate layer's pooled output (torchvision's feature extraction: only bundles fused on such a layer)."""
+    # imported here: fusion.extract pulls in torchvision's graph tracer (torch._dynamo), seconds of import
+    # that a bundle fused on the penultimate features never needs
+    from ceusfusion.fusion.extract import make_extractor
+
+    return make_extractor(model, layer)
+
+
+def _fused(lb: LoadedBundle, result: dict, feats: dict) -> dict:
     """DL_combined for the patient, from exactly the columns its pipeline was fitted on."""
+    meta = lb.meta
     comb = meta["combined"]
     if comb.get("clinical") or comb.get("perfusion"):
         return {"available": False, "reason": "the fused model needs clinical/perfusion inputs, not supported by predict yet"}
     if len(feats) != len(meta["models"]):
         return {"available": False, "reason": "needs both the image and the video"}
-    pipe = load_fusion_model(bundle, meta)
-    row = {}
+    pipe = lb.fusion()
+    columns: list[str] = []
+    values: list[np.ndarray] = []
     for name, vec in feats.items():
         if comb.get("inputs") == "scores":  # late fusion: the logit of the model's probability
-            row[joined_column(score_name(name), "f0000")] = float(score_logit(np.array([result["models"][name]["prob"]]))[0])
-        else:
-            row.update({joined_column(name, f"f{i:04d}"): float(np.float32(v)) for i, v in enumerate(vec)})
-    X = pd.DataFrame([row])
+            columns.append(joined_column(score_name(name), "f0000"))
+            values.append(score_logit(np.array([result["models"][name]["prob"]]))[:1].astype(np.float64))
+        else:  # the features file's float32 values, as float64 columns
+            columns += [joined_column(name, f"f{i:04d}") for i in range(len(vec))]
+            values.append(np.asarray(vec).astype(np.float32).astype(np.float64))
+    X = pd.DataFrame(np.concatenate(values)[None, :], columns=columns)  # one block: a dict of 1000 columns is slow
     cols = getattr(pipe, "feature_names_in_", None)
     if cols is not None:
         X = X.reindex(columns=list(cols))
@@ -137,10 +183,21 @@ def _fused(bundle: Path, meta: dict, result: dict, feats: dict) -> dict:
 
 def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None) -> dict:
     t0 = time.perf_counter()
-    meta = load_bundle(bundle, expect_sha256=expect_sha256)
+    lb = LoadedBundle(bundle, expect_sha256=expect_sha256)
     inputs: dict = {}
-    arrays = prepare_patient(meta, image, image_mask, video, video_mask, record=inputs)
-    result: dict = {"models": {}, "bundle": str(bundle), "bundle_sha256": meta["bundle_sha256"],
+    arrays = prepare_patient(lb.meta, image, image_mask, video, video_mask, record=inputs)
+    result = score_patient(lb, arrays, inputs, out=out if cams else None)
+    result["seconds"] = round(time.perf_counter() - t0, 3)
+    if out is not None:
+        write_json(Path(out) / "prediction.json", result)
+    return result
+
+
+def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict, out: str | Path | None = None) -> dict:
+    """Every bundled model's answer for one prepared patient (:func:`prepare_patient`); Grad-CAM overlays
+    are written to ``out`` when it is given."""
+    meta = lb.meta
+    result: dict = {"models": {}, "bundle": str(lb.path), "bundle_sha256": meta["bundle_sha256"],
                     "bundle_pinned": meta["pinned"], "inputs": inputs}
     feats = {}
     for modality, m in meta["models"].items():
@@ -150,23 +207,23 @@ def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expe
         cfg = m["config"]
         tf = transform_for(cfg)
         x = tf(model_input(arrays[modality], modality, cfg))
-        prob, vec, models, fold_probs = _score_model(bundle, meta, m, x)
+        prob, vec, models, fold_probs = _score_model(lb, modality, x)
         result["models"][m["name"]] = {"available": True, "modality": modality, "prob": prob, "threshold": m["threshold"],
                                        "class": int(prob >= m["threshold"]), "fold_probs": fold_probs}
         if vec is not None:
             feats[m["name"]] = vec
-        if cams and out is not None:
+        if out is not None:
             result["models"][m["name"]]["gradcam"] = str(_overlay(models[0], cfg, x, tf, Path(out) / f"gradcam_{m['name']}.png"))
     if meta.get("combined"):
-        result["models"][meta["combined"]["name"]] = _fused(bundle, meta, result, feats)
-    result["seconds"] = round(time.perf_counter() - t0, 3)
-    if out is not None:
-        write_json(Path(out) / "prediction.json", result)
+        result["models"][meta["combined"]["name"]] = _fused(lb, result, feats)
     return result
 
 
 def _overlay(model, cfg: dict, x: torch.Tensor, tf, path: Path) -> Path:
     """Grad-CAM of the first fold model over the model's input frames (the package's one overlay figure)."""
+    from ceusfusion.explain.cam import display_frames, model_cams  # here: only when overlays are asked for
+    from ceusfusion.figures.explain import overlay_figure  # here: matplotlib, seconds of import, only for overlays
+
     cam = model_cams(model, cfg, x.clone(), "gradcam")[0]  # (M, H, W)
     frames = display_frames(x, tf, cfg["input_mode"], cfg["frames"], cfg["frame_channels"])[0]  # (F, H, W, 3)
     return overlay_figure(frames, cam, path)
