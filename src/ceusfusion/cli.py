@@ -15,6 +15,7 @@ from typing import List, Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from ceusfusion import __version__
 from ceusfusion.core.errors import CeusError
@@ -153,7 +154,8 @@ def prepare(
     period: float = typer.Option(2.0, help="Seconds between sampled frames."),
     policy: str = typer.Option("study", help="Keyframe policy: study, uniform or peak."),
     margin: float = typer.Option(0.1, help="Margin around the mask's box, as a share of its larger side."),
-    crop: Optional[str] = typer.Option(None, help="Fixed crop X,Y,W,H (pixels) for cases without a mask (default: whole frame)."),
+    box: Optional[str] = typer.Option(None, "--box", help="Fixed box X,Y,W,H (pixels of the frame) cut out of cases without a mask (default: the whole frame)."),
+    old_crop: Optional[str] = typer.Option(None, "--crop", hidden=True, help="Deprecated name of --box (train's --crop is a crop side)."),
     color: str = typer.Option("auto", help="Video colour: auto, gray or rgb."),
     workers: int = typer.Option(1, help="Worker processes."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first failing case (exit 2)."),
@@ -164,13 +166,19 @@ def prepare(
     from ceusfusion.ingest.prepare import PrepareParams
     from ceusfusion.ingest.prepare import prepare as run_prepare
 
-    box = None
-    if crop:
+    if old_crop is not None:
+        if box is not None:
+            raise CeusError("give --box X,Y,W,H only (--crop is its deprecated name)")
+        err_console.print("[yellow]warning[/yellow] prepare --crop is deprecated: it is --box X,Y,W,H "
+                          "(train's --crop is the crop side)", highlight=False, soft_wrap=True)
+        box = old_crop
+    fixed = None
+    if box:
         try:
-            box = tuple(int(v) for v in crop.split(","))
+            fixed = tuple(int(v) for v in box.split(","))
         except ValueError:
-            raise CeusError(f"--crop must be X,Y,W,H integers, got {crop!r}") from None
-    params = PrepareParams(size=size, frames=frames, period=period, policy=policy, margin=margin, crop=box, color=color, tic_plots=tic_plots)
+            raise CeusError(f"--box must be X,Y,W,H integers, got {box!r}") from None
+    params = PrepareParams(size=size, frames=frames, period=period, policy=policy, margin=margin, crop=fixed, color=color, tic_plots=tic_plots)
 
     def show(case_id, file, problem):
         where = f" ({file})" if file else ""
@@ -225,13 +233,7 @@ def train(
     from ceusfusion.models.train import train as run_train
 
     if summary:
-        df = rank_models(run, modality)
-        table = Table(title=f"models in {run} ranked by mean CV AUC (training split only)")
-        for col in df.columns:
-            table.add_column(col)
-        for row in df.itertuples(index=False):
-            table.add_row(*[f"{v:.3f}" if isinstance(v, float) else str(v) for v in row])
-        console.print(table)
+        console.print(ranking_table(rank_models(run, modality), run))
         return
     if modality is None:
         raise CeusError("--modality image|video is required (or pass --summary)")
@@ -248,6 +250,26 @@ def train(
     if res is not None and res.get("rank", 0) == 0:
         console.print(f"{res['name']}: mean CV AUC {res['cv_auc_mean']:.3f} ± {res['cv_auc_std']:.3f} "
                       f"over {res['folds']} folds (weights: {res['weights_used']})")
+
+
+def ranking_table(df, run: Path) -> Table:
+    """`train --summary`: four columns that fit 80 characters; each model's settings on a line under its name."""
+
+    def num(v, fmt: str = ".3f") -> str:
+        return "-" if v is None or v != v else format(v, fmt)
+
+    table = Table(title=f"models in {run} ranked by mean CV AUC (training split only)", title_justify="left",
+                  show_lines=True)
+    table.add_column("#", justify="right")
+    table.add_column("model (settings)", overflow="fold", ratio=1)
+    table.add_column("CV AUC\nmean ± SD", justify="right", no_wrap=True)
+    table.add_column("out-of-\nfold AUC", justify="right", no_wrap=True)
+    for i, r in enumerate(df.to_dict("records"), start=1):
+        settings = (f"{r['modality']}, {r['arch']}, {r['input_mode']}; weights {r['weights_used']}; {r['folds']} folds; "
+                    f"select {r['select']}; test scored by {r['test_scoring_mode']}; class weight {r['class_weight']}")
+        table.add_row(str(i), Text.assemble(f"{r['name']}\n", (settings, "dim")), f"{num(r['cv_auc_mean'])} ± {num(r['cv_auc_std'])}",
+                      num(r["oof_auc"]))
+    return table
 
 
 @app.command("select")

@@ -69,7 +69,9 @@ class PrepareParams(StageConfig):
     period: float = 2.0
     policy: str = "study"
     margin: float = 0.1  # box grows by this share of its larger side, on each side
-    crop: tuple[int, ...] | None = None  # x, y, w, h for cases without a mask
+    # the fixed box x, y, w, h cut out of cases without a mask (`prepare --box`; the name stays `crop` in the
+    # study YAML, the cache hash and bundles; `train`'s crop is another thing: the side of its random crop)
+    crop: tuple[int, ...] | None = None
     color: str = "auto"
     ring: float = 0.5
     tic_plots: bool = False
@@ -92,7 +94,7 @@ class PrepareParams(StageConfig):
     @classmethod
     def _crop(cls, v: tuple[int, ...] | None) -> tuple[int, ...] | None:
         if v is not None and (len(v) != 4 or v[2] <= 0 or v[3] <= 0):
-            raise ValueError(f"--crop must be X,Y,W,H with positive W and H, got {v}")
+            raise ValueError(f"the fixed box (prepare --box) must be X,Y,W,H with positive W and H, got {v}")
         return v
 
     @model_validator(mode="after")

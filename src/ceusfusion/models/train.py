@@ -664,12 +664,23 @@ def train(run, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, 
             dist.destroy_process_group()
 
 
+def check_crop(cfg: TrainSettings, side: int) -> None:
+    """Refuse a crop larger than the arrays it is cut from (once silently cut down to their side: a model
+    asked at 224 px trained and was recorded at 96)."""
+    if cfg.crop <= side:
+        return
+    if cfg.size:
+        raise CeusError(f"--crop {cfg.crop} is larger than the arrays resized by --size {side}: train with --size "
+                        f"{cfg.crop} or more, or --crop {side} or less")
+    raise CeusError(f"--crop {cfg.crop} is larger than the prepared {side} px arrays: prepare with --size {cfg.crop} "
+                    f"or more, or train with --crop {side} or less")
+
+
 def _setup(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool, world: int, rank: int,
            device: torch.device) -> tuple[CachedSet, Path, np.ndarray, np.ndarray]:
     """Load the cache, check an existing model, make (or check) the folds; returns (data, out, train, fold)."""
     data = load_cached(run, cfg.modality, cfg.size)
-    if cfg.crop > data.size:
-        cfg.crop = data.size
+    check_crop(cfg, data.size)
     if device.type == "cuda" and data.x.numel() < (4 << 30):
         data.x = data.x.to(device)
     if cfg.batch_size % world:
