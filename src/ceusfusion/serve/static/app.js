@@ -213,14 +213,55 @@ function renderCams(res) {
   box.replaceChildren();
   const kf = res.inputs && res.inputs.video;
   for (const [name, m] of Object.entries(res.models)) {
-    if (!m.gradcam) continue;
-    const fig = el("figure", { class: "cam" });
-    fig.append(el("img", { src: m.gradcam, alt: `Grad-CAM of ${name}` }));
+    if (!m.available || !m.modality) continue;  // a model not run, or the fused model (no map of its own)
     const when = m.modality === "video" && kf ? ` — keyframes at ${kf.times.map((t) => t.toFixed(1)).join(", ")} s` : " — the still";
+    if (!m.gradcam) {
+      box.append(el("p", { class: "muted nocam", "data-model": name }, `${name}: no Grad-CAM map: ${m.gradcam_reason || "the answer has none"}`));
+      continue;
+    }
+    const fig = el("figure", { class: m.gradcam_empty ? "cam empty" : "cam", "data-model": name });
+    fig.append(el("img", { src: m.gradcam, alt: `Grad-CAM of ${name}` }));
     fig.append(el("figcaption", {}, name + when));
+    if (m.gradcam_empty) {  // a flat zero map draws as a dark square: say what it is
+      fig.append(el("p", { class: "camnote" }, "The map is empty: no region drove the score (Grad-CAM is zero " +
+        "everywhere, so the picture shows the colour of 0 over the whole input, not a dark region)."));
+    }
     box.append(fig);
   }
-  if (!box.children.length) box.append(el("p", { class: "muted" }, "no Grad-CAM (no image model was run)"));
+  if (!box.children.length) box.append(el("p", { class: "muted" }, "no Grad-CAM (no image or video model was run)"));
+}
+
+// Each perfusion parameter of ingest/perfusion.py (COLUMNS): what it is, its unit (intensities are the mean
+// grey level 0–255 inside the nodule; times from the start of the video), and a line for the tooltip.
+const GREY = "grey level";
+const PERFUSION = {
+  baseline: ["baseline intensity", GREY, "mean nodule intensity over the first second"],
+  peak_intensity: ["peak intensity", GREY, "highest nodule intensity of the smoothed curve"],
+  peak_enhancement: ["peak enhancement", GREY, "peak intensity minus baseline"],
+  ring_peak_intensity: ["peak intensity of the surrounding ring", GREY, "highest intensity in the parenchyma ring around the nodule"],
+  peak_ratio_ring: ["peak ratio, nodule / ring", "", "nodule peak divided by the ring's peak (1: as bright as the surrounding tissue)"],
+  time_to_peak: ["time to peak", "s", "from the start of the video to the nodule's peak"],
+  arrival_time: ["arrival time", "s", "from the start of the video to 10 % of the enhancement"],
+  rise_time: ["rise time", "s", "from 10 % to 90 % of the enhancement"],
+  wash_in_slope: ["wash-in slope", `${GREY}/s`, "steepest rise before the peak"],
+  auc: ["area under the curve", `${GREY} × s`, "area between the curve and the baseline"],
+  wash_out_slope: ["wash-out slope", `${GREY}/s`, "straight-line slope after the peak (negative: washing out)"],
+  gv_A: ["gamma-variate amplitude A", "", "scale of the fitted bolus b + A·(t−t0)^α·exp(−(t−t0)/β)"],
+  gv_t0: ["gamma-variate arrival t0", "s", "time the fitted bolus starts"],
+  gv_alpha: ["gamma-variate shape α", "", "rise shape of the fitted bolus"],
+  gv_beta: ["gamma-variate time constant β", "s", "decay time constant of the fitted bolus"],
+  gv_b: ["gamma-variate baseline b", GREY, "baseline of the fitted bolus"],
+  gv_peak_time: ["gamma-variate time to peak", "s", "t0 + α·β"],
+  gv_mtt: ["gamma-variate mean transit time", "s", "(α + 1)·β"],
+  gv_r2: ["gamma-variate fit R²", "", "how well the curve follows a bolus shape (1: perfectly)"],
+  tic_frames: ["frames on the curve", "frames", "video frames measured"],
+  tic_duration: ["curve duration", "s", "from the first to the last frame measured"],
+};
+
+function perfusionCells(k, val) {
+  const [label, unit, what] = PERFUSION[k] || [k.replaceAll("_", " "), "", ""];
+  const num = Number.isInteger(val) ? String(val) : val.toPrecision(4);
+  return [el("th", what ? { title: what } : {}, label), el("td", { "data-key": k }, unit ? `${num} ${unit}` : num)];
 }
 
 function renderTic(v) {
@@ -251,11 +292,9 @@ function renderTic(v) {
     svg("text", { x: L + 190, y: 14, class: "legend fitted-t" }, "- - gamma-variate fit"), svg("text", { x: L + 320, y: 14, class: "legend keyframe-t" }, "| keyframes"));
   box.append(s);
   const cells = Object.entries(v.perfusion || {}).filter(([, val]) => typeof val === "number");
-  for (let i = 0; i < cells.length; i += 4) {
+  for (let i = 0; i < cells.length; i += 2) {
     const tr = el("tr");
-    for (const [k, val] of cells.slice(i, i + 4)) {
-      tr.append(el("th", {}, k.replaceAll("_", " ")), el("td", { "data-key": k }, Number.isInteger(val) ? String(val) : val.toPrecision(4)));
-    }
+    for (const [k, val] of cells.slice(i, i + 2)) tr.append(...perfusionCells(k, val));
     table.append(tr);
   }
 }

@@ -1,0 +1,66 @@
+"""Issue 24: the serve page names each perfusion parameter in words with its unit (not `gv_mtt`), and says so
+when a Grad-CAM map is empty instead of showing a dark square without a word. The page's own script is run in
+headless Chromium on a made-up answer (no bundle, no server); the name table is checked against
+``ingest.perfusion.COLUMNS`` without a browser."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from importlib.resources import files
+
+import pytest
+
+from ceusfusion.ingest.perfusion import COLUMNS
+
+APP_JS = (files("ceusfusion.serve") / "static" / "app.js").read_text(encoding="utf-8")
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+DOT = "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNkYPhfDwAChwGA60e6kgAAAABJRU5ErkJggg=="
+
+
+def test_every_perfusion_parameter_has_a_label_and_a_unit_entry():
+    table = APP_JS[APP_JS.index("const PERFUSION = {"):]
+    table = table[:table.index("};")]
+    keys = re.findall(r"^\s+(\w+): \[", table, flags=re.M)
+    assert sorted(keys) == sorted(COLUMNS)
+
+
+def answer(gradcam_empty: bool) -> dict:
+    perfusion = {k: 1.5 for k in COLUMNS}
+    perfusion.update(tic_frames=24, gv_mtt=6.25, time_to_peak=12.5, peak_intensity=88.5, wash_in_slope=9.75)
+    video = {"times": [2.0, 4.0], "tic": {"times": [0, 1, 2], "lesion": [1, 3, 2], "ring": [1, 2, 2], "fitted": None},
+             "perfusion": perfusion}
+    return {"inputs": {"video": video}, "models": {
+        "DL_image_resnet18": {"available": True, "modality": "image", "prob": 0.4, "gradcam": DOT,
+                              "gradcam_empty": gradcam_empty},
+        "DL_video_resnet18": {"available": True, "modality": "video", "prob": 0.6, "gradcam": DOT},
+        "DL_combined": {"available": True, "prob": 0.5}}}
+
+
+@pytest.mark.slow  # a browser start: seconds
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser found (apt-get install chromium; .ci/run does)")
+def test_the_page_says_units_and_an_empty_map_in_words():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright not installed (pip install -e '.[dev]')")
+    with sync_api.sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page()
+            page.set_content('<div id="cams"></div><div id="tic"></div><table id="perfusion"><tbody></tbody></table>')
+            page.add_script_tag(content=APP_JS)
+            page.evaluate("r => { renderCams(r); renderTic(r.inputs.video); }", answer(True))
+            cells = {c.get_attribute("data-key"): c.inner_text() for c in page.query_selector_all("#perfusion td")}
+            heads = [h.inner_text() for h in page.query_selector_all("#perfusion th")]
+            assert cells["gv_mtt"] == "6.250 s" and cells["time_to_peak"] == "12.50 s" and cells["tic_frames"] == "24 frames"
+            assert cells["peak_intensity"] == "88.50 grey level" and cells["wash_in_slope"] == "9.750 grey level/s"
+            assert "gamma-variate mean transit time" in heads and "time to peak" in heads
+            assert not any("_" in h for h in heads)  # no raw column name
+            figs = page.query_selector_all("#cams figure")
+            assert [f.get_attribute("data-model") for f in figs] == ["DL_image_resnet18", "DL_video_resnet18"]
+            assert "The map is empty: no region drove the score" in figs[0].inner_text()
+            assert "empty" not in figs[1].inner_text()
+            page.evaluate("r => renderCams(r)", {"models": {"DL_image_resnet18": {"available": True, "modality": "image"}}})
+            assert page.inner_text("#cams").startswith("DL_image_resnet18: no Grad-CAM map:")
+        finally:
+            browser.close()
