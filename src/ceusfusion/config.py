@@ -60,6 +60,9 @@ class _TrainChoices(BaseModel):
     archs: list[str] = ["densenet121", "densenet169", "densenet201", "resnet18", "resnet34"]
     modalities: list[Literal["image", "video"]] = ["image", "video"]
     video_inputs: list[Literal["stack", "temporal", "summary"]] = ["stack"]
+    # starting weights of some architectures other than `weights` (e.g. {resnet18: none}: random
+    # initialisation meant, not a fallback, so no download is tried and no warning printed)
+    weights_by_arch: dict[str, str] = {}
 
     @field_validator("archs")
     @classmethod
@@ -69,6 +72,17 @@ class _TrainChoices(BaseModel):
         if not v:
             raise ValueError("at least one architecture is needed")
         return v
+
+    @model_validator(mode="after")
+    def _weights_of_trained_archs(self):
+        extra = sorted(set(self.weights_by_arch) - set(self.archs))
+        if extra:
+            raise ValueError(f"weights_by_arch names {', '.join(extra)}, not in archs {self.archs}")
+        return self
+
+    def weights_of(self, arch: str) -> str:
+        """The starting weights of ``arch``: its ``weights_by_arch`` entry, else ``weights``."""
+        return self.weights_by_arch.get(arch, self.weights)
 
 
 
@@ -92,6 +106,16 @@ class StudyConfig(BaseModel):
     train: TrainSection = TrainSection()
     fusion: FusionSection = FusionSection()
     explain: ExplainSection = ExplainSection()
+
+    @model_validator(mode="after")
+    def _crop_fits(self):
+        """train.crop is cut from arrays of train.size (else prepare.size): refused before any stage runs."""
+        side = self.train.size or self.prepare.size
+        if self.train.crop > side:
+            where = "train.size" if self.train.size else "prepare.size"
+            raise CeusError(f"bad study config: train.crop {self.train.crop} is larger than the {side} px arrays "
+                            f"({where}): set {where} to {self.train.crop} or more, or train.crop to {side} or less")
+        return self
 
 
 def load_config(path: str | Path) -> StudyConfig:

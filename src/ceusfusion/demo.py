@@ -40,9 +40,13 @@ def demo_config(out: Path, cohort: Path, full: bool = False, quick: bool = False
                 "train": {"archs": ["resnet18"], "epochs": 1, "folds": 2, "crop": 32, "batch_size": 8, "weights": "none"},
                 "fusion": {"classifiers": ["lr", "knn"], "folds": 2, "fast": True},
                 "explain": {"per_class": 1}}
+    archs = demo_archs()
+    # beside the ImageNet Lite0, resnet18 starts from random initialisation on purpose: said so, no download tried
+    random_init = {"resnet18": "none"} if "tf_efficientnet_lite0" in archs else {}
     return {"cohort": str(cohort), "out": str(out), "title": "ceusfusion demo (synthetic cohort, CPU settings)",
             "prepare": {"size": 72, "workers": 2},
-            "train": {"archs": demo_archs(), "epochs": 4, "folds": 3, "crop": 64, "batch_size": 32, "lr": 1e-3, "patience": 4},
+            "train": {"archs": archs, "weights_by_arch": random_init, "epochs": 4, "folds": 3, "crop": 64, "batch_size": 32,
+                      "lr": 1e-3, "patience": 4},
             # without ImageNet weights, late fusion of the out-of-fold logits is the robust choice (BENCHMARKS.md)
             "fusion": {"classifiers": ["lr", "svm", "knn", "rf", "et", "xgb", "lgbm", "mlp"], "folds": 3, "fast": True, "inputs": "scores"},
             "explain": {"per_class": 2}}

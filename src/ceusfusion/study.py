@@ -14,6 +14,7 @@ import getpass
 import hashlib
 import json
 import platform
+import shutil
 import socket
 import time
 from datetime import datetime, timezone
@@ -139,6 +140,19 @@ class Study:
                                          "finished": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
         self._save()
 
+    def _skip(self, names: tuple[str, ...], why: str) -> None:
+        """Stages that do not apply to this study: said, recorded with the reason, and their old outputs removed
+        (a fusion of an earlier configuration must not be reported, evaluated or exported as this one's)."""
+        for name in names:
+            self.console.print(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}: skipped ({why})", highlight=False)
+            self.manifest["stages"][name] = {"status": "skipped", "reason": why}
+        for stale in (self.layout.fusion, self.layout.predictions("DL_combined")):
+            if stale.is_dir():
+                shutil.rmtree(stale)
+            elif stale.is_file():
+                stale.unlink()
+        self._save()
+
     def fp(self, name: str) -> str:
         return self.manifest["stages"].get(name, {}).get("fingerprint", "")
 
@@ -161,9 +175,12 @@ class Study:
         self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.run / "prepared" / "index.csv"], self._prepare, force_set)
         self._stage("train", _fingerprint(self.fp("prepare"), c.train.model_dump(), c.seed), [self.run / "models"], self._train, force_set)
         self._stage("select", _fingerprint(self.fp("train")), [self.run / "selection.json"], self._select, force_set)
-        if c.fusion.enabled:
+        fused, why = self.fused_name() if c.fusion.enabled else (None, "fusion.enabled is false")
+        if fused:
             self._stage("features", _fingerprint(self.fp("select"), c.fusion.inputs), [self.run / "features"], self._features, force_set)
-            self._stage("fuse", _fingerprint(self.fp("features"), c.fusion.model_dump(), c.seed), [self.run / "predictions" / "DL_combined.csv"], self._fuse, force_set)
+            self._stage("fuse", _fingerprint(self.fp("features"), c.fusion.model_dump(), c.seed, *([fused] if fused != "DL_combined" else [])), [self.layout.predictions(fused)], self._fuse, force_set)
+        elif c.fusion.enabled:
+            self._skip(("features", "fuse"), why)
         self._stage("evaluate", _fingerprint(self.fp("select"), self.fp("fuse") if c.fusion.enabled else ""), [self.run / "evaluation" / "metrics.json"], self._evaluate, force_set)
         if c.explain.enabled:
             self._stage("explain", _fingerprint(self.fp("select"), c.explain.model_dump()), [self.run / "explain"], self._explain, force_set)
@@ -196,8 +213,8 @@ class Study:
     def model_configs(self) -> list[TrainConfig]:
         """One TrainConfig per modality × architecture × input mode of the study."""
         t = self.cfg.train
-        return [TrainConfig(**stage_kwargs(t, TrainSettings), modality=modality, arch=arch, input_mode=inp, seed=self.cfg.seed,
-                            device=self.cfg.device)
+        return [TrainConfig(**{**stage_kwargs(t, TrainSettings), "weights": t.weights_of(arch)}, modality=modality, arch=arch,
+                            input_mode=inp, seed=self.cfg.seed, device=self.cfg.device)
                 for modality in t.modalities for arch in t.archs
                 for inp in (["single"] if modality == "image" else t.video_inputs)]
 
@@ -256,19 +273,40 @@ class Study:
               "perfusion": self.layout.perfusion if f.perfusion else None}
         return feats, kw, cfg
 
+    def fused_name(self) -> tuple[str | None, str]:
+        """(the fused model's name, or None when there is nothing to fuse; why it is named or skipped so). DL_combined
+        fuses the image and the video model; one modality's model alone is fused only with clinical covariates or
+        perfusion parameters, and named for what it is (``DL_image+clinical``): refitting its own score or features
+        alone is no fusion (its DeLong difference from the model it copies is 0)."""
+        best, f = self._best(), self.cfg.fusion
+        if len(best) > 1:
+            return "DL_combined", "fuses the image and the video models"
+        only = next(iter(best))
+        extra = [k for k, on in (("clinical", bool(f.clinical)), ("perfusion", f.perfusion)) if on]
+        if extra:
+            return f"DL_{only}+{'+'.join(extra)}", f"one modality ({only}), fused with the {' and '.join(extra)} inputs only"
+        return None, (f"one modality ({only}) and no clinical or perfusion inputs: nothing to fuse its model with "
+                      f"(a 'DL_combined' would refit that model's own output)")
+
     def _fuse(self) -> dict:
         feats, kw, cfg = self._fusion_args()
+        name, why = self.fused_name()
+        cfg = cfg.model_copy(update={"name": name})
         res = fuse(feats, self.layout.fusion, cfg=cfg, **kw)
         src = self.layout.fusion / "predictions" / f"{cfg.name}.csv"
         write_bytes(self.layout.predictions(cfg.name), src.read_bytes())
-        return {"chosen": res.summary.get("chosen_family")}
+        return {"chosen": res.summary.get("chosen_family"), "model": name, "why": why}
 
     def _evaluate(self) -> dict:
-        names = list(self._best().values()) + (["DL_combined"] if self.cfg.fusion.enabled else [])
-        validation = self._fusion_validation() if self.cfg.fusion.enabled else None
+        fused = self.fused_name()[0] if self.cfg.fusion.enabled else None
+        names = list(self._best().values()) + ([fused] if fused else [])
+        validation = self._fusion_validation() if fused else None
+        selection = self._selection_corrected()
+        if fused and fused != "DL_combined" and "DL_combined" in selection:  # the fusion's record, under its name
+            selection[fused] = selection.pop("DL_combined")
         metrics = evaluate([self.layout.predictions(n) for n in names], self.layout.evaluation, seed=self.cfg.seed,
                            cohort=self.layout.cohort, clinical=self._clinical_options(), validation=validation,
-                           selection=self._selection_corrected())
+                           selection=selection)
         self._table1()
         test = metrics["sets"].get("test", {}).get("models", {})
         return {"test_auc": {k: v.get("auc") for k, v in test.items()},
