@@ -336,13 +336,14 @@ class Study:
     def _fusion_validation(self) -> dict | None:
         """Internal validation of DL_combined by a method valid for the fitted procedure (``fusion.validation``):
         Harrell's bootstrap for a single ``lr`` family, repeated grouped nested CV of the whole procedure (family
-        choice included) otherwise; bounded by a fit budget, a line per fold; ``fusion.bootstrap: 0`` turns it off."""
+        choice included) otherwise, its outer fits in as many processes as torch has threads (``--threads``); bounded by
+        a fit budget, a line per fold; ``fusion.bootstrap: 0`` turns it off."""
         family = self._fusion_summary().get("chosen_family")
         if not self.cfg.fusion.bootstrap or not family:
             return None
         feats, kw, cfg = self._fusion_args()
         iv = internal_validation(load_inputs(feats, **kw), cfg, family, seed=self.cfg.seed,
-                                 model=self.layout.fusion / "model.joblib",
+                                 model=self.layout.fusion / "model.joblib", n_jobs=torch.get_num_threads(),
                                  say=lambda line: self.console.print(line, highlight=False))
         if iv.get("skipped"):
             self.console.print(f"  [yellow]no internal validation[/yellow]: {iv['skipped']}", highlight=False)

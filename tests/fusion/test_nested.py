@@ -135,6 +135,8 @@ def test_nested_record_and_skip():
     assert all((a == c).all() for (_, a, _), (_, c, _) in zip(splits, nested_splits(data.frame["y"].to_numpy()[:90],
                                                                                     np.arange(90), 2, 2, seed=4)))
     assert not np.array_equal(splits[0][2], splits[2][2])
+    two = internal_validation(data, cfg.model_copy(update={"validation_repeats": 1}), "lr", seed=4, n_jobs=2)
+    assert two["n_jobs"] == 2 and two["per_repeat"][0] == v["per_repeat"][0]  # processes change nothing
     few = FusionData(frame=data.frame.assign(y=np.where(np.arange(len(data.frame)) < 12, 1, 0)), deep=data.deep)
     skipped = internal_validation(few, cfg, "lr")
     assert "inner folds" in skipped["skipped"] and skipped["validation"] == "nested_cv"
@@ -176,3 +178,26 @@ def test_on_pure_noise_the_corrected_estimates_sit_at_chance():
         selection.append(fused.summary["selection_corrected"]["auc"])
     assert abs(np.mean(corrected) - 0.5) <= 0.07, corrected
     assert abs(np.mean(selection) - 0.5) <= 0.07, selection
+
+
+def test_the_report_says_which_method_was_used(tmp_path):
+    from ceusfusion.report.clinical import validation_section
+
+    rows = {"C": {"index_orig": 0.91, "training": 0.9, "test": 0.48, "optimism": 0.43, "index_corrected": 0.48, "n": 6}}
+    nested = {"validation": "nested_cv", "method": "repeated grouped nested cross-validation", "B": 6, "repeats": 2,
+              "folds": 3, "seed": 0, "n": 150, "indexes": rows, "refitted": "the whole run_fusion procedure",
+              "per_repeat": [{"index_corrected": 0.47}, {"index_corrected": 0.49}], "spread": {"sd": 0.014},
+              "families_chosen": {"lr": 4, "lgbm": 2, "mlp": 0}, "fit_budget": 150, "front_fits_per_unit": 72}
+    (tmp_path / "evaluation").mkdir()
+    (tmp_path / "evaluation" / "metrics.json").write_text(json.dumps({"internal_validation": nested}))
+    text = validation_section(tmp_path)
+    for want in ("Repeated grouped nested cross-validation (2 repeat(s) of 3 outer folds", "Harrell&#x27;s bootstrap is not valid",
+                 "Per repeat: 0.470, 0.490 (SD 0.014)", "lr 4, lgbm 2.", "held-out parts", "corrected (held-out)",
+                 "fit budget (150 LASSO fits, 72 per repeat)"):
+        assert want in text, want
+    harrell = {"validation": "harrell", "B": 25, "B_requested": 200, "n": 150, "seed": 0, "indexes": rows,
+               "refitted": "re-tuned", "resampled": "patient groups (with replacement)"}
+    (tmp_path / "evaluation" / "metrics.json").write_text(json.dumps({"internal_validation": harrell}))
+    text = validation_section(tmp_path)
+    assert "Harrell&#x27;s bootstrap optimism correction, valid for this single penalised logistic family (25 resamples of the 200 asked" in text
+    assert "bootstrap test" in text and "optimism-corrected" in text

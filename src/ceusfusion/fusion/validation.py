@@ -12,8 +12,10 @@ refitted from scratch exactly as the final model was (``pipeline.fit_search``:
 columns → scaler → LASSO with its penalty re-chosen by inner CV → classifier
 with its hyperparameters re-chosen by the inner grid search), then scored on
 the resample (training) and on the original training rows (test); see
-``ceusfusion.stats.optimism``. The classifier *family* stays the one the outer
-CV chose: re-running that choice would repeat the whole outer CV per resample.
+``ceusfusion.stats.optimism``. It refits one family (``internal_validation``
+uses it only when ``lr`` is the single family compared, so nothing was chosen
+among families; ``params`` can hold the hyperparameters too, which no longer
+validates the fitted procedure and is kept only for comparison).
 Resamples are drawn by patient group, so a patient's nodules stay together and
 the inner CVs (split by the same groups) never split a duplicated patient.
 A grid with a single point needs no search: the pipeline is then fitted
@@ -147,7 +149,8 @@ def _every_tenth(say, t0: float):
 
 # --------------------------------------------------------------------------- which method, at what cost
 
-FIT_BUDGET = 300  # LASSO-front fits (each with its penalty CV) an internal validation may spend; see front_fits
+FIT_BUDGET = 150  # LASSO-front fits (each with its penalty CV) an internal validation may spend; see front_fits
+# (the demo: 2 nested-CV repeats, as long as the 200 held-hyperparameter bootstrap refits it replaced)
 MAX_REPEATS = 10  # nested CV repeats at most when the budget is not binding
 
 
@@ -185,10 +188,11 @@ def validation_plan(cfg: FusionConfig) -> dict:
 
 
 def internal_validation(data: FusionData, cfg: FusionConfig, family: str, seed: int = 0, model=None,
-                        say=None) -> dict:
+                        say=None, n_jobs: int = 1) -> dict:
     """metrics.json ``internal_validation`` of the fitted DL_combined procedure (``family``: the one it chose;
     ``model``: its fitted model or the path of its model.joblib, else refitted), by ``validation_plan``'s method; a record with ``skipped``
-    (and why) when the data are too small for the refits to be the fitted procedure."""
+    (and why) when the data are too small for the refits to be the fitted procedure. ``n_jobs``: processes for
+    the nested CV's outer fits (its numbers do not depend on it; the bootstrap runs in this process)."""
     plan = validation_plan(cfg)
     method = plan["validation"]
     if isinstance(model, (str, Path)):  # the fuse stage's model.joblib (our own output), when there
@@ -204,7 +208,8 @@ def internal_validation(data: FusionData, cfg: FusionConfig, family: str, seed: 
         out = validate_fusion(data, cfg, family, B=plan["n"], seed=seed, say=say)
         out["B_requested"] = plan["requested"]
     else:
-        out = nested_validate(data, cfg, plan["n"], seed=seed, model=model, say=say)
+        out = nested_validate(data, cfg, plan["n"], seed=seed, model=model, say=say, n_jobs=n_jobs)
+        out["n_jobs"] = n_jobs
         out["family"] = family
     c = out["indexes"]["C"]["index_corrected"]
     out["selection_corrected"] = {"auc": c, "ci": None, "method": out["method"],
