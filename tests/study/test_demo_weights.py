@@ -46,3 +46,12 @@ def test_a_study_crop_larger_than_the_arrays_is_refused_at_once():
     with pytest.raises(CeusError, match=r"train.crop 64 is larger than the 48 px arrays \(train.size\)"):
         parse_config({"cohort": "c.csv", "out": "run", "prepare": {"size": 96}, "train": {"size": 48, "crop": 64}})
     parse_config({"cohort": "c.csv", "out": "run", "prepare": {"size": 96}, "train": {"crop": 96}})
+
+
+def test_readme_describes_the_demo_that_runs():
+    from paths import ROOT
+
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    quick = " ".join(readme[readme.index("## Quick start"):readme.index("### Honest by default")].split())
+    assert "tf_efficientnet_lite0" in quick and "resnet18" in quick and "weights_by_arch: {resnet18: none}" in quick
+    assert "about 4 minutes" not in quick and "7–9 minutes" in quick
