@@ -35,19 +35,19 @@ def _names(ids, limit: int = 5) -> str:
     return ", ".join(ids[:limit]) + (f" and {len(ids) - limit} more" if len(ids) > limit else "")
 
 
-NO_PATIENTS = ("grouped by case: no patient column given (every group equals its case_id), so each case counts as "
-               "its own patient; give a `group` column if a patient can have several cases")
+NO_PATIENTS = ("grouped by case: no patient column given, so each case counts as its own patient; give a `group` "
+               "column (`ceusfusion split --group COLUMN`) if a patient can have several cases")
 
 
 def patients_known(layout: RunLayout) -> bool | None:
-    """Whether the cohort names patients: some case's group differs from its case_id (None: no cohort).
+    """Whether the cohort names its patients: RUN/cohort.csv has a filled ``group`` column (None: no cohort).
 
-    The group defaults to the case_id when the manifest has none, so a tick over those groups would
-    assert patient grouping that nobody recorded."""
+    prepare keeps the column only where the user gave it; the case_id that stands in for a missing group
+    elsewhere would make a tick assert patient grouping that nobody recorded."""
     if not layout.cohort.is_file():
         return None
     cohort = pd.read_csv(layout.cohort, dtype=str)
-    return bool((groups_of(cohort) != cohort["case_id"].astype(str)).any())
+    return bool("group" in cohort.columns and cohort["group"].notna().any())
 
 
 def split_check(layout: RunLayout) -> Check:

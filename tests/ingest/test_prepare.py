@@ -185,3 +185,23 @@ def test_roi_box_is_shifted_inside_the_frame_not_zero_padded():
     assert square_box((40, 50, 60, 70), 0.1, shape) == (38, 48, 62, 72)  # inside anyway: unchanged
     big = square_box((0, 0, 100, 120), 0.1, shape)  # larger than the frame: centred, padding unavoidable
     assert big[2] - big[0] == 144 and big[0] == -22
+
+
+def test_the_run_cohort_keeps_the_group_column_only_as_given(prepared):
+    """The manifest has no `group`: RUN/cohort.csv has none either (a filled-in case_id would read as a recorded
+    patient), while the prepared index, which every CV reads, groups by case_id."""
+    _, run, _ = prepared
+    assert "group" not in pd.read_csv(run / "cohort.csv").columns
+    idx = pd.read_csv(run / "prepared" / "index.csv", dtype=str)
+    assert (idx["group"] == idx["case_id"]).all()
+
+
+def test_a_given_group_column_is_kept(tmp_path):
+    img = np.full((40, 52), 30, np.uint8)
+    img[l_mask()] = 220
+    write_png(tmp_path / "img.png", img)
+    pd.DataFrame([dict(case_id=f"c{i}", label=i % 2, split="train", group=f"p{i // 2}", image="img.png")
+                  for i in range(4)]).to_csv(tmp_path / "cohort.csv", index=False)
+    with pytest.raises(SystemExit):
+        main(["prepare", str(tmp_path / "cohort.csv"), "--out", str(tmp_path / "run"), "--size", str(S)])
+    assert pd.read_csv(tmp_path / "run" / "cohort.csv")["group"].tolist() == ["p0", "p0", "p1", "p1"]

@@ -27,8 +27,8 @@ def _records(tmp_path, summary: dict, fusion_grouped=True, split_groups=False, f
     cohort = idx[["case_id", "label", "split", "group"]].copy()
     if split_groups:  # a test case shares a training patient's group
         cohort.loc[cohort["split"] == "test", "group"] = cohort["group"].iloc[0]
-    if no_patients:  # a manifest without a group column: prepare fills the group from the case_id
-        cohort["group"] = cohort["case_id"]
+    if no_patients:  # a manifest without a group column: prepare writes RUN/cohort.csv without one
+        cohort = cohort.drop(columns="group")
     write_csv(layout.cohort, cohort)
     tr = idx[idx["split"] == "train"].reset_index(drop=True)
     fold = [(i // 2) % 2 for i in range(len(tr))]  # groups of two, kept together

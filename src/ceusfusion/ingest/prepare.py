@@ -41,7 +41,7 @@ from ceusfusion.core.fsutil import (
     write_json,
 )
 from ceusfusion.ingest import cache
-from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, load_cohort
+from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, load_cohort, read_manifest
 from ceusfusion.ingest.keyframes import KeyframeParams, Selection, select_keyframes
 from ceusfusion.ingest.perfusion import COLUMNS as PERFUSION_COLUMNS
 from ceusfusion.ingest.perfusion import TIC, fitted_curve, perfusion_parameters
@@ -321,6 +321,15 @@ class PrepareSummary:
 Task = tuple[str, dict, dict]  # case_id, {column: absolute path}, {column: path as in the manifest}
 
 
+def as_given(df: pd.DataFrame, cohort: Path) -> pd.DataFrame:
+    """The validated manifest with the ``group`` column only where the user gave one: the case_id filled in for
+    a missing group would read, later, as a recorded patient (the report's safeguards tell the two apart)."""
+    given = read_manifest(cohort)
+    if "group" in given.columns and given["group"].notna().any():
+        return df
+    return df.drop(columns="group")
+
+
 def prepare(cohort: str | Path, run: str | Path, params: PrepareParams = PrepareParams(), workers: int = 1,
             strict: bool = False, progress: bool = True, on_failure=None, force: bool = False) -> PrepareSummary:
     """Fill RUN/prepared/ for every case of the manifest; see the module docstring.
@@ -333,7 +342,7 @@ def prepare(cohort: str | Path, run: str | Path, params: PrepareParams = Prepare
     cohort, run = Path(cohort), Path(run)
     df = load_cohort(cohort)
     _claim_run(run, cohort, force)
-    write_csv(run / "cohort.csv", _absolute_paths(df, cohort))
+    write_csv(run / "cohort.csv", _absolute_paths(as_given(df, cohort), cohort))
     tasks = _case_files(df, cohort)
     results: dict[str, CaseResult] = {}
     failed: list[CaseResult] = []
