@@ -607,17 +607,33 @@ def predict(
     image_mask: Optional[Path] = typer.Option(None, "--image-mask", help="Nodule mask of the still."),
     video: Optional[Path] = typer.Option(None, "--video", help="CEUS video."),
     video_mask: Optional[Path] = typer.Option(None, "--video-mask", help="Nodule mask of the video."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Folder for prediction.json and Grad-CAM overlays."),
+    cohort: Optional[Path] = typer.Option(
+        None, "--cohort", help="A cohort manifest (case_id, [label], image/video and masks): score every case, write "
+        "predictions files for `evaluate` into --out (external validation)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Folder for prediction.json and Grad-CAM overlays; with --cohort, "
+                                       "for predictions/<model>.csv, failures.csv and summary.json."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
     threads: int = typer.Option(1, "--threads", help="CPU threads for torch (one patient is a batch of one)."),
     expect_sha256: Optional[str] = typer.Option(
         None, "--expect-sha256", help="The bundle id `export` printed (sha256 of bundle.json): refuse any other bundle."),
+    development_rows: bool = typer.Option(
+        True, "--development-rows/--no-development-rows", help="With --cohort: add the bundle's development out-of-fold "
+        "rows (set 'train', from its model card), so that evaluate applies the locked thresholds to the cohort."),
+    force: bool = typer.Option(False, "--force", help="With --cohort: write into --out over files ceusfusion did not write."),
 ):
-    """Predict for one new patient: probability per model, class at the locked threshold, Grad-CAM overlays."""
+    """Predict for one new patient: probability per model, class at the locked threshold, Grad-CAM overlays.
+    With --cohort, every case of a manifest in one process (set 'external'), one line per failed case; exit 0
+    when at least one case was scored."""
+    if cohort is not None:
+        if image or video or image_mask or video_mask:
+            raise CeusError("--cohort scores the manifest's files: give no --image/--video/masks with it")
+        if out is None:
+            raise CeusError("--cohort needs --out (the folder for the predictions files)")
+        return _predict_cohort(bundle, cohort, out, threads, expect_sha256, development_rows, force, as_json)
     from ceusfusion.deploy.predict import predict as run_predict
 
     if image is None and video is None:
-        raise CeusError("give --image and/or --video")
+        raise CeusError("give --image and/or --video (or --cohort CSV for a whole cohort)")
     res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads, expect_sha256=expect_sha256)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
@@ -633,6 +649,44 @@ def predict(
     console.print(table)
     pin = "pinned" if res["bundle_pinned"] else "not pinned: pass --expect-sha256 with the id export printed"
     console.print(f"bundle id {res['bundle_sha256']} ({pin})", highlight=False, soft_wrap=True)
+
+
+def _predict_cohort(bundle: Path, cohort: Path, out: Path, threads: int, expect_sha256: Optional[str],
+                    development_rows: bool, force: bool, as_json: bool) -> None:
+    """`predict --cohort`: every case through the bundle; failures one line each on stderr, as they happen."""
+    from ceusfusion.deploy.batch import predict_cohort
+
+    def failed(case_id: str, file: str, problem: str) -> None:
+        err_console.print(f"case {case_id}: {file or '-'}: {problem}", highlight=False, soft_wrap=True, markup=False)
+
+    res = predict_cohort(bundle, cohort, out, threads=threads, expect_sha256=expect_sha256, force=force,
+                         development_rows=development_rows, on_failure=failed)
+    if as_json:
+        typer.echo(json.dumps(res.summary, indent=2))
+        return
+    s = res.summary
+    table = Table(title=f"{res.n_scored} of {res.n_cases} cases scored ({s['seconds']:.1f} s), set 'external'")
+    for col in ("model", "cases", "ROI (what the model saw)"):
+        table.add_column(col)
+    for f in res.files:
+        m = s["models"][f.stem]
+        table.add_row(f.stem, str(m["n"]), ", ".join(f"{k}: {v}" for k, v in m["roi"].items()))
+    console.print(table)
+    console.print(f"predictions: {out / 'predictions'} (one file per model)", highlight=False, soft_wrap=True)
+    if len(res.failures):
+        console.print(f"{len(res.failures)} case(s) failed: {out / 'failures.csv'}", highlight=False, soft_wrap=True)
+    whole = max((m["roi"].get("whole frame", 0) for m in s["models"].values()), default=0)
+    if whole:
+        err_console.print(f"[yellow]note[/yellow] {whole} case(s) had no mask and were scored on the whole frame (column roi): "
+                          f"models trained on mask crops see them unlike any training case", highlight=False, soft_wrap=True)
+    console.print(f"thresholds: {s['thresholds']}", highlight=False, soft_wrap=True)
+    if not res.labelled:
+        console.print("no label on every scored case: evaluate needs the manifest's label column", highlight=False, soft_wrap=True)
+    else:
+        console.print(f"external validation report: ceusfusion evaluate {out / 'predictions'}/*.csv --out DIR",
+                      highlight=False, soft_wrap=True)
+    pin = "pinned" if s["bundle_pinned"] else "not pinned: pass --expect-sha256 with the id export printed"
+    console.print(f"bundle id {s['bundle_sha256']} ({pin})", highlight=False, soft_wrap=True)
 
 
 @app.command()
