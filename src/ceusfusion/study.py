@@ -301,7 +301,7 @@ class Study:
         fused = self.fused_name()[0] if self.cfg.fusion.enabled else None
         names = list(self._best().values()) + ([fused] if fused else [])
         validation = self._fusion_validation() if fused else None
-        selection = self._selection_corrected()
+        selection = self._selection_corrected(validation)
         if fused and fused != "DL_combined" and "DL_combined" in selection:  # the fusion's record, under its name
             selection[fused] = selection.pop("DL_combined")
         metrics = evaluate([self.layout.predictions(n) for n in names], self.layout.evaluation, seed=self.cfg.seed,
@@ -312,12 +312,14 @@ class Study:
         return {"test_auc": {k: v.get("auc") for k, v in test.items()},
                 "bootstrap_seconds": validation.get("seconds") if validation else None}
 
-    def _selection_corrected(self) -> dict[str, dict]:
+    def _selection_corrected(self, validation: dict | None = None) -> dict[str, dict]:
         """Each reported model's training AUC corrected for its selection: the architectures' (selection.json,
-        BBC-CV over every candidate) and the fusion family's (fusion.json, nested)."""
+        BBC-CV over every candidate); the fusion's from its internal validation where that nested the whole
+        procedure (family choice included), else fusion.json's BBC-CV over every family."""
         sel = json.loads(self.layout.selection.read_text()) if self.layout.selection.is_file() else {}
         out = {rec["model"]: rec for rec in (sel.get("selection_corrected") or {}).values() if rec.get("model")}
-        fused = self._fusion_summary().get("selection_corrected")
+        nested = (validation or {}).get("selection_corrected") if (validation or {}).get("validation") == "nested_cv" else None
+        fused = nested if nested and nested.get("auc") is not None else self._fusion_summary().get("selection_corrected")
         if fused:
             out["DL_combined"] = fused
         return out
