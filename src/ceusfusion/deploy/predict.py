@@ -213,17 +213,19 @@ def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict,
         if vec is not None:
             feats[m["name"]] = vec
         if out is not None:
-            result["models"][m["name"]]["gradcam"] = str(_overlay(models[0], cfg, x, tf, Path(out) / f"gradcam_{m['name']}.png"))
+            path, empty = overlay(models[0], cfg, x, tf, Path(out) / f"gradcam_{m['name']}.png")
+            result["models"][m["name"]].update(gradcam=str(path), gradcam_empty=empty)
     if meta.get("combined"):
         result["models"][meta["combined"]["name"]] = _fused(lb, result, feats)
     return result
 
 
-def _overlay(model, cfg: dict, x: torch.Tensor, tf, path: Path) -> Path:
-    """Grad-CAM of the first fold model over the model's input frames (the package's one overlay figure)."""
+def overlay(model, cfg: dict, x: torch.Tensor, tf, path: Path) -> tuple[Path, bool]:
+    """Grad-CAM of the first fold model over the model's input frames (the package's one overlay figure), and
+    whether the map is empty (no positive gradient anywhere: drawn as a flat square, which the page must say)."""
     from ceusfusion.explain.cam import display_frames, model_cams  # here: only when overlays are asked for
     from ceusfusion.figures.explain import overlay_figure  # here: matplotlib, seconds of import, only for overlays
 
     cam = model_cams(model, cfg, x.clone(), "gradcam")[0]  # (M, H, W)
     frames = display_frames(x, tf, cfg["input_mode"], cfg["frames"], cfg["frame_channels"])[0]  # (F, H, W, 3)
-    return overlay_figure(frames, cam, path)
+    return overlay_figure(frames, cam, path), bool(np.nanmax(cam) <= 0)
