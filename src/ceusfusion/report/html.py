@@ -365,7 +365,7 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str = DE
         _section("Cross-validated results per architecture (Figure 3)", training_section(run)),
         _section("DL_combined: feature fusion", fusion_section(run)),
         _section("Performance on the training (out-of-fold) and test sets (Table 2, Figure 4)", evaluation_section(run)),
-        _section("Internal validation of DL_combined (optimism-corrected, Harrell's bootstrap)", validation_section(run), "validation"),
+        _section("Internal validation of DL_combined (bootstrap or nested cross-validation, whichever is valid for it)", validation_section(run), "validation"),
         _section("Reclassification (NRI, IDI)", reclassification_section(run), "reclassification"),
         _section("Clinical utility: dissections avoided and metastases missed", interventions_section(run), "interventions"),
         _section("Performance by centre and subgroup", subgroups_section(run), "subgroups"),

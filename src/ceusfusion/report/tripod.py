@@ -58,7 +58,7 @@ ITEMS = [
      [("fusion", "DL_combined: feature fusion (standardised inside each fold; score inputs as logits)")], None),
     ("12c", "Analysis", "model type, building steps, hyperparameter tuning, internal validation",
      [("training", "Cross-validated results per architecture"), ("fusion", "DL_combined: feature fusion (families, grids)"),
-      ("validation", "Internal validation (Harrell's bootstrap)")], None),
+      ("validation", "Internal validation (bootstrap or nested CV)")], None),
     ("12d", "Analysis", "heterogeneity across clusters (e.g. hospitals)", [("centres", "Performance by centre (Cochran's Q, I2)")],
      None),
     ("12e", "Analysis", "performance measures and plots, and model comparison",
