@@ -5,11 +5,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.feature_selection import SelectorMixin
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.svm import l1_min_c
 from sklearn.utils.validation import check_array, check_is_fitted, validate_data
@@ -37,6 +37,17 @@ def inner_folds(n_splits: int, y, groups, random_state: int, what: str):
         raise CeusError(f"{what} needs at least 2 {unit} of each class in the training part of a fold")
     kind = StratifiedKFold if groups is None else StratifiedGroupKFold
     return kind(n_splits=k, shuffle=True, random_state=random_state)
+
+
+def rank_auc(y, score) -> float:
+    """ROC AUC of 0/1 labels (both classes present) from mid-ranks (Mann–Whitney): ties count one half.
+
+    ``roc_auc_score``'s value (equal to 1e-12) without its input checks, which cost about a quarter of a
+    LASSO fit (the inner CV scores every C of the grid on every fold: ~100 calls per fit)."""
+    pos = np.asarray(y) == 1
+    n1 = int(pos.sum())
+    n0 = pos.size - n1
+    return float((rankdata(score)[pos].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 class LassoSelector(SelectorMixin, BaseEstimator):
@@ -82,7 +93,7 @@ class LassoSelector(SelectorMixin, BaseEstimator):
             for i, C in enumerate(Cs):
                 m = self._lr(C).fit(X[tr], y[tr])
                 if np.any(m.coef_):
-                    scores[f, i] = roc_auc_score(y[va], m.decision_function(X[va]))
+                    scores[f, i] = rank_auc(y[va], m.decision_function(X[va]))
         if np.isnan(scores).all():
             raise CeusError("LASSO selection: no inner fold has both classes on both sides")
         return scores
