@@ -31,9 +31,13 @@ def _version(value: bool):
         raise typer.Exit()
 
 
+OUTCOME_HELP = ("YAML/JSON with the outcome's words (name, short, negative, positive, intervention, treated, avoided, missed), "
+                "or a study YAML (its outcome section); default: neutral words.")
+
+
 @app.callback()
 def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit.")):
-    """ceusfusion: predict occult lymph node metastasis from B-mode and CEUS ultrasound."""
+    """ceusfusion: multimodal ultrasound (B-mode and CEUS) prediction models for clinical research."""
 
 
 # ----------------------------------------------------------------------------- cohort
@@ -376,14 +380,15 @@ def evaluate(
     no_figures: bool = typer.Option(False, "--no-figures", help="Skip the ROC, calibration and DCA figures."),
     cohort: Optional[Path] = typer.Option(None, "--cohort", help="Cohort manifest (case_id, center, covariates): per-centre AUC, subgroups, nomogram covariates."),
     subgroup: List[str] = typer.Option([], "--subgroup", help="Cohort column to report AUC by (repeatable; the centre is always reported)."),
-    nri_cuts: str = typer.Option("0.1,0.2,0.3", "--nri-cuts", help="Risk cut-points of the categorical NRI (comma-separated)."),
-    thresholds: str = typer.Option("0.1,0.15,0.2,0.25,0.3", "--thresholds", help="Threshold probabilities of the interventions-avoided table."),
+    nri_cuts: str = typer.Option("", "--nri-cuts", help="Risk cut-points of the categorical NRI (comma-separated; default: the training prevalence's odds x 1/2, 1, 2)."),
+    thresholds: str = typer.Option("", "--thresholds", help="Threshold probabilities of the interventions-avoided table (comma-separated; default: the training prevalence's odds x 1/2 to 2, e.g. 0.11-0.33 at 0.2)."),
     candidate_predictors: Optional[int] = typer.Option(None, "--candidate-predictors", help="Candidate predictor parameters of the model (sample-size check; fusion.json lasso.n_features_in)."),
     anticipated_r2: Optional[float] = typer.Option(None, "--anticipated-r2", help="Anticipated Cox-Snell R2 (default: from the reference model's training predictions)."),
     reference_model: Optional[str] = typer.Option(None, "--reference-model", help="Model of the sample-size check and the nomogram (default DL_combined, else the last)."),
     nomogram_score: List[str] = typer.Option([], "--nomogram-score", help="Model whose logit enters the nomogram (repeatable; default the reference model)."),
     nomogram_covariate: List[str] = typer.Option([], "--nomogram-covariate", help="Cohort column entering the nomogram (repeatable)."),
     no_nomogram: bool = typer.Option(False, "--no-nomogram", help="Skip the nomogram."),
+    outcome: Optional[Path] = typer.Option(None, "--outcome", help=OUTCOME_HELP),
 ):
     """AUC with DeLong CI, Youden thresholds carried from train to test, calibration, DCA, DeLong tests; NRI/IDI,
     net interventions avoided, per-centre/subgroup AUC, sample-size adequacy, nomogram."""
@@ -391,8 +396,8 @@ def evaluate(
     from ceusfusion.evaluate.evaluate import evaluate as run_evaluate
 
     ci = "bootstrap" if bootstrap > 0 else "wilson"
-    opts = ClinicalOptions(cuts=_floats(nri_cuts, "--nri-cuts"), thresholds=_floats(thresholds, "--thresholds"),
-                           subgroups=tuple(subgroup), candidate_predictors=candidate_predictors, anticipated_r2=anticipated_r2,
+    opts = ClinicalOptions(cuts=_floats(nri_cuts, "--nri-cuts") or None, thresholds=_floats(thresholds, "--thresholds") or None,
+                           outcome=_outcome(outcome), subgroups=tuple(subgroup), candidate_predictors=candidate_predictors, anticipated_r2=anticipated_r2,
                            reference_model=reference_model, nomogram_scores=tuple(nomogram_score) or None,
                            nomogram_covariates=tuple(nomogram_covariate), nomogram=not no_nomogram)
     m = run_evaluate(predictions, out, conf_level=conf_level, ci=ci, n_boot=bootstrap or 2000, seed=seed, figures=not no_figures,
@@ -406,6 +411,17 @@ def evaluate(
     console.print(table)
     ss = m.get("sample_size") or {}
     console.print(f"sample size: {ss.get('sentence') or ss.get('note')}", highlight=False, soft_wrap=True)
+    th = m.get("clinical_thresholds") or {}
+    if th:
+        console.print(f"clinical thresholds {th['thresholds']} ({th['thresholds_source']}); NRI cut points {th['nri_cuts']} "
+                      f"({th['nri_cuts_source']})", highlight=False, soft_wrap=True)
+
+
+def _outcome(path: Optional[Path]):
+    """The --outcome file's words, or the neutral ones."""
+    from ceusfusion.core.outcome import Outcome, read_outcome
+
+    return read_outcome(path) if path else Outcome()
 
 
 def _num(v, fmt: str = ".3f") -> str:
@@ -433,6 +449,7 @@ def table1(
     columns: Optional[str] = typer.Option(None, "--columns", help="Comma-separated clinical columns (default: every non-schema column)."),
     seed: int = typer.Option(0, help="Seed of the Monte Carlo Fisher test (only for tables too large to enumerate)."),
     force: bool = typer.Option(False, "--force", help="Replace --out (and its .tests.json) even when table1 did not write them (never the input)."),
+    outcome: Optional[Path] = typer.Option(None, "--outcome", help=OUTCOME_HELP),
 ):
     """Baseline characteristics per class within each set, with the right test per variable.
 
@@ -444,7 +461,7 @@ def table1(
 
     cols = [c.strip() for c in columns.split(",")] if columns else None
     tests = out.with_suffix(".tests.json")
-    t = make_table1(read_manifest(cohort), columns=cols, seed=seed)
+    t = make_table1(read_manifest(cohort), columns=cols, seed=seed, class_names=_outcome(outcome).class_names)
     claim(out.parent, files=[out, tests], force=force, inputs=[cohort])
     write_csv(out, t)
     write_json(tests, dict(t.attrs))
@@ -542,11 +559,12 @@ def explain_figure(
     image: Path = typer.Option(..., "--image", help="explain output folder of a DL_image model."),
     video: Path = typer.Option(..., "--video", help="explain output folder of a DL_video model."),
     out: Path = typer.Option(..., "--out", help="Figure path; .png and .svg are written."),
+    outcome: Optional[Path] = typer.Option(None, "--outcome", help=OUTCOME_HELP),
 ):
     """The reference study's Figure 5 layout: negative and positive cases, five-frame and single-frame rows."""
     from ceusfusion.explain.results import figure5_from_folders
 
-    png, svg = figure5_from_folders(image, video, out)
+    png, svg = figure5_from_folders(image, video, out, outcome=_outcome(outcome))
     console.print(f"wrote {png} and {svg}")
 
 # ----------------------------------------------------------------------------- study, demo (issue 8)
@@ -638,12 +656,13 @@ def predict(
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return
-    table = Table(title=f"prediction ({res['seconds']:.2f} s)")
+    what = res["outcome"]["name"] if res["outcome"].get("given") else "the outcome"
+    table = Table(title=f"prediction of {what} ({res['seconds']:.2f} s)")
     for col in ("model", "probability", "threshold (train)", "class"):
         table.add_column(col)
     for name, m in res["models"].items():
         if m.get("available"):
-            table.add_row(name, f"{m['prob']:.3f}", f"{m['threshold']:.3f}", "OLNM+" if m["class"] else "OLNM-")
+            table.add_row(name, f"{m['prob']:.3f}", f"{m['threshold']:.3f}", m["class_label"])
         else:
             table.add_row(name, "n/a", "", m.get("reason", ""))
     console.print(table)

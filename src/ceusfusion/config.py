@@ -18,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from ceusfusion.core.config import format_errors
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.outcome import Outcome
 from ceusfusion.explain.cases import ExplainSettings
 from ceusfusion.fusion.pipeline import FusionConfig
 from ceusfusion.ingest.prepare import PrepareParams
@@ -89,6 +90,24 @@ class _TrainChoices(BaseModel):
 TrainSection = _section(TrainSettings, "TrainSection", __base__=_TrainChoices)
 
 
+class EvaluateSection(BaseModel):
+    """The clinical statistics' threshold probabilities (``evaluate --thresholds``) and the categorical NRI's
+    risk cut points (``--nri-cuts``); unset: a range around the training prevalence (``evaluate.clinical.
+    resolve_thresholds``), recorded with its source in metrics.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    thresholds: list[float] | None = None
+    nri_cuts: list[float] | None = None
+
+    @field_validator("thresholds", "nri_cuts")
+    @classmethod
+    def _probabilities(cls, v):
+        if v is not None and (not v or any(not 0 < x < 1 for x in v) or any(b <= a for a, b in zip(v, v[1:]))):
+            raise ValueError(f"expected increasing probabilities strictly between 0 and 1, got {v}")
+        return v
+
+
 def stage_kwargs(section: BaseModel, stage: type[BaseModel]) -> dict:
     """The values of a study section that belong to the stage config ``stage``."""
     return {k: getattr(section, k) for k in stage.model_fields if k not in STUDY_WIDE}
@@ -102,10 +121,14 @@ class StudyConfig(BaseModel):
     seed: int = 0
     device: str = "auto"
     title: str = "ceusfusion study"
+    # the outcome in words (name, the words for 0 and 1, the intervention a positive prediction leads to):
+    # neutral words when not given, never another study's
+    outcome: Outcome = Outcome()
     prepare: PrepareSection = PrepareSection()
     train: TrainSection = TrainSection()
     fusion: FusionSection = FusionSection()
     explain: ExplainSection = ExplainSection()
+    evaluate: EvaluateSection = EvaluateSection()
 
     @model_validator(mode="after")
     def _crop_fits(self):

@@ -181,9 +181,10 @@ class Study:
             self._stage("fuse", _fingerprint(self.fp("features"), c.fusion.model_dump(), c.seed, *([fused] if fused != "DL_combined" else [])), [self.layout.predictions(fused)], self._fuse, force_set)
         elif c.fusion.enabled:
             self._skip(("features", "fuse"), why)
-        self._stage("evaluate", _fingerprint(self.fp("select"), self.fp("fuse") if c.fusion.enabled else ""), [self.run / "evaluation" / "metrics.json"], self._evaluate, force_set)
+        words = c.outcome.model_dump()  # the outcome's words are in metrics.json, Table 1 and Figure 5
+        self._stage("evaluate", _fingerprint(self.fp("select"), self.fp("fuse") if c.fusion.enabled else "", words, c.evaluate.model_dump()), [self.run / "evaluation" / "metrics.json"], self._evaluate, force_set)
         if c.explain.enabled:
-            self._stage("explain", _fingerprint(self.fp("select"), c.explain.model_dump()), [self.run / "explain"], self._explain, force_set)
+            self._stage("explain", _fingerprint(self.fp("select"), c.explain.model_dump(), words), [self.run / "explain"], self._explain, force_set)
         self._stage("report", _fingerprint(*(self.fp(s) for s in STAGES[:-1]), __version__), [self.run / "report.html"], self._report, force_set)
         self.manifest["safeguards"] = safeguards(self.run)
         self.manifest["total_seconds"] = round(time.perf_counter() - self.t0, 1)
@@ -330,10 +331,14 @@ class Study:
 
     def _clinical_options(self) -> ClinicalOptions:
         """The study's clinical statistics: candidate predictors as fusion considered them; the nomogram of
-        DL_combined plus the fusion's clinical covariates (when none are set, the cohort's clinical columns)."""
+        DL_combined plus the fusion's clinical covariates (when none are set, the cohort's clinical columns); the
+        outcome's words; the evaluate section's thresholds and NRI cut points (unset: from the training prevalence)."""
         lasso = self._fusion_summary().get("lasso") or {}
         covs = self.cfg.fusion.clinical or clinical_columns(read_manifest(self.layout.cohort))
-        return ClinicalOptions(candidate_predictors=lasso.get("n_features_in"), nomogram_covariates=tuple(covs))
+        ev = self.cfg.evaluate
+        return ClinicalOptions(candidate_predictors=lasso.get("n_features_in"), nomogram_covariates=tuple(covs),
+                               outcome=self.cfg.outcome, cuts=tuple(ev.nri_cuts) if ev.nri_cuts else None,
+                               thresholds=tuple(ev.thresholds) if ev.thresholds else None)
 
     def _fusion_validation(self) -> dict | None:
         """Internal validation of DL_combined by a method valid for the fitted procedure (``fusion.validation``):
@@ -358,7 +363,7 @@ class Study:
         if not cols:
             return
         analysed, excluded = analysed_and_excluded(cohort, read_index(self.run)["case_id"])
-        t = table1(analysed, columns=cols, class_names=("OLNM-", "OLNM+"), seed=self.cfg.seed)
+        t = table1(analysed, columns=cols, class_names=self.cfg.outcome.class_names, seed=self.cfg.seed)
         write_csv(self.layout.evaluation / "table1.csv", t)
         fails = self.layout.prepared / "failures.csv"
         why = pd.read_csv(fails, dtype=str) if fails.is_file() and fails.stat().st_size else pd.DataFrame()
@@ -378,7 +383,7 @@ class Study:
                     layer=e.layer, target=e.target)
         if {"image", "video"} <= set(best):
             figure5_from_folders(self.layout.explain(best["image"]), self.layout.explain(best["video"]),
-                                 self.layout.explain_dir / "figure5")
+                                 self.layout.explain_dir / "figure5", outcome=self.cfg.outcome)
         return {}
 
     def _report(self) -> dict:

@@ -266,8 +266,9 @@ def test_evaluate_writes_the_clinical_statistics(tmp_path):
     test = m["sets"]["test"]
     assert [(r["old"], r["new"]) for r in test["reclassification"]][0] == ("DL_image_resnet18", "DL_video_resnet18")
     rec = test["reclassification"][-1]
-    assert set(rec) >= {"continuous_nri", "categorical_nri", "idi"} and rec["categorical_nri"]["cuts"] == [0.1, 0.2, 0.3]
-    assert [r["threshold"] for r in test["interventions"]["models"]["DL_combined"]] == [0.1, 0.15, 0.2, 0.25, 0.3]
+    th = m["clinical_thresholds"]  # not given: around the training prevalence (tests/evaluate/test_outcome_words.py)
+    assert set(rec) >= {"continuous_nri", "categorical_nri", "idi"} and rec["categorical_nri"]["cuts"] == th["nri_cuts"]
+    assert [r["threshold"] for r in test["interventions"]["models"]["DL_combined"]] == th["thresholds"]
     assert set(test["subgroups"]) == {"center", "sex"} and test["subgroups"]["center"]["DL_combined"]["heterogeneity"]
     assert m["sample_size"]["parameters"] == 3 and "candidate predictor" in m["sample_size"]["sentence"]
     assert m["nomogram"]["covariates"] == ["age", "sex"] and m["nomogram"]["points_table"]
@@ -280,7 +281,7 @@ def test_evaluate_writes_the_clinical_statistics(tmp_path):
     json.loads((out / "metrics.json").read_text())  # NaN-free JSON
     html = build_report(tmp_path).read_text()  # the report reads tmp_path/evaluation
     for text in ("Internal validation of DL_combined", "optimism-corrected", "Reclassification (NRI, IDI)",
-                 "dissections avoided per 100", "metastases missed per 100", "Performance by centre and subgroup",
+                 "treatments avoided per 100", "positives missed per 100", "Performance by centre and subgroup",
                  "Cochran", "Points table (rms::nomogram)", "candidate predictor parameters", "TRIPOD+AI checklist",
                  "the authors must supply this: eligibility criteria"):
         assert text in html, text

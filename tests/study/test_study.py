@@ -59,6 +59,15 @@ def test_tiny_study_writes_the_run_directory(tiny_run):
                     "the authors must supply this"):
         assert section in html, section
     assert html.index("TRIPOD+AI checklist") > html.index("Safeguards")
+    # issue 24: the demo's config names the OLNM outcome and keeps the reference study's thresholds
+    assert metrics["outcome"]["short"] == "OLNM" and metrics["outcome"]["given"] is True
+    assert metrics["clinical_thresholds"]["thresholds"] == [0.1, 0.15, 0.2, 0.25, 0.3]
+    assert metrics["clinical_thresholds"]["thresholds_source"] == metrics["clinical_thresholds"]["nri_cuts_source"] == "given"
+    for words in ("Clinical utility: dissections avoided and metastases missed", "metastases missed per 100",
+                  "Outcome: occult lymph node metastasis", "OLNM (label 1)"):
+        assert words in html, words
+    header = (out / "evaluation" / "table1.csv").read_text().splitlines()[0]
+    assert "Training set no OLNM (n=" in header and "Training set OLNM (n=" in header
 
 
 def test_rerun_skips_unchanged_stages_and_force_redoes(tiny_run):

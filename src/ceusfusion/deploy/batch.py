@@ -287,7 +287,8 @@ def _summary(lb: LoadedBundle, cohort: Path, df: pd.DataFrame, preds: dict, fail
     note = None if labelled else "some scored cases have no label: evaluate needs y on every row (add the label column)"
     return {"bundle": str(lb.path), "bundle_sha256": lb.meta["bundle_sha256"], "bundle_pinned": lb.meta["pinned"],
             "cohort": str(cohort), "set": EXTERNAL_SET, "n_cases": int(len(df)), "n_scored": n_scored,
-            "n_failed": int(len(fail_df)), "labelled": labelled, "note": note, "models": per_model,
+            "n_failed": int(len(fail_df)), "labelled": labelled, "note": note, "outcome": lb.outcome.record(),
+            "models": per_model,
             "thresholds": ("locked on the development cohort (its out-of-fold rows are the files' 'train' rows)"
                            if dev else "not carried: the files hold no development rows, so evaluate chooses them on the external cases"),
             "seconds": round(seconds, 3)}

@@ -18,8 +18,9 @@ import pandas as pd
 import torch
 
 from ceusfusion.core.fsutil import write_json
+from ceusfusion.core.outcome import Outcome
 from ceusfusion.core.runtime import threads as torch_threads
-from ceusfusion.deploy.export import bundle_file, finite, load_bundle, load_fusion_model, model_files
+from ceusfusion.deploy.export import bundle_file, finite, load_bundle, load_card, load_fusion_model, model_files
 from ceusfusion.fusion.features import joined_column, score_logit, score_name
 from ceusfusion.ingest.perfusion import fitted_curve, perfusion_parameters
 from ceusfusion.ingest.prepare import PrepareParams, prepare_image, prepare_video
@@ -102,6 +103,16 @@ class LoadedBundle:
         self.meta = load_bundle(self.path, expect_sha256=expect_sha256)
         self._models: dict[str, dict] = {}
         self._fusion = None
+        self._outcome: Outcome | None = None
+
+    @property
+    def outcome(self) -> Outcome:
+        """The outcome's words the bundle recorded (its model card, else bundle.json); neutral words for a bundle
+        that recorded none (exported before outcomes were, or from a study that named none)."""
+        if self._outcome is None:
+            card = load_card(self.path, self.meta) or {}
+            self._outcome = Outcome.from_record(card.get("outcome") or self.meta.get("outcome"))
+        return self._outcome
 
     def models(self, modality: str) -> dict:
         """{fold id or REFIT: model in eval mode} of the bundled model of ``modality``, loaded the first time."""
@@ -196,9 +207,9 @@ def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expe
 def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict, out: str | Path | None = None) -> dict:
     """Every bundled model's answer for one prepared patient (:func:`prepare_patient`); Grad-CAM overlays
     are written to ``out`` when it is given."""
-    meta = lb.meta
+    meta, words = lb.meta, lb.outcome
     result: dict = {"models": {}, "bundle": str(lb.path), "bundle_sha256": meta["bundle_sha256"],
-                    "bundle_pinned": meta["pinned"], "inputs": inputs}
+                    "bundle_pinned": meta["pinned"], "outcome": words.record(), "inputs": inputs}
     feats = {}
     for modality, m in meta["models"].items():
         if modality not in arrays:
@@ -209,14 +220,18 @@ def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict,
         x = tf(model_input(arrays[modality], modality, cfg))
         prob, vec, models, fold_probs = _score_model(lb, modality, x)
         result["models"][m["name"]] = {"available": True, "modality": modality, "prob": prob, "threshold": m["threshold"],
-                                       "class": int(prob >= m["threshold"]), "fold_probs": fold_probs}
+                                       "class": int(prob >= m["threshold"]), "class_label": words.label(prob >= m["threshold"]),
+                                       "fold_probs": fold_probs}
         if vec is not None:
             feats[m["name"]] = vec
         if out is not None:
             path, empty = overlay(models[0], cfg, x, tf, Path(out) / f"gradcam_{m['name']}.png")
             result["models"][m["name"]].update(gradcam=str(path), gradcam_empty=empty)
     if meta.get("combined"):
-        result["models"][meta["combined"]["name"]] = _fused(lb, result, feats)
+        fused = _fused(lb, result, feats)
+        if fused.get("available"):
+            fused["class_label"] = words.label(fused["class"])
+        result["models"][meta["combined"]["name"]] = fused
     return result
 
 

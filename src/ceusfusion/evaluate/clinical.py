@@ -10,7 +10,7 @@ the training (development) rows.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from itertools import combinations
 from pathlib import Path
 
@@ -19,9 +19,11 @@ import pandas as pd
 from scipy.special import logit
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.outcome import Outcome
 from ceusfusion.ingest.cohort import read_manifest
 from ceusfusion.stats import (
     CLINICAL_THRESHOLDS,
+    THRESHOLD_RULE,
     auc_ci,
     cox_snell_r2,
     improve_prob,
@@ -29,12 +31,16 @@ from ceusfusion.stats import (
     net_interventions_avoided,
     nomogram,
     nri,
+    risk_category,
     sample_size_adequacy,
     subgroup_auc,
+    thresholds_around,
 )
+from ceusfusion.stats.dca import NRI_ODDS_FACTORS, PREVALENCE_ODDS_FACTORS
 from ceusfusion.stats.samplesize import max_r2
 
 CENTRE_COLUMNS = ("center", "centre")
+REFERENCE_NRI_CUTS = (0.1, 0.2, 0.3)  # the reference study's risk categories
 LOGIT_CLIP = 1e-6
 
 
@@ -42,8 +48,10 @@ LOGIT_CLIP = 1e-6
 class ClinicalOptions:
     """Choices of the clinical statistics (CLI ``evaluate`` options; the study passes its own)."""
 
-    cuts: tuple[float, ...] = (0.1, 0.2, 0.3)  # risk categories of the categorical NRI
-    thresholds: tuple[float, ...] = CLINICAL_THRESHOLDS  # the plain interventions table
+    # risk categories of the categorical NRI and the interventions table's threshold probabilities; None: from the
+    # training prevalence (``resolve_thresholds``; the reference study's 0.1-0.3 suit a prevalence of about 0.2 only)
+    cuts: tuple[float, ...] | None = None
+    thresholds: tuple[float, ...] | None = None
     nper: int = 100
     subgroups: tuple[str, ...] = ()  # cohort columns besides the centre
     candidate_predictors: int | None = None  # what fusion considered (fusion.json lasso.n_features_in)
@@ -52,8 +60,7 @@ class ClinicalOptions:
     nomogram_scores: tuple[str, ...] | None = None  # default (reference model,)
     nomogram_covariates: tuple[str, ...] = ()
     nomogram: bool = True
-    intervention: str = "prophylactic central neck dissections"
-    event: str = "metastases"
+    outcome: Outcome = field(default_factory=Outcome)  # the words of the interventions block and the nomogram
 
 
 def read_cohort(path: str | Path | None) -> pd.DataFrame | None:
@@ -83,6 +90,36 @@ def _is_prob(p: np.ndarray) -> bool:
     return bool(np.all((p >= 0) & (p <= 1)))
 
 
+def resolve_thresholds(pred: pd.DataFrame, opts: ClinicalOptions) -> tuple[ClinicalOptions, dict]:
+    """``opts`` with its NRI cut points and interventions thresholds filled in, and metrics.json's record of them.
+
+    Each is the one given, else a range around the training (development) rows' prevalence
+    (``stats.thresholds_around``: at 0.2 it is the reference study's 0.1-0.3; at 0.83 it is 0.71-0.91, where
+    fixed 0.1-0.3 would avoid nothing). Without training rows the prevalence of every evaluated case is used;
+    with one outcome class in them there is no such range, and the reference study's values stand, said so."""
+    cases = pred.drop_duplicates("case_id")
+    dev = cases[cases["set"] == "train"]
+    rows, where = (dev, "training") if len(dev) else (cases, "evaluated")
+    prev = float(rows["y"].mean()) if len(rows) else float("nan")
+    rec = {"prevalence": prev, "prevalence_rows": where, "rule": THRESHOLD_RULE}
+    derived = f"from training prevalence {prev:.3f}" if len(dev) else f"from the evaluated cases' prevalence {prev:.3f} (no training rows)"
+    fill = {}
+    for key, name, factors, fixed in (("thresholds", "thresholds", PREVALENCE_ODDS_FACTORS, CLINICAL_THRESHOLDS),
+                                      ("cuts", "nri_cuts", NRI_ODDS_FACTORS, REFERENCE_NRI_CUTS)):
+        given = getattr(opts, key)
+        if given is not None:
+            fill[key], rec[f"{name}_source"] = tuple(given), "given"
+        elif 0 < prev < 1:
+            fill[key] = thresholds_around(prev, factors)
+            rec[f"{name}_source"] = derived
+        else:
+            fill[key] = fixed
+            rec[f"{name}_source"] = (f"the reference study's (the {where} rows have one outcome class: no prevalence "
+                                     f"to centre them on)")
+        rec[name] = list(fill[key])
+    return replace(opts, **fill), rec
+
+
 # --------------------------------------------------------------------------- per set
 
 
@@ -101,10 +138,26 @@ def reclassification(sub: pd.DataFrame, models: list[str], opts: ClinicalOptions
         cat = nri(y, pa, pb, cuts=opts.cuts, conf_level=conf_level)
         rec["continuous_nri"] = _nri_record(cont)
         rec["categorical_nri"] = _nri_record(cat)
+        why = categorical_undefined(pa, pb, opts.cuts)
+        if why:
+            rec["categorical_nri"]["undefined"] = why
         rec["idi"] = {"idi": cont.idi, "se": cont.se_idi, "z": cont.z_idi, "p": cont.p_idi, "ci": list(cont.ci("idi")),
                       "improveSens": cont.improveSens, "improveSpec": cont.improveSpec}
         out.append(rec)
     return out
+
+
+def categorical_undefined(p_old: np.ndarray, p_new: np.ndarray, cuts) -> str | None:
+    """Why the categorical NRI has no test at these cut points, or None: when no case changes risk category,
+    its NRI is 0 with a standard error of 0 (so no z, p or CI), a number that says nothing about the models."""
+    ca, cb = risk_category(p_old, cuts), risk_category(p_new, cuts)
+    if np.any(ca != cb):
+        return None
+    at = ", ".join(f"{c:g}" for c in cuts)
+    if np.unique(ca).size == 1:
+        return (f"categorical NRI undefined: every case in one risk category at these cut points ({at}), with both "
+                f"models; choose cut points within the predicted risks (evaluate --nri-cuts)")
+    return f"categorical NRI undefined: no case changed risk category between the two models at these cut points ({at})"
 
 
 def _nri_record(r) -> dict:
@@ -116,17 +169,37 @@ def _nri_record(r) -> dict:
 
 
 def interventions(scores: dict[str, pd.DataFrame], opts: ClinicalOptions) -> tuple[dict, pd.DataFrame]:
-    """Per model: the table at the clinical thresholds, and the net-interventions-avoided curve (long)."""
-    tables, curves = {}, []
+    """Per model: the table at the clinical thresholds (with a note where it cannot say anything), and the
+    net-interventions-avoided curve (long)."""
+    tables, curves, notes = {}, [], {}
     for m, d in scores.items():
         y, p = d["y"].to_numpy(), d["prob"].to_numpy()
         t = interventions_table(y, p, opts.thresholds, opts.nper)
         tables[m] = t.drop(columns=["nper"]).to_dict(orient="records")
+        why = interventions_note(t, opts.outcome)
+        if why:
+            notes[m] = why
         c = net_interventions_avoided(y, p, nper=opts.nper)
         curves.append(c.assign(model=m))
     curve = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
-    return {"nper": opts.nper, "intervention": opts.intervention, "event": opts.event,
-            "compared_with": "treating every patient", "models": tables}, curve
+    o = opts.outcome
+    return {"nper": opts.nper, "intervention": o.intervention, "treated": o.treated, "avoided": o.avoided,
+            "missed": o.missed, "compared_with": f"{o.intervention} for every patient", "models": tables,
+            "notes": notes}, curve
+
+
+def interventions_note(t: pd.DataFrame, outcome: Outcome) -> str | None:
+    """A sentence where the table's net numbers are zero by construction: the model recommends the intervention
+    for every case (or for none) at every threshold, so it is the same as treating all (or none) there."""
+    at = ", ".join(f"{v:g}" for v in t["threshold"])
+    if np.all(t["interventions_avoided"] == 0):
+        return (f"net {outcome.avoided} undefined as a comparison at these thresholds ({at}): the model recommends "
+                f"{outcome.intervention} for every case at each of them, the same as treating all (net 0 by "
+                f"construction); thresholds nearer the predicted risks (evaluate --thresholds) would compare")
+    if np.all(t["interventions"] == 0):
+        return (f"at these thresholds ({at}) the model recommends {outcome.intervention} for no case: the table "
+                f"compares treating none with treating all")
+    return None
 
 
 def _stratum_labels(values: pd.Series, column: str) -> tuple[pd.Series, str | None]:

@@ -28,12 +28,14 @@ import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import write_csv, write_json
+from ceusfusion.core.outcome import Outcome
 from ceusfusion.evaluate.clinical import (
     ClinicalOptions,
     clinical_for_set,
     clinical_tables,
     nomogram_block,
     read_cohort,
+    resolve_thresholds,
     sample_size,
 )
 from ceusfusion.evaluate.predictions import attach_groups, load_predictions
@@ -84,7 +86,9 @@ def evaluate_frame(pred: pd.DataFrame, conf_level: float = 0.95, ci: str = "wils
     models = list(dict.fromkeys(pred["model"]))
     sets = _set_order(pred["set"])
     out = {"conf_level": conf_level, "ci_method": ci, "threshold_rule": "score >= threshold is positive",
-           "threshold_method": "youden", "sets": {}}
+           "threshold_method": "youden", "outcome": (clinical.outcome if clinical else Outcome()).record(), "sets": {}}
+    if clinical is not None:  # the NRI cut points and interventions thresholds: given, else from the prevalence
+        clinical, out["clinical_thresholds"] = resolve_thresholds(pred, clinical)
     curves = {"roc": {}, "calibration": {}, "dca": {}, "nia": {}, "nomogram": None}
     opts = {"conf_level": conf_level, "ci": ci, "n_boot": n_boot, "seed": seed}
     for s in sets:
@@ -414,7 +418,9 @@ def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95,
              selection: dict[str, dict] | None = None) -> dict:
     """Read prediction files, compute everything, write metrics.json, tables and figures to ``out``.
 
-    ``clinical`` (default: ClinicalOptions()) adds the clinical statistics; ``cohort`` (the manifest)
+    ``clinical`` (default: ClinicalOptions()) adds the clinical statistics (its ``outcome`` names the outcome in
+    metrics.json and the figures; its cut points and thresholds, where not given, come from the training
+    prevalence, recorded in ``clinical_thresholds``); ``cohort`` (the manifest)
     gives centres, subgroups, nomogram covariates and the patient (``group``) of each row; ``validation``
     (``fusion.validation``'s record) is written as ``internal_validation``; ``selection`` (model ->
     {auc, ci, method, n_candidates}: the selection-corrected training AUC) goes beside the training rows."""
@@ -437,7 +443,7 @@ def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95,
     if dca:
         write_csv(out / "dca.csv", pd.concat(dca, ignore_index=True)[["set", "model", "threshold", "net_benefit", "tp", "fp"]])
     if figures:
-        _figures(curves, out / "figures", metrics)
+        _figures(curves, out / "figures", metrics, clinical.outcome)
     write_json(out / "metrics.json", metrics)  # last: its presence marks a complete evaluation
     return metrics
 
@@ -463,14 +469,14 @@ def validation_table(iv: dict) -> pd.DataFrame:
     return pd.DataFrame([{"index": k, **v} for k, v in iv["indexes"].items()])
 
 
-def _figures(curves: dict, folder: Path, metrics: dict) -> None:
+def _figures(curves: dict, folder: Path, metrics: dict, outcome: Outcome) -> None:
     for s, block in metrics["sets"].items():
         if s in curves["nia"] and len(curves["nia"][s]):
             save_figure(nia_figure(curves["nia"][s], f"Net interventions avoided, {s} set"), folder / f"nia_{s}")
         for col, per_model in (block.get("subgroups") or {}).items():
             save_figure(subgroup_figure(per_model, f"AUC by {col}, {s} set"), folder / f"subgroups_{re.sub(r'[^A-Za-z0-9_-]+', '_', col)}_{s}")
     if curves.get("nomogram") is not None:
-        save_figure(nomogram_figure(curves["nomogram"], "Nomogram (risk of OLNM)"), folder / "nomogram")
+        save_figure(nomogram_figure(curves["nomogram"], f"Nomogram (risk of {outcome.short})"), folder / "nomogram")
     for s, rocs in curves["roc"].items():
         if rocs:  # a set with one outcome class has no ROC curve
             save_figure(roc_figure(rocs, f"ROC, {s} set"), folder / f"roc_{s}")

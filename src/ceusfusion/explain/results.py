@@ -15,6 +15,7 @@ import numpy as np
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import atomic_path, write_json
+from ceusfusion.core.outcome import Outcome
 from ceusfusion.explain.sanity import energy_share
 from ceusfusion.figures.explain import case_figure, figure5
 
@@ -106,10 +107,11 @@ def load_explanations(folder) -> tuple[dict, list[CaseExplanation]]:
     return meta, res
 
 
-def figure5_from_folders(image_dir, video_dir, out) -> tuple[Path, Path]:
+def figure5_from_folders(image_dir, video_dir, out, outcome: Outcome | None = None) -> tuple[Path, Path]:
     """Figure 5 (``figures.explain.figure5``) from two explain output folders: a DL_image model's, then a
-    DL_video model's. Each row is labelled with the model name recorded in the folder's explain.json."""
+    DL_video model's. Each row is labelled with the model name recorded in the folder's explain.json and its class
+    in the ``outcome``'s words (neutral when not given)."""
     imeta, ires = load_explanations(image_dir)
     vmeta, vres = load_explanations(video_dir)
     return figure5(ires, vres, out, image_name=imeta.get("name", Path(image_dir).name),
-                   video_name=vmeta.get("name", Path(video_dir).name))
+                   video_name=vmeta.get("name", Path(video_dir).name), outcome=outcome)

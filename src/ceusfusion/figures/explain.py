@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import savefig
+from ceusfusion.core.outcome import Outcome
 
 CMAP = "jet"
 ALPHA = 0.45
@@ -122,37 +123,40 @@ def overlay_figure(frames: np.ndarray, maps: np.ndarray, path, title: str = "") 
     return Path(path)
 
 
-def _evidence(rows) -> str:
+def _evidence(rows, outcome: Outcome) -> str:
     """What the maps of Figure 5's rows show evidence for, from the class each was explained for."""
     classes = [int(r.extra.get("cam_class", 1)) for r in rows]
     if all(c == 1 for c in classes):
-        return "evidence for OLNM-positive"
+        return f"evidence for {outcome.positive}"
     if all(c == int(r.prob >= 0.5) for c, r in zip(classes, rows)):
         return "evidence for the predicted class"
     if all(c == 0 for c in classes):
-        return "evidence for OLNM-negative"
+        return f"evidence for {outcome.negative}"
     return "evidence for the class named per row"
 
 
-def figure5(image_results, video_results, out, image_name: str = "", video_name: str = "") -> tuple[Path, Path]:
-    """Figure 5 layout of the reference study: rows A/B OLNM-negative (five-frame, single-frame), C/D positive.
+def figure5(image_results, video_results, out, image_name: str = "", video_name: str = "",
+            outcome: Outcome | None = None) -> tuple[Path, Path]:
+    """Figure 5 layout of the reference study: rows A/B label 0 (five-frame, single-frame), C/D label 1.
 
     ``image_results`` / ``video_results``: explained cases (``CaseExplanation``-like) of a
     DL_image and a DL_video model; per row the case most confidently predicted as the row's
-    label; ``image_name`` / ``video_name`` name the models in the row titles. Writes ``out``
-    as .png and .svg; returns both paths. (From explain folders: ``explain.results.figure5_from_folders``.)
+    label; ``image_name`` / ``video_name`` name the models in the row titles, ``outcome`` the classes
+    (neutral words when None). Writes ``out`` as .png and .svg; returns both paths. (From explain folders:
+    ``explain.results.figure5_from_folders``.)
     """
+    o = outcome or Outcome()
     ires, vres = list(image_results), list(video_results)
     iname, vname = image_name, video_name
     if any(len(r.image) != 1 for r in ires):
         raise CeusError("figure5: the image source holds multi-frame explanations; pass the DL_image explain folder first")
     if any(len(r.image) < 2 for r in vres):
         raise CeusError("figure5: the video source holds single-frame explanations; pass a DL_video explain folder second")
-    rows = [("A", "OLNM-negative, five-frame CEUS", _pick(vres, 0), vname),
-            ("B", "OLNM-negative, single-frame image", _pick(ires, 0), iname),
-            ("C", "OLNM-positive, five-frame CEUS", _pick(vres, 1), vname),
-            ("D", "OLNM-positive, single-frame image", _pick(ires, 1), iname)]
-    evidence = _evidence([r for _, _, r, _ in rows])
+    rows = [("A", f"{o.negative}, five-frame CEUS", _pick(vres, 0), vname),
+            ("B", f"{o.negative}, single-frame image", _pick(ires, 0), iname),
+            ("C", f"{o.positive}, five-frame CEUS", _pick(vres, 1), vname),
+            ("D", f"{o.positive}, single-frame image", _pick(ires, 1), iname)]
+    evidence = _evidence([r for _, _, r, _ in rows], o)
     per_row = evidence.endswith("per row")
     nf = max(len(r.image) for r in vres)
     fig = Figure(figsize=(2.0 * nf + 1.0, 2.3 * 4))
@@ -176,7 +180,7 @@ def figure5(image_results, video_results, out, image_name: str = "", video_name:
             else:
                 ax.set_title("ROI" if cam is None else "Grad-CAM", fontsize=8)
             if j == 0:
-                why = f" (map: evidence for {'positive' if int(r.extra.get('cam_class', 1)) else 'negative'})" if per_row else ""
+                why = f" (map: evidence for {o.label(r.extra.get('cam_class', 1))})" if per_row else ""
                 ax.text(-0.08, 1.18, f"{letter}  {what} — {model} {r.case_id}, p = {r.prob:.2f}{why}",
                         transform=ax.transAxes, fontsize=9, fontweight="bold", ha="left", va="bottom")
     cax = fig.add_subplot(gs[:, nf])

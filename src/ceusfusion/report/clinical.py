@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ceusfusion.report.parts import fmt, img, missing, note, para, pval, read_metrics, table, with_ci
+from ceusfusion.report.parts import fmt, img, missing, note, outcome_of, para, pval, read_metrics, table, with_ci
 
 VALIDATION_ROWS = {"C": "c-index (AUC)", "Dxy": "Somers' Dxy", "Slope": "calibration slope", "Intercept": "calibration intercept",
                    "B": "Brier score", "R2": "Nagelkerke R2", "Emax": "Emax (max calibration error)", "D": "D (discrimination)",
@@ -63,49 +63,69 @@ def _nested_head(iv: dict) -> str:
 
 
 def reclassification_section(run: Path) -> str:
-    sets = read_metrics(run).get("sets") or {}
-    rows = []
-    for s, block in sets.items():
+    m = read_metrics(run)
+    rows, undefined = [], []
+    for s, block in (m.get("sets") or {}).items():
         for r in block.get("reclassification") or []:
             if "continuous_nri" not in r:
                 continue
             c, k, i = r["continuous_nri"], r["categorical_nri"], r["idi"]
+            why = k.get("undefined")
+            undefined += [f"{s} set, {r['old']} → {r['new']}: {why}"] if why else []
             rows.append({"set": s, "old → new": f"{r['old']} → {r['new']}", "n": r["n"],
                          "continuous NRI (95% CI)": with_ci(c["nri"], c["ci"]), "p": pval(c["p"]),
                          "events / non-events": f"{fmt(c['nri_events'])} / {fmt(c['nri_nonevents'])}",
-                         f"categorical NRI at {', '.join(f'{x:g}' for x in r['cuts'])}": with_ci(k["nri"], k["ci"]),
-                         "p (cat.)": pval(k["p"]), "events / non-events (cat.)": f"{fmt(k['nri_events'])} / {fmt(k['nri_nonevents'])}",
+                         f"categorical NRI at {', '.join(f'{x:g}' for x in r['cuts'])}":
+                             "undefined (see below)" if why else with_ci(k["nri"], k["ci"]),
+                         "p (cat.)": "NA" if why else pval(k["p"]),
+                         "events / non-events (cat.)": f"{fmt(k['nri_events'])} / {fmt(k['nri_nonevents'])}",
                          "IDI (95% CI)": with_ci(i["idi"], i["ci"]), "p (IDI)": pval(i["p"])})
     if not rows:
         return missing("Reclassification")
+    o = outcome_of(run)
     return (para("Net reclassification improvement of each later model over each earlier one (Hmisc::improveProb): "
-                 "the events part is the share of OLNM-positive patients whose risk went up minus down, the non-events "
-                 "part the share of OLNM-negative patients whose risk went down minus up; the categorical NRI counts only "
-                 "moves across the risk cut-points (a risk equal to a cut belongs to the higher category). The IDI is the "
-                 "gain in discrimination slope.") + table(pd.DataFrame(rows)))
+                 f"the events part is the share of patients with the outcome ({o.positive}) whose risk went up minus "
+                 f"down, the non-events part the share of those without it ({o.negative}) whose risk went down minus "
+                 "up; the categorical NRI counts only moves across the risk cut-points (a risk equal to a cut belongs to "
+                 "the higher category). The IDI is the gain in discrimination slope. " + cut_points_sentence(m))
+            + table(pd.DataFrame(rows)) + "".join(note(u) for u in undefined))
+
+
+def cut_points_sentence(metrics: dict, key: str = "nri_cuts") -> str:
+    """Where the risk cut points (``nri_cuts``) or the threshold probabilities (``thresholds``) came from."""
+    th = metrics.get("clinical_thresholds") or {}
+    if not th.get(key):
+        return ""
+    what = "Risk cut points" if key == "nri_cuts" else "Threshold probabilities"
+    src = th.get(f"{key}_source", "not recorded")
+    rule = f" ({th['rule']})" if src.startswith("from") and th.get("rule") else ""
+    return f"{what} {', '.join(f'{x:g}' for x in th[key])}: {src}{rule}."
 
 
 def interventions_section(run: Path) -> str:
     m = read_metrics(run)
-    rows, figs = [], ""
+    o = outcome_of(run)
+    rows, notes, figs = [], [], ""
     for s, block in (m.get("sets") or {}).items():
         inter = block.get("interventions") or {}
         for model, tab in (inter.get("models") or {}).items():
             for r in tab:
                 rows.append({"set": s, "model": model, "threshold": f"{100 * r['threshold']:g} %",
-                             "dissections per 100": fmt(r["interventions"], 1),
-                             "dissections avoided per 100": fmt(r["interventions_avoided"], 1),
-                             "metastases missed per 100": fmt(r["events_missed"], 1),
-                             "net dissections avoided per 100": fmt(r["net_intervention_avoided"], 1),
+                             f"{o.treated} per 100": fmt(r["interventions"], 1),
+                             f"{o.avoided} per 100": fmt(r["interventions_avoided"], 1),
+                             f"{o.missed} per 100": fmt(r["events_missed"], 1),
+                             f"net {o.avoided} per 100": fmt(r["net_intervention_avoided"], 1),
                              "net benefit": fmt(r["net_benefit"])})
+        notes += [f"{s} set, {model}: {why}" for model, why in (inter.get("notes") or {}).items()]
         figs += img(run / "evaluation" / "figures" / f"nia_{s}.png", f"Net interventions avoided: {s} set")
     if not rows:
         return missing("Interventions avoided")
-    return (para("Compared with prophylactic central neck dissection for every patient: at each threshold probability the "
-                 "model recommends dissection when the predicted risk is at or above it; 'avoided' counts the patients "
-                 "spared, 'missed' those of them who had a metastasis. The net number avoided (decision-curve analysis, "
-                 "dcurves' net_intervention_avoided) weighs each missed metastasis by the odds at the threshold.")
-            + table(pd.DataFrame(rows)) + figs)
+    return (para(f"Compared with {o.intervention} for every patient: at each threshold probability the model recommends "
+                 f"{o.intervention} when the predicted risk is at or above it; 'avoided' counts the patients spared, "
+                 f"'missed' those of them with the outcome ({o.positive}). The net number avoided (decision-curve "
+                 "analysis, dcurves' net_intervention_avoided) weighs each missed case by the odds at the threshold. "
+                 + cut_points_sentence(m, "thresholds"))
+            + table(pd.DataFrame(rows)) + "".join(note(t) for t in notes) + figs)
 
 
 def nomogram_section(run: Path) -> str:
@@ -116,7 +136,7 @@ def nomogram_section(run: Path) -> str:
     aucs = [f"{s}: AUC {with_ci(a['auc'], a['ci'])} ({a['scoring']}, n = {a['n']})"
             for s, a in ((k.removeprefix("auc_"), nm[k]) for k in ("auc_train", "auc_test") if k in nm)]
     points = pd.DataFrame(nm["points_table"]).assign(points=lambda d: d["points"].map(lambda v: fmt(v, 1)))
-    body = para(f"{nm['model']} ({nm['n_train']} patients, {nm['n_train_pos']} with OLNM); {nm['score_scale']}. "
+    body = para(f"{nm['model']} ({nm['n_train']} patients, {nm['n_train_pos']} {outcome_of(run).positive}); {nm['score_scale']}. "
                 + "; ".join(aucs) + ".")
     body += note(nm["note"]) if nm.get("note") else ""
     left = nm.get("covariates_left_out") or {}
@@ -143,11 +163,12 @@ def sample_size_section(run: Path) -> str:
 
 def subgroups_section(run: Path) -> str:
     m = read_metrics(run)
+    positive = f"n {outcome_of(run).positive}"
     rows, het, figs = [], [], ""
     for s, block in (m.get("sets") or {}).items():
         for col, per_model in (block.get("subgroups") or {}).items():
             for model, r in per_model.items():
-                rows += [{"set": s, "by": col, "model": model, "stratum": x["stratum"], "n": x["n"], "OLNM+": x["n_pos"],
+                rows += [{"set": s, "by": col, "model": model, "stratum": x["stratum"], "n": x["n"], positive: x["n_pos"],
                           "AUC (95% DeLong CI)": with_ci(x["auc"], x["auc_ci"]) if x["auc"] is not None else "NA",
                           "note": x.get("note") or ""} for x in r["strata"]]
                 h = r.get("heterogeneity") or {}

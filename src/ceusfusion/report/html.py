@@ -28,7 +28,7 @@ from ceusfusion.report.clinical import (
     subgroups_section,
     validation_section,
 )
-from ceusfusion.report.parts import img, missing, note, para, read_metrics, table
+from ceusfusion.report.parts import img, missing, note, outcome_of, para, read_metrics, table
 from ceusfusion.report.tripod import tripod_section
 from ceusfusion.stats.scale import SCALE_RANGE
 
@@ -59,7 +59,8 @@ def cohort_section(run: Path) -> str:
     groups = groups_of(df)
     sets = df["split"] if "split" in df else pd.Series("all", index=df.index)
     counts = df.groupby([sets, "label"]).size().unstack(fill_value=0)
-    counts.columns = [f"OLNM{'+' if int(c) == 1 else '-'} (label {c})" for c in counts.columns]
+    words = outcome_of(run)
+    counts.columns = [f"{words.label(c)} (label {c})" for c in counts.columns]
     counts.insert(0, "set", counts.index)
     counts["cases"] = counts.iloc[:, 1:].sum(axis=1)
     counts["patients"] = groups.groupby(sets).nunique()
@@ -268,8 +269,10 @@ def explain_section(run: Path) -> str:
     figs = sorted((run / "explain").rglob("figure5*.png")) or sorted((run / "explain").rglob("*.png"))[:6]
     if not figs:
         return _missing("Grad-CAM")
-    return ("<p>Grad-CAM heat maps for examples without and with the outcome (single-frame and five-frame models); "
-            "each map shows the evidence for the class the model predicts for that case.</p>"
+    o = outcome_of(run)
+    return (f"<p>Grad-CAM heat maps for examples without and with {html.escape(o.name)} ({html.escape(o.negative)}, "
+            f"{html.escape(o.positive)}; single-frame and five-frame models); each map shows the evidence for the class "
+            "the model predicts for that case.</p>"
             + "".join(_img(f) for f in figs) + cam_checks(run))
 
 
@@ -349,6 +352,15 @@ def write_report(run: str | Path, out: str | Path | None = None, title: str | No
     return build_report(run, out, title or recorded or DEFAULT_TITLE, safeguards)
 
 
+def outcome_paragraph(o) -> str:
+    """The outcome the models predict, in the study's words, or that the study named none."""
+    if not o.given:
+        return note("Outcome: not named in the study config (its outcome section): label 1 is called 'positive', "
+                    "label 0 'negative', and the intervention a positive prediction leads to 'treatment'.")
+    return para(f"Outcome: {o.name} (label 1: {o.positive}; label 0: {o.negative}). A positive prediction would lead "
+                f"to {o.intervention}.")
+
+
 def wrap_tables(body: str) -> str:
     """Every table in a ``div.wide`` that scrolls sideways (those of ``report.parts.table`` already are)."""
     return re.sub(r'(?<!<div class="wide">)(<table\b.*?</table>)', r'<div class="wide">\1</div>', body, flags=re.S)
@@ -359,6 +371,7 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str = DE
     """Write RUN/report.html (or OUT) from the files of the run directory (``safeguards``: see write_report)."""
     run = Path(run)
     out = Path(out) if out else run / "report.html"
+    words = outcome_of(run)
     parts = [
         _section("Cohort flow and counts", cohort_section(run)),
         _section("Table 1. Baseline characteristics", table1_section(run)),
@@ -367,7 +380,7 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str = DE
         _section("Performance on the training (out-of-fold) and test sets (Table 2, Figure 4)", evaluation_section(run)),
         _section("Internal validation of DL_combined (bootstrap or nested cross-validation, whichever is valid for it)", validation_section(run), "validation"),
         _section("Reclassification (NRI, IDI)", reclassification_section(run), "reclassification"),
-        _section("Clinical utility: dissections avoided and metastases missed", interventions_section(run), "interventions"),
+        _section(f"Clinical utility: {words.avoided} and {words.missed}", interventions_section(run), "interventions"),
         _section("Performance by centre and subgroup", subgroups_section(run), "subgroups"),
         _section("Nomogram (DL + clinical logistic model)", nomogram_section(run), "nomogram"),
         _section("Sample size (Riley et al.)", sample_size_section(run), "sample-size"),
@@ -378,6 +391,7 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str = DE
     ]
     doc = (f"<!DOCTYPE html><html lang=en><head><meta charset=utf-8><title>{html.escape(title)}</title><style>{CSS}</style></head>"
            f"<body><h1>{html.escape(title)}</h1><p>Run directory: <code>{html.escape(run.resolve().name)}</code></p>"
+           f"{outcome_paragraph(words)}"
            f"{wrap_tables(''.join(parts))}</body></html>\n")
     write_text(out, doc)
     return out

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from ceusfusion.core.outcome import Outcome
 from ceusfusion.report.captions import figure_caption
 
 
@@ -52,6 +53,16 @@ def para(text: str) -> str:
 def read_metrics(run: Path) -> dict:
     path = run / "evaluation" / "metrics.json"
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def outcome_of(run: Path) -> Outcome:
+    """The outcome's words of a run: what evaluate recorded in metrics.json, else the study config in manifest.json,
+    else neutral words (a run whose study named no outcome never reads as another study's)."""
+    rec = read_metrics(run).get("outcome")
+    if not rec:
+        manifest = run / "manifest.json"
+        rec = (json.loads(manifest.read_text()).get("config") or {}).get("outcome") if manifest.is_file() else None
+    return Outcome.from_record(rec)
 
 
 def fmt(v, nd: int = 3) -> str:

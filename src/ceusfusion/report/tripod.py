@@ -12,7 +12,7 @@ import html
 import json
 from pathlib import Path
 
-from ceusfusion.report.parts import read_metrics
+from ceusfusion.report.parts import outcome_of, read_metrics
 
 # (item, topic, what it asks (paraphrased), [(probe, where answered)], what the authors must supply or None)
 ITEMS = [
@@ -20,7 +20,7 @@ ITEMS = [
      "the title (the report title is a working title)"),
     ("2", "Abstract", "structured abstract (TRIPOD+AI for Abstracts)", [], "the abstract"),
     ("3a", "Background", "healthcare context, diagnostic or prognostic, rationale, existing models", [],
-     "the clinical context (occult lymph-node metastasis, prophylactic central neck dissection) and existing models"),
+     "the clinical context ({context}) and existing models"),
     ("3b", "Background", "target population, intended purpose and users in the care pathway", [], "intended use and users"),
     ("3c", "Background", "known health inequalities between sociodemographic groups", [], "known inequalities"),
     ("4", "Objectives", "development and/or validation objectives", [("evaluation", "this report: development with "
@@ -36,7 +36,7 @@ ITEMS = [
      [("prepare", "manifest.json config.prepare and stages.prepare (keyframes, ROI crop, cache); prepared/failures.csv")],
      "image acquisition (machines, settings) and whether quality differed across groups"),
     ("8a", "Outcome", "definition, time horizon, how and when assessed, consistency across groups",
-     [("cohort", "manifest column label (0/1)")], "the outcome definition (e.g. histopathology of the dissected nodes) and timing"),
+     [("cohort", "manifest column label (0/1)")], "the definition of {outcome} (the reference standard: how, when and by whom it was established) and its timing"),
     ("8b", "Outcome", "qualifications of outcome assessors if subjective", [], "who assessed the outcome"),
     ("8c", "Outcome", "blinding of outcome assessment", [], "blinding of outcome assessment"),
     ("9a", "Predictors", "choice of candidate predictors, any pre-selection",
@@ -134,8 +134,12 @@ def _probes(run: Path) -> set[str]:
 def checklist(run: Path) -> list[dict]:
     """One record per TRIPOD+AI item: where it is answered here and what the authors must add."""
     have = _probes(run)
+    o = outcome_of(run)  # the study's outcome in the items that name it; neutral words when it named none
+    words = {"outcome": o.name if o.given else "the outcome",
+             "context": f"{o.name}, {o.intervention}" if o.given else "the outcome, the intervention a positive prediction leads to"}
     out = []
     for item, topic, asks, where, authors in ITEMS:
+        authors = authors.format(**words) if authors else authors
         found = [w for probe, w in where if probe in have]
         status = "answered" if found and not authors else "partly" if found else "authors"
         out.append({"item": item, "topic": topic, "asks": asks, "where": found,

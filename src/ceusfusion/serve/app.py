@@ -14,6 +14,7 @@ Every error is ``{"error": "one line"}`` with a 4xx (5xx only for our own bugs),
 
 from __future__ import annotations
 
+import html
 import logging
 import threading
 from importlib.resources import files as package_files
@@ -135,7 +136,8 @@ class Service:
         assets = package_files("ceusfusion.serve") / "static"
         self.assets = {name: (assets / name).read_bytes() for name in STATIC}
         self.page = Template((assets / "index.html").read_text(encoding="utf-8")).substitute(
-            card=card_html(self.card), limit_mb=f"{self.max_upload_bytes / 1e6:.0f}", bundle_id=self.bundle_id[:12])
+            card=card_html(self.card), limit_mb=f"{self.max_upload_bytes / 1e6:.0f}", bundle_id=self.bundle_id[:12],
+            negative=html.escape(self.card["outcome"]["negative"]), positive=html.escape(self.card["outcome"]["positive"]))
 
     def predict_files(self, up: Uploads) -> dict:
         """``predict`` on the uploaded files (in the request's folder), overlays read back inline."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+from ceusfusion.core.outcome import Outcome
 from ceusfusion.deploy.export import RESEARCH_ONLY, finite, load_card
 
 NOT_RECORDED = "not recorded"
@@ -36,7 +37,8 @@ def _model_entries(meta: dict, card: dict) -> list[dict]:
 def model_card(bundle: Path, meta: dict) -> dict:
     """The card of a verified bundle (``meta`` from ``load_bundle``), as strict JSON."""
     card = load_card(bundle, meta)
-    return finite({"bundle_sha256": meta["bundle_sha256"], "created": meta.get("created"),
+    outcome = Outcome.from_record((card or {}).get("outcome") or meta.get("outcome"))  # neutral words if none recorded
+    return finite({"bundle_sha256": meta["bundle_sha256"], "created": meta.get("created"), "outcome": outcome.record(),
                    "ceusfusion": meta.get("ceusfusion"), "card_recorded": card is not None,
                    "intended_use": (card or {}).get("intended_use") or RESEARCH_ONLY,
                    "cohort": (card or {}).get("cohort"), "ci_method": (card or {}).get("ci_method"),
@@ -53,7 +55,7 @@ def _with_ci(value, ci) -> str:
     return f"{value:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci and None not in ci else "")
 
 
-def _cohort_html(cohort: dict | None) -> str:
+def _cohort_html(cohort: dict | None, positive: str) -> str:
     if not cohort:
         return f"<p class='muted'>Training cohort: {NOT_RECORDED}.</p>"
     rows = []
@@ -63,8 +65,19 @@ def _cohort_html(cohort: dict | None) -> str:
         prev = NOT_RECORDED if c.get("prevalence") is None else f"{100 * c['prevalence']:.1f} %"
         rows.append(f"<tr><td>{html.escape(split)}</td><td>{c.get('n')}</td><td>{c.get('n_pos')}</td>"
                     f"<td>{prev}</td><td>{centres}</td></tr>")
-    return ("<table class='card-cohort'><thead><tr><th>set</th><th>patients</th><th>positive</th><th>prevalence</th>"
+    return ("<table class='card-cohort'><thead><tr><th>set</th><th>patients</th>"
+            f"<th>{html.escape(positive)}</th><th>prevalence</th>"
             "<th>centres</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
+
+
+def outcome_html(outcome: Outcome) -> str:
+    """What the models predict, in the study's words (neutral ones when the bundle recorded none)."""
+    if not outcome.given:
+        return ("<p class='outcome muted'>Outcome: not named by the study that built this bundle "
+                "(label 1: positive, label 0: negative).</p>")
+    return (f"<p class='outcome'>Predicts <b>{html.escape(outcome.name)}</b> (label 1: {html.escape(outcome.positive)}; "
+            f"label 0: {html.escape(outcome.negative)}). A positive prediction would lead to "
+            f"{html.escape(outcome.intervention)}.</p>")
 
 
 def card_html(card: dict) -> str:
@@ -82,8 +95,9 @@ def card_html(card: dict) -> str:
     table = ("<table class='card-models'><thead><tr><th>model</th><th>input</th><th>threshold (train)</th>"
              "<th>test AUC (95% CI)</th><th>sensitivity</th><th>specificity</th><th>test n</th>"
              "<th>training CV AUC</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
-    return (f"<p class='research'><strong>{html.escape(card['intended_use'])}</strong></p>"
-            + _cohort_html(card.get("cohort")) + table
+    outcome = Outcome.from_record(card.get("outcome"))
+    return (f"<p class='research'><strong>{html.escape(card['intended_use'])}</strong></p>" + outcome_html(outcome)
+            + _cohort_html(card.get("cohort"), outcome.positive) + table
             + f"<p class='muted'>Thresholds: {html.escape(card.get('thresholds') or NOT_RECORDED)}. "
               f"Bundle id <code>{html.escape(card['bundle_sha256'])}</code>, exported {html.escape(card.get('created') or NOT_RECORDED)} "
               f"with ceusfusion {html.escape(card.get('ceusfusion') or NOT_RECORDED)}.</p>")

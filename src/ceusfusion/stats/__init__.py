@@ -32,11 +32,13 @@ from ceusfusion.stats.clustered import (
 )
 from ceusfusion.stats.dca import (
                           CLINICAL_THRESHOLDS,
+                          THRESHOLD_RULE,
                           decision_curves,
                           interventions_table,
                           net_benefit,
                           net_intervention_avoided,
                           net_interventions_avoided,
+                          thresholds_around,
                           treat_all,
 )
 from ceusfusion.stats.dca import THRESHOLDS as DCA_THRESHOLDS
@@ -77,7 +79,7 @@ __all__ = [
     "brier", "logistic_recalibration", "calibration_in_the_large", "calibration_errors", "smooth_curve",
     "binned_curve", "hosmer_lemeshow", "calibration_summary",
     "net_benefit", "treat_all", "decision_curves", "table1",
-    "net_interventions_avoided", "net_intervention_avoided", "interventions_table", "CLINICAL_THRESHOLDS",
+    "net_interventions_avoided", "net_intervention_avoided", "interventions_table", "CLINICAL_THRESHOLDS", "THRESHOLD_RULE", "thresholds_around",
     "ImproveProb", "IDI", "improve_prob", "nri", "continuous_nri", "categorical_nri", "idi", "risk_category",
     "Validation", "bootstrap_validate", "validate_logistic", "discrimination_indexes",
     "LogisticFit", "fit_logistic", "gini_md",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ceusfusion.core.errors import CeusError
 from ceusfusion.stats._checks import check_binary
 
 THRESHOLDS = np.arange(1, 100) / 100
@@ -64,13 +65,34 @@ def net_interventions_avoided(y, score, thresholds=None, nper: int = 1) -> pd.Da
     return d
 
 
-CLINICAL_THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)
+CLINICAL_THRESHOLDS = (0.10, 0.15, 0.20, 0.25, 0.30)  # the reference (OLNM) study's, at a prevalence of about 0.2
+# Default threshold probabilities of a cohort: the odds at the prevalence times these factors (below, the
+# categorical NRI's cut points). At 0.2 they give 0.11, 0.15, 0.20, 0.26, 0.33 (the reference study's range).
+PREVALENCE_ODDS_FACTORS = (0.5, 2 ** -0.5, 1.0, 2 ** 0.5, 2.0)
+NRI_ODDS_FACTORS = (0.5, 1.0, 2.0)
+THRESHOLD_RULE = ("threshold odds = the prevalence's odds x 1/2, 1/sqrt(2), 1, sqrt(2), 2 (NRI cut points x 1/2, 1, 2), "
+                  "rounded to 0.01: the range around the prevalence, where treating everyone stops paying "
+                  "(at a threshold equal to the prevalence, treating all and treating none have the same net benefit)")
+
+
+def thresholds_around(prevalence: float, factors=PREVALENCE_ODDS_FACTORS) -> tuple[float, ...]:
+    """Threshold probabilities around ``prevalence``: odds ``prevalence / (1 - prevalence)`` times each factor,
+    rounded to 0.01 (the decision-curve grid), kept within [0.01, 0.99], distinct and increasing.
+
+    Fixed thresholds (0.1-0.3) suit a cohort of prevalence about 0.2 only: at a prevalence of 0.83 every
+    model recommends the intervention to nearly every case below 0.3, so nothing is avoided at any of them."""
+    p = float(prevalence)
+    if not 0 < p < 1:
+        raise CeusError(f"thresholds from the prevalence need a prevalence strictly between 0 and 1, got {p:g}")
+    odds = p / (1 - p)
+    out = sorted({min(0.99, max(0.01, round(o / (1 + o), 2))) for o in (odds * f for f in factors)})
+    return tuple(out)
 
 
 def interventions_table(y, score, thresholds=CLINICAL_THRESHOLDS, nper: int = 100) -> pd.DataFrame:
     """At each clinically used threshold: interventions done / avoided and events missed per ``nper`` patients.
 
-    Compared with treating everyone (every OLNM patient gets a prophylactic dissection): at
+    Compared with treating everyone (every patient with the outcome gets the intervention): at
     ``score >= pt`` the model recommends ``interventions`` (tp + fp) and spares
     ``interventions_avoided`` (tn + fn), of which ``events_missed`` (fn) had the event;
     ``net_intervention_avoided`` is the decision-curve summary of the two."""

@@ -157,12 +157,19 @@ async function predict() {
 
 function cardModel(name) { return card ? card.models.find((m) => m.name === name) : null; }
 
+// the outcome's words the bundle recorded (GET /api/model); neutral ones until the card is read or where none was
+function words() {
+  const o = (card && card.outcome) || {};
+  return { negative: o.negative || "negative", positive: o.positive || "positive" };
+}
+
 function standing(prob, oof) {
   if (!oof || !oof.prob || !oof.prob.length) return "training probabilities not recorded";
   const share = (ps) => ps.length ? Math.round(100 * ps.filter((p) => p < prob).length / ps.length) : null;
   const neg = oof.prob.filter((_, i) => oof.y[i] === 0), pos = oof.prob.filter((_, i) => oof.y[i] === 1);
+  const w = words();
   return `higher than ${share(oof.prob)} % of ${oof.prob.length} training patients ` +
-    `(${share(neg) ?? "–"} % of ${neg.length} negative, ${share(pos) ?? "–"} % of ${pos.length} positive; out-of-fold)`;
+    `(${share(neg) ?? "–"} % of ${neg.length} ${w.negative}, ${share(pos) ?? "–"} % of ${pos.length} ${w.positive}; out-of-fold)`;
 }
 
 function render(res) {
@@ -180,7 +187,8 @@ function render(res) {
     const cm = cardModel(name);
     tr.append(el("td", { class: "prob", "data-prob": String(m.prob) }, m.prob.toFixed(3)),
       el("td", { class: "threshold" }, m.threshold.toFixed(3)),
-      el("td", { class: m.class ? "cls pos" : "cls neg" }, m.class ? "OLNM+ (at or above the threshold)" : "OLNM− (below the threshold)"),
+      el("td", { class: m.class ? "cls pos" : "cls neg" },
+        m.class ? `${words().positive} (at or above the threshold)` : `${words().negative} (below the threshold)`),
       el("td", { class: "muted" }, standing(m.prob, cm && cm.train_oof)));
     body.append(tr);
     $("#strips").append(strip(name, m, cm && cm.train_oof));
@@ -194,7 +202,7 @@ function strip(name, m, oof) {
   const W = 520, H = 84, L = 90, R = 10, x = (p) => L + p * (W - L - R);
   const s = svg("svg", { viewBox: `0 0 ${W} ${H}`, class: "strip", role: "img", "aria-label": `${name} among the training cohort` });
   s.append(svg("text", { x: 4, y: 12, class: "title" }, `${name}: patient ${m.prob.toFixed(3)}`));
-  const rows = [[0, "negative", 34], [1, "positive", 58]];
+  const rows = [[0, words().negative, 34], [1, words().positive, 58]];
   for (const [cls, label, y] of rows) {
     s.append(svg("text", { x: 4, y: y + 4, class: "axis" }, label));
     s.append(svg("line", { x1: L, x2: W - R, y1: y, y2: y, class: "rule" }));
