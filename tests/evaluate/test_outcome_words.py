@@ -180,6 +180,18 @@ def test_thresholds_default_to_a_range_around_the_training_prevalence(tmp_path):
     assert thresholds_around(55 / 280) == (0.11, 0.15, 0.2, 0.26, 0.33)
 
 
+def test_the_net_interventions_figure_shows_the_thresholds_in_the_outcomes_words(tmp_path, monkeypatch):
+    drawn = []
+    real = evaluate_module.nia_figure
+    monkeypatch.setattr(evaluate_module, "nia_figure", lambda *a: drawn.append(a[1:]) or real(*a))
+    paths, cohort = _predictions(tmp_path, prevalence=0.83, shift=1.5)
+    evaluate(paths, tmp_path / "ev", cohort=cohort, clinical=ClinicalOptions(outcome=Outcome(**OLNM)))
+    title, ylabel, window = drawn[-1]
+    assert (title, ylabel) == ("Net dissections avoided, test set", "Net dissections avoided per 100 patients")
+    assert window[0] < 0.71 and window[1] > 0.9  # not 0-0.6, which left the 0.71-0.91 curve out of the figure
+    assert evaluate_module.nia_window([0.1, 0.15, 0.2, 0.25, 0.3]) == (0.0, 0.6)  # the demo's figure as it was
+
+
 def test_fixed_thresholds_at_a_high_prevalence_say_why_their_numbers_are_empty(tmp_path):
     paths, cohort = _predictions(tmp_path, prevalence=0.83, shift=7.0)  # every risk above 0.3
     opts = ClinicalOptions(thresholds=(0.1, 0.15, 0.2, 0.25, 0.3), cuts=(0.1, 0.2, 0.3))

@@ -40,7 +40,7 @@ from ceusfusion.evaluate.clinical import (
 )
 from ceusfusion.evaluate.predictions import attach_groups, load_predictions
 from ceusfusion.figures.curves import calibration_figure, dca_figure, roc_figure, save_figure
-from ceusfusion.figures.nomogram import nia_figure, nomogram_figure, subgroup_figure
+from ceusfusion.figures.nomogram import nia_figure, nia_window, nomogram_figure, subgroup_figure
 from ceusfusion.stats import (
     auc_ci,
     calibration_summary,
@@ -472,7 +472,9 @@ def validation_table(iv: dict) -> pd.DataFrame:
 def _figures(curves: dict, folder: Path, metrics: dict, outcome: Outcome) -> None:
     for s, block in metrics["sets"].items():
         if s in curves["nia"] and len(curves["nia"][s]):
-            save_figure(nia_figure(curves["nia"][s], f"Net interventions avoided, {s} set"), folder / f"nia_{s}")
+            window = nia_window((metrics.get("clinical_thresholds") or {}).get("thresholds"))
+            save_figure(nia_figure(curves["nia"][s], f"Net {outcome.avoided}, {s} set", f"Net {outcome.avoided} per 100 "
+                                   "patients", window), folder / f"nia_{s}")
         for col, per_model in (block.get("subgroups") or {}).items():
             save_figure(subgroup_figure(per_model, f"AUC by {col}, {s} set"), folder / f"subgroups_{re.sub(r'[^A-Za-z0-9_-]+', '_', col)}_{s}")
     if curves.get("nomogram") is not None:

@@ -84,20 +84,32 @@ def nomogram_figure(nm, title: str = "Nomogram") -> Figure:
     return fig
 
 
-def nia_figure(curves, title: str = "Net interventions avoided") -> Figure:
-    """curves: long DataFrame with model, threshold, net_intervention_avoided (per 100 patients)."""
+def nia_window(thresholds) -> tuple[float, float]:
+    """The threshold range a net-interventions-avoided figure shows: 0-0.6 (the usual clinical range) when the
+    table's thresholds lie in 0.05-0.5, else 0.1 either side of them (at a prevalence of 0.83 they are 0.71-0.91)."""
+    t = [float(v) for v in thresholds or ()]
+    if not t or (min(t) >= 0.05 and max(t) <= 0.5):
+        return 0.0, 0.6
+    return max(0.0, min(t) - 0.1), min(1.0, max(t) + 0.1)
+
+
+def nia_figure(curves, title: str = "Net interventions avoided", ylabel: str = "Net interventions avoided per 100 patients",
+               window: tuple[float, float] = (0.0, 0.6)) -> Figure:
+    """curves: long DataFrame with model, threshold, net_intervention_avoided (per 100 patients); ``window`` the
+    threshold range shown (``nia_window`` of the table's thresholds)."""
     fig = Figure(figsize=(6.0, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
     hi, lo = 1.0, 0.0
+    a, b = window
     for name, d in curves.groupby("model", sort=False):
         ax.plot(d["threshold"], d["net_intervention_avoided"], lw=1.6, label=name)
         hi = max(hi, float(np.nanmax(d["net_intervention_avoided"])))
-        shown = d.loc[(d["threshold"] >= 0.05) & (d["threshold"] <= 0.6), "net_intervention_avoided"]
+        shown = d.loc[(d["threshold"] >= max(a, 0.05)) & (d["threshold"] <= b), "net_intervention_avoided"]
         lo = min(lo, float(np.nanmin(shown)) if len(shown) else 0.0)
     ax.axhline(0, color="grey", lw=0.8)
-    ax.set(xlim=(0, 0.6), ylim=(max(lo, -25) - 3, min(100, hi + 5)), xlabel="Threshold probability",
-           ylabel="Net interventions avoided per 100 patients", title=title)
+    ax.set(xlim=window, ylim=(max(lo, -25) - 3, min(100, hi + 5)), xlabel="Threshold probability",
+           ylabel=ylabel, title=title)
     ax.legend(loc="upper left", fontsize=7, frameon=False)
     return fig
 
