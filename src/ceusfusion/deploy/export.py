@@ -49,10 +49,8 @@ import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 
-import joblib
 import numpy as np
 import pandas as pd
-import skops.io as sio
 import torch
 from sklearn.ensemble import BaseEnsemble
 from sklearn.neighbors import KNeighborsClassifier
@@ -64,13 +62,11 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import sha256_file, write_bytes, write_json, write_text
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.evaluate.predictions import load_predictions
-from ceusfusion.fusion.extract import default_layer
 from ceusfusion.fusion.features import is_score_name, read_features
 from ceusfusion.ingest.cohort import read_manifest
 from ceusfusion.ingest.prepare import PrepareParams
 from ceusfusion.models.ensemble import REFIT, test_scoring_of
 from ceusfusion.models.registry import MODEL_FILE, build_from_config
-from ceusfusion.models.select import read_selection
 
 BUNDLE_VERSION = 2  # 1: fusion/model.joblib (a pickle); refused
 MANIFEST = "bundle.json"
@@ -139,6 +135,9 @@ def model_files(m: dict) -> list[str]:
 
 def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
     """The selected models' fold weights and configs into the bundle; their bundle.json entries."""
+    # here: models.select draws figures (matplotlib), which predict, reading a bundle, never needs
+    from ceusfusion.models.select import read_selection
+
     models = {}
     for modality, name in read_selection(run.root).items():
         if not MODEL_NAME.fullmatch(name):
@@ -161,6 +160,9 @@ def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
 
 def _feature_layers(run: RunLayout, models: dict) -> dict:
     """Per model, the layer its fused features came from (so predict extracts the same ones)."""
+    # here: fusion.extract (torch.fx, torchvision's tracer) only at export; predict imports it when it extracts
+    from ceusfusion.fusion.extract import default_layer
+
     layers = {}
     for m in models.values():
         fpath = run.features(m["name"])
@@ -174,6 +176,8 @@ def _feature_layers(run: RunLayout, models: dict) -> dict:
 def write_fusion_model(pipe, path: Path) -> None:
     """The fitted pipeline as skops, read back through the bundle's own reader first: a type the
     allowlist lacks fails here, at export, not at a hospital's predict."""
+    import skops.io as sio  # here: skops walks every scikit-learn estimator on import (seconds): only for a fused bundle
+
     data = sio.dumps(pipe, compression=zipfile.ZIP_DEFLATED)  # its schema.json repeats every column name
     read_fusion_model(path, data)
     write_bytes(path, data)
@@ -184,6 +188,8 @@ def _copy_fusion(run: RunLayout, tmp: Path, models: dict, metrics: dict) -> dict
     fusion_json, joblib_file = run.fusion / "fusion.json", run.fusion / "model.joblib"
     if not (fusion_json.is_file() and joblib_file.is_file()):
         return None
+    import joblib  # here: only export reads the run's pickle
+
     fj = json.loads(fusion_json.read_text())
     # The run's own output, written by `fuse` for this user: trusted here, the only unpickling.
     # The bundle gets skops, which predict reads without running code.
@@ -545,6 +551,8 @@ def _audit(path: Path, data: bytes) -> None:
 
 def read_fusion_model(path: Path, data: bytes):
     """A skops fusion model from its bytes: audited, built from allowed types only, native arrays checked."""
+    import skops.io as sio  # here: skops walks every scikit-learn estimator on import (seconds): only for a fused bundle
+
     _audit(path, data)
     try:
         model = sio.loads(data, trusted=sorted(TRUSTED_TYPES))

@@ -28,15 +28,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-import timm
 import torch
-import torchvision
 from torch import nn
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.models.resolver import Resolved, resolve_weights
-from ceusfusion.models.weights import apply_state_dict
+
+if TYPE_CHECKING:
+    from ceusfusion.models.resolver import Resolved
 
 INPUT_MODES = ("single", "stack", "temporal", "summary")
 
@@ -82,14 +82,22 @@ TIMM_ARCHS: dict[str, ArchSpec] = {f"tf_efficientnet_lite{i}": ArchSpec("classif
 IMAGENET_STATS = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
 
 
+def _timm():
+    """timm, imported on first use (about a second): only a timm architecture needs it, so a bundle of
+    torchvision models predicts without it (``check_arch`` and ``is_timm`` ask it only for other names)."""
+    import timm  # here: see the docstring
+
+    return timm
+
+
 def is_timm(arch: str) -> bool:
     """Built by timm: every name timm knows that is not one of the torchvision architectures."""
-    return arch not in ARCHS and timm.is_model(arch)
+    return arch not in ARCHS and _timm().is_model(arch)
 
 
 def check_arch(arch: str) -> str:
     """An architecture name this factory builds (a pydantic field validator of every stage config)."""
-    if arch not in ARCHS and not timm.is_model(arch):
+    if arch not in ARCHS and not _timm().is_model(arch):
         raise ValueError(f"unknown architecture {arch!r}: neither one of {', '.join([*ARCHS, *TIMM_ARCHS])} "
                          "nor a timm model name (timm.list_models() lists them)")
     return arch
@@ -100,6 +108,7 @@ def timm_spec(arch: str) -> ArchSpec:
     """A timm model's first convolution and Grad-CAM layers (deepest first), from timm's own metadata."""
     if arch in TIMM_ARCHS:
         return TIMM_ARCHS[arch]
+    timm = _timm()
     net = timm.create_model(arch, pretrained=False, num_classes=0)
     info = [(f["module"], int(f["reduction"])) for f in getattr(net, "feature_info", []) if f.get("module")]
     if not info:
@@ -116,12 +125,15 @@ def input_stats(arch: str) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """The RGB mean and std the pretrained weights of ``arch`` expect (timm: its ``pretrained_cfg``)."""
     if arch in ARCHS:
         return IMAGENET_STATS
-    cfg = timm.models.get_pretrained_cfg(arch)
+    cfg = _timm().models.get_pretrained_cfg(arch)
     return tuple(cfg.mean), tuple(cfg.std)
 
 
 def fetch_backbone_weights(arch: str, weights, require: bool = False) -> Resolved:
     """The weights an architecture starts from, resolved once for all folds (``models.resolver``)."""
+    # here: the resolver imports timm and every weight reader, which a model built without weights never needs
+    from ceusfusion.models.resolver import resolve_weights
+
     return resolve_weights(arch, weights, require, tv=arch in ARCHS)
 
 
@@ -159,7 +171,17 @@ def as_weights(arch: str, weights, require: bool) -> tuple[dict[str, torch.Tenso
     """(state dict or None, source): already fetched (a pair or :class:`Resolved`), or resolved now."""
     if isinstance(weights, tuple):
         return weights
+    if weights is None or str(weights).lower() == "none":  # the resolver's "none": random init, nothing to fetch
+        return None, "none"
     return fetch_backbone_weights(arch, weights, require).pair()
+
+
+def load_weights(net: nn.Module, sd: dict[str, torch.Tensor], arch: str, used: str) -> None:
+    """Fill ``net`` from a fetched state dict (``models.weights.apply_state_dict``), every tensor or an error."""
+    # here: models.weights imports torchvision's weight tables; only a model that starts from weights needs them
+    from ceusfusion.models.weights import apply_state_dict
+
+    check_complete(net, apply_state_dict(net, sd, used), arch, used)
 
 
 def check_complete(net: nn.Module, loaded: int, arch: str, used: str) -> None:
@@ -175,13 +197,13 @@ def build_timm_encoder(arch: str, in_channels: int, weights, require_weights: bo
     The stacked-frame rule of ``inflate_weight`` (RGB mean, replicated) rather than timm's
     ``adapt_input_conv`` (RGB repeated cyclically): our extra channels are grey frames, not colours.
     """
-    net = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_channels, drop_rate=0.0)
+    net = _timm().create_model(arch, pretrained=False, num_classes=0, in_chans=in_channels, drop_rate=0.0)
     sd, used = as_weights(arch, weights, require_weights)
     if sd is not None:
         first = timm_spec(arch).first_conv + ".weight"
         if first in sd:
             sd = {**sd, first: inflate_weight(sd[first], in_channels)}
-        check_complete(net, apply_state_dict(net, sd, used), arch, used)
+        load_weights(net, sd, arch, used)
     # the pooled vector's width: some models (MobileNetV3) have a head convolution after num_features
     return net, getattr(net, "head_hidden_size", None) or net.num_features, used
 
@@ -193,11 +215,14 @@ def build_encoder(arch: str, in_channels: int = 3, weights="none",
         return build_timm_encoder(arch, in_channels, weights, require_weights)
     if arch not in ARCHS:
         raise CeusError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)} or a timm model name")
+    # here: torchvision (with torch._dynamo, about 1.5 s) only for its architectures; timm imports it too
+    import torchvision.models
+
     spec = ARCHS[arch]
     net = getattr(torchvision.models, arch)(weights=None, **dict(spec.kwargs))
     sd, used = as_weights(arch, weights, require_weights)
     if sd is not None:
-        check_complete(net, apply_state_dict(net, sd, used), arch, used)
+        load_weights(net, sd, arch, used)
     head = _get(net, spec.head)
     dim = head.in_features
     _set(net, spec.head, nn.Identity())
