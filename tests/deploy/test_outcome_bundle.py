@@ -92,8 +92,6 @@ def test_a_bundle_whose_card_records_olnm_prints_olnm(made, tmp_path, capsys):
     assert "Predicts <b>occult lymph node metastasis</b>" in card_html(card) and "<th>OLNM</th>" in card_html(card)
 
 
-@pytest.mark.xfail(strict=True, reason="deploy/export.py must write card.json's outcome from metrics.json "
-                                       "(\"outcome\": metrics.get(\"outcome\") in _write_card): another session's file")
 def test_export_carries_the_runs_outcome_into_the_card(made, tmp_path):
     run, _, _ = made
     metrics = run / "evaluation" / "metrics.json"

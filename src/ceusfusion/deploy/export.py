@@ -280,6 +280,7 @@ def _write_card(layout: RunLayout, tmp: Path, models: dict, combined: dict | Non
     if combined:
         named[combined["name"]] = "combined"
     write_json(tmp / CARD, finite({"card_version": 1, "intended_use": RESEARCH_ONLY, "cohort": _cohort_summary(layout),
+                                   "outcome": metrics.get("outcome"),
                                    "threshold_rule": metrics.get("threshold_rule"), "ci_method": metrics.get("ci_method"),
                                    "models": {n: _model_card(layout, n, mod, metrics) for n, mod in named.items()}}))
 
