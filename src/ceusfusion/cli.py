@@ -666,6 +666,8 @@ def predict(
         else:
             table.add_row(name, "n/a", "", m.get("reason", ""))
     console.print(table)
+    for w in res.get("warnings", []):
+        err_console.print(f"[yellow]warning[/yellow] {w}", highlight=False, soft_wrap=True)
     pin = "pinned" if res["bundle_pinned"] else "not pinned: pass --expect-sha256 with the id export printed"
     console.print(f"bundle id {res['bundle_sha256']} ({pin})", highlight=False, soft_wrap=True)
 

@@ -99,3 +99,26 @@ def test_the_page_names_the_class_in_the_bundles_outcome_words():
             assert all(w in page.inner_html("#strips") for w in (f">{neg}<", f">{pos}<"))
             if outcome is None:
                 assert "OLNM" not in page.inner_text("body")
+
+
+@pytest.mark.slow  # a browser start: seconds
+@pytest.mark.skipif(CHROMIUM is None, reason="no chromium browser found (apt-get install chromium; .ci/run does)")
+def test_the_page_warns_when_a_picture_was_scored_on_the_whole_frame():
+    """Issue 24: a still without a mask or box was scored on the whole frame and placed among the training
+    patients' crops with no word; the answer's warnings are shown above the numbers."""
+    from ceusfusion.deploy.predict import whole_frame_warnings
+
+    body = ('<div id="warnings"></div><table id="probs"><tbody></tbody></table><div id="strips"></div>'
+                        '<div id="cams"></div><div id="tic"></div><table id="perfusion"><tbody></tbody></table>'
+            '<section id="results"></section>')
+    res = answer(False)
+    for name in ("DL_image_resnet18", "DL_video_resnet18"):
+        res["models"][name].update(threshold=0.5, **{"class": 0})
+    res["models"].pop("DL_combined")
+    res["warnings"] = whole_frame_warnings({"image": {"roi": "whole frame"}, "video": {"roi": "mask"}})
+    assert len(res["warnings"]) == 1 and "image was scored on the whole frame" in res["warnings"][0]
+    with app_page(body) as page:
+        page.evaluate("([c, r]) => { card = c; render(r); }", [card_of(None), res])
+        assert "Warning: the image was scored on the whole frame" in page.inner_text("#warnings")
+        page.evaluate("([c, r]) => { card = c; render(r); }", [card_of(None), {**res, "warnings": []}])
+        assert page.inner_text("#warnings") == ""

@@ -204,12 +204,22 @@ def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expe
     return result
 
 
+WHOLE_FRAME = ("the {m} was scored on the whole frame (no mask or box given), but the models were trained on nodule "
+               "crops: this score, and where it stands among the training patients, are not comparable to theirs")
+
+
+def whole_frame_warnings(inputs: dict) -> list[str]:
+    """One sentence per picture scored on the whole frame (its ROI record says so), for the answer and the page."""
+    return [WHOLE_FRAME.format(m=m) for m, rec in inputs.items() if isinstance(rec, dict) and rec.get("roi") == "whole frame"]
+
+
 def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict, out: str | Path | None = None) -> dict:
     """Every bundled model's answer for one prepared patient (:func:`prepare_patient`); Grad-CAM overlays
     are written to ``out`` when it is given."""
     meta, words = lb.meta, lb.outcome
     result: dict = {"models": {}, "bundle": str(lb.path), "bundle_sha256": meta["bundle_sha256"],
-                    "bundle_pinned": meta["pinned"], "outcome": words.record(), "inputs": inputs}
+                    "bundle_pinned": meta["pinned"], "outcome": words.record(), "inputs": inputs,
+                    "warnings": whole_frame_warnings(inputs)}
     feats = {}
     for modality, m in meta["models"].items():
         if modality not in arrays:

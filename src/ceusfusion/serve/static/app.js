@@ -175,6 +175,8 @@ function standing(prob, oof) {
 function render(res) {
   const body = $("#probs tbody");
   body.replaceChildren();
+  const warn = $("#warnings");  // whole-frame scoring and the like: said before any number
+  if (warn) warn.replaceChildren(...(res.warnings || []).map((w) => el("p", { class: "warning" }, "Warning: " + w)));
   $("#strips").replaceChildren();
   for (const [name, m] of Object.entries(res.models)) {
     const tr = el("tr", { "data-model": name });
