@@ -389,12 +389,15 @@ def evaluate(
     nomogram_covariate: List[str] = typer.Option([], "--nomogram-covariate", help="Cohort column entering the nomogram (repeatable)."),
     no_nomogram: bool = typer.Option(False, "--no-nomogram", help="Skip the nomogram."),
     outcome: Optional[Path] = typer.Option(None, "--outcome", help=OUTCOME_HELP),
+    force: bool = typer.Option(False, "--force", help="Write into --out over files ceusfusion did not write (never over an input)."),
 ):
     """AUC with DeLong CI, Youden thresholds carried from train to test, calibration, DCA, DeLong tests; NRI/IDI,
     net interventions avoided, per-centre/subgroup AUC, sample-size adequacy, nomogram."""
     from ceusfusion.evaluate.clinical import ClinicalOptions
+    from ceusfusion.evaluate.evaluate import claim_outputs
     from ceusfusion.evaluate.evaluate import evaluate as run_evaluate
 
+    claim_outputs(out, inputs=[*predictions, *(p for p in (cohort, outcome) if p)], force=force, figures=not no_figures)
     ci = "bootstrap" if bootstrap > 0 else "wilson"
     opts = ClinicalOptions(cuts=_floats(nri_cuts, "--nri-cuts") or None, thresholds=_floats(thresholds, "--thresholds") or None,
                            outcome=_outcome(outcome), subgroups=tuple(subgroup), candidate_predictors=candidate_predictors, anticipated_r2=anticipated_r2,
@@ -505,16 +508,18 @@ def fuse(
     fast: bool = typer.Option(False, "--fast", help="Tiny grids and few trees (smoke tests)."),
     drop_missing: bool = typer.Option(False, "--drop-missing", help="Keep only cases present in every features file."),
     name: str = typer.Option("DL_combined", "--name", help="Model name: predictions/<name>.csv."),
+    force: bool = typer.Option(False, "--force", help="Write into --out over files ceusfusion did not write (never over an input)."),
 ):
     """DL_combined: scaler → LASSO → best classifier family by CV AUC; the test set is scored once."""
     from ceusfusion.fusion.families import parse_families
-    from ceusfusion.fusion.pipeline import FusionConfig
+    from ceusfusion.fusion.pipeline import FusionConfig, claim_outputs
     from ceusfusion.fusion.pipeline import fuse as run_fuse
 
     paths = list(features or []) + list(files or [])
     clin = [c.strip() for item in (clinical or []) for c in item.split(",") if c.strip()]
     cfg = FusionConfig(classifiers=parse_families(classifiers), folds=folds, inner_folds=inner_folds, seed=seed,
                        one_se=one_se, n_cs=n_cs, fallback_k=fallback_k, fast=fast, name=name)
+    claim_outputs(out, cfg.name, inputs=[*paths, *(p for p in (cohort, perfusion) if p)], force=force)
     res = run_fuse(paths, out, cohort=cohort, clinical=clin, perfusion=perfusion, drop_missing=drop_missing, cfg=cfg)
     s = res.summary
     console.print(f"chosen {s['chosen_classifier']} (mean CV AUC {s['cv_auc_mean']:.3f}); "
@@ -560,10 +565,16 @@ def explain_figure(
     video: Path = typer.Option(..., "--video", help="explain output folder of a DL_video model."),
     out: Path = typer.Option(..., "--out", help="Figure path; .png and .svg are written."),
     outcome: Optional[Path] = typer.Option(None, "--outcome", help=OUTCOME_HELP),
+    force: bool = typer.Option(False, "--force", help="Replace the .png/.svg even when ceusfusion did not write them (never an input)."),
 ):
     """The reference study's Figure 5 layout: negative and positive cases, five-frame and single-frame rows."""
+    from ceusfusion.core.fsutil import claim
     from ceusfusion.explain.results import figure5_from_folders
 
+    stem = out.with_suffix("") if out.suffix.lower() in (".png", ".svg") else out  # as figures.explain.figure5 names them
+    inputs = [f for d in (image, video) for f in (d / "explain.json", *sorted((d / "arrays").glob("*.npz")))]
+    claim(out.parent, files=[stem.with_name(stem.name + s) for s in (".png", ".svg")], force=force,
+          inputs=inputs + ([outcome] if outcome else []))
     png, svg = figure5_from_folders(image, video, out, outcome=_outcome(outcome))
     console.print(f"wrote {png} and {svg}")
 

@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any, Iterator
@@ -67,9 +68,69 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
     write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
 
+# ----------------------------------------------------------------------------- spreadsheet formula injection
+
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")  # what a spreadsheet may read as the start of a formula (OWASP)
+_PLAIN_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+def _needs_quote(v: str) -> bool:
+    """True when ``v`` (quotes we added left aside) starts like a formula and is not a plain number ("-0.5")."""
+    bare = v.lstrip("'")
+    return bare.startswith(FORMULA_START) and not _PLAIN_NUMBER.fullmatch(bare)
+
+
+def neutralise_cell(v):
+    """OWASP CSV-injection guard: a text cell starting with = + - @ tab or CR gets a leading ``'`` so that a
+    spreadsheet shows it as text; numbers (and text that is a plain number) are left alone. A cell that already
+    starts with quotes before such a character gets one more, so :func:`restore_cell` is its exact inverse."""
+    return "'" + v if isinstance(v, str) and _needs_quote(v) else v
+
+
+def restore_cell(v):
+    """The value :func:`neutralise_cell` was given (the package's own CSV readers call this)."""
+    return v[1:] if isinstance(v, str) and v.startswith("'") and _needs_quote(v) else v
+
+
+def _text_columns(df: pd.DataFrame) -> list:
+    return [c for c in df.columns if df[c].dtype == object or pd.api.types.is_string_dtype(df[c].dtype)]
+
+
+def neutralise_frame(df):
+    """A copy of ``df`` (DataFrame or Series) whose text cells, header and index pass :func:`neutralise_cell`."""
+    if isinstance(df, pd.Series):
+        df = df.to_frame()
+    if not isinstance(df, pd.DataFrame):
+        return df
+    df = df.copy()
+    for c in df.columns:
+        if isinstance(df[c].dtype, pd.CategoricalDtype):
+            df[c] = df[c].astype(object)
+    for c in _text_columns(df):
+        df[c] = df[c].map(neutralise_cell)
+    if not isinstance(df.columns, pd.MultiIndex):
+        df.columns = [neutralise_cell(c) for c in df.columns]
+    if not isinstance(df.index, pd.MultiIndex) and df.index.dtype == object:
+        df.index = df.index.map(neutralise_cell)
+    return df
+
+
+def restore_frame(df: pd.DataFrame) -> pd.DataFrame:
+    """Undo :func:`neutralise_frame` on a frame read back from a CSV the tool wrote (text cells and header)."""
+    for c in _text_columns(df):
+        col = df[c]
+        if col.map(lambda v: isinstance(v, str) and v.startswith("'")).any():
+            df[c] = col.map(restore_cell)
+    if not isinstance(df.columns, pd.MultiIndex):
+        df.columns = [restore_cell(c) for c in df.columns]
+    return df
+
+
 def write_csv(path: str | os.PathLike, df, **kwargs) -> None:
-    """Write a pandas DataFrame atomically (no index unless asked)."""
+    """Write a pandas DataFrame atomically (no index unless asked), its text cells safe to open in a
+    spreadsheet (:func:`neutralise_frame`; :func:`read_csv_exact` reads back the original values)."""
     kwargs.setdefault("index", False)
+    df = neutralise_frame(df)
     with atomic_path(path) as tmp:
         df.to_csv(tmp, **kwargs)
 
@@ -107,11 +168,12 @@ def _json_default(o: Any):
 
 
 def read_csv_exact(path, **kwargs) -> pd.DataFrame:
-    """Read a CSV with correctly rounded floats (pandas < 3 needs float_precision="round_trip")."""
+    """Read a CSV with correctly rounded floats (pandas < 3 needs float_precision="round_trip"), text cells as
+    :func:`write_csv` was given them (its formula-guard quote removed)."""
     if int(pd.__version__.split(".")[0]) < 3:
         kwargs.setdefault("float_precision", "round_trip")
     try:
-        return pd.read_csv(path, **kwargs)
+        return restore_frame(pd.read_csv(path, **kwargs))
     except FileNotFoundError:
         raise CeusError(f"{path}: file not found") from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import write_csv, write_json
+from ceusfusion.core.fsutil import claim, write_csv, write_json
 from ceusfusion.core.outcome import Outcome
 from ceusfusion.evaluate.clinical import (
     ClinicalOptions,
@@ -410,6 +410,19 @@ def comparisons_table(metrics: dict) -> pd.DataFrame:
                          "diff_ci_upper": c["diff_ci"][1], "z": c["z"], "p": c["p"], "note": c["note"]})
     return pd.DataFrame(rows, columns=["set", "a", "b", "method", "paired", "n", "auc_a", "auc_b", "diff", "diff_ci_lower",
                                        "diff_ci_upper", "z", "p", "note"])
+
+
+OUTPUT_FILES = ("metrics.json", "table2.csv", "comparisons.csv", "scale.csv", "dca.csv", "reclassification.csv",
+                "interventions.csv", "subgroups.csv", "heterogeneity.csv", "nia.csv", "nomogram_points.csv",
+                "internal_validation.csv")  # every file evaluate may write in its output folder (besides figures/)
+
+
+def claim_outputs(out: str | Path, inputs=(), force: bool = False, figures: bool = True) -> None:
+    """Before anything is computed: refuse to write over a file of ``out`` ceusfusion did not write (unless
+    ``force``) or over one of ``inputs`` (ever), and record evaluate's outputs there (``core.fsutil.claim``)."""
+    out = Path(out)
+    claim(out, files=[out / f for f in OUTPUT_FILES], folders=[out / "figures"] if figures else [], force=force,
+          inputs=inputs)
 
 
 def evaluate(paths: list[str | Path], out: str | Path, conf_level: float = 0.95, ci: str = "wilson",

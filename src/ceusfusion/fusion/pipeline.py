@@ -45,7 +45,7 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from ceusfusion.core.config import StageConfig
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import atomic_path, write_csv, write_json
+from ceusfusion.core.fsutil import atomic_path, claim, write_csv, write_json
 from ceusfusion.figures.fusion import write_figures
 from ceusfusion.fusion.families import FAMILIES, FAMILY_NAMES, get_family, parse_families
 from ceusfusion.fusion.inputs import GROUP_SOURCES, FusionData, load_inputs
@@ -391,12 +391,25 @@ def _versions() -> dict:
 # --------------------------------------------------------------------------- outputs
 
 
+def output_paths(out: str | Path, name: str) -> dict[str, Path]:
+    """The files ``fuse`` writes in ``out`` for the model ``name`` (besides figures/)."""
+    out = Path(out)
+    return {"predictions": out / "predictions" / f"{name}.csv", "selected": out / "selected_features.csv",
+            "cv_results": out / "cv_results.csv", "summary": out / "fusion.json", "model": out / "model.joblib"}
+
+
+def claim_outputs(out: str | Path, name: str, inputs=(), force: bool = False, figures: bool = True) -> None:
+    """Before anything is fitted: refuse to write over a file of ``out`` ceusfusion did not write (unless
+    ``force``) or over one of ``inputs`` (ever), and record fuse's outputs there (``core.fsutil.claim``)."""
+    out = Path(out)
+    claim(out, files=list(output_paths(out, name).values()), folders=[out / "figures"] if figures else [], force=force,
+          inputs=inputs)
+
+
 def write_outputs(result: FusionResult, out: str | Path, figures: bool = True) -> dict[str, Path]:
     """predictions/<name>.csv, selected_features.csv, cv_results.csv, fusion.json, model.joblib, figures/."""
     out = Path(out)
-    name = result.summary["name"]
-    paths = {"predictions": out / "predictions" / f"{name}.csv", "selected": out / "selected_features.csv",
-             "cv_results": out / "cv_results.csv", "summary": out / "fusion.json", "model": out / "model.joblib"}
+    paths = output_paths(out, result.summary["name"])
     write_csv(paths["predictions"], result.predictions)
     write_csv(paths["selected"], result.selected)
     write_csv(paths["cv_results"], result.cv_results)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from ceusfusion.core.errors import CaseError, CeusError
-from ceusfusion.core.fsutil import atomic_path
+from ceusfusion.core.fsutil import atomic_path, restore_frame
 
 INDEX_COLUMNS = ["case_id", "label", "split", "group", "center", "has_image", "has_video", "hash"]
 
@@ -91,5 +91,5 @@ def read_index(run: str | Path) -> pd.DataFrame:
     path = prepared_dir(run) / "index.csv"
     if not path.is_file():
         raise CeusError(f"{path} not found (run `ceusfusion prepare` first)")
-    df = pd.read_csv(path, dtype={"case_id": str, "group": str, "split": str, "center": str})
+    df = restore_frame(pd.read_csv(path, dtype={"case_id": str, "group": str, "split": str, "center": str}))
     return df

@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import restore_frame
 from ceusfusion.io.image import read_image
 from ceusfusion.io.mask import read_mask
 from ceusfusion.io.video import probe_video
@@ -62,7 +63,7 @@ def read_manifest(path: str | Path) -> pd.DataFrame:
         raise CeusError(f"{path}: cohort manifest not found")
     check_header(path)
     try:
-        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+        df = restore_frame(pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""]))  # write_csv's quotes
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
         raise CeusError(f"{path}: cannot read the manifest as CSV ({str(exc).splitlines()[0]})") from None
     df.columns = [c.strip() for c in df.columns]
