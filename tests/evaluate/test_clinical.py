@@ -314,3 +314,21 @@ def test_cli_evaluate_clinical_options(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["evaluate", *map(str, paths), "--out", str(out), "--nri-cuts", "0.1,x"])
     assert e.value.code == 2 and "--nri-cuts" in capsys.readouterr().err
+
+
+def test_apparent_emax_follows_the_apparent_calibration_of_a_flexible_model():
+    """Issue 24: the report showed 'apparent Emax 0.000' beside an apparent slope of 1.42 (rms prints 0 because an
+    lrm is calibrated on its own rows); for any other model the apparent Emax comes from its own intercept and slope."""
+    from ceusfusion.stats.optimism import INDEXES, bootstrap_validate, emax
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(120, 2))
+    y = (X[:, 0] + rng.normal(size=120) > 0).astype(int)
+
+    def shrunk(Xb, yb, gb=None):  # a model whose logit is half the right one: apparent slope about 2
+        return lambda Z: 0.5 * (Z[:, 0] * 1.7)
+
+    v = bootstrap_validate(X, y, shrunk, B=20, seed=0)
+    orig = dict(zip(INDEXES, v.index_orig))
+    assert orig["Slope"] > 1.3 and orig["Emax"] == pytest.approx(emax(orig["Intercept"], orig["Slope"]))
+    assert orig["Emax"] > 0.02

@@ -252,7 +252,11 @@ def _table(orig: dict, train: np.ndarray, test: np.ndarray, B: int, failed: int,
     opt = io - corr if held_out else tr - te
     k = INDEXES.index("Emax")
     e = emax(corr[INDEXES.index("Intercept")], corr[INDEXES.index("Slope")])
-    io[k], tr[k], te[k], opt[k], corr[k], num[k] = 0.0, 0.0, e, e, e, num[0]
+    # rms prints an apparent Emax of 0 (an lrm is perfectly calibrated on its own rows: intercept 0, slope 1);
+    # a flexible family's apparent intercept and slope are not, so its apparent Emax is computed from them
+    # (equal to rms's 0 for a logistic model), not shown as 0 beside a slope of 1.42
+    apparent = emax(io[INDEXES.index("Intercept")], io[INDEXES.index("Slope")])
+    io[k], tr[k], te[k], opt[k], corr[k], num[k] = apparent, 0.0, e, e, e, num[0]
     if B - failed == 0:
         raise CeusError(f"every one of the {B} refits failed (one outcome class or a fit error)")
     return Validation(INDEXES, io, tr, te, opt, corr, num, B, failed, seed, grouped)
