@@ -147,7 +147,7 @@ def test_models_scored_on_different_cases_are_compared_paired_on_the_shared_ones
     assert cmp["paired"] and cmp["n"] == len(a) == 37
     assert cmp["p"] == pytest.approx(t.p, rel=1e-12)
     assert cmp["dropped"]["only_a"] == drop and cmp["dropped"]["only_b"] == []
-    assert "paired on the 37 patients" in cmp["note"]
+    assert "paired on the 37 cases" in cmp["note"]
     # disjoint patients: independent samples, the unpaired test
     b2 = pd.read_csv(paths[1])
     b2["case_id"] = "other_" + b2["case_id"]

@@ -52,7 +52,7 @@ def test_the_caption_table_is_keyed_by_figure_name(report):
     assert caption_key(run / "explain" / MODELS[0] / "p100.png") == "case"
     assert caption_key(figs / "something_else.png") is None
     text, width = figure_caption(figs / "nomogram.png")
-    assert width == CAPTIONS["nomogram"].width and "fitted on 80 training patients" in text
+    assert width == CAPTIONS["nomogram"].width and "fitted on 80 training cases" in text
 
 
 def test_table2_notes_say_how_the_selection_corrected_auc_and_the_threshold_were_made(report):

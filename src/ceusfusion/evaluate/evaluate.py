@@ -282,7 +282,7 @@ def _compare(a: str, b: str, da: pd.DataFrame, db: pd.DataFrame, conf_level: flo
         t = _paired_test(mm, conf_level, clustered)
         note = t.note
         if only_a or only_b:
-            note = (f"paired on the {len(mm)} patients both models scored; left out: {len(only_a)} scored only by {a}, "
+            note = (f"paired on the {len(mm)} cases both models scored; left out: {len(only_a)} scored only by {a}, "
                     f"{len(only_b)} only by {b} ({DROPPED_REASON})" + (f"; {t.note}" if t.note else ""))
     elif da["y"].nunique() < 2 or db["y"].nunique() < 2:
         return {**_undefined_comparison(a, b, da, db), "note": "undefined: one model's rows have only one class"}

@@ -142,7 +142,7 @@ def nomogram_facts(folder: Path, groups: dict) -> dict:
     if not nm.get("model"):
         return {}
     return {"nomogram_model": nm["model"],
-            "nomogram_n": f"{nm.get('n_train')} training patients ({nm.get('n_train_pos')} positive)"}
+            "nomogram_n": f"{nm.get('n_train')} training cases ({nm.get('n_train_pos')} positive)"}
 
 
 def explain_facts(folder: Path, groups: dict) -> dict:

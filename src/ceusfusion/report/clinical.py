@@ -42,11 +42,17 @@ def validation_section(run: Path) -> str:
     return para(head) + table(pd.DataFrame(rows)) + note(how + " Emax is computed from the corrected intercept and slope.")
 
 
+def _cases(iv: dict) -> str:
+    """The training rows as cases, and as patients where the record counts them (rows are not patients)."""
+    g = iv.get("n_groups")
+    return f"{iv.get('n')} training cases" + (f" of {g} patients" if g and g != iv.get("n") else "")
+
+
 def _harrell_head(iv: dict) -> str:
     asked = iv.get("B_requested")
     of = f" of the {asked} asked" if asked and asked != iv["B"] else ""
     return (f"Harrell's bootstrap optimism correction, valid for this single penalised logistic family ({iv['B']} "
-            f"resamples{of} of the {iv.get('n')} training patients, seed {iv.get('seed')}, {iv.get('resampled', 'rows')}): "
+            f"resamples{of} of the {_cases(iv)}, seed {iv.get('seed')}, {iv.get('resampled', 'rows')}): "
             f"the whole {iv.get('model', 'DL_combined')} pipeline was refitted in every resample ({iv.get('refitted', '')}).")
 
 
@@ -55,7 +61,7 @@ def _nested_head(iv: dict) -> str:
     sd = (iv.get("spread") or {}).get("sd")
     chosen = ", ".join(f"{k} {v}" for k, v in (iv.get("families_chosen") or {}).items() if v)
     return (f"Repeated grouped nested cross-validation ({iv.get('repeats')} repeat(s) of {iv.get('folds')} outer folds by "
-            f"patient, seeds {iv.get('seed')} + repeat; {iv.get('n')} training patients): {iv.get('refitted', '')}; each "
+            f"patient, seeds {iv.get('seed')} + repeat; {_cases(iv)}): {iv.get('refitted', '')}; each "
             f"refit scored the patients held out of it. Harrell's bootstrap is not valid here: a flexible family "
             f"memorises its bootstrap sample, which shares about 63 % of its patients with the rows it is tested on, "
             f"and a choice among families is optimistic on the rows it was made on. Per repeat: {per}"
@@ -136,7 +142,7 @@ def nomogram_section(run: Path) -> str:
     aucs = [f"{s}: AUC {with_ci(a['auc'], a['ci'])} ({a['scoring']}, n = {a['n']})"
             for s, a in ((k.removeprefix("auc_"), nm[k]) for k in ("auc_train", "auc_test") if k in nm)]
     points = pd.DataFrame(nm["points_table"]).assign(points=lambda d: d["points"].map(lambda v: fmt(v, 1)))
-    body = para(f"{nm['model']} ({nm['n_train']} patients, {nm['n_train_pos']} {outcome_of(run).positive}); {nm['score_scale']}. "
+    body = para(f"{nm['model']} ({nm['n_train']} training cases, {nm['n_train_pos']} {outcome_of(run).positive}); {nm['score_scale']}. "
                 + "; ".join(aucs) + ".")
     body += note(nm["note"]) if nm.get("note") else ""
     left = nm.get("covariates_left_out") or {}
