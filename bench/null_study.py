@@ -63,6 +63,8 @@ def rows_of(run: Path, seed: int) -> list[dict]:
     corrected = {v.get("model"): v for v in (sel.get("selection_corrected") or {}).values()}
     if fusion.get("selection_corrected"):
         corrected["DL_combined"] = fusion["selection_corrected"]
+    for name, m in metrics["sets"]["train"]["models"].items():  # what Table 2 shows (the study's choice)
+        corrected[name] = m.get("selection_corrected") or corrected.get(name)
     iv = metrics.get("internal_validation") or {}
     c_index = ((iv.get("indexes") or {}).get("C") or {}).get("index_corrected")
     out = []

@@ -118,9 +118,11 @@ def oof_check(layout: RunLayout) -> Check:
         "each fold kept its last epoch (a fixed count), not one chosen on the cases it scores")
 
 
-SCALE_FIX = ("the thresholds and fusion fitted on the out-of-fold scores meet test scores on another scale; "
-             "retrain with `test_scoring: fold-mean` (or `refit` where the fold mean was used), or recalibrate the "
-             "test scores on the out-of-fold rows")
+SCALE_FIX = ("the thresholds and fusion fitted on the out-of-fold scores meet test scores on another scale. Why: the "
+             "test rows are scored by another model than the out-of-fold rows (the refit, or the fold mean), and one "
+             "model's spread varies between training runs (up to 2x for a few epochs from random initialisation); a "
+             "test set from another centre can also differ. Fix: retrain with `test_scoring: fold-mean` (or `refit` "
+             "where the fold mean was used), train longer, or recalibrate the test scores on the out-of-fold rows")
 
 
 def scale_line(name: str, sc: dict) -> str:
