@@ -302,3 +302,25 @@ def test_export_never_writes_through_a_planted_symlink(made, tmp_path):
     with pytest.raises(CeusError, match="victim exists and is not a bundle"):  # --overwrite replaces only a bundle
         export(run, victim, overwrite=True)
     assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+
+
+def test_overwrite_keeps_a_folder_that_holds_more_than_a_bundle(made, tmp_path):
+    """Issue 25: any folder with a bundle.json counted as a bundle, and `export --overwrite` deleted the user's
+    notes.txt beside it; now only a folder of the bundle's own listed files is replaced."""
+    run = made[0]
+    exp = tmp_path / "exp"
+    export(run, exp)
+    (exp / "notes.txt").write_text("my notes")
+    with pytest.raises(CeusError, match="refusing to replace .*notes.txt: not listed"):
+        export(run, exp, overwrite=True)
+    assert (exp / "notes.txt").read_text() == "my notes"
+    (exp / "notes.txt").unlink()
+    export(run, exp, overwrite=True)  # the bundle alone is replaced
+    load_bundle(exp)
+    fake = tmp_path / "fake"
+    fake.mkdir()
+    (fake / "bundle.json").write_text("[]")
+    (fake / "data.csv").write_text("a,b")
+    with pytest.raises(CeusError, match="not a ceusfusion bundle manifest"):
+        export(run, fake, overwrite=True)
+    assert (fake / "data.csv").read_text() == "a,b"

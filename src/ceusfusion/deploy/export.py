@@ -213,6 +213,22 @@ def _check_target(out: Path, overwrite: bool) -> None:
             raise CeusError(f"{out} exists; pass --overwrite to replace it")
         if not out.is_dir() or (out / MANIFEST).is_symlink() or not (out / MANIFEST).is_file():
             raise CeusError(f"{out} exists and is not a bundle; refusing to replace it")
+        only_bundle_files(out)
+
+
+def only_bundle_files(out: Path) -> None:
+    """``--overwrite`` deletes the old folder: only when every file in it is one its bundle.json lists (a user's
+    notes.txt beside a bundle.json is not the tool's to delete)."""
+    try:
+        files = json.loads((out / MANIFEST).read_bytes()).get("files")
+    except (ValueError, AttributeError):
+        files = None
+    if not isinstance(files, dict):
+        raise CeusError(f"{out / MANIFEST}: not a ceusfusion bundle manifest; refusing to replace {out}")
+    try:
+        _check_listed_only(out, files)
+    except CeusError as e:
+        raise CeusError(f"refusing to replace {out}: {e}") from None
 
 
 def _new_temp_folder(out: Path) -> Path:
