@@ -648,7 +648,7 @@ def predict(
     development_rows: bool = typer.Option(
         True, "--development-rows/--no-development-rows", help="With --cohort: add the bundle's development out-of-fold "
         "rows (set 'train', from its model card), so that evaluate applies the locked thresholds to the cohort."),
-    force: bool = typer.Option(False, "--force", help="With --cohort: write into --out over files ceusfusion did not write."),
+    force: bool = typer.Option(False, "--force", help="Write into --out over files ceusfusion did not write (never over an input)."),
 ):
     """Predict for one new patient: probability per model, class at the locked threshold, Grad-CAM overlays.
     With --cohort, every case of a manifest in one process (set 'external'), one line per failed case; exit 0
@@ -663,6 +663,8 @@ def predict(
 
     if image is None and video is None:
         raise CeusError("give --image and/or --video (or --cohort CSV for a whole cohort)")
+    if out is not None:
+        _claim_prediction(bundle, out, force, [p for p in (image, image_mask, video, video_mask) if p])
     res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads, expect_sha256=expect_sha256)
     if as_json:
         typer.echo(json.dumps(res, indent=2))
@@ -681,6 +683,20 @@ def predict(
         err_console.print(f"[yellow]warning[/yellow] {w}", highlight=False, soft_wrap=True)
     pin = "pinned" if res["bundle_pinned"] else "not pinned: pass --expect-sha256 with the id export printed"
     console.print(f"bundle id {res['bundle_sha256']} ({pin})", highlight=False, soft_wrap=True)
+
+
+def _claim_prediction(bundle: Path, out: Path, force: bool, inputs: list) -> None:
+    """predict --out writes prediction.json and a Grad-CAM overlay per bundled model: never over a user's file of
+    that name (unless --force) nor over an input."""
+    from ceusfusion.core.fsutil import claim  # here: the command imports its stage only when run
+
+    try:
+        meta = json.loads((Path(bundle) / "bundle.json").read_text())
+        names = [m["name"] for m in meta["models"].values()] + ([meta["combined"]["name"]] if meta.get("combined") else [])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        names = []  # predict refuses such a bundle itself, with its own line
+    files = [out / "prediction.json"] + [out / f"gradcam_{n}.png" for n in names if isinstance(n, str)]
+    claim(out, files=files, force=force, inputs=inputs)
 
 
 def _predict_cohort(bundle: Path, cohort: Path, out: Path, threads: int, expect_sha256: Optional[str],

@@ -324,3 +324,18 @@ def test_overwrite_keeps_a_folder_that_holds_more_than_a_bundle(made, tmp_path):
     with pytest.raises(CeusError, match="not a ceusfusion bundle manifest"):
         export(run, fake, overwrite=True)
     assert (fake / "data.csv").read_text() == "a,b"
+
+
+def test_predict_out_never_writes_over_a_users_files(made, tmp_path):
+    """Issue 25: `predict --out` replaced a user's prediction.json without a word; it now claims its files."""
+    _, bundle, p = made
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "prediction.json").write_text("my own notes")
+    args = ["predict", "--bundle", str(bundle), "--image", str(p["image"]), "--image-mask", str(p["image_mask"]),
+            "--out", str(out)]
+    assert exit_code(args) == 2
+    assert (out / "prediction.json").read_text() == "my own notes"
+    assert exit_code(args + ["--force"]) == 0  # the user asked for it
+    assert json.loads((out / "prediction.json").read_text())["models"]
+    assert exit_code(args) == 0  # its own files now: a rerun goes through
