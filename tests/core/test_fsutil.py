@@ -78,3 +78,24 @@ def test_a_damaged_record_counts_as_nothing_created(tmp_path):
     assert created_entries(tmp_path) == set()
     record_created(tmp_path, [tmp_path / "a.csv"])
     assert created_entries(tmp_path) == {"a.csv"}
+
+
+def test_claim_refuses_to_write_through_a_symlink_inside_the_output_folder(tmp_path):
+    """Issue 25: `RUN/evaluation -> an outside folder` carried the study's writes out of the run, over the user's
+    metrics.json there; a link anywhere below the output folder is refused, --force or not."""
+    from ceusfusion.core.errors import CeusError
+    from ceusfusion.core.fsutil import claim
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "metrics.json").write_text("the user's")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "evaluation").symlink_to(outside, target_is_directory=True)
+    for force in (False, True):
+        with pytest.raises(CeusError, match="evaluation: a symlink inside the output folder"):
+            claim(run, files=[run / "evaluation" / "metrics.json"], folders=[run / "evaluation"], force=force)
+    assert (outside / "metrics.json").read_text() == "the user's"
+    linked_root = tmp_path / "linked"
+    linked_root.symlink_to(run, target_is_directory=True)  # the output folder itself may be a link
+    claim(linked_root, files=[linked_root / "report.html"])

@@ -217,11 +217,29 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+def symlink_below(path: str | os.PathLike, root: str | os.PathLike) -> Path | None:
+    """The first symlink among ``path`` and its folders below ``root`` (root itself may be a link), or None:
+    a planted ``RUN/evaluation -> elsewhere`` would carry every write out of the folder the record covers."""
+    rel = _relative(path, root)
+    if rel is None or rel == ".":
+        return None
+    p = Path(root)
+    for part in rel.split("/"):
+        p = p / part
+        if p.is_symlink():
+            return p
+    return None
+
+
 def check_writable(path: str | os.PathLike, root: str | os.PathLike, force: bool = False, inputs=(),
                    flag: str = "--force") -> None:
     """Refuse to write over a file the tool did not create under ``root`` (unless ``force``, the command's
     ``flag``), and over an input of the command (ever): a careless ``--out`` must not destroy the user's data."""
     path = Path(path)
+    link = symlink_below(path, root)
+    if link is not None:
+        raise CeusError(f"{link}: a symlink inside the output folder {root}; refusing to write through it "
+                        "(its target may hold files ceusfusion did not write): replace it with a real folder")
     for src in inputs:
         if same_file(path, src):
             raise CeusError(f"{path}: is this command's input {src}; refusing to write over it (choose another --out)")
