@@ -206,6 +206,13 @@ def _parts(c: np.ndarray) -> dict:
             "accuracy": (tp + tn, tp + fp + tn + fn)}
 
 
+def resample_counts(G: int, B: int, rng: np.random.Generator) -> np.ndarray:
+    """B x G: how many times each of G patients is drawn in each of B resamples with replacement (THE patient
+    bootstrap of the package: selection, scale and these CIs draw it the same way)."""
+    draws = rng.integers(0, G, size=(B, G))
+    return np.bincount((draws + G * np.arange(B)[:, None]).ravel(), minlength=B * G).reshape(B, G)
+
+
 def cluster_bootstrap_ci(counts: np.ndarray, n_boot: int = 2000, seed: int = 0, conf_level: float = 0.95) -> dict:
     """Seeded percentile CIs of the five metrics, resampling whole patients (rows of ``counts``: tp, fp, tn, fn).
 
@@ -213,9 +220,7 @@ def cluster_bootstrap_ci(counts: np.ndarray, n_boot: int = 2000, seed: int = 0, 
     per-patient counts (one matrix product for all replicates)."""
     rng = np.random.default_rng(seed)
     G = counts.shape[0]
-    draws = rng.integers(0, G, size=(n_boot, G))
-    mult = np.bincount((draws + G * np.arange(n_boot)[:, None]).ravel(), minlength=n_boot * G).reshape(n_boot, G)
-    boot = mult @ counts  # n_boot x 4
+    boot = resample_counts(G, n_boot, rng) @ counts  # n_boot x 4
     a = (1 - conf_level) / 2
     out = {}
     for k, (num, den) in _parts(boot).items():

@@ -18,7 +18,7 @@ from scipy.special import expit, logit
 from ceusfusion.core.errors import CeusError
 from ceusfusion.stats._checks import as_outcome, as_score
 from ceusfusion.stats.calibration import calibration_in_the_large
-from ceusfusion.stats.clustered import group_codes
+from ceusfusion.stats.clustered import group_codes, resample_counts
 from ceusfusion.stats.optimism import PROB_CLIP
 
 SCALE_RANGE = (0.8, 1.25)  # test/out-of-fold SD ratio taken as "the same scale"
@@ -68,8 +68,7 @@ def bootstrap_sd(x, groups=None, B: int = 2000, rng=None) -> np.ndarray:
     x = np.asarray(x, float)
     cnt, s1, s2 = _group_sums(x, groups, len(x))
     G = len(cnt)
-    draws = rng.integers(0, G, size=(B, G))
-    mult = np.bincount((draws + G * np.arange(B)[:, None]).ravel(), minlength=B * G).reshape(B, G).astype(float)
+    mult = resample_counts(G, B, rng).astype(float)
     nw, t1, t2 = mult @ cnt, mult @ s1, mult @ s2
     with np.errstate(invalid="ignore", divide="ignore"):
         var = (t2 - t1 * t1 / nw) / (nw - 1)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.stats._checks import check_binary
+from ceusfusion.stats.clustered import resample_counts
 
 METHOD = ("bootstrap bias-corrected CV (BBC-CV, Tsamardinos et al. 2018): the candidate with the highest AUC on "
           "each patient-level bootstrap sample of the out-of-fold predictions, scored on the patients left out of it")
@@ -63,10 +64,7 @@ def weighted_aucs(score: np.ndarray, y: np.ndarray, weights: np.ndarray) -> np.n
 def group_multiplicities(groups: np.ndarray, B: int, rng: np.random.Generator) -> np.ndarray:
     """B x n: how many times each row is drawn when patient groups are resampled with replacement."""
     _, gi = np.unique(groups, return_inverse=True)
-    n_groups = gi.max() + 1
-    draws = rng.integers(0, n_groups, size=(B, n_groups))
-    counts = np.stack([np.bincount(d, minlength=n_groups) for d in draws])
-    return counts[:, gi].astype(float)
+    return resample_counts(int(gi.max()) + 1, B, rng)[:, gi].astype(float)
 
 
 def bbc_cv(oof, y, groups=None, B: int = 1000, seed: int = 0) -> SelectionCorrected:
