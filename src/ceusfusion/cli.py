@@ -659,13 +659,22 @@ def predict(
         if out is None:
             raise CeusError("--cohort needs --out (the folder for the predictions files)")
         return _predict_cohort(bundle, cohort, out, threads, expect_sha256, development_rows, force, as_json)
-    from ceusfusion.deploy.predict import predict as run_predict
-
     if image is None and video is None:
         raise CeusError("give --image and/or --video (or --cohort CSV for a whole cohort)")
     if out is not None:
         _claim_prediction(bundle, out, force, [p for p in (image, image_mask, video, video_mask) if p])
-    res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads, expect_sha256=expect_sha256)
+    # the fused model loads in a second process while this one imports torch (deploy.fusion_worker)
+    from ceusfusion.deploy.fusion_worker import FusionWorker
+
+    worker = FusionWorker.start(bundle) if image is not None and video is not None else None
+    try:
+        from ceusfusion.deploy.predict import predict as run_predict  # here: torch, after the worker started
+
+        res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads,
+                          expect_sha256=expect_sha256, fusion_worker=worker)
+    finally:
+        if worker is not None:
+            worker.close()
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return

@@ -30,16 +30,18 @@ from ceusfusion.models.registry import load_model_file, transform_for
 
 
 def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_mask=None, out: str | Path | None = None,
-            cams: bool = True, threads: int = 1, expect_sha256: str | None = None) -> dict:
+            cams: bool = True, threads: int = 1, expect_sha256: str | None = None, fusion_worker=None) -> dict:
     """Probabilities of every bundled model for one patient, classes at the locked thresholds, Grad-CAM overlays,
     and ``inputs``: the boxes, keyframes and time–intensity curve the models were given.
 
     ``expect_sha256``: the bundle id export printed; a bundle whose bundle.json differs is refused.
+    ``fusion_worker``: a :class:`deploy.fusion_worker.FusionWorker` already loading the fused model (the command
+    line's one patient); used only for the bytes the verified manifest lists.
     One patient is a batch of one: a single thread avoids the thread-barrier stalls
     that make small CPU inferences many times slower when the cores are shared.
     """
     with torch_threads(threads):
-        return _predict(Path(bundle), image, image_mask, video, video_mask, out, cams, expect_sha256)
+        return _predict(Path(bundle), image, image_mask, video, video_mask, out, cams, expect_sha256, fusion_worker)
 
 
 def prepare_patient(meta: dict, image=None, image_mask=None, video=None, video_mask=None,
@@ -98,11 +100,12 @@ class LoadedBundle:
     """A verified bundle whose models are loaded once, on first use: what scores one patient, or a cohort
     case after case (``deploy.batch``) with the very same code, so both give the same numbers."""
 
-    def __init__(self, bundle: str | Path, expect_sha256: str | None = None):
+    def __init__(self, bundle: str | Path, expect_sha256: str | None = None, fusion_worker=None):
         self.path = Path(bundle)
         self.meta = load_bundle(self.path, expect_sha256=expect_sha256)
         self._models: dict[str, dict] = {}
         self._fusion = None
+        self._worker = fusion_worker
         self._outcome: Outcome | None = None
 
     @property
@@ -124,7 +127,11 @@ class LoadedBundle:
         return self._models[modality]
 
     def fusion(self):
-        """The fitted fusion pipeline (skops, verified as it is read), loaded the first time."""
+        """The fitted fusion pipeline (skops, verified as it is read), loaded the first time; or the worker process
+        that loaded it, once the bytes it loaded are shown to be the ones this verified manifest lists."""
+        if self._fusion is None and self._worker is not None:
+            self._worker.ready(self.meta["files"][self.meta["combined"]["model"]])
+            self._fusion = self._worker
         if self._fusion is None:
             self._fusion = load_fusion_model(self.path, self.meta)
         return self._fusion
@@ -192,9 +199,9 @@ def _fused(lb: LoadedBundle, result: dict, feats: dict) -> dict:
     return {"available": True, "prob": prob, "threshold": comb["threshold"], "class": int(prob >= comb["threshold"])}
 
 
-def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None) -> dict:
+def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None, fusion_worker=None) -> dict:
     t0 = time.perf_counter()
-    lb = LoadedBundle(bundle, expect_sha256=expect_sha256)
+    lb = LoadedBundle(bundle, expect_sha256=expect_sha256, fusion_worker=fusion_worker)
     inputs: dict = {}
     arrays = prepare_patient(lb.meta, image, image_mask, video, video_mask, record=inputs)
     result = score_patient(lb, arrays, inputs, out=out if cams else None)

@@ -22,7 +22,6 @@ from ceusfusion.core.fsutil import restore_frame
 from ceusfusion.io.image import read_image
 from ceusfusion.io.mask import read_mask
 from ceusfusion.io.video import probe_video
-from ceusfusion.stats.table1 import covariate_columns, not_covariate_reason, patient_key_reason
 
 DELIMITERS = {";": "';'", "\t": "tab", "|": "'|'"}  # what a spreadsheet may save instead of commas
 
@@ -92,11 +91,13 @@ def check_header(path: Path) -> None:
 def clinical_columns(df: pd.DataFrame) -> list[str]:
     """The clinical covariates: every column outside the schema except file paths, a patient key and identifiers
     (``left_out_columns`` says which and why)."""
+    from ceusfusion.stats.table1 import covariate_columns  # here: ceusfusion.stats loads scipy.stats and statsmodels (~0.7 s), which predict's import of prepare does not need
     return covariate_columns(df, [c for c in df.columns if c not in RESERVED])[0]
 
 
 def left_out_columns(df: pd.DataFrame) -> dict[str, str]:
     """{column: why it is no covariate} for the columns outside the schema that are not covariates."""
+    from ceusfusion.stats.table1 import covariate_columns  # here: ceusfusion.stats loads scipy.stats and statsmodels (~0.7 s), which predict's import of prepare does not need
     return covariate_columns(df, [c for c in df.columns if c not in RESERVED])[1]
 
 
@@ -148,6 +149,7 @@ def patient_keys(df: pd.DataFrame) -> dict[str, str]:
     """{column: why it looks like a patient key} when the manifest has no ``group`` column (else empty)."""
     if "group" in df.columns:
         return {}
+    from ceusfusion.stats.table1 import patient_key_reason  # here: ceusfusion.stats loads scipy.stats and statsmodels (~0.7 s), which predict's import of prepare does not need
     ids = df["case_id"] if "case_id" in df.columns else None
     found = {c: patient_key_reason(df[c], c, ids) for c in df.columns if c not in RESERVED}
     return {c: r for c, r in found.items() if r}
@@ -155,6 +157,7 @@ def patient_keys(df: pd.DataFrame) -> dict[str, str]:
 
 def manifest_warnings(df: pd.DataFrame) -> list[str]:
     """What the manifest leaves unsaid: a patient key without a ``group`` column, file paths in a column that is not read."""
+    from ceusfusion.stats.table1 import not_covariate_reason  # here: ceusfusion.stats loads scipy.stats and statsmodels (~0.7 s), which predict's import of prepare does not need
     out = []
     for c, why in patient_keys(df).items():
         crossing = ""

@@ -22,7 +22,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from ceusfusion.core.errors import CaseError, CeusError
 from ceusfusion.core.runlayout import RunLayout
@@ -99,6 +98,8 @@ def make_folds(data: CachedSet, train_idx: np.ndarray, k: int, seed: int) -> np.
         n = len(set(groups[labels == cls]))
         if n < k:
             raise CeusError(f"only {n} training group(s) with label {cls}: too few for {k} folds (use --folds {max(2, n)})")
+    from sklearn.model_selection import StratifiedGroupKFold  # here: scikit-learn costs ~1 s to import, and predict never makes folds
+
     fold = np.full(len(labels), -1)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     for f, (_, va) in enumerate(cv.split(np.zeros(len(labels)), labels, groups)):
