@@ -258,6 +258,7 @@ def train(
 
 def ranking_table(df, run: Path) -> Table:
     """`train --summary`: four columns that fit 80 characters; each model's settings on a line under its name."""
+    from ceusfusion.models.select import settings_text  # here: the command imports its stage only when run
 
     def num(v, fmt: str = ".3f") -> str:
         return "-" if v is None or v != v else format(v, fmt)
@@ -269,9 +270,7 @@ def ranking_table(df, run: Path) -> Table:
     table.add_column("CV AUC\nmean ± SD", justify="right", no_wrap=True)
     table.add_column("out-of-\nfold AUC", justify="right", no_wrap=True)
     for i, r in enumerate(df.to_dict("records"), start=1):
-        settings = (f"{r['modality']}, {r['arch']}, {r['input_mode']}; weights {r['weights_used']}; {r['folds']} folds; "
-                    f"select {r['select']}; test scored by {r['test_scoring_mode']}; class weight {r['class_weight']}")
-        table.add_row(str(i), Text.assemble(f"{r['name']}\n", (settings, "dim")), f"{num(r['cv_auc_mean'])} ± {num(r['cv_auc_std'])}",
+        table.add_row(str(i), Text.assemble(f"{r['name']}\n", (settings_text(r), "dim")), f"{num(r['cv_auc_mean'])} ± {num(r['cv_auc_std'])}",
                       num(r["oof_auc"]))
     return table
 

@@ -244,7 +244,7 @@ class Study:
 
     def _saved_config(self, name: str) -> dict | None:
         try:
-            return read_config(self.run, name)
+            return read_config(self.run, name).raw
         except CeusError:
             return None
 

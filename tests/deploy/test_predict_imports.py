@@ -16,8 +16,10 @@ from paths import ROOT
 PROBE = """
 import json, sys
 import ceusfusion.deploy.predict
-from ceusfusion.models.registry import build_from_config
-build_from_config({"arch": "resnet18", "input_mode": "stack", "frames": 5, "frame_channels": 1})
+from ceusfusion.models.registry import ModelRecord, build_from_config
+build_from_config(ModelRecord.from_dict({"name": "m", "modality": "video", "arch": "resnet18", "input_mode": "stack",
+                                         "frames": 5, "frame_channels": 1, "image_size": 32, "crop": 32, "folds": 2,
+                                         "pretrained": False}))
 print(json.dumps(sorted(m for m in ("timm", "matplotlib", "skops", "sklearn", "statsmodels", "scipy.stats")
                         if m in sys.modules)))
 """

@@ -46,6 +46,7 @@ import re
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -70,8 +71,8 @@ from ceusfusion.evaluate.predictions import load_predictions
 from ceusfusion.fusion.features import is_score_name, read_features
 from ceusfusion.ingest.cohort import read_manifest
 from ceusfusion.ingest.prepare import PrepareParams
-from ceusfusion.models.ensemble import REFIT, test_scoring_of
-from ceusfusion.models.registry import MODEL_FILE, build_from_config
+from ceusfusion.models.ensemble import REFIT
+from ceusfusion.models.registry import CONFIG_FILE, MODEL_FILE, ModelRecord, build_from_config, read_config
 
 BUNDLE_VERSION = 2  # 1: fusion/model.joblib (a pickle); refused
 MANIFEST = "bundle.json"
@@ -101,10 +102,43 @@ def locked_threshold(metrics: dict, name: str) -> float:
     raise CeusError(f"no training-set threshold for {name} in evaluation/metrics.json")
 
 
-def model_files(m: dict) -> list[str]:
-    """The weight files (bundle-relative) predict loads for one bundled model: the refit or every fold."""
-    dirs = [REFIT] if m["test_scoring"] == "refit" else [f"fold{k}" for k in m["folds"]]
-    return [f"models/{m['name']}/{d}/{MODEL_FILE}" for d in dirs]
+@dataclass(frozen=True)
+class BundledModel:
+    """One ``models.<modality>`` entry of bundle.json, typed: what predict, the batch and the page read of it."""
+
+    modality: str
+    name: str
+    folds: list[int]  # the fold models that score a new patient (empty under refit)
+    test_scoring: str  # refit | fold-mean
+    threshold: float  # locked on the training set
+    record: ModelRecord  # the model's config.json
+
+    @classmethod
+    def from_entry(cls, modality: str, m: dict) -> "BundledModel":
+        """An entry of a manifest :func:`load_bundle` checked (bundles before test_scoring was recorded: fold-mean)."""
+        return cls(modality=modality, name=m["name"], folds=list(m["folds"]), test_scoring=m.get("test_scoring", "fold-mean"),
+                   threshold=float(m["threshold"]), record=ModelRecord.from_dict(m["config"], f"{MANIFEST} models.{modality}"))
+
+    @property
+    def ids(self) -> list:
+        """The model ids that score a new patient, in the order of :attr:`files`."""
+        return [REFIT] if self.test_scoring == "refit" else list(self.folds)
+
+    @property
+    def files(self) -> list[str]:
+        """The weight files (bundle-relative) predict loads: the refit, or every fold."""
+        dirs = [REFIT] if self.test_scoring == "refit" else [f"fold{k}" for k in self.folds]
+        return [f"models/{self.name}/{d}/{MODEL_FILE}" for d in dirs]
+
+
+def bundled_models(meta: dict) -> dict[str, BundledModel]:
+    """{modality: its bundled model} of a verified manifest."""
+    return {modality: BundledModel.from_entry(modality, m) for modality, m in meta["models"].items()}
+
+
+def prepare_params(meta: dict) -> PrepareParams:
+    """The preprocessing the bundle's models were trained on (bundle.json ``prepare``)."""
+    return PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in meta["prepare"].items()})
 
 
 def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
@@ -117,8 +151,8 @@ def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
         if not MODEL_NAME.fullmatch(name):
             raise CeusError(f"{run.selection}: model name {name!r} is not a plain name")
         src = run.model(name)
-        cfg = json.loads((src / "config.json").read_text())
-        scoring = test_scoring_of(cfg)
+        rec = read_config(run.root, name)
+        scoring = rec.test_scoring
         folds = sorted(int(p.parent.name[4:]) for p in src.glob(f"fold*/{MODEL_FILE}"))
         # a new patient is scored like a test case: by the refitted model, or by every fold model
         for d in ([REFIT] if scoring == "refit" else [f"fold{k}" for k in folds]):
@@ -126,9 +160,9 @@ def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
                 raise CeusError(f"{src / d / MODEL_FILE} not found: {name} has not finished training")
             (tmp / "models" / name / d).mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / d / MODEL_FILE, tmp / "models" / name / d / MODEL_FILE)
-        shutil.copy2(src / "config.json", tmp / "models" / name / "config.json")
+        shutil.copy2(src / CONFIG_FILE, tmp / "models" / name / CONFIG_FILE)
         models[modality] = {"name": name, "folds": folds if scoring == "fold-mean" else [], "test_scoring": scoring,
-                            "threshold": locked_threshold(metrics, name), "config": cfg}
+                            "threshold": locked_threshold(metrics, name), "config": rec.raw}
     return models
 
 
@@ -142,7 +176,8 @@ def _feature_layers(run: RunLayout, models: dict) -> dict:
         fpath = run.features(m["name"])
         if fpath.is_file():
             layer = read_features(fpath)[1].get("layer")
-            penultimate = layer in (None, "features") or layer == default_layer(build_from_config(m["config"]))
+            rec = ModelRecord.from_dict(m["config"])
+            penultimate = layer in (None, "features") or layer == default_layer(build_from_config(rec))
             layers[m["name"]] = {"layer": layer, "penultimate": penultimate}
     return layers
 
@@ -439,7 +474,7 @@ def _check_models(path: Path, meta: dict) -> None:
             raise CeusError(f"{path}: {where}.test_scoring {m['test_scoring']!r} is not refit or fold-mean")
         if m["test_scoring"] == "fold-mean" and (not m["folds"] or m["folds"] != list(range(len(m["folds"])))):
             raise CeusError(f"{path}: {where}.folds {m['folds']!r} is not 0, 1, ..., k-1")
-        needed += model_files(m)
+        needed += BundledModel.from_entry(modality, m).files
     comb = meta["combined"]
     if comb is not None:
         if comb["format"] != FUSION_FORMAT:

@@ -17,12 +17,13 @@ from ceusfusion.core.errors import CaseError, CeusError
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest.roi import crop_resize
 from ceusfusion.io.mask import read_mask
+from ceusfusion.models.registry import ModelRecord
 
 
-def region_to_input(mask: np.ndarray, cfg: dict) -> np.ndarray:
+def region_to_input(mask: np.ndarray, cfg: ModelRecord) -> np.ndarray:
     """A mask in prepared-cache space (S, S) -> model-input space: resized to the model's image size, centre-cropped."""
     m = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
-    size, crop = int(cfg["image_size"]), int(cfg["crop"])
+    size, crop = int(cfg.image_size), int(cfg.crop)
     if m.shape[-1] != size or m.shape[-2] != size:
         m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
     o = (size - crop) // 2

@@ -44,8 +44,8 @@ from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import groups_of
 from ceusfusion.models.backbones import TemporalNet
 from ceusfusion.models.data import CachedSet, load_cached
-from ceusfusion.models.ensemble import UNSEEN, FoldPlan, over_folds, test_scoring_of
-from ceusfusion.models.registry import load_fold_model, parse_model_path, read_config, transform_for
+from ceusfusion.models.ensemble import UNSEEN, FoldPlan, over_folds
+from ceusfusion.models.registry import ModelRecord, load_fold_model, parse_model_path, read_config, transform_for
 from ceusfusion.models.transforms import BatchTransform
 
 META_KEY = b"ceusfusion"
@@ -124,10 +124,10 @@ def extract(ex: Extractor, data: CachedSet, tf: BatchTransform, idx: np.ndarray 
     return torch.cat(out).numpy()
 
 
-def _check_cache(run: Path, name: str, cfg: dict, data: CachedSet) -> None:
-    if data.size != cfg["image_size"] or data.frames != cfg["frames"] or data.frame_channels != cfg["frame_channels"]:
+def _check_cache(run: Path, name: str, rec: ModelRecord, data: CachedSet) -> None:
+    if data.size != rec.image_size or data.frames != rec.frames or data.frame_channels != rec.frame_channels:
         raise CeusError(f"{run}/prepared no longer matches {name} (cache {data.frames}x{data.frame_channels}x{data.size} px, "
-                        f"model {cfg['frames']}x{cfg['frame_channels']}x{cfg['image_size']} px); prepare or train again")
+                        f"model {rec.frames}x{rec.frame_channels}x{rec.image_size} px); prepare or train again")
 
 
 def extract_features(run, name: str, layer: str | None = None, batch_size: int = 64,
@@ -135,32 +135,32 @@ def extract_features(run, name: str, layer: str | None = None, batch_size: int =
     """Out-of-fold training features and test features (the refitted model's, or the fold mean under
     ``test_scoring: fold-mean``) of a trained model, with its metadata."""
     run = Path(run)
-    cfg = read_config(run, name)
-    k = int(cfg["folds"])
+    rec = read_config(run, name)
+    k = rec.folds
     dev = resolve_device(device)
-    data = load_cached(run, cfg["modality"], cfg.get("size"))
-    _check_cache(run, name, cfg, data)
+    data = load_cached(run, rec.modality, rec.size)
+    _check_cache(run, name, rec, data)
     fold = FoldPlan.read(run, name, k).assign(data.case_ids, data.split, str(RunLayout(run).model(name) / "folds.csv"))
     if dev.type == "cuda":
         data.x = data.x.to(dev)
-    tf = transform_for(cfg, dev)
+    tf = transform_for(rec, dev)
     used: list[Extractor] = []
 
     def fold_features(f: int | str, pos: np.ndarray) -> np.ndarray:
         used.append(make_extractor(load_fold_model(run, name, f, dev)[0], layer))
         return extract(used[-1], data, tf, pos, batch_size)
 
-    feats = over_folds(fold, k, fold_features, test_scoring_of(cfg))
+    feats = over_folds(fold, k, fold_features, rec.test_scoring)
     dim = int(feats.shape[1])
     cols = {"case_id": list(data.case_ids), "set": np.where(fold == UNSEEN, "test", "train"),
             "y": data.labels.astype(np.int64), GROUP_COLUMN: data.groups.astype(str)}  # the prepared index's
     fcols = pd.DataFrame(feats.astype(np.float32), columns=feature_columns(dim))
     df = pd.concat([pd.DataFrame(cols), fcols], axis=1)
-    meta = {"name": name, "arch": cfg["arch"], "modality": cfg["modality"], "input_mode": cfg["input_mode"],
+    meta = {"name": name, "arch": rec.arch, "modality": rec.modality, "input_mode": rec.input_mode,
             "layer": used[-1].layer, "extractor": used[-1].method, "feature_dim": dim, "folds": k,
-            "crop": cfg["crop"], "image_size": cfg["image_size"], "weights": cfg.get("weights"),
+            "crop": rec.crop, "image_size": rec.image_size, "weights": rec.weights,
             "n_train": int((fold >= 0).sum()), "n_test": int((fold == UNSEEN).sum()),
-            "train_rows": "out-of-fold (fold model that held the case out)", "test_rows": ("one model refitted on all training cases" if test_scoring_of(cfg) == "refit"
+            "train_rows": "out-of-fold (fold model that held the case out)", "test_rows": ("one model refitted on all training cases" if rec.test_scoring == "refit"
                           else f"mean over {k} fold models")}
     meta["groups"] = "prepared index"  # where the group column comes from
     return df, meta

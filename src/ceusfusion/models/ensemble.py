@@ -44,11 +44,6 @@ def model_number(model: int | str, k: int) -> int:
     return k if model == REFIT else int(model)
 
 
-def test_scoring_of(cfg: dict) -> str:
-    """A saved model's test scoring (config.json); models trained before it was recorded used the fold mean."""
-    return str(cfg.get("test_scoring", "fold-mean"))
-
-
 @dataclass(frozen=True)
 class FoldPlan:
     """Which fold holds out each training case (``RUN/models/<name>/folds.csv``)."""
