@@ -172,7 +172,7 @@ class Study:
         self._claim_outputs()
 
         self._stage("validate", _fingerprint(cohort_hash), [], self._validate, force_set)
-        self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.run / "prepared" / "index.csv"], self._prepare, force_set)
+        self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.layout.prepared_index], self._prepare, force_set)
         self._stage("train", _fingerprint(self.fp("prepare"), c.train.model_dump(), c.seed), [self.run / "models"], self._train, force_set)
         self._stage("select", _fingerprint(self.fp("train")), [self.run / "selection.json"], self._select, force_set)
         fused, why = self.fused_name() if c.fusion.enabled else (None, "fusion.enabled is false")

@@ -42,7 +42,40 @@ class RunLayout:
 
     @property
     def keyframes(self) -> Path:
+        """The run-level record of the prepare (its parameters and fingerprint, each case's keyframes), written last."""
         return self.prepared / "keyframes.json"
+
+    @property
+    def prepared_index(self) -> Path:
+        return self.prepared / "index.csv"
+
+    @property
+    def prepare_failures(self) -> Path:
+        return self.prepared / "failures.csv"
+
+    @property
+    def prepared_cases(self) -> Path:
+        return self.prepared / "cases"
+
+    def prepared_case(self, case_id: str) -> Path:
+        """One case's arrays and its record (``cases/<case_id>.npz``)."""
+        return self.prepared_cases / f"{check_name(str(case_id), 'case id')}.npz"
+
+    @property
+    def sheets(self) -> Path:
+        return self.prepared / "sheets"
+
+    def sheet(self, case_id: str) -> Path:
+        """One case's contact sheet."""
+        return self.sheets / f"{check_name(str(case_id), 'case id')}.png"
+
+    @property
+    def tic_plots(self) -> Path:
+        return self.prepared / "tic"
+
+    def tic_plot(self, case_id: str) -> Path:
+        """One case's time-intensity curve plot (``prepare --tic-plots``)."""
+        return self.tic_plots / f"{check_name(str(case_id), 'case id')}.png"
 
     @property
     def perfusion(self) -> Path:

@@ -104,11 +104,11 @@ def _case_ids(run, cfg: dict, data: CachedSet, pos: dict[str, int], case_ids: li
     if case_ids:
         missing = [c for c in case_ids if c not in pos]
         if missing:
-            raise CeusError(f"case(s) {', '.join(missing)} have no prepared {cfg['modality']} in {run}/prepared/index.csv")
+            raise CeusError(f"case(s) {', '.join(missing)} have no prepared {cfg['modality']} in {RunLayout(run).prepared_index}")
         return list(dict.fromkeys(case_ids))
     ids = [c for c in data.case_ids if data.split[pos[c]] == split]
     if not ids:
-        raise CeusError(f"no {split} cases with a {cfg['modality']} in {run}/prepared/index.csv")
+        raise CeusError(f"no {split} cases with a {cfg['modality']} in {RunLayout(run).prepared_index}")
     return ids
 
 

@@ -182,7 +182,7 @@ def index_groups(run, case_ids) -> np.ndarray:
     ids = pd.Index(case_ids).astype(str)
     missing = ids[~ids.isin(groups.index)]
     if len(missing):
-        raise CeusError(f"{run}/prepared/index.csv has no row for {len(missing)} case(s) with predictions: "
+        raise CeusError(f"{RunLayout(run).prepared_index} has no row for {len(missing)} case(s) with predictions: "
                         f"{', '.join(sorted(missing)[:5])}; prepare and train again")
     return groups.loc[ids].to_numpy(dtype=str)
 

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import claim, write_text
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.explain.sanity import RANK_LIMIT, localisation_verdict, randomisation_verdict
 from ceusfusion.ingest.cohort import groups_of
 from ceusfusion.models.select import rank_models
@@ -70,7 +71,7 @@ def cohort_section(run: Path) -> str:
     else:
         text = f"{len(df)} cases of {groups.nunique()} patients in the manifest (a patient may have several cases)."
     body = para(text) + _table(counts)
-    failures = run / "prepared" / "failures.csv"
+    failures = RunLayout(run).prepare_failures
     if failures.is_file():
         f = pd.read_csv(failures)
         body += (f"<p>{len(f)} case(s) could not be prepared and were excluded:</p>" + _table(f)) if len(f) else "<p>Every case was prepared.</p>"
@@ -328,7 +329,11 @@ def environment_section(run: Path) -> str:
 
 
 DEFAULT_TITLE = "ceusfusion study report"
-REPORTABLE = ("prepared/index.csv", "manifest.json", "selection.json", "evaluation/metrics.json", "fusion/fusion.json")
+
+
+def reportable(layout: RunLayout) -> tuple[Path, ...]:
+    """A run with none of these has nothing to report."""
+    return (layout.prepared_index, layout.manifest, layout.selection, layout.metrics, layout.fusion / "fusion.json")
 
 
 def write_report(run: str | Path, out: str | Path | None = None, title: str | None = None, force: bool = False,
@@ -341,8 +346,10 @@ def write_report(run: str | Path, out: str | Path | None = None, title: str | No
     run = Path(run)
     if not run.is_dir():
         raise CeusError(f"{run}: no such run directory")
-    if not any((run / rel).is_file() for rel in REPORTABLE):
-        raise CeusError(f"{run}: nothing to report (none of {', '.join(REPORTABLE)}); run the stages first")
+    need = reportable(RunLayout(run))
+    if not any(p.is_file() for p in need):
+        raise CeusError(f"{run}: nothing to report (none of {', '.join(p.relative_to(run).as_posix() for p in need)}); "
+                        "run the stages first")
     out = Path(out) if out else run / "report.html"
     if out.is_dir():
         raise CeusError(f"{out}: is a folder; --out takes the report's file name")
