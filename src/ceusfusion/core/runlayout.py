@@ -93,8 +93,12 @@ class RunLayout:
         """A fold model's folder (``fold<k>``), or a named one such as the refitted ``full`` model."""
         return self.model(name) / (check_name(k) if isinstance(k, str) else f"fold{int(k)}")
 
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
     def predictions(self, name: str) -> Path:
-        return self.root / "predictions" / f"{check_name(name)}.csv"
+        return self.predictions_dir / f"{check_name(name)}.csv"
 
     @property
     def selection(self) -> Path:
@@ -146,3 +150,15 @@ class RunLayout:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+    # the whole run
+    @property
+    def stage_files(self) -> tuple[Path, ...]:
+        """The run's top-level files that stages write, the report aside (``study`` claims them; the report reads them)."""
+        return (self.manifest, self.selection, self.cohort)
+
+    @property
+    def stage_folders(self) -> tuple[Path, ...]:
+        """The run's folders that stages fill (``study`` claims them; the report reads them)."""
+        return (self.prepared, self.models, self.predictions_dir, self.features_dir, self.fusion, self.evaluation,
+                self.explain_dir)

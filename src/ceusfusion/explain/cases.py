@@ -32,6 +32,7 @@ from torch import nn
 
 from ceusfusion.core.config import StageConfig
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import claim
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.core.runtime import resolve_device
 from ceusfusion.explain.cam import METHODS, TARGETS, cam_type, display_frames, frame_contributions, layer_name, model_cams
@@ -265,11 +266,14 @@ def _meta(name: str, cfg: dict, method: str, target: str, layer: str | None, fol
 def explain(run, name: str, out=None, case_ids: list[str] | None = None, per_class: int | None = None,
             split: str = "test", method: str = "gradcam", fold: int | None = None, truth=None,
             sanity: bool = False, seed: int = 0, device: str = "auto", layer: str | None = None,
-            target: str = "predicted") -> Path:
-    """The ``explain`` command: maps, PNG per case and explain.json under ``out`` (default RUN/explain/NAME)."""
+            target: str = "predicted", force: bool = False) -> Path:
+    """The ``explain`` command: maps, PNG per case and explain.json under ``out`` (default RUN/explain/NAME), a
+    folder ceusfusion made (or an empty one; any with ``force``), never inside the model or cache it reads."""
     run = Path(run)
+    layout = RunLayout(run)
     cfg = read_config(run, name)
-    out = Path(out) if out is not None else RunLayout(run).explain(name)
+    out = Path(out) if out is not None else layout.explain(name)
+    claim(out.parent, folders=[out], force=force, inputs=[layout.model(name), layout.prepared])
     torch.manual_seed(seed)
     regions = None
     if truth is not None:

@@ -340,20 +340,21 @@ def write_report(run: str | Path, out: str | Path | None = None, title: str | No
                  safeguards: dict | None = None) -> Path:
     """``ceusfusion report``: the report of a run however it was built (study, or command by command).
 
-    Refuses a folder that holds no stage's output, and (without ``force``) an OUT that ceusfusion did not
-    write (``core.fsutil.claim``). The title is the one given, else the study's (manifest.json), else
+    Refuses a folder that holds no stage's output, an OUT among the run files it reads (ever), and (without
+    ``force``) an OUT that ceusfusion did not write (``core.fsutil.claim``). The title is the one given, else the study's (manifest.json), else
     DEFAULT_TITLE; ``safeguards`` (computed from the run's records by the caller) replace the manifest's."""
     run = Path(run)
     if not run.is_dir():
         raise CeusError(f"{run}: no such run directory")
-    need = reportable(RunLayout(run))
+    layout = RunLayout(run)
+    need = reportable(layout)
     if not any(p.is_file() for p in need):
         raise CeusError(f"{run}: nothing to report (none of {', '.join(p.relative_to(run).as_posix() for p in need)}); "
                         "run the stages first")
-    out = Path(out) if out else run / "report.html"
+    out = Path(out) if out else layout.report
     if out.is_dir():
         raise CeusError(f"{out}: is a folder; --out takes the report's file name")
-    claim(out.parent, files=[out], force=force)
+    claim(out.parent, files=[out], force=force, inputs=[*layout.stage_files, *layout.stage_folders])  # what it reads
     manifest = run / "manifest.json"
     recorded = (json.loads(manifest.read_text()).get("config") or {}).get("title") if manifest.is_file() else None
     return build_report(run, out, title or recorded or DEFAULT_TITLE, safeguards)
