@@ -71,7 +71,7 @@ def test_train_features_and_explain_refuse_a_half_redone_prepare(tmp_path, monke
     clean = tmp_path / "clean"
     prepare(manifest, clean, PrepareParams(size=SIZE, margin=0.5), progress=False)
     a, b = load_cached(run, "image"), load_cached(clean, "image")
-    assert a.case_ids == b.case_ids and bool((a.x == b.x).all())
+    assert a.case_ids == b.case_ids and bool((a.x == b.x).all()) and a.prepare_fingerprint == b.prepare_fingerprint
 
 
 def _fake(tmp_path):

@@ -30,6 +30,7 @@ class CachedSet:
     x: torch.Tensor      # uint8 (N, frames*frame_channels, S, S)
     frames: int
     frame_channels: int
+    prepare_fingerprint: str = ""  # of the run's prepare parameters (ingest.cache): what a model was trained on
 
     @property
     def size(self) -> int:
@@ -129,4 +130,5 @@ def load_cached(run, modality: str, size: int | None = None, case_ids: list[str]
         raise CeusError(f"prepared {modality} arrays have different sizes {sorted(sizes)}; pass --size to resize them")
     return CachedSet(case_ids=list(idx["case_id"]), labels=idx["label"].to_numpy(int),
                      split=idx["split"].astype(str).to_numpy(), groups=idx["group"].astype(str).to_numpy(),
-                     x=torch.stack(out), frames=arrays[0].shape[0], frame_channels=colour)
+                     x=torch.stack(out), frames=arrays[0].shape[0], frame_channels=colour,
+                     prepare_fingerprint=prepared.record.fingerprint)

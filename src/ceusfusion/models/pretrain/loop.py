@@ -83,12 +83,12 @@ def probe_path(out: Path) -> Path:
 
 
 def claim_outputs(out: Path, videos, overwrite: bool, probe_cohort: str | Path | None = None) -> None:
-    """The weights file, its sidecar, probe record and checkpoint folder: never over a file ceusfusion did not
-    write (unless ``overwrite``), never over an input video or the cohort (ever): ``core.fsutil.claim``."""
+    """The weights file, its sidecar and probe record: never over a file ceusfusion did not write (unless
+    ``overwrite``), never over an input video or the cohort (ever): ``core.fsutil.claim``. The checkpoint folder
+    ``WEIGHTS.ckpt/`` is not claimed: ``--resume`` continues one, whose every file is verified as it is read."""
     cohort = getattr(getattr(videos, "cohort", None), "manifest", None)
     inputs = [Path(p) for _, p in videos] + [Path(c) for c in (cohort, probe_cohort) if c]
-    claim(out.parent, files=[out, sidecar_path(out), probe_path(out)], folders=[ckpt_dir(out)], force=overwrite,
-          inputs=inputs, flag="--overwrite")
+    claim(out.parent, files=[out, sidecar_path(out), probe_path(out)], force=overwrite, inputs=inputs, flag="--overwrite")
 
 
 @dataclass
