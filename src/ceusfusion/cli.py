@@ -100,18 +100,17 @@ def split(
     group: Optional[str] = typer.Option(None, "--group", help="The column that names the patient (e.g. patient): its cases stay on one side; written as the 'group' column."),
     no_group: bool = typer.Option(False, "--no-group", help="Each row is its own patient (needed when no 'group' column is given and a column looks like a patient key)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default: <cohort>.split.csv beside it)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out even when ceusfusion did not write it (never the input)."),
 ):
     """Write a copy of the manifest with a stratified, patient-grouped train/test split.
 
     The patient is the 'group' column. Without one, a column that looks like a patient key (several rows share a
     value: patient, subject, mrn, ...) must be named with --group COLUMN, or --no-group said."""
-    from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.core.fsutil import claim, write_csv
     from ceusfusion.ingest.cohort import groups_of, make_split, read_manifest
 
     out = out or cohort.with_name(cohort.stem + ".split.csv")
-    if out.exists() and not force:
-        raise CeusError(f"{out} exists; pass --force to overwrite it or --out to choose another name")
+    claim(out.parent, files=[out], force=force, inputs=[cohort])
     df = make_split(read_manifest(cohort), test_fraction=test_fraction, seed=seed, by_center=by_center, no_center=no_center,
                     group=group, no_group=no_group)
     write_csv(out, df)
@@ -479,12 +478,13 @@ def features_cmd(
     layer: Optional[str] = typer.Option(None, "--layer", help="Graph node to pool (default: the penultimate vector feeding the head)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even when ceusfusion did not write it (never an input)."),
 ):
     """Deep features for fusion: out-of-fold for training cases; test cases by the model refitted on all
     training cases (test_scoring: refit, the default), or the mean of the fold models (fold-mean)."""
     from ceusfusion.fusion.extract import features as run_features
 
-    path, meta = run_features(model, out, layer=layer, batch_size=batch_size, device=device)
+    path, meta = run_features(model, out, layer=layer, batch_size=batch_size, device=device, force=force)
     console.print(f"wrote {path}: {meta['n_train']} train (out-of-fold) + {meta['n_test']} test cases, "
                   f"{meta['feature_dim']} features from {meta['layer']} ({meta['extractor']})")
 
@@ -545,6 +545,7 @@ def explain(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     target: str = typer.Option("predicted", "--target", help="Class each map explains: predicted (the model's call per case) or positive (always label 1)."),
+    force: bool = typer.Option(False, "--force", help="Write into --out even when it holds files ceusfusion did not write (never an input)."),
 ):
     """Grad-CAM overlays per case, per-frame contributions / attention, and explain.json."""
     from ceusfusion.explain.cases import explain as run_explain
@@ -554,7 +555,7 @@ def explain(
     if model.parent.name != "models":
         raise CeusError(f"--model {model}: expected a folder RUN/models/NAME")
     path = run_explain(model.parent.parent, model.name, out, cases or None, per_class, split, method, fold, truth,
-                       sanity, seed, device, layer, target)
+                       sanity, seed, device, layer, target, force)
     console.print(f"wrote {path} and one PNG per case in {path.parent}")
 
 

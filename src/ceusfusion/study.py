@@ -109,12 +109,11 @@ class Study:
             raise CeusError(f"{self.manifest_path}: not a ceusfusion manifest (a JSON object)")
         return m
 
-    def _claim_outputs(self) -> None:
+    def claim_outputs(self) -> None:
         """Check and record every output of the study before a stage writes: a study pointed at a folder of
         the user's (``out: .``) must not write over a report.html or metrics.json it did not create."""
         L = self.layout
-        files = [L.report, L.manifest, L.selection, L.cohort]
-        folders = [L.prepared, L.models, self.run / "predictions", L.features_dir, L.fusion, L.evaluation, L.explain_dir]
+        files, folders = [L.report, *L.stage_files], list(L.stage_folders)
         if not (self.run / RECORD).exists() and self.manifest.get("stages"):  # a run made before the record existed
             record_created(self.run, files, folders)
         claim(self.run, files=files, folders=folders, force=self.overwrite_files, inputs=[self.cfg.cohort],
@@ -169,10 +168,10 @@ class Study:
         cohort_hash = sha256_file(c.cohort)
         self.manifest["inputs"] = {"cohort": {"path": str(c.cohort), "sha256": cohort_hash}}
         self.run.mkdir(parents=True, exist_ok=True)
-        self._claim_outputs()
+        self.claim_outputs()
 
         self._stage("validate", _fingerprint(cohort_hash), [], self._validate, force_set)
-        self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.run / "prepared" / "index.csv"], self._prepare, force_set)
+        self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.layout.prepared_index], self._prepare, force_set)
         self._stage("train", _fingerprint(self.fp("prepare"), c.train.model_dump(), c.seed), [self.run / "models"], self._train, force_set)
         self._stage("select", _fingerprint(self.fp("train")), [self.run / "selection.json"], self._select, force_set)
         fused, why = self.fused_name() if c.fusion.enabled else (None, "fusion.enabled is false")

@@ -56,7 +56,7 @@ import torch
 
 from ceusfusion import __version__
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import sha256_file, write_bytes, write_json, write_text
+from ceusfusion.core.fsutil import check_not_input, sha256_file, write_bytes, write_json, write_text
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.deploy.fusion_model import (  # noqa: F401 (the bundle API: predict, serve, tests)
     MAX_MODEL_BYTES,
@@ -331,6 +331,7 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     for need in (layout.selection, layout.metrics, layout.keyframes):
         if not need.is_file():
             raise CeusError(f"{need} not found: finish the study (select, evaluate) before exporting")
+    check_not_input(out, [*layout.stage_files, *layout.stage_folders])  # RUN/bundle is fine, RUN or RUN/models not
     _check_target(out, overwrite)
     metrics = json.loads(layout.metrics.read_text())
     tmp = _new_temp_folder(out)

@@ -32,6 +32,7 @@ from torch import nn
 
 from ceusfusion.core.config import StageConfig
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import claim
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.core.runtime import resolve_device
 from ceusfusion.explain.cam import METHODS, TARGETS, cam_type, display_frames, frame_contributions, layer_name, model_cams
@@ -104,11 +105,11 @@ def _case_ids(run, cfg: ModelRecord, data: CachedSet, pos: dict[str, int], case_
     if case_ids:
         missing = [c for c in case_ids if c not in pos]
         if missing:
-            raise CeusError(f"case(s) {', '.join(missing)} have no prepared {cfg.modality} in {run}/prepared/index.csv")
+            raise CeusError(f"case(s) {', '.join(missing)} have no prepared {cfg.modality} in {RunLayout(run).prepared_index}")
         return list(dict.fromkeys(case_ids))
     ids = [c for c in data.case_ids if data.split[pos[c]] == split]
     if not ids:
-        raise CeusError(f"no {split} cases with a {cfg.modality} in {run}/prepared/index.csv")
+        raise CeusError(f"no {split} cases with a {cfg.modality} in {RunLayout(run).prepared_index}")
     return ids
 
 
@@ -265,11 +266,14 @@ def _meta(name: str, cfg: ModelRecord, method: str, target: str, layer: str | No
 def explain(run, name: str, out=None, case_ids: list[str] | None = None, per_class: int | None = None,
             split: str = "test", method: str = "gradcam", fold: int | None = None, truth=None,
             sanity: bool = False, seed: int = 0, device: str = "auto", layer: str | None = None,
-            target: str = "predicted") -> Path:
-    """The ``explain`` command: maps, PNG per case and explain.json under ``out`` (default RUN/explain/NAME)."""
+            target: str = "predicted", force: bool = False) -> Path:
+    """The ``explain`` command: maps, PNG per case and explain.json under ``out`` (default RUN/explain/NAME), a
+    folder ceusfusion made (or an empty one; any with ``force``), never inside the model or cache it reads."""
     run = Path(run)
+    layout = RunLayout(run)
     cfg = read_config(run, name)
-    out = Path(out) if out is not None else RunLayout(run).explain(name)
+    out = Path(out) if out is not None else layout.explain(name)
+    claim(out.parent, folders=[out], force=force, inputs=[layout.model(name), layout.prepared])
     torch.manual_seed(seed)
     regions = None
     if truth is not None:

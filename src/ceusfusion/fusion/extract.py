@@ -37,6 +37,7 @@ from torch.fx import symbolic_trace
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import claim
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.core.runtime import resolve_device
 from ceusfusion.fusion.features import GROUP_COLUMN, SCORE_COLUMN, feature_columns, score_logit, score_name, write_features
@@ -167,12 +168,15 @@ def extract_features(run, name: str, layer: str | None = None, batch_size: int =
 
 
 def features(model: str | Path, out: str | Path | None = None, layer: str | None = None, batch_size: int = 64,
-             device: str = "auto") -> tuple[Path, dict]:
-    """``ceusfusion features``: RUN/models/NAME -> out (default RUN/features/NAME.parquet)."""
+             device: str = "auto", force: bool = False) -> tuple[Path, dict]:
+    """``ceusfusion features``: RUN/models/NAME -> out (default RUN/features/NAME.parquet); never over a file
+    ceusfusion did not write (unless ``force``), never inside the model or the prepared cache it reads."""
     run, name = parse_model_path(model)
+    layout = RunLayout(run)
+    path = Path(out) if out else layout.features(name)
+    claim(path.parent, files=[path], force=force, inputs=[layout.model(name), layout.prepared])
     df, meta = extract_features(run, name, layer, batch_size, device)
-    path = write_features(Path(out) if out else RunLayout(run).features(name), df, meta)
-    return path, meta
+    return write_features(path, df, meta), meta
 
 
 def index_groups(run, case_ids) -> np.ndarray:
@@ -182,7 +186,7 @@ def index_groups(run, case_ids) -> np.ndarray:
     ids = pd.Index(case_ids).astype(str)
     missing = ids[~ids.isin(groups.index)]
     if len(missing):
-        raise CeusError(f"{run}/prepared/index.csv has no row for {len(missing)} case(s) with predictions: "
+        raise CeusError(f"{RunLayout(run).prepared_index} has no row for {len(missing)} case(s) with predictions: "
                         f"{', '.join(sorted(missing)[:5])}; prepare and train again")
     return groups.loc[ids].to_numpy(dtype=str)
 

@@ -38,8 +38,8 @@ from ceusfusion.core.fsutil import (
     savefig,
     sha256_file,
     write_csv,
-    write_json,
 )
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest import cache
 from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, load_cohort, read_manifest
 from ceusfusion.ingest.keyframes import KeyframeParams, Selection, select_keyframes
@@ -220,7 +220,7 @@ def process_case(run: Path, case_id: str, files: dict[str, Path], rel: dict[str,
             old.unlink(missing_ok=True)
         arrays, entry, tic = _compute(files, p, where)
         perf = perfusion_parameters(tic) if tic is not None else None
-        entry = {"hash": h, **entry, "_perfusion": perf}
+        entry = cache.case_entry(h, p.model_dump(), **entry, _perfusion=perf)
         cache.save_case(run, case_id, record=entry, **arrays)
         write_sheet(run, case_id, arrays, entry)
         if tic is not None and p.tic_plots:
@@ -253,8 +253,8 @@ def _compute(files: dict[str, Path], p: PrepareParams, where: list) -> tuple[dic
 
 def _extras(run: Path, case_id: str) -> list[Path]:
     """The case's files beside its arrays: the contact sheet and the TIC plot."""
-    pdir = cache.prepared_dir(run)
-    return [pdir / "sheets" / f"{case_id}.png", pdir / "tic" / f"{case_id}.png"]
+    layout = RunLayout(run)
+    return [layout.sheet(case_id), layout.tic_plot(case_id)]
 
 
 def _extras_present(run: Path, case_id: str, rec: dict, p: PrepareParams) -> bool:
@@ -281,7 +281,7 @@ def _tic_plot(run: Path, case_id: str, tic: TIC, perf: dict) -> None:
     from ceusfusion.figures.perfusion import plot_tic
 
     fig = plot_tic(tic.times, tic.lesion, tic.ring, case_id, fit=fitted_curve(tic.times, perf), fit_r2=perf.get("gv_r2", np.nan))
-    savefig(fig, cache.prepared_dir(run) / "tic" / f"{case_id}.png")
+    savefig(fig, RunLayout(run).tic_plot(case_id))
 
 
 def write_sheet(run: Path, case_id: str, arrays: dict, entry: dict, tile: int = 160) -> Path:
@@ -300,7 +300,7 @@ def write_sheet(run: Path, case_id: str, arrays: dict, entry: dict, tile: int = 
         im = Image.fromarray(a).convert("RGB").resize((tile, tile), Image.Resampling.BILINEAR)
         sheet.paste(im, (i * tile, 14))
         draw.text((i * tile + 3, 1), lab, fill=(255, 255, 0))
-    path = cache.prepared_dir(run) / "sheets" / f"{case_id}.png"
+    path = RunLayout(run).sheet(case_id)
     with atomic_path(path) as tmp:
         sheet.save(tmp, format="PNG")
     return path
@@ -342,7 +342,7 @@ def prepare(cohort: str | Path, run: str | Path, params: PrepareParams = Prepare
     cohort, run = Path(cohort), Path(run)
     df = load_cohort(cohort)
     _claim_run(run, cohort, force)
-    write_csv(run / "cohort.csv", _absolute_paths(as_given(df, cohort), cohort))
+    write_csv(RunLayout(run).cohort, _absolute_paths(as_given(df, cohort), cohort))
     tasks = _case_files(df, cohort)
     results: dict[str, CaseResult] = {}
     failed: list[CaseResult] = []
@@ -356,7 +356,7 @@ def prepare(cohort: str | Path, run: str | Path, params: PrepareParams = Prepare
             prog.advance()
     fail_df = pd.DataFrame([{"case_id": r.case_id, "file": r.file or "", "problem": r.problem} for r in failed],
                            columns=["case_id", "file", "problem"])
-    write_csv(cache.prepared_dir(run) / "failures.csv", fail_df)
+    write_csv(RunLayout(run).prepare_failures, fail_df)
     if strict and failed:
         r = failed[0]
         raise CaseError(r.case_id, r.file, r.problem)
@@ -390,18 +390,19 @@ def _run_cases(run: Path, tasks: list[Task], params: PrepareParams, workers: int
 def _claim_run(run: Path, cohort: Path, force: bool) -> None:
     """May this prepare write RUN/cohort.csv and RUN/prepared/? Never over the input manifest, and over
     files ceusfusion did not write only with ``force``; a kill's temporary files go."""
-    pdir = cache.prepared_dir(run)
-    if not (run / RECORD).exists() and _is_our_cache(pdir):  # a run prepared before the record existed
-        record_created(run, [run / "cohort.csv"], [pdir])
-    claim(run, files=[run / "cohort.csv"], folders=[pdir], force=force, inputs=[cohort])
-    remove_stale_temps(run, "cohort.csv")
-    for sub in (pdir, pdir / "cases", pdir / "sheets", pdir / "tic"):
+    layout = RunLayout(run)
+    pdir = layout.prepared
+    if not (run / RECORD).exists() and _is_our_cache(layout.keyframes):  # a run prepared before the record existed
+        record_created(run, [layout.cohort], [pdir])
+    claim(run, files=[layout.cohort], folders=[pdir], force=force, inputs=[cohort])
+    remove_stale_temps(run, layout.cohort.name)
+    for sub in (pdir, layout.prepared_cases, layout.sheets, layout.tic_plots):
         remove_stale_temps(sub)
 
 
-def _is_our_cache(pdir: Path) -> bool:
+def _is_our_cache(keyframes: Path) -> bool:
     try:
-        kf = json.loads((pdir / "keyframes.json").read_text())
+        kf = json.loads(keyframes.read_text())
     except (OSError, ValueError):
         return False
     return isinstance(kf, dict) and {"version", "params", "cases"} <= set(kf)
@@ -431,29 +432,30 @@ def _absolute_paths(df: pd.DataFrame, manifest: Path) -> pd.DataFrame:
 
 
 def _write_outputs(run: Path, df: pd.DataFrame, tasks: list[Task], results: dict[str, CaseResult], params: PrepareParams) -> None:
-    """index.csv, keyframes.json and perfusion.csv in manifest order; a failed case's stale files go."""
-    pdir = cache.prepared_dir(run)
+    """index.csv, perfusion.csv and, last (it commits the run), keyframes.json, in manifest order; a failed
+    case's stale files go."""
+    layout = RunLayout(run)
     order = [cid for cid, _, _ in tasks]
     rows, kf, perf = [], {}, []
     by_id = df.set_index(df["case_id"].astype(str))
     for cid in order:
         res = results.get(cid)
         if res is None or not res.ok:
-            for stale in (cache.case_path(run, cid), pdir / "sheets" / f"{cid}.png", pdir / "tic" / f"{cid}.png"):
+            for stale in (layout.prepared_case(cid), *_extras(run, cid)):
                 if stale.is_file():
                     stale.unlink()
             continue
         r = by_id.loc[cid]
         rows.append({"case_id": cid, "label": int(r["label"]), "split": r.get("split", ""), "group": r["group"],
                      "center": r.get("center", ""), "has_image": int(res.has_image), "has_video": int(res.has_video), "hash": res.hash})
-        entry = {k: v for k, v in res.keyframes.items() if k != "_perfusion"}
+        entry = {k: v for k, v in res.keyframes.items() if k not in ("_perfusion", "params")}
         kf[cid] = entry
         if res.perfusion:
             perf.append({"case_id": cid, **res.perfusion})
     index = pd.DataFrame(rows, columns=cache.INDEX_COLUMNS)
-    write_csv(pdir / "index.csv", index)
-    write_json(pdir / "keyframes.json", {"version": CACHE_VERSION, "params": params.model_dump(), "cases": kf})
-    write_csv(pdir / "perfusion.csv", pd.DataFrame(perf, columns=["case_id"] + PERFUSION_COLUMNS))
+    write_csv(layout.prepared_index, index)
+    write_csv(layout.perfusion, pd.DataFrame(perf, columns=["case_id"] + PERFUSION_COLUMNS))
+    cache.write_run_record(run, CACHE_VERSION, params.model_dump(), kf)
 
 
 class _progress:

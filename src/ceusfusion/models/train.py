@@ -691,7 +691,7 @@ def _setup(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool, world: in
         dist.barrier()
     train_idx = np.flatnonzero(data.split == "train")
     if len(train_idx) == 0:
-        raise CeusError(f"no training cases with a {cfg.modality} in {run}/prepared/index.csv")
+        raise CeusError(f"no training cases with a {cfg.modality} in {RunLayout(run).prepared_index}")
     fold = make_folds(data, train_idx, cfg.folds, cfg.seed)
     folds = pd.DataFrame({"case_id": [data.case_ids[i] for i in train_idx], "fold": fold})
     folds_path = out / "folds.csv"

@@ -17,6 +17,7 @@ import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import claim, write_text
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.explain.sanity import RANK_LIMIT, localisation_verdict, randomisation_verdict
 from ceusfusion.ingest.cohort import groups_of
 from ceusfusion.models.select import rank_models
@@ -70,7 +71,7 @@ def cohort_section(run: Path) -> str:
     else:
         text = f"{len(df)} cases of {groups.nunique()} patients in the manifest (a patient may have several cases)."
     body = para(text) + _table(counts)
-    failures = run / "prepared" / "failures.csv"
+    failures = RunLayout(run).prepare_failures
     if failures.is_file():
         f = pd.read_csv(failures)
         body += (f"<p>{len(f)} case(s) could not be prepared and were excluded:</p>" + _table(f)) if len(f) else "<p>Every case was prepared.</p>"
@@ -328,25 +329,32 @@ def environment_section(run: Path) -> str:
 
 
 DEFAULT_TITLE = "ceusfusion study report"
-REPORTABLE = ("prepared/index.csv", "manifest.json", "selection.json", "evaluation/metrics.json", "fusion/fusion.json")
+
+
+def reportable(layout: RunLayout) -> tuple[Path, ...]:
+    """A run with none of these has nothing to report."""
+    return (layout.prepared_index, layout.manifest, layout.selection, layout.metrics, layout.fusion / "fusion.json")
 
 
 def write_report(run: str | Path, out: str | Path | None = None, title: str | None = None, force: bool = False,
                  safeguards: dict | None = None) -> Path:
     """``ceusfusion report``: the report of a run however it was built (study, or command by command).
 
-    Refuses a folder that holds no stage's output, and (without ``force``) an OUT that ceusfusion did not
-    write (``core.fsutil.claim``). The title is the one given, else the study's (manifest.json), else
+    Refuses a folder that holds no stage's output, an OUT among the run files it reads (ever), and (without
+    ``force``) an OUT that ceusfusion did not write (``core.fsutil.claim``). The title is the one given, else the study's (manifest.json), else
     DEFAULT_TITLE; ``safeguards`` (computed from the run's records by the caller) replace the manifest's."""
     run = Path(run)
     if not run.is_dir():
         raise CeusError(f"{run}: no such run directory")
-    if not any((run / rel).is_file() for rel in REPORTABLE):
-        raise CeusError(f"{run}: nothing to report (none of {', '.join(REPORTABLE)}); run the stages first")
-    out = Path(out) if out else run / "report.html"
+    layout = RunLayout(run)
+    need = reportable(layout)
+    if not any(p.is_file() for p in need):
+        raise CeusError(f"{run}: nothing to report (none of {', '.join(p.relative_to(run).as_posix() for p in need)}); "
+                        "run the stages first")
+    out = Path(out) if out else layout.report
     if out.is_dir():
         raise CeusError(f"{out}: is a folder; --out takes the report's file name")
-    claim(out.parent, files=[out], force=force)
+    claim(out.parent, files=[out], force=force, inputs=[*layout.stage_files, *layout.stage_folders])  # what it reads
     manifest = run / "manifest.json"
     recorded = (json.loads(manifest.read_text()).get("config") or {}).get("title") if manifest.is_file() else None
     return build_report(run, out, title or recorded or DEFAULT_TITLE, safeguards)
