@@ -1,0 +1,173 @@
+"""Follow the nodule through a CEUS clip: the ROI drawn on one frame, moved frame by frame (issue 26).
+
+A clip of 10-120 s moves (breathing, swallowing, the carotid's pulse), so one fixed box lets the
+crops drift and the TIC mix nodule and parenchyma. ``track_roi`` decodes the clip once, keeps the
+grey window around the ROI (the box grown by ``context`` of its side, plus the largest motion
+searched, ``reach``) and, from the frame the ROI was drawn on (the anchor), finds its displacement
+in every other frame, forward and backward, by normalised cross-correlation (scikit-image's
+``match_template``) of smoothed patches (speckle is finer than the anatomy; the smoothing keeps the
+anatomy):
+
+- against the anchor's own patch, near the previous frame's position: no drift where the anatomy
+  looks as it did on the anchor;
+- against the previous frame's patch where the anchor's no longer matches (the contrast changed the
+  picture): a frame-to-frame step;
+- neither correlates (before the contrast arrives the window is noise): the position is held.
+
+The result is a whole-pixel displacement per decoded frame (``Track.shifts``, (dy, dx) from the
+anchor) with each frame's correlation, and a record for keyframes.json.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy.ndimage import gaussian_filter, median_filter, uniform_filter1d
+from skimage.feature import match_template
+
+from ceusfusion.core.errors import CeusError
+from ceusfusion.ingest.roi import Box, clip_box
+from ceusfusion.io.video import VideoStream
+
+METHOD = "ncc-anchor+previous"
+
+
+@dataclass
+class Track:
+    times: np.ndarray  # (T,) s, every decoded frame
+    shifts: np.ndarray  # (T, 2) int: (dy, dx) of the ROI from its place on the anchor frame
+    score: np.ndarray  # (T,) correlation of the match that placed the frame (NaN: held)
+    how: np.ndarray  # (T,) 0 anchor, 1 matched to the anchor, 2 frame-to-frame, 3 held
+    anchor: int
+    box: Box
+    used: bool = True  # prepare's choice (track: auto uses it only where motion_px reaches track_px)
+    params: dict = field(default_factory=dict)
+
+    def motion_px(self) -> float:
+        """The largest displacement from the anchor (pixels): what ``track: auto`` compares with ``track_px``."""
+        return float(np.hypot(*self.shifts.T).max()) if self.shifts.size else 0.0
+
+    def record(self) -> dict:
+        """keyframes.json's account of the track: method, anchor, how each frame was placed, the motion found."""
+        n = len(self.how)
+        return {"method": METHOD, "used": bool(self.used), "anchor_index": int(self.anchor),
+                "anchor_time": round(float(self.times[self.anchor]), 4), "motion_px": round(self.motion_px(), 2),
+                "frames": n, "matched_anchor": int((self.how == 1).sum()), "frame_to_frame": int((self.how == 2).sum()),
+                "held": int((self.how == 3).sum()), **self.params}
+
+
+@dataclass(frozen=True)
+class TrackParams:
+    context: float = 1.0  # the patch: the box grown by this share of its larger side, on each side ...
+    min_patch: int = 64  # ... and at least this many pixels across (a small nodule alone has little to match)
+    reach: float = 0.1  # the largest displacement searched from the anchor, as a share of the frame's larger side
+    step: int = 4  # the largest move between two frames searched (px)
+    smooth: float = 3.0  # Gaussian sigma (px) before matching: speckle out, anatomy kept
+    temporal: int = 1  # frames averaged (centred) before matching: the bubbles' fresh speckle out
+    min_score: float = 0.3  # a match below this correlation is not trusted
+
+    def pixels(self, box: Box, shape: tuple[int, int]) -> tuple[int, int, int]:
+        """(context, reach, step) in pixels for this box in a frame of ``shape``."""
+        side = max(box[2] - box[0], box[3] - box[1])
+        ctx = max(int(round(self.context * side)), (self.min_patch - side + 1) // 2)
+        return ctx, max(self.step, int(round(self.reach * max(shape)))), self.step
+
+
+def track_roi(path: str | Path, box: Box, anchor_time: float | None, params: TrackParams = TrackParams()) -> Track:
+    """The ROI ``box`` (y0, x0, y1, x1), drawn on the frame nearest ``anchor_time`` (the first when None),
+    followed through every decoded frame of the video; see the module docstring."""
+    times, window, origin, (ctx, reach, step) = _decode_window(path, box, params)
+    anchor = 0 if anchor_time is None else _anchor_index(times, anchor_time, path)
+    if params.temporal > 1:
+        window = uniform_filter1d(window, params.temporal, axis=0, mode="nearest")
+    if params.smooth > 0:
+        window = np.stack([gaussian_filter(w, params.smooth) for w in window])
+    patch = (box[0] - ctx - origin[0], box[1] - ctx - origin[1], box[2] + ctx - origin[0], box[3] + ctx - origin[1])
+    shifts = np.zeros((len(times), 2), np.int64)
+    score = np.full(len(times), np.nan)
+    how = np.full(len(times), 3, np.int8)
+    how[anchor] = 0
+    for order in (range(anchor + 1, len(times)), range(anchor - 1, -1, -1)):
+        prev = anchor
+        for k in order:
+            shifts[k], score[k], how[k] = _place(window, patch, anchor, prev, shifts[prev], k, reach, step, params.min_score)
+            prev = k
+    shifts = _despike(shifts)
+    return Track(times, shifts, score, how, anchor, box,
+                 params={"context": params.context, "reach_px": reach, "step_px": step, "smooth": params.smooth})
+
+
+def _decode_window(path, box: Box, params: TrackParams) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple]:
+    """Every frame's time and its grey window around ``box`` (grown by the context and the reach, zero outside
+    the frame) as float32; the window's origin in the frame; (context, reach, step) in pixels."""
+    times, frames = [], []
+    with VideoStream(path) as vs:
+        h, w = vs.info.height, vs.info.width
+        ctx, reach, step = params.pixels(box, (h, w))
+        grow = ctx + reach
+        want = (box[0] - grow, box[1] - grow, box[2] + grow, box[3] + grow)
+        inner = clip_box(want, (h, w))
+        if inner[2] <= inner[0] or inner[3] <= inner[1]:
+            raise CeusError(f"{path}: the ROI {box} lies outside the {w}x{h} px frame")
+        for fr in vs:
+            win = np.zeros((want[2] - want[0], want[3] - want[1]), np.float32)
+            win[inner[0] - want[0] : inner[2] - want[0], inner[1] - want[1] : inner[3] - want[1]] = \
+                fr.luma()[inner[0] : inner[2], inner[1] : inner[3]]
+            frames.append(win)
+            times.append(fr.time)
+    if not frames:
+        raise CeusError(f"{path}: no decodable frame to track the ROI in")
+    return np.asarray(times), np.stack(frames), (want[0], want[1]), (ctx, reach, step)
+
+
+def _anchor_index(times: np.ndarray, t: float, path) -> int:
+    """The decoded frame nearest ``t``; a time beyond the clip is an error (the box was drawn on another clip?)."""
+    step = float(np.median(np.diff(times))) if times.size > 1 else 0.0
+    if t > times[-1] + step:
+        raise CeusError(f"{path}: video_box_time {t:g} s is beyond the clip (its last frame is at {times[-1]:g} s)")
+    return int(np.argmin(np.abs(times - t)))
+
+
+def _cut(img: np.ndarray, patch: Box, d) -> np.ndarray | None:
+    """The patch moved by d = (dy, dx) inside ``img``; None where it leaves the window."""
+    y0, x0, y1, x1 = patch[0] + d[0], patch[1] + d[1], patch[2] + d[0], patch[3] + d[1]
+    if y0 < 0 or x0 < 0 or y1 > img.shape[0] or x1 > img.shape[1]:
+        return None
+    return img[y0:y1, x0:x1]
+
+
+def _match(img: np.ndarray, templ: np.ndarray | None, patch: Box, centre, radius: int) -> tuple[np.ndarray, float]:
+    """The displacement (from the patch's anchor place) within ``radius`` of ``centre`` where ``templ`` correlates
+    best in ``img``, and that correlation (-inf where nothing can be compared)."""
+    if templ is None or templ.std() < 1e-3:
+        return np.asarray(centre), -np.inf
+    cy, cx = int(centre[0]), int(centre[1])
+    y0, x0 = max(0, patch[0] + cy - radius), max(0, patch[1] + cx - radius)
+    y1, x1 = min(img.shape[0], patch[2] + cy + radius), min(img.shape[1], patch[3] + cx + radius)
+    region = img[y0:y1, x0:x1]
+    if region.shape[0] < templ.shape[0] or region.shape[1] < templ.shape[1] or region.std() < 1e-3:
+        return np.asarray(centre), -np.inf
+    ncc = match_template(region, templ)
+    iy, ix = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
+    return np.array([y0 + iy - patch[0], x0 + ix - patch[1]]), float(ncc[iy, ix])
+
+
+def _place(window, patch: Box, anchor: int, prev: int, d_prev, k: int, reach: int, step: int, min_score: float):
+    """Frame k's displacement, its correlation and how it was found (see the module docstring)."""
+    img = window[k]
+    d_a, s_a = _match(img, _cut(window[anchor], patch, (0, 0)), patch, d_prev, step)
+    if s_a >= min_score and np.abs(d_a).max() <= reach:
+        return d_a, s_a, 1
+    d_p, s_p = _match(img, _cut(window[prev], patch, d_prev), patch, d_prev, step)
+    if s_p >= min_score and np.abs(d_p).max() <= reach:
+        return d_p, s_p, 2
+    return np.asarray(d_prev), np.nan, 3
+
+
+def _despike(shifts: np.ndarray, width: int = 3) -> np.ndarray:
+    """A running median over ``width`` frames: one mismatched frame does not move the box."""
+    if len(shifts) < width:
+        return shifts
+    return np.stack([median_filter(shifts[:, j], size=width, mode="nearest") for j in range(2)], axis=1).astype(np.int64)
