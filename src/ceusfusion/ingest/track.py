@@ -60,9 +60,9 @@ class Track:
 
 @dataclass(frozen=True)
 class TrackParams:
-    context: float = 1.0  # the patch: the box grown by this share of its larger side, on each side ...
+    context: float = 0.5  # the patch: the box grown by this share of its larger side, on each side ...
     min_patch: int = 64  # ... and at least this many pixels across (a small nodule alone has little to match)
-    reach: float = 0.1  # the largest displacement searched from the anchor, as a share of the frame's larger side
+    reach: float = 0.25  # the largest displacement searched from the anchor, as a share of the frame's larger side
     step: int = 4  # the largest move between two frames searched (px)
     smooth: float = 3.0  # Gaussian sigma (px) before matching: speckle out, anatomy kept
     temporal: int = 1  # frames averaged (centred) before matching: the bubbles' fresh speckle out
