@@ -2,11 +2,12 @@
 
 A clip of 10-120 s moves (breathing, swallowing, the carotid's pulse), so one fixed box lets the
 crops drift and the TIC mix nodule and parenchyma. ``track_roi`` decodes the clip once, keeps the
-grey window around the ROI (the box grown by ``context`` of its side, plus the largest motion
-searched, ``reach``) and, from the frame the ROI was drawn on (the anchor), finds its displacement
-in every other frame, forward and backward, by normalised cross-correlation (scikit-image's
-``match_template``) of smoothed patches (speckle is finer than the anatomy; the smoothing keeps the
-anatomy):
+grey window around the ROI (the box grown by ``context`` of its side, at least ``min_patch`` px
+across, plus the largest motion searched, ``reach``) and, from the frame the ROI was drawn on (the
+anchor), finds its displacement in every other frame, forward and backward, by normalised
+cross-correlation (scikit-image's ``match_template``) of lightly smoothed patches: the smoothing
+takes out pixel noise and codec blocks and keeps the speckle, which moves with the tissue (speckle
+tracking, as in echocardiography), and the nodule's outline. Each frame is matched
 
 - against the anchor's own patch, near the previous frame's position: no drift where the anatomy
   looks as it did on the anchor;
@@ -64,7 +65,7 @@ class TrackParams:
     min_patch: int = 64  # ... and at least this many pixels across (a small nodule alone has little to match)
     reach: float = 0.25  # the largest displacement searched from the anchor, as a share of the frame's larger side
     step: int = 4  # the largest move between two frames searched (px)
-    smooth: float = 3.0  # Gaussian sigma (px) before matching: speckle out, anatomy kept
+    smooth: float = 1.0  # Gaussian sigma (px) before matching: pixel noise and codec blocks out, speckle kept
     temporal: int = 1  # frames averaged (centred) before matching: the bubbles' fresh speckle out
     min_score: float = 0.3  # a match below this correlation is not trusted
 

@@ -424,16 +424,15 @@ def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps
     c_art = gamma_variate(t, a_arr, a_arr + 0.6 * (tic["tic_par_ttp_s"] - tic["tic_par_arrival_s"]), 2.0, 1.8)
     gain = rng.uniform(0.85, 1.15) * (1.0 if centre == 1 else 1.1)
 
-    # bubble speckle: a slowly drifting field mixed with a fresh one each frame; with ``motion`` the slow field
-    # is carried by the tissue (bubbles in the microvessels move with it), drifting on top of that
+    # bubble speckle: a slowly drifting field mixed with a fresh one each frame (with ``motion``: _slow_speckle)
     q = n // 4
     sig_rc = (0.22 / px, 0.36 / px)
-    carried = (oy, ox) if motion > 0 else (np.zeros_like(oy), np.zeros_like(ox))
-    extra = 2 * pad if motion > 0 else 0
-    A = _speckle_pair(rng, (n + 2 * q + extra, n + 2 * q + extra), sig_rc)
+    side = n + 2 * pad if motion > 0 else n + 2 * q
+    A = _speckle_pair(rng, (side, side), sig_rc)
     B = _speckle_pair(rng, (n + 2 * q, n + 2 * q), sig_rc)
     walk = np.clip(q + np.cumsum(rng.integers(-1, 2, (n_frames, 2)), axis=0), 0, 2 * q)
     jump = rng.integers(0, 2 * q + 1, (n_frames, 2))
+    A2 = _speckle_pair(motion_rng, (side, side), sig_rc) if motion > 0 else None
 
     with atomic_path(path) as tmp:
         container = av.open(str(tmp), mode="w", format="avi")
@@ -447,8 +446,7 @@ def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps
             for i in range(n_frames):
                 sl = (slice(oy[i], oy[i] + n), slice(ox[i], ox[i] + n))
                 P = c_par[i] * m_par[sl] + c_nod[i] * m_nod[sl] + c_art[i] * m_art[sl]
-                ay, ax = walk[i, 0] + carried[0][i], walk[i, 1] + carried[1][i]
-                a = A[ay:ay + n, ax:ax + n]
+                a = _slow_speckle(A, A2, walk[i] if A2 is None else (oy[i], ox[i]), n, t[i])
                 b = B[jump[i, 0]:jump[i, 0] + n, jump[i, 1]:jump[i, 1] + n]
                 S = np.abs(0.8 * a + 0.6 * b) ** 2
                 frame = np.clip(0.45 * gain * np.sqrt(P * S) * 255, 0, 255).astype(np.uint8)
@@ -459,6 +457,19 @@ def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps
         finally:
             container.close()
     return dist, (ox, oy, pad), largest
+
+
+def _slow_speckle(A: np.ndarray, A2: np.ndarray | None, at, n: int, t: float) -> np.ndarray:
+    """The slow part of the bubble speckle in one frame. The default cohort: field A drifting as a block
+    (``at`` its random walk). A moving cohort (``A2`` given): the bubbles in the microvessels move with the
+    tissue (``at`` the frame's window into the scene) and their pattern decorrelates over seconds (A and A2
+    mixed at a slowly turning angle, a quarter turn in 5 s), as a clip's speckle does; a field that drifted
+    as one block apart from the tissue would be a second motion, not the nodule's."""
+    y, x = int(at[0]), int(at[1])
+    if A2 is None:
+        return A[y : y + n, x : x + n]
+    theta = 2 * np.pi * t / 20.0
+    return np.cos(theta) * A[y : y + n, x : x + n] + np.sin(theta) * A2[y : y + n, x : x + n]
 
 
 def write_mask(path: Path, mask: np.ndarray) -> None:
