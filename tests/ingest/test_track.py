@@ -10,7 +10,7 @@ from scipy.ndimage import gaussian_filter
 from ceusfusion.core.errors import CeusError
 from ceusfusion.ingest.prepare import PrepareParams, prepare_video
 from ceusfusion.ingest.roi import shift_box, square_box
-from ceusfusion.ingest.track import track_roi
+from ceusfusion.ingest.track import TrackParams, track_roi
 
 N, SIZE, FPS = 40, 128, 10.0
 BOX = (54, 52, 74, 72)  # the nodule on the anchor frame (y0, x0, y1, x1)
@@ -54,6 +54,14 @@ def test_tracker_follows_a_known_shift(moving_video):
     fixed = np.mean([iou(BOX, b) for b in truth])
     assert tracked > 0.9 and fixed < 0.5, (tracked, fixed)  # the scene moves 10 px on a 20 px box
     assert track.record()["motion_px"] >= 8 and track.record()["held"] == 0
+
+
+def test_a_clip_over_the_memory_budget_is_tracked_every_nth_frame(moving_video):
+    truth = [shift_box(BOX, d) for d in path_px()]
+    track = track_roi(moving_video, BOX, ANCHOR / FPS, TrackParams(memory_mb=1))  # 40 windows of 64 kB
+    rec = track.record()
+    assert rec["every_nth_frame"] == 3 and rec["frames_tracked"] == 13 and rec["anchor_index"] == ANCHOR and rec["frames"] == N and len(track.shifts) == N
+    assert np.mean([iou(shift_box(BOX, d), b) for d, b in zip(track.shifts, truth)]) > 0.8  # 0.90; fixed 0.24
 
 
 def test_prepare_crops_each_keyframe_at_its_own_box_and_follows_the_tic(moving_video):

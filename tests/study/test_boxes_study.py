@@ -1,4 +1,5 @@
-"""Issue 26: a cohort with boxes and no mask file runs the whole study; the report says where each ROI came from."""
+"""Issue 26: a cohort with boxes and no mask file runs the whole study; the report, Table 1's record and the model card
+say where each ROI came from."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from rich.console import Console
 
 from ceusfusion.config import parse_config
 from ceusfusion.demo import demo_config
+from ceusfusion.deploy.export import CARD, export
 from ceusfusion.ingest.roi import mask_box
 from ceusfusion.io.mask import read_mask
 from ceusfusion.study import run_study
@@ -44,3 +46,5 @@ def test_boxes_without_masks_run_the_study(tmp_path):
     report = (out / "report.html").read_text()
     assert "region of interest came from" in report and "box" in report
     assert "image_box" in pd.read_csv(out / "cohort.csv").columns  # later stages see the boxes prepared
+    card = json.loads((export(out, tmp_path / "bundle") / CARD).read_text())
+    assert card["roi_sources"] == {pic: {"box": {"test": 14, "train": 34}} for pic in ("image", "video")}

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from scipy.ndimage import gaussian_filter, median_filter, uniform_filter1d
+from scipy.ndimage import gaussian_filter, median_filter
 from skimage.feature import match_template
 
 from ceusfusion.core.errors import CeusError
@@ -38,9 +38,10 @@ METHOD = "ncc-anchor+previous"
 @dataclass
 class Track:
     times: np.ndarray  # (T,) s, every decoded frame
-    shifts: np.ndarray  # (T, 2) int: (dy, dx) of the ROI from its place on the anchor frame
-    score: np.ndarray  # (T,) correlation of the match that placed the frame (NaN: held)
-    how: np.ndarray  # (T,) 0 anchor, 1 matched to the anchor, 2 frame-to-frame, 3 held
+    shifts: np.ndarray  # (T, 2) int: (dy, dx) of the ROI from its place on the anchor frame (between frames tracked:
+    #                     interpolated)
+    score: np.ndarray  # (K,) per frame tracked: correlation of the match that placed it (NaN: held)
+    how: np.ndarray  # (K,) per frame tracked: 0 anchor, 1 matched to the anchor, 2 frame-to-frame, 3 held
     anchor: int
     box: Box
     used: bool = True  # prepare's choice (track: auto uses it only where motion_px reaches track_px)
@@ -52,11 +53,11 @@ class Track:
 
     def record(self) -> dict:
         """keyframes.json's account of the track: method, anchor, how each frame was placed, the motion found."""
-        n = len(self.how)
         return {"method": METHOD, "used": bool(self.used), "anchor_index": int(self.anchor),
                 "anchor_time": round(float(self.times[self.anchor]), 4), "motion_px": round(self.motion_px(), 2),
-                "frames": n, "matched_anchor": int((self.how == 1).sum()), "frame_to_frame": int((self.how == 2).sum()),
-                "held": int((self.how == 3).sum()), **self.params}
+                "frames": len(self.times), "frames_tracked": len(self.how), "matched_anchor": int((self.how == 1).sum()), "frame_to_frame": int((self.how == 2).sum()),
+                "held": int((self.how == 3).sum()), **self.params,
+                "frame_shifts": self.shifts.tolist() if self.used else None}  # (dy, dx) of every decoded frame
 
 
 @dataclass(frozen=True)
@@ -64,10 +65,10 @@ class TrackParams:
     context: float = 0.5  # the patch: the box grown by this share of its larger side, on each side ...
     min_patch: int = 64  # ... and at least this many pixels across (a small nodule alone has little to match)
     reach: float = 0.25  # the largest displacement searched from the anchor, as a share of the frame's larger side
-    step: int = 4  # the largest move between two frames searched (px)
+    step: int = 4  # the largest move between two frames searched (px; times n when every n-th frame is tracked)
     smooth: float = 1.0  # Gaussian sigma (px) before matching: pixel noise and codec blocks out, speckle kept
-    temporal: int = 1  # frames averaged (centred) before matching: the bubbles' fresh speckle out
     min_score: float = 0.3  # a match below this correlation is not trusted
+    memory_mb: int = 512  # the clip's windows kept at most; a longer or larger clip is tracked every n-th frame
 
     def pixels(self, box: Box, shape: tuple[int, int]) -> tuple[int, int, int]:
         """(context, reach, step) in pixels for this box in a frame of ``shape``."""
@@ -79,48 +80,55 @@ class TrackParams:
 def track_roi(path: str | Path, box: Box, anchor_time: float | None, params: TrackParams = TrackParams()) -> Track:
     """The ROI ``box`` (y0, x0, y1, x1), drawn on the frame nearest ``anchor_time`` (the first when None),
     followed through every decoded frame of the video; see the module docstring."""
-    times, window, origin, (ctx, reach, step) = _decode_window(path, box, params)
-    anchor = 0 if anchor_time is None else _anchor_index(times, anchor_time, path)
-    if params.temporal > 1:
-        window = uniform_filter1d(window, params.temporal, axis=0, mode="nearest")
-    if params.smooth > 0:
-        window = np.stack([gaussian_filter(w, params.smooth) for w in window])
+    clip = _decode_window(path, box, params, anchor_time)
+    times, kept, window, origin, (ctx, reach, step) = clip
+    anchor = 0 if anchor_time is None else _anchor_index(times[kept], anchor_time, path)
     patch = (box[0] - ctx - origin[0], box[1] - ctx - origin[1], box[2] + ctx - origin[0], box[3] + ctx - origin[1])
-    shifts = np.zeros((len(times), 2), np.int64)
-    score = np.full(len(times), np.nan)
-    how = np.full(len(times), 3, np.int8)
+    n = len(kept)
+    shifts = np.zeros((n, 2), np.int64)
+    score = np.full(n, np.nan)
+    how = np.full(n, 3, np.int8)
     how[anchor] = 0
-    for order in (range(anchor + 1, len(times)), range(anchor - 1, -1, -1)):
+    for order in (range(anchor + 1, n), range(anchor - 1, -1, -1)):
         prev = anchor
         for k in order:
             shifts[k], score[k], how[k] = _place(window, patch, anchor, prev, shifts[prev], k, reach, step, params.min_score)
             prev = k
     shifts = _despike(shifts)
-    return Track(times, shifts, score, how, anchor, box,
-                 params={"context": params.context, "reach_px": reach, "step_px": step, "smooth": params.smooth})
+    every = np.stack([np.round(np.interp(times, times[kept], shifts[:, j])) for j in range(2)], 1).astype(np.int64)
+    return Track(times, every, score, how, int(kept[anchor]), box,
+                 params={"context": params.context, "reach_px": reach, "step_px": step, "smooth": params.smooth,
+                         "every_nth_frame": int(kept[1] - kept[0]) if n > 1 else 1})
 
 
-def _decode_window(path, box: Box, params: TrackParams) -> tuple[np.ndarray, np.ndarray, tuple[int, int], tuple]:
-    """Every frame's time and its grey window around ``box`` (grown by the context and the reach, zero outside
-    the frame) as float32; the window's origin in the frame; (context, reach, step) in pixels."""
-    times, frames = [], []
+def _decode_window(path, box: Box, params: TrackParams, anchor_time: float | None) -> tuple:
+    """Every frame's time; the frames tracked (every one, or every s-th where the clip's windows would exceed
+    ``params.memory_mb``, counted from the anchor's frame as the header's rate places it); their smoothed grey windows around ``box`` (grown by the context and the reach, zero
+    outside the frame) as float32; the window's origin in the frame; (context, reach, step) in pixels."""
+    times, kept, frames = [], [], []
     with VideoStream(path) as vs:
-        h, w = vs.info.height, vs.info.width
-        ctx, reach, step = params.pixels(box, (h, w))
+        info = vs.info
+        ctx, reach, step = params.pixels(box, (info.height, info.width))
         grow = ctx + reach
         want = (box[0] - grow, box[1] - grow, box[2] + grow, box[3] + grow)
-        inner = clip_box(want, (h, w))
+        inner = clip_box(want, (info.height, info.width))
         if inner[2] <= inner[0] or inner[3] <= inner[1]:
-            raise CeusError(f"{path}: the ROI {box} lies outside the {w}x{h} px frame")
+            raise CeusError(f"{path}: the ROI {box} lies outside the {info.width}x{info.height} px frame")
+        size = (want[2] - want[0]) * (want[3] - want[1]) * 4
+        every = max(1, int(np.ceil((info.n_frames or 0) * size / (params.memory_mb * 2**20))))
+        phase = int(round(anchor_time * info.fps)) % every if anchor_time and info.fps else 0
         for fr in vs:
+            times.append(fr.time)
+            if (fr.index - phase) % every:
+                continue
             win = np.zeros((want[2] - want[0], want[3] - want[1]), np.float32)
             win[inner[0] - want[0] : inner[2] - want[0], inner[1] - want[1] : inner[3] - want[1]] = \
                 fr.luma()[inner[0] : inner[2], inner[1] : inner[3]]
-            frames.append(win)
-            times.append(fr.time)
+            frames.append(gaussian_filter(win, params.smooth) if params.smooth > 0 else win)
+            kept.append(fr.index)
     if not frames:
         raise CeusError(f"{path}: no decodable frame to track the ROI in")
-    return np.asarray(times), np.stack(frames), (want[0], want[1]), (ctx, reach, step)
+    return np.asarray(times), np.asarray(kept), np.stack(frames), (want[0], want[1]), (ctx, reach, step * every)
 
 
 def _anchor_index(times: np.ndarray, t: float, path) -> int:
