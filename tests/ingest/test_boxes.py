@@ -136,3 +136,26 @@ def test_prepare_records_every_roi_source(files, tmp_path):
 
 def test_parse_xywh_accepts_whole_pixels():
     assert parse_xywh(" 0, 3 ,10,8") == (0, 3, 10, 8)
+
+
+def test_cli_validate_and_prepare_take_the_boxes_file(files, tmp_path, capsys):
+    from cli_run import exit_code
+
+    path = manifest(files, [{}, {}])
+    boxes = files / "BOXES.csv"
+    pd.DataFrame([{"case_id": "c0", "image_box": "1,2,10,8", "video_box": "14,12,22,18", "video_box_time": "1.5"},
+                  {"case_id": "nobody", "image_box": "1,2,10,8"}]).to_csv(boxes, index=False)
+    assert exit_code(["validate", str(path), "--boxes", str(boxes), "--json"]) == 1
+    report = json.loads(capsys.readouterr().out)
+    assert [(p["case_id"], p["problem"]) for p in report["problems"]] == [("nobody", "BOXES.csv row 2: unknown case (not in the manifest)")]
+    pd.read_csv(boxes).iloc[:1].to_csv(boxes, index=False)
+    assert exit_code(["validate", str(path), "--boxes", str(boxes)]) == 0
+    run = tmp_path / "run"
+    assert exit_code(["prepare", str(path), "--out", str(run), "--boxes", str(boxes), "--size", "16", "--frames", "3",
+                      "--period", "1", "--track", "on"]) == 0
+    idx = cache.read_index(run)
+    assert idx["image_roi"].tolist() == ["box", "whole_frame"] and idx["video_roi"].tolist() == ["box", "whole_frame"]
+    kf = json.loads((run / "prepared" / "keyframes.json").read_text())
+    assert kf["params"]["track"] == "on" and kf["cases"]["c0"]["video"]["track"]["anchor_time"] == 1.5
+    assert pd.read_csv(run / "cohort.csv", dtype=str).set_index("case_id").at["c0", "video_box"] == "14,12,22,18"
+    assert pd.read_csv(path).columns.tolist() == ["case_id", "label", "image", "video"]  # the user's manifest untouched
