@@ -10,6 +10,8 @@ nodule's peak frame, ``video_box_time``; signal/<case>_video_path.csv the true b
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/tracking.py [--n 12] [--motion 8] [--size 128] [--seed 0]
 
+``--pocus N``: speed only, on the N largest real POCUS clips of ../shared/data (no truth of their motion).
+
 ``--motion 0``: the default cohort's clips (breathing of a few pixels; the bubble speckle drifting as one block
 apart from the tissue), its truth from ``--mask-per-frame``: what ``track: auto`` would meet in the demo.
 """
@@ -73,13 +75,35 @@ def one_case(data: Path, row) -> dict:
             "held": track.record()["held"], "frames": len(true), "seconds": seconds}
 
 
+def real_speed(n: int) -> None:
+    """Seconds per frame and per second of clip on the n largest real POCUS clips (no truth: speed only), a centred
+    box of a quarter of the frame's side drawn at mid-clip."""
+    cases = pd.read_csv(ROOT.parent / "shared" / "data" / "pocus" / "cases.csv").nlargest(n, "size_bytes")
+    rows = []
+    for r in cases.itertuples():
+        side = min(r.width, r.height) // 4
+        y0, x0 = (r.height - side) // 2, (r.width - side) // 2
+        t = time.perf_counter()
+        track = track_roi(ROOT.parent / "shared" / "data" / "pocus" / r.video, (y0, x0, y0 + side, x0 + side), r.duration_s / 2)
+        sec = time.perf_counter() - t
+        rows.append({"case": r.case_id, "px": f"{r.width}x{r.height}", "frames": len(track.times), "seconds": sec,
+                     "ms_per_frame": 1000 * sec / len(track.times), "clip_s": r.duration_s, "motion_px": track.motion_px()})
+    df = pd.DataFrame(rows)
+    print(df.round(2).to_string(index=False))
+    print(f"real clips: {1000 * df.seconds.sum() / df.frames.sum():.1f} ms per frame, "
+          f"{df.seconds.sum() / df.clip_s.sum():.2f} s per second of clip")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=12)
     ap.add_argument("--motion", type=float, default=8.0)
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pocus", type=int, default=0, help="instead: tracking speed on the N largest real POCUS clips")
     args = ap.parse_args()
+    if args.pocus:
+        return real_speed(args.pocus)
     with tempfile.TemporaryDirectory() as tmp:
         data = Path(tmp) / "data"
         generate(data, SynthConfig(n=args.n, seed=args.seed, size=args.size, fps=4.0, duration=30.0, motion=args.motion,

@@ -56,6 +56,13 @@ def test_tracker_follows_a_known_shift(moving_video):
     assert track.record()["motion_px"] >= 8 and track.record()["held"] == 0
 
 
+def test_a_large_patch_is_matched_on_a_coarser_grid(moving_video):
+    truth = [shift_box(BOX, d) for d in path_px()]
+    track = track_roi(moving_video, BOX, ANCHOR / FPS, TrackParams(max_patch=32))  # the 64 px patch on 2x2 blocks
+    assert track.record()["grid_px"] == 2
+    assert np.mean([iou(shift_box(BOX, d), b) for d, b in zip(track.shifts, truth)]) > 0.85
+
+
 def test_a_clip_over_the_memory_budget_is_tracked_every_nth_frame(moving_video):
     truth = [shift_box(BOX, d) for d in path_px()]
     track = track_roi(moving_video, BOX, ANCHOR / FPS, TrackParams(memory_mb=1))  # 40 windows of 64 kB

@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 from scipy.ndimage import gaussian_filter, median_filter
 from skimage.feature import match_template
+from skimage.transform import downscale_local_mean
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.ingest.roi import Box, clip_box
@@ -64,26 +65,42 @@ class Track:
 class TrackParams:
     context: float = 0.5  # the patch: the box grown by this share of its larger side, on each side ...
     min_patch: int = 64  # ... and at least this many pixels across (a small nodule alone has little to match)
+    max_patch: int = 128  # a larger patch is matched on a grid of f x f pixel blocks (f = patch / max_patch, rounded up)
     reach: float = 0.25  # the largest displacement searched from the anchor, as a share of the frame's larger side
-    step: int = 4  # the largest move between two frames searched (px; times n when every n-th frame is tracked)
-    smooth: float = 1.0  # Gaussian sigma (px) before matching: pixel noise and codec blocks out, speckle kept
+    step: int = 4  # the largest move between two frames searched (grid cells; times n when every n-th frame is tracked)
+    smooth: float = 1.0  # Gaussian sigma (grid cells) before matching: pixel noise and codec blocks out, speckle kept
     min_score: float = 0.3  # a match below this correlation is not trusted
     memory_mb: int = 512  # the clip's windows kept at most; a longer or larger clip is tracked every n-th frame
 
-    def pixels(self, box: Box, shape: tuple[int, int]) -> tuple[int, int, int]:
-        """(context, reach, step) in pixels for this box in a frame of ``shape``."""
-        side = max(box[2] - box[0], box[3] - box[1])
-        ctx = max(int(round(self.context * side)), (self.min_patch - side + 1) // 2)
-        return ctx, max(self.step, int(round(self.reach * max(shape)))), self.step
+
+@dataclass
+class _Clip:
+    """The decoded clip as the tracker sees it: every frame's time, the frames tracked, their windows on the grid."""
+
+    times: np.ndarray  # (T,) s
+    kept: np.ndarray  # (K,) decode indices of the frames tracked
+    windows: np.ndarray  # (K, h, w) float32, smoothed, on the grid of f x f blocks
+    patch: Box  # the anchor's patch in window cells
+    f: int  # pixels per grid cell
+    reach: int  # cells
+    step: int  # cells between two frames tracked
+
+
+def _geometry(box: Box, shape: tuple[int, int], p: TrackParams) -> tuple[int, int, int]:
+    """(context, reach, f) in pixels: context and reach whole multiples of the grid's block side f."""
+    side = max(box[2] - box[0], box[3] - box[1])
+    ctx = max(int(round(p.context * side)), (p.min_patch - side + 1) // 2)
+    f = max(1, -(-(side + 2 * ctx) // p.max_patch))
+    reach = max(p.step * f, int(round(p.reach * max(shape))))
+    return -(-ctx // f) * f, -(-reach // f) * f, f
 
 
 def track_roi(path: str | Path, box: Box, anchor_time: float | None, params: TrackParams = TrackParams()) -> Track:
     """The ROI ``box`` (y0, x0, y1, x1), drawn on the frame nearest ``anchor_time`` (the first when None),
     followed through every decoded frame of the video; see the module docstring."""
-    clip = _decode_window(path, box, params, anchor_time)
-    times, kept, window, origin, (ctx, reach, step) = clip
+    clip = _decode(path, box, params, anchor_time)
+    times, kept = clip.times, clip.kept
     anchor = 0 if anchor_time is None else _anchor_index(times[kept], anchor_time, path)
-    patch = (box[0] - ctx - origin[0], box[1] - ctx - origin[1], box[2] + ctx - origin[0], box[3] + ctx - origin[1])
     n = len(kept)
     shifts = np.zeros((n, 2), np.int64)
     score = np.full(n, np.nan)
@@ -92,43 +109,53 @@ def track_roi(path: str | Path, box: Box, anchor_time: float | None, params: Tra
     for order in (range(anchor + 1, n), range(anchor - 1, -1, -1)):
         prev = anchor
         for k in order:
-            shifts[k], score[k], how[k] = _place(window, patch, anchor, prev, shifts[prev], k, reach, step, params.min_score)
+            shifts[k], score[k], how[k] = _place(clip.windows, clip.patch, anchor, prev, shifts[prev], k, clip.reach,
+                                                 clip.step, params.min_score)
             prev = k
-    shifts = _despike(shifts)
+    shifts = _despike(shifts) * clip.f
     every = np.stack([np.round(np.interp(times, times[kept], shifts[:, j])) for j in range(2)], 1).astype(np.int64)
     return Track(times, every, score, how, int(kept[anchor]), box,
-                 params={"context": params.context, "reach_px": reach, "step_px": step, "smooth": params.smooth,
-                         "every_nth_frame": int(kept[1] - kept[0]) if n > 1 else 1})
+                 params={"context": params.context, "reach_px": clip.reach * clip.f, "step_px": clip.step * clip.f,
+                         "smooth": params.smooth, "grid_px": clip.f, "every_nth_frame": int(kept[1] - kept[0]) if n > 1 else 1})
 
 
-def _decode_window(path, box: Box, params: TrackParams, anchor_time: float | None) -> tuple:
-    """Every frame's time; the frames tracked (every one, or every s-th where the clip's windows would exceed
-    ``params.memory_mb``, counted from the anchor's frame as the header's rate places it); their smoothed grey windows around ``box`` (grown by the context and the reach, zero
-    outside the frame) as float32; the window's origin in the frame; (context, reach, step) in pixels."""
+def _decode(path, box: Box, params: TrackParams, anchor_time: float | None) -> _Clip:
+    """One decoding pass: every frame's time, and the window around ``box`` (grown by the context and the reach,
+    zero outside the frame) of the frames tracked, as f x f block means, smoothed. Every frame is tracked, or every
+    n-th where the windows would exceed ``params.memory_mb``, counted from the anchor's frame as the header's rate
+    places it."""
     times, kept, frames = [], [], []
     with VideoStream(path) as vs:
         info = vs.info
-        ctx, reach, step = params.pixels(box, (info.height, info.width))
-        grow = ctx + reach
-        want = (box[0] - grow, box[1] - grow, box[2] + grow, box[3] + grow)
+        ctx, reach, f = _geometry(box, (info.height, info.width), params)
+        bh, bw = -(-(box[2] - box[0]) // f) * f, -(-(box[3] - box[1]) // f) * f
+        want = (box[0] - ctx - reach, box[1] - ctx - reach, box[0] + bh + ctx + reach, box[1] + bw + ctx + reach)
         inner = clip_box(want, (info.height, info.width))
         if inner[2] <= inner[0] or inner[3] <= inner[1]:
             raise CeusError(f"{path}: the ROI {box} lies outside the {info.width}x{info.height} px frame")
-        size = (want[2] - want[0]) * (want[3] - want[1]) * 4
-        every = max(1, int(np.ceil((info.n_frames or 0) * size / (params.memory_mb * 2**20))))
+        cells = (want[2] - want[0]) * (want[3] - want[1]) // (f * f)
+        every = max(1, int(np.ceil((info.n_frames or 0) * cells * 4 / (params.memory_mb * 2**20))))
         phase = int(round(anchor_time * info.fps)) % every if anchor_time and info.fps else 0
         for fr in vs:
             times.append(fr.time)
-            if (fr.index - phase) % every:
-                continue
-            win = np.zeros((want[2] - want[0], want[3] - want[1]), np.float32)
-            win[inner[0] - want[0] : inner[2] - want[0], inner[1] - want[1] : inner[3] - want[1]] = \
-                fr.luma()[inner[0] : inner[2], inner[1] : inner[3]]
-            frames.append(gaussian_filter(win, params.smooth) if params.smooth > 0 else win)
-            kept.append(fr.index)
+            if (fr.index - phase) % every == 0:
+                frames.append(_window(fr.luma(), want, inner, f, params.smooth))
+                kept.append(fr.index)
     if not frames:
         raise CeusError(f"{path}: no decodable frame to track the ROI in")
-    return np.asarray(times), np.asarray(kept), np.stack(frames), (want[0], want[1]), (ctx, reach, step * every)
+    r, c = reach // f, ctx // f
+    patch = (r, r, r + (bh + 2 * ctx) // f, r + (bw + 2 * ctx) // f)
+    return _Clip(np.asarray(times), np.asarray(kept), np.stack(frames), patch, f, r, params.step * every)
+
+
+def _window(luma: np.ndarray, want: Box, inner: Box, f: int, smooth: float) -> np.ndarray:
+    """The frame's window ``want`` (zero outside the frame), as f x f block means, smoothed."""
+    win = np.zeros((want[2] - want[0], want[3] - want[1]), np.float32)
+    win[inner[0] - want[0] : inner[2] - want[0], inner[1] - want[1] : inner[3] - want[1]] = \
+        luma[inner[0] : inner[2], inner[1] : inner[3]]
+    if f > 1:
+        win = downscale_local_mean(win, (f, f)).astype(np.float32)
+    return gaussian_filter(win, smooth) if smooth > 0 else win
 
 
 def _anchor_index(times: np.ndarray, t: float, path) -> int:
