@@ -172,3 +172,17 @@ def test_defaults_record_and_hash_as_before_boxes(files):
     f = {"image": files / "img.png"}
     none = {"image_box": None, "video_box": None, "video_box_time": None, "image_roi_source": None, "video_roi_source": None}
     assert case_hash(f, p) == case_hash(f, p, none) != case_hash(f, p, {**none, "image_box": (1, 2, 3, 4)})
+
+
+def test_study_yaml_track_on_off_words(tmp_path):
+    """YAML reads a bare `on` as true: `prepare: {track: on}` must mean tracking on, not a type error."""
+    import yaml
+
+    from ceusfusion.config import parse_config
+
+    for word, want in (("on", "on"), ("off", "off"), ("auto", "auto")):
+        raw = yaml.safe_load(f"cohort: c.csv\nout: run\nboxes: BOXES.csv\nprepare: {{track: {word}}}\n")
+        cfg = parse_config(raw)
+        assert cfg.prepare.track == want and str(cfg.boxes) == "BOXES.csv"
+    with pytest.raises(CeusError, match="track"):
+        parse_config({"cohort": "c.csv", "out": "run", "prepare": {"track": "sometimes"}})

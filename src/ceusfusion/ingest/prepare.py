@@ -19,12 +19,12 @@ import json
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Literal
+from typing import Annotated, Callable, Iterator, Literal
 
 import numpy as np
 import pandas as pd
 from PIL import Image, ImageDraw
-from pydantic import ConfigDict, Field, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, field_validator, model_validator
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ceusfusion.core.config import StageConfig
@@ -74,6 +74,14 @@ LATER_DEFAULTS = {"track": "off", "track_px": 3.0}  # PrepareParams fields added
 ROI_COLUMNS = ["image_roi", "video_roi"]  # index.csv: where each case's ROI came from (roi.ROI_SOURCES)
 
 
+def _switch_word(v):
+    """YAML reads a bare on / off as true / false: ``track: on`` in a study config means "on"."""
+    return {True: "on", False: "off"}[v] if isinstance(v, bool) else v
+
+
+TrackChoice = Annotated[Literal["off", "on", "auto"], BeforeValidator(_switch_word)]  # the study section inherits it
+
+
 class PrepareParams(StageConfig):
     """Everything that defines the prepared arrays (and so the cache hash); run-time options are arguments.
 
@@ -95,7 +103,7 @@ class PrepareParams(StageConfig):
     tic_plots: bool = False
     # follow the video's ROI through the clip (ingest.track): off; on; auto = only where the measured motion
     # reaches ``track_px`` pixels. Off by default: a clip without measured motion keeps its fixed box.
-    track: Literal["off", "on", "auto"] = "off"
+    track: TrackChoice = "off"
     track_px: float = Field(3.0, ge=0)
 
     def recorded(self) -> dict:
