@@ -3,7 +3,8 @@
 A clip of 10-120 s moves (breathing, swallowing, the carotid's pulse), so one fixed box lets the
 crops drift and the TIC mix nodule and parenchyma. ``track_roi`` decodes the clip once, keeps the
 grey window around the ROI (the box grown by ``context`` of its side, at least ``min_patch`` px
-across, plus the largest motion searched, ``reach``) and, from the frame the ROI was drawn on (the
+across, plus the largest motion searched, ``reach``; a patch over ``max_patch`` px is matched on a grid of
+f x f pixel blocks, so a large frame costs no more than a small one) and, from the frame the ROI was drawn on (the
 anchor), finds its displacement in every other frame, forward and backward, by normalised
 cross-correlation (scikit-image's ``match_template``) of lightly smoothed patches: the smoothing
 takes out pixel noise and codec blocks and keeps the speckle, which moves with the tissue (speckle
