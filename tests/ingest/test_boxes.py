@@ -186,3 +186,14 @@ def test_study_yaml_track_on_off_words(tmp_path):
         assert cfg.prepare.track == want and str(cfg.boxes) == "BOXES.csv"
     with pytest.raises(CeusError, match="track"):
         parse_config({"cohort": "c.csv", "out": "run", "prepare": {"track": "sometimes"}})
+
+
+def test_a_mask_origin_without_its_mask_is_a_warning_not_a_problem(files):
+    from ceusfusion.ingest.cohort import manifest_warnings
+
+    path = manifest(files, [{"image_roi_source": "predicted_auto"}, {"image_roi_source": "by hand"}])
+    _, problems = validate(path)
+    assert [(p.case_id, p.column) for p in problems] == [("c1", "image_roi_source")]  # an unknown word is a problem
+    warnings = manifest_warnings(read_manifest(path))
+    assert any("'image_roi_source' says how image_mask was made for 2 case(s) with no image_mask (c0, c1)" in w
+               for w in warnings), warnings

@@ -172,6 +172,7 @@ def manifest_warnings(df: pd.DataFrame) -> list[str]:
             crossing = f"; {len(both)} of its values are in both train and test of this manifest's split" if both else ""
         out.append(f"no 'group' column, and column {c!r} looks like a patient key ({why}){crossing}: `split` refuses "
                    f"this manifest until told: --group {c} (its rows stay on one side) or --no-group (each row its own patient)")
+    out += _orphan_origins(df)
     for c in df.columns:
         why = not_covariate_reason(df, c) if c not in RESERVED else None
         if why and why.startswith("file paths"):
@@ -358,11 +359,25 @@ def _box_problems(df: pd.DataFrame) -> list[Problem]:
         if t is not None and t.strip() and box_time(t) is None:
             out.append(Problem(i, cid, "video_box_time", f"must be seconds from the clip's start (a number >= 0), got {t!r}"))
         for col in ROI_SOURCE_COLUMNS:
-            v, mask = _s(r.get(col)), col.replace("roi_source", "mask")
+            v = _s(r.get(col))
             if v is not None and v.strip() and v.strip() not in MASK_ORIGINS:
                 out.append(Problem(i, cid, col, f"must be one of {', '.join(MASK_ORIGINS)}, got {v!r}"))
-            elif v is not None and v.strip() and _s(r.get(mask)) is None:
-                out.append(Problem(i, cid, col, f"says how {mask} was made ({v.strip()}), but {mask} is empty"))
+    return out
+
+
+def _orphan_origins(df: pd.DataFrame) -> list[str]:
+    """A mask origin without its mask (a segmentation that failed for that case): ignored, the ROI is the box or
+    the whole frame, and prepare records which."""
+    out = []
+    for col in ROI_SOURCE_COLUMNS:
+        mask = col.replace("roi_source", "mask")
+        if col not in df.columns:
+            continue
+        given = df[col].notna() & (df[col].astype(str).str.strip() != "")
+        orphans = df.loc[given & (df[mask].isna() if mask in df.columns else True), "case_id"].astype(str).tolist()
+        if orphans:
+            out.append(f"column {col!r} says how {mask} was made for {len(orphans)} case(s) with no {mask} "
+                       f"({', '.join(orphans[:5])}{', ...' if len(orphans) > 5 else ''}): ignored, their ROI is their box or the whole frame")
     return out
 
 
