@@ -48,6 +48,7 @@ def validate(
     cohort: Path = typer.Argument(..., help="Cohort manifest CSV."),
     as_json: bool = typer.Option(False, "--json", help="Print the columns' roles, the warnings and the problems as JSON."),
     no_files: bool = typer.Option(False, "--no-files", help="Check the table only, do not open files."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="A boxes file (case_id,image_box,video_box,video_box_time) merged into the manifest: its boxes replace the manifest's."),
 ):
     """Check every row and file of a cohort manifest; print how each column is read, the warnings and ALL problems;
     exit 1 if any problem (warnings alone exit 0)."""
@@ -56,7 +57,7 @@ def validate(
     from ceusfusion.ingest.cohort import column_roles, groups_of, manifest_warnings, problems_frame
     from ceusfusion.ingest.cohort import validate as run_validate
 
-    df, problems = run_validate(cohort, check_files=not no_files)
+    df, problems = run_validate(cohort, check_files=not no_files, boxes=boxes)
     roles = [] if df is None else column_roles(df)
     warnings = [] if df is None else manifest_warnings(df)
     if as_json:
@@ -135,12 +136,14 @@ def synth(
     signal: float = typer.Option(1.0, "--signal", help="Scale of both label effects (1: reference-like; larger: easier)."),
     size_tied: bool = typer.Option(True, "--size-tied/--size-untied", help="Nodule size depends on the label (untied: the image evidence is only local)."),
     force: bool = typer.Option(False, "--force", help="Write into a folder that holds files synth did not write (same names are replaced)."),
+    motion: float = typer.Option(0.0, "--motion", help="Move the video's scene along a smooth path of about this many pixels (the truth per frame in signal/<case>_video_path.csv; the mask drawn at video_box_time)."),
+    mask_per_frame: bool = typer.Option(False, "--mask-per-frame", help="Write the video mask as the true mask of every frame."),
 ):
     """Write a synthetic cohort that looks, file by file, like a hospital export."""
     from ceusfusion.synthetic.synth import SynthConfig, generate
 
     cfg = SynthConfig(n=n, seed=seed, size=size, fps=fps, duration=duration, still_size=still_size,
-                      signal=signal, size_tied=size_tied)
+                      signal=signal, size_tied=size_tied, motion=motion, mask_per_frame=mask_per_frame)
     path = generate(out, cfg, workers=workers, overwrite=overwrite, force=force)
     console.print(f"wrote {path}")
 
@@ -164,6 +167,9 @@ def prepare(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first failing case (exit 2)."),
     tic_plots: bool = typer.Option(False, "--tic-plots", help="Write a time-intensity curve plot per case with a video mask."),
     force: bool = typer.Option(False, "--force", help="Write RUN/cohort.csv and RUN/prepared/ even over files ceusfusion did not write (never over the input)."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="A boxes file (case_id,image_box,video_box,video_box_time) merged into the manifest: its boxes replace the manifest's."),
+    track: str = typer.Option("off", "--track", help="Follow the video's ROI through the clip: off, on, or auto (only where the motion found reaches --track-px)."),
+    track_px: float = typer.Option(3.0, "--track-px", help="With --track auto: the motion (pixels) from which the tracked ROI is used."),
 ):
     """Keyframes, ROI crops, perfusion parameters and contact sheets into RUN/prepared/; exit 1 if some case failed."""
     from ceusfusion.ingest.prepare import PrepareParams
@@ -181,14 +187,15 @@ def prepare(
             fixed = tuple(int(v) for v in box.split(","))
         except ValueError:
             raise CeusError(f"--box must be X,Y,W,H integers, got {box!r}") from None
-    params = PrepareParams(size=size, frames=frames, period=period, policy=policy, margin=margin, crop=fixed, color=color, tic_plots=tic_plots)
+    params = PrepareParams(size=size, frames=frames, period=period, policy=policy, margin=margin, crop=fixed, color=color,
+                           tic_plots=tic_plots, track=track, track_px=track_px)
 
     def show(case_id, file, problem):
         where = f" ({file})" if file else ""
         err_console.print(f"[red]failed[/red] case {case_id}{where}: {problem}", highlight=False, soft_wrap=True)
 
     res = run_prepare(cohort, out, params, workers=workers, strict=strict, progress=sys.stderr.isatty(), on_failure=show,
-                      force=force)
+                      force=force, boxes=boxes)
     console.print(f"prepared {res.n_ok}/{res.n_cases} cases ({res.n_skipped} unchanged, skipped) in {res.run / 'prepared'}; {len(res.failures)} failed")
     raise typer.Exit(1 if len(res.failures) else 0)
 

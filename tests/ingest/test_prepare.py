@@ -12,7 +12,7 @@ from ingest_fixtures import PATIENT_ID, PATIENT_NAME, l_mask, ramp_video, write_
 from ceusfusion.cli import main
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest import cache
-from ceusfusion.ingest.prepare import PrepareParams, prepare
+from ceusfusion.ingest.prepare import ROI_COLUMNS, PrepareParams, prepare
 
 S = 32
 GOOD = ["c_full", "c_dicom", "c_perframe"]
@@ -96,7 +96,7 @@ def test_exit_code_and_failures(prepared, capsys):
 def test_cache_follows_the_contract(prepared):
     _, run, _ = prepared
     idx = cache.read_index(run)
-    assert list(idx.columns) == cache.INDEX_COLUMNS
+    assert list(idx.columns) == cache.INDEX_COLUMNS + ROI_COLUMNS
     assert sorted(idx["case_id"]) == sorted(GOOD)
     z = cache.load_case(run, "c_full")
     assert z["image"].dtype == np.uint8 and z["image"].shape == (S, S)

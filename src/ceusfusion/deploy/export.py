@@ -70,7 +70,8 @@ from ceusfusion.deploy.fusion_model import (  # noqa: F401 (the bundle API: pred
 from ceusfusion.evaluate.predictions import load_predictions
 from ceusfusion.fusion.features import is_score_name, read_features
 from ceusfusion.ingest.cohort import read_manifest
-from ceusfusion.ingest.prepare import PrepareParams
+from ceusfusion.ingest.cache import read_index
+from ceusfusion.ingest.prepare import PrepareParams, roi_source_counts
 from ceusfusion.models.ensemble import REFIT
 from ceusfusion.models.registry import CONFIG_FILE, MODEL_FILE, ModelRecord, build_from_config, read_config
 
@@ -294,7 +295,10 @@ def _write_card(layout: RunLayout, tmp: Path, models: dict, combined: dict | Non
     named = {m["name"]: modality for modality, m in models.items()}
     if combined:
         named[combined["name"]] = "combined"
+    # where the ROIs came from (manual / predicted mask, box, whole frame), per split
+    rois = roi_source_counts(read_index(layout.root)) if layout.prepared_index.is_file() else {}
     write_json(tmp / CARD, finite({"card_version": 1, "intended_use": RESEARCH_ONLY, "cohort": _cohort_summary(layout),
+                                   "roi_sources": rois,
                                    "outcome": metrics.get("outcome"),
                                    "threshold_rule": metrics.get("threshold_rule"), "ci_method": metrics.get("ci_method"),
                                    "models": {n: _model_card(layout, n, mod, metrics) for n, mod in named.items()}}))

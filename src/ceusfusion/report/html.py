@@ -19,7 +19,9 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import claim, write_text
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.explain.sanity import RANK_LIMIT, localisation_verdict, randomisation_verdict
+from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import groups_of
+from ceusfusion.ingest.prepare import roi_source_counts
 from ceusfusion.models.select import rank_models
 from ceusfusion.report.clinical import (
     interventions_section,
@@ -75,7 +77,18 @@ def cohort_section(run: Path) -> str:
     if failures.is_file():
         f = pd.read_csv(failures)
         body += (f"<p>{len(f)} case(s) could not be prepared and were excluded:</p>" + _table(f)) if len(f) else "<p>Every case was prepared.</p>"
-    return body
+    return body + roi_sources_table(run)
+
+
+def roi_sources_table(run: Path) -> str:
+    """Where each prepared case's ROI came from (manual mask, predicted mask, box, whole frame), per split."""
+    index = run / "prepared" / "index.csv"
+    counts = roi_source_counts(read_index(run)) if index.is_file() else {}
+    rows = [{"picture": pic, "ROI from": src.replace("_", " "), **per} for pic, by in counts.items() for src, per in by.items()]
+    if not rows:
+        return ""
+    df = pd.DataFrame(rows).fillna(0)
+    return para("Where each prepared case's region of interest came from (cases per set):") + _table(df)
 
 
 def training_section(run: Path) -> str:
