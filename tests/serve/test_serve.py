@@ -21,10 +21,8 @@ import pytest
 from cli_run import exit_code
 from ingest_fixtures import PATIENT_ID, PATIENT_NAME, write_dicom
 from PIL import Image
-from rich.console import Console
 
-from ceusfusion.demo import run_demo
-from ceusfusion.deploy.export import CARD, MANIFEST, SIDECAR, export
+from ceusfusion.deploy.export import CARD, MANIFEST, SIDECAR
 from ceusfusion.deploy.predict import predict
 from ceusfusion.serve import create_app, running_server
 
@@ -36,15 +34,9 @@ BROWSER_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
 
 
 @pytest.fixture(scope="module")
-def made(module_tmp_factory):
+def made(tiny_study):
     """(run, bundle, two test patients' files): one tiny study, exported once for the whole module."""
-    root = module_tmp_factory.mktemp("serve")
-    run_demo(root / "run", Console(record=True, width=160), n=48, quick=True, progress=False)
-    bundle = export(root / "run", root / "bundle")
-    d = root / "run" / "data"
-    rows = pd.read_csv(d / "cohort.csv").query("split == 'test'").iloc[:2]
-    patients = [{k: d / r[k] for k in FIELDS} for _, r in rows.iterrows()]
-    return root / "run", bundle, patients
+    return tiny_study
 
 
 @pytest.fixture(scope="module")
@@ -111,7 +103,8 @@ def test_api_predict_returns_what_predict_json_returns(made, server, capsys):
     cli = predict_json({"bundle": bundle, **patients[0]}, capsys)
     assert_same_models(res, cli)
     assert {"DL_image_resnet18", "DL_video_resnet18", "DL_combined"} <= set(res["models"])
-    assert res["bundle_sha256"] == cli["bundle_sha256"] and res["bundle_pinned"]  # the server pins its bundle
+    # the server loaded the bundle whole at start; "pinned" says whether an id was given (serve --expect-sha256)
+    assert res["bundle_sha256"] == cli["bundle_sha256"] and res["bundle_pinned"] is False and "bundle" not in res
     for name in ("DL_image_resnet18", "DL_video_resnet18"):
         assert res["models"][name]["gradcam"].startswith("data:image/png;base64,")
     video = res["inputs"]["video"]
@@ -126,7 +119,7 @@ def test_bad_inputs_get_one_line_and_leave_nothing(made, server, tmp_path):
     cases = [
         ({"image": ("still.png", b"not a png at all")}, 400, "image (the uploaded B-mode still): cannot decode image"),
         ({"video": ("clip.avi", b"RIFF" + b"\0" * 300)}, 400, "video (the uploaded CEUS video)"),
-        ({"image": ("still.exe", b"MZ")}, 400, "unknown file type (.exe)"),
+        ({"image": ("still.exe", b"MZ")}, 400, "image: not a file type it reads; the B-mode still must be one of"),
         ({"image_mask": p["image_mask"]}, 400, "image_mask given without the image"),
         ({"box": "[1, 2, 3, 4]"}, 400, "give the B-mode still"),
         ({"image": p["image"], "image_mask": p["image_mask"], "box": '{"image": [1, 1, 9, 9]}'}, 400, "not both"),
