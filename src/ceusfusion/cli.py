@@ -828,6 +828,19 @@ def serve(
               warn=lambda msg: err_console.print(msg, highlight=False, soft_wrap=True))
 
 
+@app.command()
+def annotate(
+    cohort: Path = typer.Argument(..., help="Cohort manifest CSV (only read, never written)."),
+    out: Path = typer.Option(..., "--out", help="BOXES.csv: case_id,image_box,video_box,video_box_time; resumed if it exists."),
+    port: int = typer.Option(8000, "--port", help="TCP port on 127.0.0.1 (this computer only)."),
+    force: bool = typer.Option(False, "--force", help="Take over an --out file ceusfusion did not write (its rows are read, then rewritten)."),
+):
+    """A local page to draw each case's boxes on the still and the clip; every answer is saved to --out at once."""
+    from ceusfusion.serve.annotate import annotate as run_annotate
+
+    run_annotate(cohort, out, port=port, force=force, warn=lambda msg: err_console.print(msg, highlight=False, soft_wrap=True))
+
+
 def main(argv: Optional[List[str]] = None) -> None:
     """Console-script entry: run the Typer app, turning CeusError into one line."""
     try:
