@@ -279,3 +279,12 @@ def test_server_paths_are_named_or_removed():
     msg = "/srv/models/b/fusion/model.skops: cannot be loaded; see /usr/lib/python3/x.py, w/h, docs/serve.md, http://h/x"
     out = without_server_paths(msg, {"/srv/models/b": "the bundle"})
     assert out == ("the bundle/fusion/model.skops: cannot be loaded; see [server path], w/h, docs/serve.md, http://h/x")
+
+
+def test_timeouts_must_be_seconds(made, monkeypatch, capsys):
+    listened = _never_listens(monkeypatch)
+    for option, value in (("--header-timeout", "0"), ("--body-timeout", "-5"), ("--body-timeout", "1e9")):
+        assert exit_code(["serve", "--bundle", str(made[0]), option, value]) == 2
+        err = capsys.readouterr().err
+        assert "--header-timeout/--body-timeout" in err and "positive and under a day" in err and "Traceback" not in err
+    assert listened == []
