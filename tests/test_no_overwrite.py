@@ -204,6 +204,13 @@ def case_split(d):
     return Case(["split", cohort, "--out", d / "mine.csv"], d / "mine.csv", ["split", cohort, "--out", cohort], cohort)
 
 
+def case_annotate(d):
+    """The page's answers go to --out; the refusal comes before anything listens (port 9 is never opened)."""
+    cohort = _cohort(d / "data")
+    return Case(["annotate", cohort, "--out", d / "boxes.csv", "--port", "9"], d / "boxes.csv",
+                ["annotate", cohort, "--out", cohort, "--port", "9"], cohort, force=("--force",))
+
+
 def case_synth(d):
     return Case(["synth", "--out", d / "syn", "--n", "4", "--size", "32", "--workers", "1"], d / "syn" / "cohort.csv")
 

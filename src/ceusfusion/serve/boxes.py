@@ -26,7 +26,6 @@ from ceusfusion.ingest.roi import XYWH, parse_xywh
 COLUMNS = ("case_id", "image_box", "video_box", "video_box_time")
 
 
-
 @dataclass(frozen=True)
 class Answer:
     """One case's boxes (None: no box) and the time of the frame the video box was drawn on."""
