@@ -2,6 +2,8 @@
 regression in 5-fold CV grouped by patient (the fusion stage's own grouped nested CV).
 
     python bench/radiomics.py [--cases FILE] [--work DIR] [--icc-cases 40] [--workers 1] [--threads 1]
+    python bench/radiomics.py --speed 40      # only the time per ROI: the stage's extraction against a bare
+                                              # MIRP call on the same ROIs (same run, interleaved), and the 0.5 s goal
 
 Prints the Rad AUC with its DeLong 95% CI beside the ROI-pixel baseline (PCA(20) + logistic
 regression on the prepared 64 px ROI, bench/baselines.py) with the paired DeLong test, the
@@ -30,26 +32,61 @@ def parse(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--with-dl", action="store_true", help="also DL_image (resnet18, random init) and DLR in the same run")
+    ap.add_argument("--epochs", type=int, default=15)
+    ap.add_argument("--arch", default="resnet18")
+    ap.add_argument("--size", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--lr", type=float, default=3e-4)
+    ap.add_argument("--select", default="last")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--speed", type=int, default=0, help="time this many ROIs only (no CV)")
     return ap.parse_args(argv)
 
 
-def kept_families(selected) -> str:
-    from ceusfusion.radiomics.stage import column_family
+def speed(a) -> None:
+    """Seconds per ROI of the stage's extraction (IBSI features + 2-D shape) and of a bare MIRP call with the
+    same settings on the same DDTI masks, interleaved so that machine load hits both alike."""
+    import numpy as np
+    import pandas as pd
+    from mirp import extract_features
+    from PIL import Image
 
-    final = selected[selected["selected"]]
-    fams: dict[str, int] = {}
-    for f in final["feature"]:
-        fams[column_family(f)] = fams.get(column_family(f), 0) + 1
-    return ", ".join(f"{k} {v}" for k, v in sorted(fams.items(), key=lambda kv: -kv[1]))
+    from ceusfusion.radiomics.extract import plane_features
+    from ceusfusion.radiomics.ibsi import mirp_settings, quiet_mirp
+    from ceusfusion.radiomics.roi import Plane
+    from ceusfusion.radiomics.settings import RadiomicsConfig
+
+    cfg, cases = RadiomicsConfig(), pd.read_csv(a.cases, dtype=str).head(a.speed)
+    ours, bare = [], []
+    for img_rel, mask_rel in zip(cases["image"], cases["mask"]):
+        img = np.asarray(Image.open(a.cases.parent / img_rel).convert("L"))
+        roi = np.asarray(Image.open(a.cases.parent / mask_rel)) > 127
+        t = time.perf_counter()
+        plane_features(Plane("still", img, roi, True), cfg, 1.0)
+        ours.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        with quiet_mirp():
+            extract_features(image=img.astype(float)[None], mask=roi[None], **mirp_settings(cfg, 1.0))
+        bare.append(time.perf_counter() - t)
+    o, b = float(np.median(ours[1:])), float(np.median(bare[1:]))  # the first call loads MIRP and ITK
+    print(f"{len(ours)} DDTI ROIs (300x300 px, mask 7-71 %), median s per ROI: stage {o:.3f}, bare MIRP {b:.3f}, "
+          f"ratio {o / b:.2f}; goal 0.5 s: {'met' if o < 0.5 else 'NOT met'} ({o / 0.5:.2f} of it)", flush=True)
 
 
 def main(argv=None) -> None:
     a = parse(argv)
     C.limit_threads(a.threads)
+    if a.speed:
+        return speed(a)
     from baselines import write_baselines
 
-    from ceusfusion.fusion.pipeline import FusionConfig, fuse
+    import pandas as pd
+
+    from ceusfusion.fusion.extract import features
+    from ceusfusion.fusion.pipeline import FusionConfig
     from ceusfusion.ingest.prepare import PrepareParams
+    from ceusfusion.radiomics.compare import compare
     from ceusfusion.radiomics.settings import RadiomicsConfig
     from ceusfusion.radiomics.stage import radiomics
 
@@ -62,17 +99,27 @@ def main(argv=None) -> None:
     print(f"radiomics: {rec['n_cases']} cases, {rec['seconds_per_roi']:.3f} s per ROI (one core), "
           f"{rec['n_features_kept']}/{rec['n_features_extracted']} kept, {rec['n_dropped_icc']} below ICC "
           f"{rec['icc_threshold']} on {rec['icc_cases']} training cases; {rec['seconds']:.0f} s in all", flush=True)
-    res = fuse([run / "features" / "radiomics.parquet"], run / "fusion" / "Rad", cohort=run / "cohort.csv",
-               cfg=FusionConfig(classifiers=("lr",), folds=a.folds, seed=a.seed, name="Rad", bootstrap=0), figures=False)
-    print(f"LASSO kept {res.summary['lasso']['n_selected']} of {res.summary['lasso']['n_features_in']}: "
-          f"{kept_families(res.selected)}", flush=True)
-    print(res.selected[res.selected["selected"]].head(15).to_string(index=False), flush=True)
+    files, deep = {}, []
+    if a.with_dl:  # DL_image as in bench/real_ddti.py: resnet18, random init, 64 px, 15 epochs, last epoch
+        name = f"DL_image_resnet18_s64_e{a.epochs}_random_last"
+        C.train_model(run, name, "image", "single", a, weights="none")
+        files["DL_image"] = run / "predictions" / f"{name}.csv"
+        deep.append(features(run / "models" / name, device="cpu")[0])
+    comp = compare(run, deep, FusionConfig(classifiers=("lr",), folds=a.folds, seed=a.seed), [], "DL_image" if deep else None)
+    for name, m in comp["models"].items():
+        print(f"{name}: LASSO kept {m['n_selected']} of {m['n_features_in']}: "
+              + ", ".join(f"{k} {v}" for k, v in m["families_kept"].items()), flush=True)
+        sel = pd.read_csv(run / "radiomics" / "fusion" / name / "selected_features.csv")
+        print(sel[sel["selected"]].head(15).to_string(index=False), flush=True)
+        files[name] = run / "predictions" / f"{name}.csv"
     base = write_baselines(run, ["middle"], a.folds, a.seed, size=64, names={"middle": "roi"})
-    files = {"Rad": run / "fusion" / "Rad" / "predictions" / "Rad.csv", **base}
+    files.update(base)
     title = (f"DDTI, radiomics of the mask (IBSI, MIRP {rec['library']['mirp']}, {rec['discretisation']}), "
              f"LASSO + logistic regression, {a.folds}-fold CV grouped by patient, seed {a.seed}")
-    C.evaluate_table(files, a.work / "eval", [("Rad", b) for b in base], title)
-    C.save_json(a.work / "bench.json", {"args": vars(a), "radiomics": rec, "fusion": res.summary,
+    pairs = [(m, b) for m in files if m not in base for b in base] + [(x, y) for x, y in (("DLR", "DL_image"), ("DLR", "Rad"),
+                                                                                       ("DL_image", "Rad")) if x in files and y in files]
+    C.evaluate_table(files, a.work / "eval", pairs, title)
+    C.save_json(a.work / "bench.json", {"args": vars(a), "radiomics": rec, "comparison": comp,
                                         "seconds": time.perf_counter() - t0})
     print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
 

@@ -69,3 +69,13 @@ def test_config_errors_are_one_line(kw, words):
     with pytest.raises(CeusError, match=words) as e:
         RadiomicsConfig(**kw)
     assert "\n" not in str(e.value)
+
+
+def test_cli_without_a_prepared_run_is_one_line(tmp_path, capsys):
+    from cli_run import exit_code
+
+    assert exit_code(["radiomics", "--run", str(tmp_path / "nothing")]) != 0
+    err = capsys.readouterr().err
+    assert "run `ceusfusion prepare` first" in err and "Traceback" not in err
+    assert exit_code(["radiomics", "--run", str(tmp_path), "--bins", "1"]) != 0
+    assert "--bins must be at least 2, got 1" in capsys.readouterr().err

@@ -28,9 +28,12 @@ def kept_families(selected) -> dict[str, int]:
 
 
 def plan(deep: list[Path], rad: Path, clinical: list[str]) -> dict[str, tuple[list[Path], list[str]]]:
-    """Each comparison model's (features files, clinical columns); DLR + clinical only with covariates."""
-    out = {RAD: ([rad], []), DLR: ([*deep, rad], [])}
-    if clinical:
+    """Each comparison model's (features files, clinical columns); DLR only with deep inputs, DLR + clinical only
+    with covariates too."""
+    out = {RAD: ([rad], [])}
+    if deep:
+        out[DLR] = ([*deep, rad], [])
+    if deep and clinical:
         out[DLR_CLINICAL] = ([*deep, rad], list(clinical))
     return out
 
@@ -39,11 +42,13 @@ def compare(run: str | Path, deep: list[Path], cfg: FusionConfig, clinical: list
     """Fit Rad, DLR and DLR + clinical; copy their predictions to RUN/predictions/; returns the record."""
     layout = RunLayout(run)
     rec: dict = {"dl": dl_name, "models": {}, "deep_inputs": [p.name for p in deep]}
-    if not clinical:
+    if not deep:
+        rec["skipped"] = {DLR: "no deep model", DLR_CLINICAL: "no deep model"}
+    elif not clinical:
         rec["skipped"] = {DLR_CLINICAL: "no clinical covariate in the cohort (or fusion.clinical)"}
     for name, (files, clin) in plan(deep, layout.features(NAME), clinical).items():
         out = layout.radiomics / "fusion" / name
-        res = fuse(files, out, cohort=layout.cohort, clinical=clin or None,
+        res = fuse(files, out, cohort=layout.cohort, clinical=clin or None, drop_missing=True,
                    cfg=cfg.model_copy(update={"name": name, "bootstrap": 0}), figures=False)
         write_bytes(layout.predictions(name), (out / "predictions" / f"{name}.csv").read_bytes())
         rec["models"][name] = {"chosen": res.summary.get("chosen_classifier"), "cv_auc": res.summary.get("cv_auc_mean"),

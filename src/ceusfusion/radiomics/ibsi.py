@@ -76,7 +76,7 @@ def mirp_settings(cfg: RadiomicsConfig, spacing: float) -> dict:
 
 
 @contextmanager
-def _quiet():
+def quiet_mirp():
     """MIRP configures the root logger at INFO and warns per call: keep the CLI's output ours."""
     logging.disable(logging.WARNING)
     try:
@@ -99,7 +99,7 @@ def ibsi_features(image: np.ndarray, mask: np.ndarray, cfg: RadiomicsConfig, spa
     # MIRP imported here: it loads ITK and pandas machinery that only this stage needs
     from mirp import extract_features
 
-    with _quiet():
+    with quiet_mirp():
         out = extract_features(image=np.asarray(image, float)[None], mask=np.asarray(mask, bool)[None], **kw)
     row = out[0].iloc[0]
     tags = {_SUFFIX.sub("", c): c for c in out[0].columns if family_of(c) != "other"}
