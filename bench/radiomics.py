@@ -33,6 +33,7 @@ def parse(argv=None):
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--one-se", action="store_true", help="LASSO penalty by the 1-SE rule (sparser) instead of the CV best")
     ap.add_argument("--with-dl", action="store_true", help="also DL_image (resnet18, random init) and DLR in the same run")
     ap.add_argument("--epochs", type=int, default=15)
     ap.add_argument("--arch", default="resnet18")
@@ -113,7 +114,7 @@ def main(argv=None) -> None:
     print(f"prepared {prep['n_ok']}/{prep['n_cases']} images in {prep['seconds']} s", flush=True)
     cfg = RadiomicsConfig(icc_cases=a.icc_cases, seed=a.seed)
     rec = reused(run, cfg) or radiomics(run, cfg, workers=a.workers, force=True)
-    print(f"radiomics: {rec['n_cases']} cases, {rec['seconds_per_roi']:.3f} s per ROI (one core), "
+    print(f"radiomics: {rec['n_cases']} cases, {rec['seconds_per_roi']:.3f} s per ROI (wall), "
           f"{rec['n_features_kept']}/{rec['n_features_extracted']} kept, {rec['n_dropped_icc']} below ICC "
           f"{rec['icc_threshold']} on {rec['icc_cases']} training cases; {rec['seconds']:.0f} s in all", flush=True)
     files, deep = {}, []
@@ -122,7 +123,7 @@ def main(argv=None) -> None:
         C.train_model(run, name, "image", "single", a, weights="none")
         files["DL_image"] = run / "predictions" / f"{name}.csv"
         deep.append(features(run / "models" / name, device="cpu")[0])
-    comp = compare(run, deep, FusionConfig(classifiers=("lr",), folds=a.folds, seed=a.seed), [], "DL_image" if deep else None)
+    comp = compare(run, deep, FusionConfig(classifiers=("lr",), folds=a.folds, seed=a.seed, one_se=a.one_se), [], "DL_image" if deep else None)
     for name, m in comp["models"].items():
         print(f"{name}: LASSO kept {m['n_selected']} of {m['n_features_in']}: "
               + ", ".join(f"{k} {v}" for k, v in m["families_kept"].items()), flush=True)
@@ -135,7 +136,7 @@ def main(argv=None) -> None:
              f"LASSO + logistic regression, {a.folds}-fold CV grouped by patient, seed {a.seed}")
     pairs = [(m, b) for m in files if m not in base for b in base] + [(x, y) for x, y in (("DLR", "DL_image"), ("DLR", "Rad"),
                                                                                        ("DL_image", "Rad")) if x in files and y in files]
-    C.evaluate_table(files, a.work / "eval", pairs, title)
+    C.evaluate_table(files, a.work / ("eval_1se" if a.one_se else "eval"), pairs, title + (", LASSO 1-SE" if a.one_se else ""))
     C.save_json(a.work / "bench.json", {"args": vars(a), "radiomics": rec, "comparison": comp,
                                         "seconds": time.perf_counter() - t0})
     print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
