@@ -110,6 +110,7 @@ def case_rois(row: dict, record: dict | None, keyframes: bool, spacing_mm: float
             box_roi(out.keyframes[0].image.shape, box)[1] if box else "box")
     if out.still is None and not out.keyframes:
         raise CeusError("neither a still nor a video to compute radiomics from")
-    dicom = pixel_spacing_mm(row["image"]) if row.get("image") else None
+    files = [row[c] for c in ("image", "video") if row.get(c)]  # the still's spacing, else the cine's
+    dicom = next((sp for sp in map(pixel_spacing_mm, files) if sp), None)
     out.spacing, out.unit = (dicom, "mm (DICOM)") if dicom else (spacing_mm, "mm (given)") if spacing_mm else (1.0, "px")
     return out
