@@ -79,3 +79,14 @@ def test_a_wrong_setting_is_caught():
     f = ibsi_features(img[0], msk[0], CFG.model_copy(update={"discretisation": "fixed_bin_number", "bins": 2}), 2.0)
     g = ibsi_features(img[0], msk[0], CFG, 2.0)
     assert f["cm_joint_max_d1_2d_avg"] != pytest.approx(g["cm_joint_max_d1_2d_avg"], rel=1e-3)
+
+
+def test_fixed_bin_width_starts_at_grey_level_zero():
+    """IBSI's fixed bin size counts bins from the lower bound of the intensity range: for 8-bit ultrasound 0
+    (not MIRP's CT default of -1000 HU), so grey level 100 falls in bin floor(100 / 8) + 1 = 13."""
+    rng = np.random.default_rng(0)
+    img = rng.integers(100, 140, size=(16, 16)).astype(float)
+    img[0, 0] = 100
+    cfg = RadiomicsConfig(discretisation="fixed_bin_size", bin_width=8.0, families=("histogram",))
+    f = ibsi_features(img, np.ones_like(img, bool), cfg)
+    assert f["ih_min"] == 13 and f["ih_max"] == 139 // 8 + 1
