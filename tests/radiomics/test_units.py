@@ -79,3 +79,16 @@ def test_cli_without_a_prepared_run_is_one_line(tmp_path, capsys):
     assert "run `ceusfusion prepare` first" in err and "Traceback" not in err
     assert exit_code(["radiomics", "--run", str(tmp_path), "--bins", "1"]) != 0
     assert "--bins must be at least 2, got 1" in capsys.readouterr().err
+
+
+def test_keyframe_summary_is_mean_sd_and_the_brightest_frame():
+    from ceusfusion.radiomics.extract import keyframe_summary
+    from ceusfusion.radiomics.roi import Plane
+
+    roi = np.ones((4, 4), bool)
+    planes = [Plane(f"kf{k}", np.full((4, 4), g, np.uint8), roi, True) for k, g in enumerate((10, 200, 50))]
+    per = [{"stat_mean": 10.0}, {"stat_mean": 200.0}, {"stat_mean": 50.0}]
+    out, peak = keyframe_summary(per, planes)
+    assert peak == 1 and out["kf_peak_stat_mean"] == 200.0
+    assert out["kf_mean_stat_mean"] == pytest.approx(260 / 3)
+    assert out["kf_sd_stat_mean"] == pytest.approx(np.std([10, 200, 50], ddof=1))
