@@ -59,13 +59,14 @@ def box_roi(shape: tuple[int, int], box) -> tuple[np.ndarray, str]:
 def still_plane(row: dict, record: dict | None) -> tuple[Plane, str]:
     """The still and its ROI: the mask when the manifest has one, else the prepared box."""
     img = grey(read_image(row["image"]))
+    said = (record or {}).get("image", {}).get("roi_source")  # prepare's word for it (e.g. a predicted mask), if any
     if row.get("image_mask"):
-        return Plane("still", img, read_mask(row["image_mask"], img.shape, of="image"), True), "mask"
+        return Plane("still", img, read_mask(row["image_mask"], img.shape, of="image"), True), said or "mask"
     box = (record or {}).get("image", {}).get("bbox")
     if box is None:
         raise CeusError("no mask and no prepared box for the still (run `ceusfusion prepare` first)")
     roi, source = box_roi(img.shape, box)
-    return Plane("still", img, roi, False), (record or {}).get("image", {}).get("roi_source", source)
+    return Plane("still", img, roi, False), said or source
 
 
 def keyframe_planes(row: dict, record: dict | None) -> tuple[list[Plane], str]:
@@ -106,7 +107,7 @@ def case_rois(row: dict, record: dict | None, keyframes: bool, spacing_mm: float
     if keyframes and row.get("video"):
         out.keyframes, src = keyframe_planes(row, record)
         box = (record or {}).get("video", {}).get("bbox")
-        out.roi_source["video"] = src or (record or {}).get("video", {}).get("roi_source") or (
+        out.roi_source["video"] = (record or {}).get("video", {}).get("roi_source") or src or (
             box_roi(out.keyframes[0].image.shape, box)[1] if box else "box")
     if out.still is None and not out.keyframes:
         raise CeusError("neither a still nor a video to compute radiomics from")
