@@ -65,6 +65,7 @@ def prepare_run(df: pd.DataFrame, run: Path, params, workers: int = 1, still_fro
     """Write the manifest and fill RUN/prepared (cached: unchanged cases are skipped). With
     ``still_from_video`` every case's still is its middle keyframe (the DL_image input)."""
     from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.core.runlayout import RunLayout
     from ceusfusion.ingest import cache
     from ceusfusion.ingest.prepare import prepare
 
@@ -83,9 +84,9 @@ def prepare_run(df: pd.DataFrame, run: Path, params, workers: int = 1, still_fro
                 mid = z["video"][len(z["video"]) // 2]
                 if "image" not in z or not np.array_equal(z["image"], mid):
                     z["image"] = mid
-                    cache.save_case(run, cid, **z)
+                    cache.save_case(run, cid, record=cache.case_record(run, cid), **z)
         idx["has_image"] = idx["has_video"]
-        write_csv(cache.prepared_dir(run) / "index.csv", idx)
+        write_csv(RunLayout(run).prepared_index, idx)
     return {"n_ok": res.n_ok, "n_cases": res.n_cases, "seconds": round(time.perf_counter() - t0, 1),
             "cohort": cohort}
 

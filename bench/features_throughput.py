@@ -67,13 +67,13 @@ def main() -> None:
         model_path = a.model or fake_model(Path(tmp), a.arch, a.cases, a.crop)
         run, name = parse_model_path(model_path)
         model, cfg = load_fold_model(run, name, 0)
-        data = load_cached(run, cfg["modality"], cfg.get("size"))  # loaded once, as `features` does
-        print(f"setup {time.perf_counter() - t0:.1f} s; {name}: {cfg['arch']} {cfg['input_mode']}, "
-              f"{len(data)} cases, crop {cfg['crop']}, batch {a.batch_size}, {a.threads} thread(s)")
+        data = load_cached(run, cfg.modality, cfg.size)  # loaded once, as `features` does
+        print(f"setup {time.perf_counter() - t0:.1f} s; {name}: {cfg.arch} {cfg.input_mode}, "
+              f"{len(data)} cases, crop {cfg.crop}, batch {a.batch_size}, {a.threads} thread(s)")
         ex = make_extractor(model)
         tf = transform_for(cfg)
         n, b = len(data), a.batch_size
-        shapes = [(min(b, n - s), cfg["channels"], cfg["crop"], cfg["crop"]) for s in range(0, n, b)]
+        shapes = [(min(b, n - s), cfg.raw["channels"], cfg.crop, cfg.crop) for s in range(0, n, b)]
         xs = [torch.randn(s, generator=torch.Generator().manual_seed(i)) for i, s in enumerate(shapes)]
 
         def bare() -> tuple[float, float]:

@@ -54,6 +54,7 @@ def main() -> None:
         raise SystemExit(f"no POCUS data at {a.data}")
     work = a.work or Path(tempfile.mkdtemp(prefix="pretrain_pocus_"))
     work.mkdir(parents=True, exist_ok=True)
+    from ceusfusion.core.runlayout import RunLayout
     from ceusfusion.ingest import cache
     from ceusfusion.ingest.prepare import PrepareParams, prepare
     from ceusfusion.models.pretrain import PretrainConfig, collect_videos, pretrain
@@ -87,11 +88,11 @@ def main() -> None:
         for cid in idx["case_id"]:
             z = cache.load_case(run, cid)
             z["image"] = z["video"][len(z["video"]) // 2]
-            cache.save_case(run, cid, **z)
+            cache.save_case(run, cid, record=cache.case_record(run, cid), **z)
         idx["has_image"] = True
         from ceusfusion.core.fsutil import write_csv
 
-        write_csv(cache.prepared_dir(run) / "index.csv", idx)
+        write_csv(RunLayout(run).prepared_index, idx)
 
     # 3. fine-tuning: random init vs pretrained, grouped K-fold CV on the (all-train) cohort
     crop = a.crop or a.size - a.size // 8

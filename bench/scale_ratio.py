@@ -48,12 +48,12 @@ def model_spreads(run: Path, name: str) -> None:
     from ceusfusion.models.train import predict_probs
 
     cfg = read_config(run, name)
-    data = load_cached(run, cfg["modality"], cfg.get("size"))
+    data = load_cached(run, cfg.modality, cfg.size)
     folds = pd.read_csv(run / "models" / name / "folds.csv", dtype={"case_id": str}).set_index("case_id")["fold"]
     test = np.flatnonzero(data.split == "test")
     torch.set_num_threads(1)
     sds = {}
-    for k in [*range(int(cfg["folds"])), "full"]:
+    for k in [*range(cfg.folds), "full"]:
         if not (run / "models" / name / (k if k == "full" else f"fold{k}")).is_dir():
             continue
         model, _ = load_fold_model(run, name, k)

@@ -17,7 +17,10 @@ import numpy as np
 import pandas as pd
 
 from ceusfusion.core.fsutil import write_csv
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest import cache
+
+FAKE_PARAMS = {"fake": True}
 
 
 def make_region_run(root, n_train: int = 48, n_test: int = 16, size: int = 48, frames: int = 3, radius: float = 0.13,
@@ -46,8 +49,9 @@ def make_region_run(root, n_train: int = 48, n_test: int = 16, size: int = 48, f
         arrays = {"image": frame(1.0),
                   "video": np.stack([frame((t + 1) / frames) for t in range(frames)]),
                   "times": np.arange(frames, dtype=np.float64), "frame_index": np.arange(frames, dtype=np.int64)}
-        cache.save_case(run, cid, **arrays)
+        cache.save_case(run, cid, record=cache.case_entry(f"h{i}", FAKE_PARAMS), **arrays)
         rows.append({"case_id": cid, "label": label, "split": split, "group": cid, "center": "A",
                      "has_image": 1, "has_video": 1, "hash": f"h{i}"})
-    write_csv(cache.prepared_dir(run) / "index.csv", pd.DataFrame(rows, columns=cache.INDEX_COLUMNS))
+    write_csv(RunLayout(run).prepared_index, pd.DataFrame(rows, columns=cache.INDEX_COLUMNS))
+    cache.write_run_record(run, 1, FAKE_PARAMS, {})
     return run, regions

@@ -13,13 +13,16 @@ import numpy as np
 import pandas as pd
 
 from ceusfusion.core.fsutil import write_csv
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest import cache
+
+FAKE_PARAMS = {"fake": True}  # the prepare parameters recorded for a fake cache (in each case and the run's record)
 
 
 def make_fake_run(root, n_train: int = 40, n_test: int = 12, size: int = 40, frames: int = 3,
                   colour: bool = False, signal: float = 1.0, pos_rate: float = 0.4, seed: int = 0,
                   group_size: int = 2, with_image: bool = True, with_video: bool = True) -> Path:
-    """Write RUN/prepared/{index.csv, cases/*.npz} under ``root`` and return the run path.
+    """Write RUN/prepared/{index.csv, keyframes.json, cases/*.npz} under ``root`` and return the run path.
 
     ``signal`` scales the planted blob (0 = no signal). Every ``group_size``
     consecutive training cases share a patient group (same label).
@@ -55,10 +58,11 @@ def make_fake_run(root, n_train: int = 40, n_test: int = 12, size: int = 40, fra
             arrays["video"] = np.stack([frame(amp * (t + 1) / frames) for t in range(frames)])
             arrays["times"] = np.arange(frames, dtype=np.float64) * 2.0
             arrays["frame_index"] = np.arange(frames, dtype=np.int64) * 10
-        cache.save_case(run, cid, **arrays)
+        cache.save_case(run, cid, record=cache.case_entry(f"fake{i}", FAKE_PARAMS), **arrays)
         rows.append({"case_id": cid, "label": label, "split": split, "group": group, "center": "A",
                      "has_image": with_image, "has_video": with_video, "hash": f"fake{i}"})
     # both classes must be present in training
     df = pd.DataFrame(rows, columns=cache.INDEX_COLUMNS)
-    write_csv(cache.prepared_dir(run) / "index.csv", df)
+    write_csv(RunLayout(run).prepared_index, df)
+    cache.write_run_record(run, 1, FAKE_PARAMS, {})
     return run

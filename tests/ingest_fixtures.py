@@ -187,3 +187,28 @@ def write_nifti_bomb(path: Path, x: int = 20000, y: int = 20000, z: int = 8) -> 
     struct.pack_into("<8h", b, 40, 3, x, y, z, 1, 1, 1, 1)  # dim[0..7]
     Path(path).write_bytes(gzip.compress(bytes(b)))
     return Path(path)
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: not an Exception, so process_case does not turn it into a failed case."""
+
+
+def interrupted_prepare(monkeypatch, manifest, run, params, after: int) -> None:
+    """Run prepare and kill it while the case after the first ``after`` ones is being written (its arrays
+    are on disk, its sheet is not): the deterministic stand-in for a prepare killed half-way."""
+    import pytest
+
+    from ceusfusion.ingest import prepare as prepare_mod
+
+    real, calls = prepare_mod.write_sheet, {"n": 0}
+
+    def sheet(*a, **k):
+        calls["n"] += 1
+        if calls["n"] > after:
+            raise Killed
+        return real(*a, **k)
+
+    monkeypatch.setattr(prepare_mod, "write_sheet", sheet)
+    with pytest.raises(Killed):
+        prepare_mod.prepare(manifest, run, params, progress=False)
+    monkeypatch.setattr(prepare_mod, "write_sheet", real)

@@ -48,6 +48,7 @@ def validate(
     cohort: Path = typer.Argument(..., help="Cohort manifest CSV."),
     as_json: bool = typer.Option(False, "--json", help="Print the columns' roles, the warnings and the problems as JSON."),
     no_files: bool = typer.Option(False, "--no-files", help="Check the table only, do not open files."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="A boxes file (case_id,image_box,video_box,video_box_time) merged into the manifest: its boxes replace the manifest's."),
 ):
     """Check every row and file of a cohort manifest; print how each column is read, the warnings and ALL problems;
     exit 1 if any problem (warnings alone exit 0)."""
@@ -56,7 +57,7 @@ def validate(
     from ceusfusion.ingest.cohort import column_roles, groups_of, manifest_warnings, problems_frame
     from ceusfusion.ingest.cohort import validate as run_validate
 
-    df, problems = run_validate(cohort, check_files=not no_files)
+    df, problems = run_validate(cohort, check_files=not no_files, boxes=boxes)
     roles = [] if df is None else column_roles(df)
     warnings = [] if df is None else manifest_warnings(df)
     if as_json:
@@ -100,18 +101,17 @@ def split(
     group: Optional[str] = typer.Option(None, "--group", help="The column that names the patient (e.g. patient): its cases stay on one side; written as the 'group' column."),
     no_group: bool = typer.Option(False, "--no-group", help="Each row is its own patient (needed when no 'group' column is given and a column looks like a patient key)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Output CSV (default: <cohort>.split.csv beside it)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out even when ceusfusion did not write it (never the input)."),
 ):
     """Write a copy of the manifest with a stratified, patient-grouped train/test split.
 
     The patient is the 'group' column. Without one, a column that looks like a patient key (several rows share a
     value: patient, subject, mrn, ...) must be named with --group COLUMN, or --no-group said."""
-    from ceusfusion.core.fsutil import write_csv
+    from ceusfusion.core.fsutil import claim, write_csv
     from ceusfusion.ingest.cohort import groups_of, make_split, read_manifest
 
     out = out or cohort.with_name(cohort.stem + ".split.csv")
-    if out.exists() and not force:
-        raise CeusError(f"{out} exists; pass --force to overwrite it or --out to choose another name")
+    claim(out.parent, files=[out], force=force, inputs=[cohort])
     df = make_split(read_manifest(cohort), test_fraction=test_fraction, seed=seed, by_center=by_center, no_center=no_center,
                     group=group, no_group=no_group)
     write_csv(out, df)
@@ -136,12 +136,14 @@ def synth(
     signal: float = typer.Option(1.0, "--signal", help="Scale of both label effects (1: reference-like; larger: easier)."),
     size_tied: bool = typer.Option(True, "--size-tied/--size-untied", help="Nodule size depends on the label (untied: the image evidence is only local)."),
     force: bool = typer.Option(False, "--force", help="Write into a folder that holds files synth did not write (same names are replaced)."),
+    motion: float = typer.Option(0.0, "--motion", help="Move the video's scene along a smooth path of about this many pixels (the truth per frame in signal/<case>_video_path.csv; the mask drawn at video_box_time)."),
+    mask_per_frame: bool = typer.Option(False, "--mask-per-frame", help="Write the video mask as the true mask of every frame."),
 ):
     """Write a synthetic cohort that looks, file by file, like a hospital export."""
     from ceusfusion.synthetic.synth import SynthConfig, generate
 
     cfg = SynthConfig(n=n, seed=seed, size=size, fps=fps, duration=duration, still_size=still_size,
-                      signal=signal, size_tied=size_tied)
+                      signal=signal, size_tied=size_tied, motion=motion, mask_per_frame=mask_per_frame)
     path = generate(out, cfg, workers=workers, overwrite=overwrite, force=force)
     console.print(f"wrote {path}")
 
@@ -165,6 +167,9 @@ def prepare(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first failing case (exit 2)."),
     tic_plots: bool = typer.Option(False, "--tic-plots", help="Write a time-intensity curve plot per case with a video mask."),
     force: bool = typer.Option(False, "--force", help="Write RUN/cohort.csv and RUN/prepared/ even over files ceusfusion did not write (never over the input)."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="A boxes file (case_id,image_box,video_box,video_box_time) merged into the manifest: its boxes replace the manifest's."),
+    track: str = typer.Option("off", "--track", help="Follow the video's ROI through the clip: off, on, or auto (only where the motion found reaches --track-px)."),
+    track_px: float = typer.Option(3.0, "--track-px", help="With --track auto: the motion (pixels) from which the tracked ROI is used."),
 ):
     """Keyframes, ROI crops, perfusion parameters and contact sheets into RUN/prepared/; exit 1 if some case failed."""
     from ceusfusion.ingest.prepare import PrepareParams
@@ -182,14 +187,15 @@ def prepare(
             fixed = tuple(int(v) for v in box.split(","))
         except ValueError:
             raise CeusError(f"--box must be X,Y,W,H integers, got {box!r}") from None
-    params = PrepareParams(size=size, frames=frames, period=period, policy=policy, margin=margin, crop=fixed, color=color, tic_plots=tic_plots)
+    params = PrepareParams(size=size, frames=frames, period=period, policy=policy, margin=margin, crop=fixed, color=color,
+                           tic_plots=tic_plots, track=track, track_px=track_px)
 
     def show(case_id, file, problem):
         where = f" ({file})" if file else ""
         err_console.print(f"[red]failed[/red] case {case_id}{where}: {problem}", highlight=False, soft_wrap=True)
 
     res = run_prepare(cohort, out, params, workers=workers, strict=strict, progress=sys.stderr.isatty(), on_failure=show,
-                      force=force)
+                      force=force, boxes=boxes)
     console.print(f"prepared {res.n_ok}/{res.n_cases} cases ({res.n_skipped} unchanged, skipped) in {res.run / 'prepared'}; {len(res.failures)} failed")
     raise typer.Exit(1 if len(res.failures) else 0)
 
@@ -258,6 +264,7 @@ def train(
 
 def ranking_table(df, run: Path) -> Table:
     """`train --summary`: four columns that fit 80 characters; each model's settings on a line under its name."""
+    from ceusfusion.models.select import settings_text  # here: the command imports its stage only when run
 
     def num(v, fmt: str = ".3f") -> str:
         return "-" if v is None or v != v else format(v, fmt)
@@ -269,9 +276,7 @@ def ranking_table(df, run: Path) -> Table:
     table.add_column("CV AUC\nmean ± SD", justify="right", no_wrap=True)
     table.add_column("out-of-\nfold AUC", justify="right", no_wrap=True)
     for i, r in enumerate(df.to_dict("records"), start=1):
-        settings = (f"{r['modality']}, {r['arch']}, {r['input_mode']}; weights {r['weights_used']}; {r['folds']} folds; "
-                    f"select {r['select']}; test scored by {r['test_scoring_mode']}; class weight {r['class_weight']}")
-        table.add_row(str(i), Text.assemble(f"{r['name']}\n", (settings, "dim")), f"{num(r['cv_auc_mean'])} ± {num(r['cv_auc_std'])}",
+        table.add_row(str(i), Text.assemble(f"{r['name']}\n", (settings_text(r), "dim")), f"{num(r['cv_auc_mean'])} ± {num(r['cv_auc_std'])}",
                       num(r["oof_auc"]))
     return table
 
@@ -480,12 +485,13 @@ def features_cmd(
     layer: Optional[str] = typer.Option(None, "--layer", help="Graph node to pool (default: the penultimate vector feeding the head)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    force: bool = typer.Option(False, "--force", help="Replace --out even when ceusfusion did not write it (never an input)."),
 ):
     """Deep features for fusion: out-of-fold for training cases; test cases by the model refitted on all
     training cases (test_scoring: refit, the default), or the mean of the fold models (fold-mean)."""
     from ceusfusion.fusion.extract import features as run_features
 
-    path, meta = run_features(model, out, layer=layer, batch_size=batch_size, device=device)
+    path, meta = run_features(model, out, layer=layer, batch_size=batch_size, device=device, force=force)
     console.print(f"wrote {path}: {meta['n_train']} train (out-of-fold) + {meta['n_test']} test cases, "
                   f"{meta['feature_dim']} features from {meta['layer']} ({meta['extractor']})")
 
@@ -576,6 +582,7 @@ def explain(
     seed: int = typer.Option(0, "--seed"),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     target: str = typer.Option("predicted", "--target", help="Class each map explains: predicted (the model's call per case) or positive (always label 1)."),
+    force: bool = typer.Option(False, "--force", help="Write into --out even when it holds files ceusfusion did not write (never an input)."),
 ):
     """Grad-CAM overlays per case, per-frame contributions / attention, and explain.json."""
     from ceusfusion.explain.cases import explain as run_explain
@@ -585,7 +592,7 @@ def explain(
     if model.parent.name != "models":
         raise CeusError(f"--model {model}: expected a folder RUN/models/NAME")
     path = run_explain(model.parent.parent, model.name, out, cases or None, per_class, split, method, fold, truth,
-                       sanity, seed, device, layer, target)
+                       sanity, seed, device, layer, target, force)
     console.print(f"wrote {path} and one PNG per case in {path.parent}")
 
 
@@ -689,13 +696,22 @@ def predict(
         if out is None:
             raise CeusError("--cohort needs --out (the folder for the predictions files)")
         return _predict_cohort(bundle, cohort, out, threads, expect_sha256, development_rows, force, as_json)
-    from ceusfusion.deploy.predict import predict as run_predict
-
     if image is None and video is None:
         raise CeusError("give --image and/or --video (or --cohort CSV for a whole cohort)")
     if out is not None:
         _claim_prediction(bundle, out, force, [p for p in (image, image_mask, video, video_mask) if p])
-    res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads, expect_sha256=expect_sha256)
+    # the fused model loads in a second process while this one imports torch (deploy.fusion_worker)
+    from ceusfusion.deploy.fusion_worker import FusionWorker
+
+    worker = FusionWorker.start(bundle) if image is not None and video is not None else None
+    try:
+        from ceusfusion.deploy.predict import predict as run_predict  # here: torch, after the worker started
+
+        res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads,
+                          expect_sha256=expect_sha256, fusion_worker=worker)
+    finally:
+        if worker is not None:
+            worker.close()
     if as_json:
         typer.echo(json.dumps(res, indent=2))
         return

@@ -120,6 +120,7 @@ class StudyConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     cohort: Path
+    boxes: Path | None = None  # a boxes file merged into the cohort (ingest.cohort.merge_boxes)
     out: Path
     seed: int = 0
     device: str = "auto"
@@ -156,7 +157,7 @@ def load_config(path: str | Path) -> StudyConfig:
         raise CeusError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
     if not isinstance(raw, dict):
         raise CeusError(f"{path}: the study config must be a mapping of keys to values")
-    for key in ("cohort", "out"):
+    for key in ("cohort", "out", "boxes"):
         if key in raw and raw[key] is not None and not Path(str(raw[key])).is_absolute():
             raw[key] = str(path.parent / str(raw[key]))
     return parse_config(raw, source=str(path))

@@ -16,7 +16,7 @@ from rich.console import Console
 from ceusfusion.config import parse_config
 from ceusfusion.core.errors import CeusError
 from ceusfusion.models.lite_weights import available_lite_weights
-from ceusfusion.study import run_study
+from ceusfusion.study import Study, run_study
 from ceusfusion.synthetic.synth import SynthConfig, generate
 
 
@@ -75,6 +75,8 @@ def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0, full: boo
     data = out / "data"
     cohort = data / "cohort.csv"
     t0 = time.perf_counter()
+    cfg = parse_config(dict(demo_config(out, cohort, full=full, quick=quick), seed=seed), source="demo")
+    Study(cfg, console=console).claim_outputs()  # a folder of the user's is refused before minutes of synthesis
     if cohort.is_file():
         console.print(f"reusing the synthetic cohort in {data}")
     else:
@@ -83,7 +85,6 @@ def run_demo(out: Path, console: Console, n: int = 396, seed: int = 0, full: boo
         if quick:
             kw.update(size=synth_size or 48, fps=2.0, duration=12.0)
         generate(data, SynthConfig(n=n, seed=seed, **kw), workers=2)
-    cfg = parse_config(dict(demo_config(out, cohort, full=full, quick=quick), seed=seed), source="demo")
     report = run_study(cfg, console=console, progress=progress)
     table2 = out / "evaluation" / "table2.csv"
     if not table2.is_file():

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pandas as pd
 
+from ceusfusion.core.errors import CeusError
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import groups_of
+from ceusfusion.models.registry import ModelRecord, read_config
 
 
 @dataclass(frozen=True)
@@ -100,19 +102,33 @@ def selection_check(layout: RunLayout) -> Check:
     return Check(True, f"by {sel.get('rule', 'mean CV AUC')}, training set only")
 
 
+def selected_records(layout: RunLayout) -> dict[str, ModelRecord] | None:
+    """Each selected model's config.json record (None before selection; a model without one is left out)."""
+    sel = _json(layout.selection)
+    if sel is None:
+        return None
+    out = {}
+    for n in sel.get("best", {}).values():
+        try:
+            out[n] = read_config(layout.root, n)
+        except CeusError:
+            continue
+    return out
+
+
 def per_model_check(layout: RunLayout, fails, reason: str, ok: str) -> Check:
-    """A check over the selected models' summaries: ✘ naming those for which ``fails(summary)``, with ``reason``."""
-    sums = selected_summaries(layout)
-    if not sums:
+    """A check over the selected models' records: ✘ naming those for which ``fails(record)``, with ``reason``."""
+    recs = selected_records(layout)
+    if not recs:
         return Check(None, "no selected model")
-    bad = [n for n, s in sums.items() if fails(s)]
+    bad = [n for n, r in recs.items() if fails(r)]
     return Check(False, f"{_names(bad)}: {reason}") if bad else Check(True, ok)
 
 
 def oof_check(layout: RunLayout) -> Check:
     """Out-of-fold rows not chosen on the cases they score (``select: last``)."""
     return per_model_check(
-        layout, lambda s: s.get("select", "best") != "last",
+        layout, lambda r: r.select != "last",
         "select 'best' keeps each fold's epoch with the best AUC on that fold's validation cases, so their "
         "out-of-fold AUC, the ranking, the thresholds and Table 2's training rows are optimistic",
         "each fold kept its last epoch (a fixed count), not one chosen on the cases it scores")
@@ -151,10 +167,10 @@ def test_scoring_check(layout: RunLayout) -> Check:
 def prevalence_check(layout: RunLayout) -> Check:
     """Deep-model probabilities on the cohort's prevalence (unweighted loss, or a prior-corrected weighted one)."""
     check = per_model_check(
-        layout, lambda s: "class_weight" not in s,
+        layout, lambda r: not r.prior_corrected,
         "trained with a class-weighted loss without the prior correction; probabilities lean towards 50 % prevalence",
         "unweighted loss")
-    kinds = {s.get("class_weight") for s in (selected_summaries(layout) or {}).values()}
+    kinds = {r.class_weight for r in (selected_records(layout) or {}).values()}
     if check.ok and kinds != {"none"}:
         return Check(True, "class-weighted loss with the -log(n0/n1) correction")
     return check

@@ -43,7 +43,7 @@ from ceusfusion.fusion.pipeline import FusionConfig, fuse
 from ceusfusion.fusion.validation import internal_validation
 from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import clinical_columns, load_cohort, read_manifest, validate
-from ceusfusion.ingest.prepare import PrepareParams, prepare
+from ceusfusion.ingest.prepare import PrepareParams, prepare, roi_source_counts
 from ceusfusion.models.registry import read_config
 from ceusfusion.models.select import read_selection, select
 from ceusfusion.models.train import TrainConfig, TrainSettings, settings_differ, train
@@ -115,16 +115,15 @@ class Study:
             raise CeusError(f"{self.manifest_path}: not a ceusfusion manifest (a JSON object)")
         return m
 
-    def _claim_outputs(self) -> None:
+    def claim_outputs(self) -> None:
         """Check and record every output of the study before a stage writes: a study pointed at a folder of
         the user's (``out: .``) must not write over a report.html or metrics.json it did not create."""
         L = self.layout
-        files = [L.report, L.manifest, L.selection, L.cohort]
-        folders = [L.prepared, L.models, self.run / "predictions", L.features_dir, L.fusion, L.evaluation, L.explain_dir]
+        files, folders = [L.report, *L.stage_files], list(L.stage_folders)
         folders += [L.radiomics] if self.cfg.radiomics is not None else []
         if not (self.run / RECORD).exists() and self.manifest.get("stages"):  # a run made before the record existed
             record_created(self.run, files, folders)
-        claim(self.run, files=files, folders=folders, force=self.overwrite_files, inputs=[self.cfg.cohort],
+        claim(self.run, files=files, folders=folders, force=self.overwrite_files, inputs=[self.cfg.cohort, *([self.cfg.boxes] if self.cfg.boxes else [])],
               flag="--overwrite-files")
 
     def _save(self) -> None:
@@ -181,11 +180,16 @@ class Study:
             raise CeusError(f"{c.cohort}: cohort manifest not found")
         cohort_hash = sha256_file(c.cohort)
         self.manifest["inputs"] = {"cohort": {"path": str(c.cohort), "sha256": cohort_hash}}
+        if c.boxes is not None:  # its boxes are part of the cohort: a changed file redoes validate and prepare
+            if not Path(c.boxes).is_file():
+                raise CeusError(f"{c.boxes}: boxes file not found")
+            self.manifest["inputs"]["boxes"] = {"path": str(c.boxes), "sha256": sha256_file(c.boxes)}
+            cohort_hash = _fingerprint(cohort_hash, self.manifest["inputs"]["boxes"]["sha256"])
         self.run.mkdir(parents=True, exist_ok=True)
-        self._claim_outputs()
+        self.claim_outputs()
 
         self._stage("validate", _fingerprint(cohort_hash), [], self._validate, force_set)
-        self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.run / "prepared" / "index.csv"], self._prepare, force_set)
+        self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.layout.prepared_index], self._prepare, force_set)
         if c.radiomics is not None:
             self._stage("radiomics", _fingerprint(self.fp("prepare"), c.radiomics.model_dump(), c.seed), [self.layout.features("radiomics")], self._radiomics, force_set)
         self._stage("train", _fingerprint(self.fp("prepare"), c.train.model_dump(), c.seed), [self.run / "models"], self._train, force_set)
@@ -210,11 +214,11 @@ class Study:
         return self.run / "report.html"
 
     def _validate(self) -> dict:
-        df, problems = validate(self.cfg.cohort)
+        df, problems = validate(self.cfg.cohort, boxes=self.cfg.boxes)
         if problems:
             lines = "; ".join(p.line() for p in problems[:5])
             raise CeusError(f"{self.cfg.cohort}: {len(problems)} problem(s) (run `ceusfusion validate` for all): {lines}")
-        df = load_cohort(self.cfg.cohort)
+        df = load_cohort(self.cfg.cohort, self.cfg.boxes)
         if "split" not in df.columns:
             raise CeusError(f"{self.cfg.cohort}: no split column; run `ceusfusion split` first and point the study at its output")
         return {"n_cases": len(df), "n_train": int((df["split"] == "train").sum()), "n_test": int((df["split"] == "test").sum())}
@@ -222,7 +226,7 @@ class Study:
     def _prepare(self) -> dict:
         p = self.cfg.prepare
         params = PrepareParams(**stage_kwargs(p, PrepareParams))
-        res = prepare(self.cfg.cohort, self.run, params, workers=p.workers, progress=self.progress,
+        res = prepare(self.cfg.cohort, self.run, params, workers=p.workers, progress=self.progress, boxes=self.cfg.boxes,
                       on_failure=lambda cid, f, prob: self.console.print(f"[red]failed[/red] case {cid} ({f}): {prob}", highlight=False))
         if res.n_ok == 0:
             raise CeusError("no case could be prepared; see RUN/prepared/failures.csv")
@@ -261,7 +265,7 @@ class Study:
 
     def _saved_config(self, name: str) -> dict | None:
         try:
-            return read_config(self.run, name)
+            return read_config(self.run, name).raw
         except CeusError:
             return None
 
@@ -412,8 +416,9 @@ class Study:
         fails = self.layout.prepared / "failures.csv"
         why = pd.read_csv(fails, dtype=str) if fails.is_file() and fails.stat().st_size else pd.DataFrame()
         why = dict(zip(why["case_id"], why["problem"])) if {"case_id", "problem"} <= set(why.columns) else {}
+        index = read_index(self.run)
         write_json(self.layout.evaluation / "table1_tests.json", {
-            **t.attrs, "n_analysed": len(analysed),
+            **t.attrs, "n_analysed": len(analysed), "roi_sources": roi_source_counts(index[index["case_id"].isin(analysed["case_id"].astype(str))]),
             "excluded": [{"case_id": str(c), "split": str(sp), "reason": why.get(str(c), "not prepared")}
                          for c, sp in zip(excluded["case_id"], excluded.get("split", [""] * len(excluded)))]})
 

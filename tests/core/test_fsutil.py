@@ -99,3 +99,31 @@ def test_claim_refuses_to_write_through_a_symlink_inside_the_output_folder(tmp_p
     linked_root = tmp_path / "linked"
     linked_root.symlink_to(run, target_is_directory=True)  # the output folder itself may be a link
     claim(linked_root, files=[linked_root / "report.html"])
+
+
+def test_a_file_an_enclosing_run_record_lists_is_the_tools_own(tmp_path):
+    """Issue 25: `evaluate --out RUN/evaluation` on a folder `study` made was refused (the study's record is one
+    level up); an enclosing record now counts, but never for a user's file it does not list, never through a
+    symlink between that record and the file, and never over an input."""
+    run = tmp_path / "run"
+    claim(run, folders=[run / "evaluation"])  # what study records
+    (run / "evaluation").mkdir()
+    (run / "evaluation" / "metrics.json").write_text("the study's")
+    assert was_created(run / "evaluation" / "metrics.json", run / "evaluation")
+    claim(run / "evaluation", files=[run / "evaluation" / "metrics.json"])  # no --force needed
+    (run / "notes").mkdir()
+    (run / "notes" / "metrics.json").write_text("the user's")
+    assert not was_created(run / "notes" / "metrics.json", run / "notes")
+    with pytest.raises(CeusError, match="did not write"):
+        claim(run / "notes", files=[run / "notes" / "metrics.json"])
+    with pytest.raises(CeusError, match="input"):
+        claim(run / "evaluation", files=[run / "evaluation" / "metrics.json"], inputs=[run / "evaluation" / "metrics.json"])
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "metrics.json").write_text("the user's")
+    (run / "evaluation").rename(tmp_path / "old")
+    (run / "evaluation").symlink_to(outside, target_is_directory=True)  # the output folder itself is a link
+    assert not was_created(run / "evaluation" / "metrics.json", run / "evaluation")
+    with pytest.raises(CeusError, match="did not write"):
+        claim(run / "evaluation", files=[run / "evaluation" / "metrics.json"])
+    assert (outside / "metrics.json").read_text() == "the user's" and (run / "notes" / "metrics.json").read_text() == "the user's"

@@ -3,7 +3,6 @@ test set's calibration-in-the-large."""
 
 from __future__ import annotations
 
-import time
 
 import numpy as np
 import pytest
@@ -63,11 +62,9 @@ def test_patients_with_two_rows_are_resampled_whole():
     assert r.grouped and r.ratio == pytest.approx(np.std(dup, ddof=1) / np.std(oof, ddof=1))
 
 
-def test_milliseconds_and_errors():
+def test_errors_and_undefined_values():
+    """(Its speed, about 0.05 s for 1400 rows and 2000 resamples, is no test: timing belongs in bench/.)"""
     oof, test, y = _sets(n_oof=1000, n_test=400)
-    t0 = time.perf_counter()
-    logit_scale(oof, test, y, B=2000)
-    assert time.perf_counter() - t0 < 2.0  # about 0.05 s; generous for a shared machine
     with pytest.raises(CeusError, match="at least 2 rows"):
         logit_scale(oof, test[:1], y[:1])
     assert np.isfinite(prob_logit([0.0, 1.0])).all()  # clipped like the rest of the package

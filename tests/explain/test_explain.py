@@ -1,6 +1,7 @@
 """Grad-CAM explanations: maps, per-frame numbers, files, Figure 5, and the sanity-check helpers."""
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -149,7 +150,7 @@ def test_region_mapping_follows_the_prepared_roi_box(tmp_path):
     assert set(m) == {"c1"} and m["c1"].shape == (40, 40)
     ys, xs = np.nonzero(m["c1"])
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (10, 29, 10, 29)
-    crop = region_to_input(m["c1"], {"image_size": 20, "crop": 16})  # half size, then centre 16 of 20
+    crop = region_to_input(m["c1"], SimpleNamespace(image_size=20, crop=16))  # half size, then centre 16 of 20
     ys, xs = np.nonzero(crop)
     assert (ys.min(), ys.max(), xs.min(), xs.max()) == (3, 12, 3, 12)
 

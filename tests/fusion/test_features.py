@@ -41,7 +41,7 @@ def run(module_tmp_factory):
 def reference(run, name):
     """Per fold model (then the refitted ``full`` one), features of every cached case via model.features()."""
     _, cfg = load_fold_model(run, name, 0)
-    data = load_cached(run, cfg["modality"])
+    data = load_cached(run, cfg.modality)
     tf = transform_for(cfg)
     refs = []
     for f in [*range(K), "full"]:

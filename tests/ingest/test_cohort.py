@@ -164,9 +164,13 @@ def test_split_by_center_and_cli(tmp_path):
     assert e.value.code == 0
     written = pd.read_csv(tmp_path / "c.split.csv")
     assert set(written["split"]) == {"train", "test"}
-    with pytest.raises(SystemExit) as e:  # never overwrite what exists without --force
+    with pytest.raises(SystemExit) as e:  # a rerun over its own output goes through (core.fsutil.claim)
         main(main_args)
-    assert e.value.code == 2
+    assert e.value.code == 0
+    (tmp_path / "mine.csv").write_text("the user's\n")
+    with pytest.raises(SystemExit) as e:  # never over a file it did not write, without --force
+        main(main_args + ["--out", str(tmp_path / "mine.csv")])
+    assert e.value.code == 2 and (tmp_path / "mine.csv").read_text() == "the user's\n"
 
 
 def test_random_split_is_stratified_by_label_and_grouped_by_patient_for_any_seed():

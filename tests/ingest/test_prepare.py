@@ -10,8 +10,9 @@ import pytest
 from ingest_fixtures import PATIENT_ID, PATIENT_NAME, l_mask, ramp_video, write_dicom, write_png, write_sitk_mask, write_video
 
 from ceusfusion.cli import main
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest import cache
-from ceusfusion.ingest.prepare import PrepareParams, prepare
+from ceusfusion.ingest.prepare import ROI_COLUMNS, PrepareParams, prepare
 
 S = 32
 GOOD = ["c_full", "c_dicom", "c_perframe"]
@@ -83,7 +84,7 @@ def prepared(module_tmp_factory):
 def test_exit_code_and_failures(prepared, capsys):
     _, run, code = prepared
     assert code == 1
-    f = pd.read_csv(cache.prepared_dir(run) / "failures.csv")
+    f = pd.read_csv(RunLayout(run).prepare_failures)
     assert sorted(f["case_id"]) == sorted(k for k in BAD if k != "b_crop")
     for cid, msg in BAD.items():
         if cid in set(f["case_id"]):
@@ -95,7 +96,7 @@ def test_exit_code_and_failures(prepared, capsys):
 def test_cache_follows_the_contract(prepared):
     _, run, _ = prepared
     idx = cache.read_index(run)
-    assert list(idx.columns) == cache.INDEX_COLUMNS
+    assert list(idx.columns) == cache.INDEX_COLUMNS + ROI_COLUMNS
     assert sorted(idx["case_id"]) == sorted(GOOD)
     z = cache.load_case(run, "c_full")
     assert z["image"].dtype == np.uint8 and z["image"].shape == (S, S)
@@ -104,18 +105,18 @@ def test_cache_follows_the_contract(prepared):
     assert list(z["frame_index"][:4]) == [10, 20, 30, 40]  # study policy around the peak at frame 30
     d = cache.load_case(run, "c_dicom")
     assert d["video"].shape == (5, S, S) and np.allclose(np.diff(d["times"]), d["times"][1] - d["times"][0])
-    kf = json.loads((cache.prepared_dir(run) / "keyframes.json").read_text())
+    kf = json.loads((RunLayout(run).keyframes).read_text())
     assert set(kf["cases"]) == set(GOOD)
     v = kf["cases"]["c_full"]["video"]
     assert v["box"][2] - v["box"][0] == v["box"][3] - v["box"][1]  # square
     assert kf["cases"]["c_perframe"]["video"]["mask"] == "per-frame"
     for cid in GOOD:
-        assert (cache.prepared_dir(run) / "sheets" / f"{cid}.png").is_file()
-    perf = pd.read_csv(cache.prepared_dir(run) / "perfusion.csv")
+        assert (RunLayout(run).sheet(cid)).is_file()
+    perf = pd.read_csv(RunLayout(run).perfusion)
     assert set(perf["case_id"]) == {"c_full", "c_perframe"}
     row = perf.set_index("case_id").loc["c_full"]
     assert abs(row["time_to_peak"] - 6.0) < 0.5 and row["peak_ratio_ring"] > 2
-    assert (cache.prepared_dir(run) / "tic" / "c_full.png").is_file()
+    assert (RunLayout(run).tic_plot("c_full")).is_file()
     cohort = pd.read_csv(run / "cohort.csv")
     assert len(cohort) == 10 and "age" in cohort.columns
 

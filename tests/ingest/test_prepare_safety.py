@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from cli_run import exit_code
-from ingest_fixtures import write_png
+from ingest_fixtures import interrupted_prepare, write_png
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import RECORD
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest import cache
-from ceusfusion.ingest import prepare as prepare_mod
 from ceusfusion.ingest.prepare import PrepareParams, prepare
 
 N = 6
@@ -30,34 +30,13 @@ def _cohort(d):
     return d / "cohort.csv"
 
 
-class Killed(BaseException):
-    """Stands for SIGKILL: not an Exception, so process_case does not turn it into a failed case."""
-
-
-def _interrupted(monkeypatch, manifest, run, params, after: int):
-    """Run prepare and kill it while the case after the first ``after`` ones is being written (its arrays
-    are on disk, its sheet is not)."""
-    real, calls = prepare_mod.write_sheet, {"n": 0}
-
-    def sheet(*a, **k):
-        calls["n"] += 1
-        if calls["n"] > after:
-            raise Killed
-        return real(*a, **k)
-
-    monkeypatch.setattr(prepare_mod, "write_sheet", sheet)
-    with pytest.raises(Killed):
-        prepare(manifest, run, params, progress=False)
-    monkeypatch.setattr(prepare_mod, "write_sheet", real)
-
-
 def test_rerun_after_an_interrupted_run_with_other_parameters_never_mixes_sizes(tmp_path, monkeypatch):
     """Issue 16: prepare --size 40, then --size 96 killed after 3 cases, then --size 40 again reported every
     case unchanged while 3 arrays were 96 px."""
     manifest, run = _cohort(tmp_path / "c"), tmp_path / "run"
     assert prepare(manifest, run, PrepareParams(size=40), progress=False).n_ok == N
-    _interrupted(monkeypatch, manifest, run, PrepareParams(size=96), after=2)
-    sizes = sorted(cache.load_case(run, f"c{i}")["image"].shape[0] for i in range(N))
+    interrupted_prepare(monkeypatch, manifest, run, PrepareParams(size=96), after=2)
+    sizes = sorted(cache.read_case_file(run, f"c{i}")[0]["image"].shape[0] for i in range(N))
     assert sizes == [40, 40, 40, 96, 96, 96]  # the kill left arrays of both runs
     again = prepare(manifest, run, PrepareParams(size=40), progress=False)
     assert again.n_ok == N and again.n_skipped == N - 3
@@ -71,16 +50,16 @@ def test_a_case_without_its_own_record_or_sheet_is_prepared_again(tmp_path):
     manifest, run = _cohort(tmp_path / "c"), tmp_path / "run"
     prepare(manifest, run, PrepareParams(size=16), progress=False)
     cache.save_case(run, "c0", **cache.load_case(run, "c0"))  # arrays without a record (an earlier version)
-    (cache.prepared_dir(run) / "sheets" / "c1.png").unlink()
+    (RunLayout(run).sheet("c1")).unlink()
     again = prepare(manifest, run, PrepareParams(size=16), progress=False)
     assert again.n_skipped == N - 2
-    assert (cache.prepared_dir(run) / "sheets" / "c1.png").is_file() and cache.case_record(run, "c0") is not None
+    assert (RunLayout(run).sheet("c1")).is_file() and cache.case_record(run, "c0") is not None
 
 
 def test_temporary_files_left_by_a_kill_are_removed(tmp_path):
     manifest, run = _cohort(tmp_path / "c"), tmp_path / "run"
     prepare(manifest, run, PrepareParams(size=16), progress=False)
-    pdir = cache.prepared_dir(run)
+    pdir = RunLayout(run).prepared
     stale = [pdir / "cases" / ".c0.npz.k1l2e3d4.tmp.npz", pdir / "sheets" / ".c1.png.abcdefgh.tmp.png",
              pdir / ".index.csv.zz.tmp.csv", run / ".cohort.csv.x1y2.tmp.csv"]
     for p in stale:

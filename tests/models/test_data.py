@@ -13,10 +13,10 @@ def test_grey_or_colour_is_decided_by_the_training_cases_alone(tmp_path):
     run = make_fake_run(tmp_path, n_train=8, n_test=2, size=16, frames=2, colour=False)
     idx = cache.read_index(run)
     test_id = idx.loc[idx["split"] == "test", "case_id"].iloc[0]
-    arrays = cache.load_case(run, test_id)
+    arrays, record = cache.read_case_file(run, test_id)
     grey = arrays["video"]
     arrays["video"] = np.repeat(grey[..., None], 3, -1)  # the same frames, stored as RGB
-    cache.save_case(run, test_id, **arrays)
+    cache.save_case(run, test_id, record=record, **arrays)
     data = load_cached(run, "video")
     assert data.frame_channels == 1
     row = data.case_ids.index(test_id)

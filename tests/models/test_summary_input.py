@@ -113,7 +113,7 @@ def test_train_features_and_explain_on_a_summary_model(tmp_path):
     name = "DL_video_resnet18_summary"
     assert (run / "predictions" / f"{name}.csv").is_file()
     cfg = read_config(run, name)
-    assert cfg["input_mode"] == "summary" and cfg["channels"] == 3 and cfg["frames"] == 3
+    assert cfg.input_mode == "summary" and cfg.raw["channels"] == 3 and cfg.frames == 3
     df, meta = extract_features(run, name, batch_size=5, device="cpu")
     assert len(df) == 16 and meta["feature_dim"] == 512
     assert np.isfinite(df[[c for c in df.columns if c.startswith("f")]].to_numpy()).all()

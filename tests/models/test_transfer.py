@@ -16,7 +16,11 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.models import lite_weights as L
 from ceusfusion.models import resolver as R
 from ceusfusion.models.backbones import backbone_parameters, build_model, cam_layer_for, gradcam_layer, input_stats
-from ceusfusion.models.registry import load_fold_model, read_config, transform_for
+from ceusfusion.models.registry import ModelRecord, load_fold_model, read_config, transform_for
+
+# a one-picture model's config.json, for tests that need only its transform
+RECORD = {"name": "m", "modality": "image", "arch": "resnet18", "input_mode": "single", "frames": 1, "frame_channels": 1,
+          "folds": 2, "crop": 32, "image_size": 32, "pretrained": False}
 from ceusfusion.models.train import TrainConfig, optimiser, train
 
 torch.set_num_threads(1)
@@ -116,7 +120,7 @@ def test_frozen_backbone_keeps_every_pretrained_tensor_and_trains_the_head(start
     before = load_file(str(path))
     after = _trained(run, path, finetune="frozen")
     assert not _changed(after, before, "")  # weights and BatchNorm statistics: the pretrained network's own
-    assert read_config(run, "DL_image_resnet18")["finetune"] == "frozen"
+    assert read_config(run, "DL_image_resnet18").raw["finetune"] == "frozen"
     history = pd.read_csv(run / "models" / "DL_image_resnet18" / "fold0" / "history.csv")
     assert len(history) == 1 and history["probe_C"].iloc[0] > 0  # the head: one logistic regression fit
 
@@ -131,8 +135,7 @@ def test_frozen_probe_is_the_logistic_regression_on_the_frozen_features(start):
     run, path = start
     data = load_cached(run, "image")
     model, _ = build_model("resnet18", "single", weights=str(path))
-    tf = transform_for({"input_mode": "single", "frames": 1, "frame_channels": 1, "crop": 32, "image_size": 32,
-                        "pretrained": True})
+    tf = transform_for(ModelRecord.from_dict({**RECORD, "crop": 32, "image_size": 32, "pretrained": True}))
     idx = np.flatnonzero(data.split == "train")
     weight, bias, c = fit_probe(model, data, idx, tf)
     x = frozen_features(model, data, idx, tf)
@@ -166,7 +169,7 @@ def test_backbone_learning_rate_is_a_fraction_of_the_head_s():
 
 def test_a_model_keeps_the_normalisation_it_recorded(tmp_path):
     """Predict and explain read the mean/std from config.json, so a later default cannot change a model."""
-    cfg = {"input_mode": "single", "frames": 1, "frame_channels": 1, "crop": 4, "image_size": 4, "pretrained": True,
-           "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    cfg = ModelRecord.from_dict({**RECORD, "crop": 4, "image_size": 4, "pretrained": True,
+                                 "normalisation": {"mean": [0.5] * 3, "std": [0.25] * 3}})
     x = transform_for(cfg)(torch.full((1, 1, 4, 4), 255, dtype=torch.uint8))
     assert torch.allclose(x, torch.full_like(x, 2.0))

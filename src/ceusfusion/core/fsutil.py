@@ -7,7 +7,8 @@ interrupted run leaves the previous output intact.
 A command never writes over a file it did not create (unless the user passes
 ``--force``), nor ever over its own input: before writing, it ``claim``s its
 outputs, which checks them and adds them to ``.ceusfusion-files`` in the
-output folder, the record of what ceusfusion created there.
+output folder, the record of what ceusfusion created there (a folder's files are also the tool's when the
+record of an enclosing folder, e.g. the run a ``study`` made, lists them).
 """
 
 from __future__ import annotations
@@ -200,7 +201,7 @@ def created_entries(root: str | os.PathLike) -> set[str]:
     return {e for e in entries if isinstance(e, str)}
 
 
-def was_created(path: str | os.PathLike, root: str | os.PathLike, entries: set[str] | None = None) -> bool:
+def _listed(path: str | os.PathLike, root: str | os.PathLike, entries: set[str] | None = None) -> bool:
     """True when the record of ``root`` (or ``entries`` read from it) lists ``path`` or a folder above it."""
     rel = _relative(path, root)
     if rel is None:
@@ -210,11 +211,32 @@ def was_created(path: str | os.PathLike, root: str | os.PathLike, entries: set[s
     return rel in entries or "./" in entries or any("/".join(parts[:k]) + "/" in entries for k in range(1, len(parts) + 1))
 
 
+def was_created(path: str | os.PathLike, root: str | os.PathLike, entries: set[str] | None = None) -> bool:
+    """True when the record of ``root`` (or ``entries`` read from it) lists ``path`` or a folder above it, or
+    the record of a folder enclosing ``root`` does: ``evaluate --out RUN/evaluation`` on a folder that ``study``
+    made (and recorded in RUN's record) is the tool's own. An enclosing record counts only when no symlink lies
+    between its folder and ``path`` (a planted ``RUN/evaluation -> elsewhere`` is not the run's)."""
+    if _listed(path, root, entries):
+        return True
+    for folder in Path(os.path.abspath(root)).parents:
+        if (folder / RECORD).is_file() and symlink_below(path, folder) is None and _listed(path, folder):
+            return True
+    return False
+
+
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
     try:
         return os.path.samefile(a, b)
     except OSError:
         return False
+
+
+def inside_folder(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """True when ``path`` (links resolved) is ``folder`` or lies beneath it, ``folder`` being a real folder."""
+    if not os.path.isdir(folder):
+        return False
+    real, top = os.path.realpath(path), os.path.realpath(folder)
+    return real == top or real.startswith(top.rstrip(os.sep) + os.sep)
 
 
 def symlink_below(path: str | os.PathLike, root: str | os.PathLike) -> Path | None:
@@ -231,18 +253,26 @@ def symlink_below(path: str | os.PathLike, root: str | os.PathLike) -> Path | No
     return None
 
 
+def check_not_input(path: str | os.PathLike, inputs=()) -> None:
+    """Refuse ``path`` when it is one of ``inputs``, lies inside an input folder, or holds an input: never, even
+    with ``--force``, does a command write over what it reads."""
+    for src in inputs:
+        if same_file(path, src) or inside_folder(path, src) or inside_folder(src, path):
+            where = "is" if same_file(path, src) else "is inside" if inside_folder(path, src) else "holds"
+            raise CeusError(f"{path}: {where} this command's input {src}; refusing to write over it (choose another --out)")
+
+
 def check_writable(path: str | os.PathLike, root: str | os.PathLike, force: bool = False, inputs=(),
                    flag: str = "--force") -> None:
     """Refuse to write over a file the tool did not create under ``root`` (unless ``force``, the command's
-    ``flag``), and over an input of the command (ever): a careless ``--out`` must not destroy the user's data."""
+    ``flag``), and over an input of the command (ever; an input folder, such as the model a command reads,
+    protects everything beneath it): a careless ``--out`` must not destroy the user's data."""
     path = Path(path)
+    check_not_input(path, inputs)
     link = symlink_below(path, root)
     if link is not None:
         raise CeusError(f"{link}: a symlink inside the output folder {root}; refusing to write through it "
                         "(its target may hold files ceusfusion did not write): replace it with a real folder")
-    for src in inputs:
-        if same_file(path, src):
-            raise CeusError(f"{path}: is this command's input {src}; refusing to write over it (choose another --out)")
     if force or not os.path.lexists(path) or was_created(path, root):
         return
     what = "folder holds files that" if path.is_dir() and not path.is_symlink() else "file"

@@ -42,7 +42,40 @@ class RunLayout:
 
     @property
     def keyframes(self) -> Path:
+        """The run-level record of the prepare (its parameters and fingerprint, each case's keyframes), written last."""
         return self.prepared / "keyframes.json"
+
+    @property
+    def prepared_index(self) -> Path:
+        return self.prepared / "index.csv"
+
+    @property
+    def prepare_failures(self) -> Path:
+        return self.prepared / "failures.csv"
+
+    @property
+    def prepared_cases(self) -> Path:
+        return self.prepared / "cases"
+
+    def prepared_case(self, case_id: str) -> Path:
+        """One case's arrays and its record (``cases/<case_id>.npz``)."""
+        return self.prepared_cases / f"{check_name(str(case_id), 'case id')}.npz"
+
+    @property
+    def sheets(self) -> Path:
+        return self.prepared / "sheets"
+
+    def sheet(self, case_id: str) -> Path:
+        """One case's contact sheet."""
+        return self.sheets / f"{check_name(str(case_id), 'case id')}.png"
+
+    @property
+    def tic_plots(self) -> Path:
+        return self.prepared / "tic"
+
+    def tic_plot(self, case_id: str) -> Path:
+        """One case's time-intensity curve plot (``prepare --tic-plots``)."""
+        return self.tic_plots / f"{check_name(str(case_id), 'case id')}.png"
 
     @property
     def perfusion(self) -> Path:
@@ -60,8 +93,12 @@ class RunLayout:
         """A fold model's folder (``fold<k>``), or a named one such as the refitted ``full`` model."""
         return self.model(name) / (check_name(k) if isinstance(k, str) else f"fold{int(k)}")
 
+    @property
+    def predictions_dir(self) -> Path:
+        return self.root / "predictions"
+
     def predictions(self, name: str) -> Path:
-        return self.root / "predictions" / f"{check_name(name)}.csv"
+        return self.predictions_dir / f"{check_name(name)}.csv"
 
     @property
     def selection(self) -> Path:
@@ -118,3 +155,15 @@ class RunLayout:
     @property
     def manifest(self) -> Path:
         return self.root / "manifest.json"
+
+    # the whole run
+    @property
+    def stage_files(self) -> tuple[Path, ...]:
+        """The run's top-level files that stages write, the report aside (``study`` claims them; the report reads them)."""
+        return (self.manifest, self.selection, self.cohort)
+
+    @property
+    def stage_folders(self) -> tuple[Path, ...]:
+        """The run's folders that stages fill (``study`` claims them; the report reads them)."""
+        return (self.prepared, self.models, self.predictions_dir, self.features_dir, self.fusion, self.evaluation,
+                self.explain_dir)

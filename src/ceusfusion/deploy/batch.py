@@ -42,7 +42,7 @@ import pandas as pd
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import claim, was_created, write_csv, write_json
 from ceusfusion.core.runtime import threads as torch_threads
-from ceusfusion.deploy.export import MANIFEST, load_card
+from ceusfusion.deploy.export import MANIFEST, bundled_models, load_card
 from ceusfusion.deploy.predict import LoadedBundle, prepare_patient, roi_of, score_patient
 from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, read_manifest, validate_table
 from ceusfusion.models.train import SCORING_LABELS
@@ -191,10 +191,10 @@ def case_rows(lb: LoadedBundle, cid: str, files: dict[str, Path], rel: dict[str,
     meta = lb.meta
     rois = {mod: roi_of(meta, f"{mod}_mask" in files) for mod in arrays}
     out = []
-    for modality, m in meta["models"].items():
-        res = result["models"][m["name"]]
+    for modality, m in bundled_models(meta).items():
+        res = result["models"][m.name]
         if res.get("available"):
-            out.append(_row(cid, m["name"], res, y, SCORING_LABELS[m.get("test_scoring", "fold-mean")], rois[modality]))
+            out.append(_row(cid, m.name, res, y, SCORING_LABELS[m.test_scoring], rois[modality]))
     comb = meta.get("combined")
     if comb and result["models"][comb["name"]].get("available"):
         roi = next(iter(set(rois.values()))) if len(set(rois.values())) == 1 else "; ".join(f"{k}: {v}" for k, v in rois.items())

@@ -46,27 +46,34 @@ import re
 import shutil
 import tempfile
 import zipfile
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.ensemble import BaseEnsemble
-from sklearn.neighbors import KNeighborsClassifier
-from sklearn.svm import SVC
-from sklearn.tree import BaseDecisionTree
 
 from ceusfusion import __version__
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import sha256_file, write_bytes, write_json, write_text
+from ceusfusion.core.fsutil import check_not_input, sha256_file, write_bytes, write_json, write_text
 from ceusfusion.core.runlayout import RunLayout
+from ceusfusion.deploy.fusion_model import (  # noqa: F401 (the bundle API: predict, serve, tests)
+    MAX_MODEL_BYTES,
+    TRUSTED_LOADERS,
+    TRUSTED_TYPES,
+    first_line,
+    check_native,
+    read_fusion_model,
+    write_fusion_model,
+)
 from ceusfusion.evaluate.predictions import load_predictions
 from ceusfusion.fusion.features import is_score_name, read_features
 from ceusfusion.ingest.cohort import read_manifest
-from ceusfusion.ingest.prepare import PrepareParams
-from ceusfusion.models.ensemble import REFIT, test_scoring_of
-from ceusfusion.models.registry import MODEL_FILE, build_from_config
+from ceusfusion.ingest.cache import read_index
+from ceusfusion.ingest.prepare import PrepareParams, roi_source_counts
+from ceusfusion.models.ensemble import REFIT
+from ceusfusion.models.registry import CONFIG_FILE, MODEL_FILE, ModelRecord, build_from_config, read_config
 
 BUNDLE_VERSION = 2  # 1: fusion/model.joblib (a pickle); refused
 MANIFEST = "bundle.json"
@@ -80,38 +87,7 @@ CARD_METRICS = ("n", "n_pos", "auc", "auc_ci", "threshold", "sensitivity", "sens
                 "specificity_ci", "ppv", "npv", "accuracy", "scoring")
 MODEL_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # one path component, never '..'
 SHA256 = re.compile(r"[0-9a-f]{64}")
-MAX_MODEL_BYTES = 1 << 30  # a fusion model's unpacked size; a larger (zip-bomb) file is refused before reading
 
-# Every type a fitted fusion pipeline of any family holds, as skops names it; nothing else is built.
-TRUSTED_TYPES = frozenset({
-    "builtins.dict", "builtins.list", "builtins.tuple", "builtins.slice", "builtins.str", "builtins.int",
-    "builtins.float", "builtins.bool", "builtins.bytes", "builtins.bytearray",
-    "collections.OrderedDict", "collections.defaultdict",
-    "numpy.ndarray", "numpy.dtype", "numpy.float64", "numpy.float32", "numpy.int64", "numpy.int32",
-    "numpy.int8", "numpy.uint8", "numpy.bool", "numpy.bool_", "numpy.str_", "numpy.random.mtrand.RandomState",
-    "sklearn.pipeline.Pipeline", "sklearn.compose._column_transformer.ColumnTransformer",
-    "sklearn.impute._base.SimpleImputer", "sklearn.preprocessing._encoders.OneHotEncoder",
-    "sklearn.preprocessing._data.StandardScaler", "sklearn.preprocessing._function_transformer.FunctionTransformer",
-    "sklearn.preprocessing._label.LabelEncoder", "sklearn.preprocessing._label.LabelBinarizer",
-    "ceusfusion.fusion.lasso.LassoSelector", "ceusfusion.fusion.families.GroupedPlattSVC",
-    "sklearn.linear_model._logistic.LogisticRegression", "sklearn.svm._classes.SVC",
-    "sklearn.calibration.CalibratedClassifierCV", "sklearn.calibration._CalibratedClassifier",
-    "sklearn.calibration._SigmoidCalibration",
-    "sklearn.neighbors._classification.KNeighborsClassifier", "sklearn.neighbors._kd_tree.KDTree",
-    "sklearn.neighbors._ball_tree.BallTree", "sklearn.metrics._dist_metrics.EuclideanDistance64",
-    "sklearn.ensemble._forest.RandomForestClassifier", "sklearn.ensemble._forest.ExtraTreesClassifier",
-    "sklearn.tree._classes.DecisionTreeClassifier", "sklearn.tree._classes.ExtraTreeClassifier",
-    "sklearn.tree._tree.Tree",
-    "xgboost.sklearn.XGBClassifier", "xgboost.core.Booster", "lightgbm.sklearn.LGBMClassifier",
-    "lightgbm.basic.Booster",
-    "sklearn.neural_network._multilayer_perceptron.MLPClassifier",
-    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
-    "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
-})
-# skops node kinds that only rebuild data or an allowed type (no FunctionNode, MethodNode, ReduceNode, ...)
-TRUSTED_LOADERS = frozenset({"DictNode", "DefaultDictNode", "ListNode", "TupleNode", "SetNode", "SliceNode",
-                             "JsonNode", "BytesNode", "BytearrayNode", "TypeNode", "ObjectNode", "NdArrayNode",
-                             "DTypeNode", "RandomStateNode", "TreeNode"})
 
 
 def locked_threshold(metrics: dict, name: str) -> float:
@@ -127,10 +103,43 @@ def locked_threshold(metrics: dict, name: str) -> float:
     raise CeusError(f"no training-set threshold for {name} in evaluation/metrics.json")
 
 
-def model_files(m: dict) -> list[str]:
-    """The weight files (bundle-relative) predict loads for one bundled model: the refit or every fold."""
-    dirs = [REFIT] if m["test_scoring"] == "refit" else [f"fold{k}" for k in m["folds"]]
-    return [f"models/{m['name']}/{d}/{MODEL_FILE}" for d in dirs]
+@dataclass(frozen=True)
+class BundledModel:
+    """One ``models.<modality>`` entry of bundle.json, typed: what predict, the batch and the page read of it."""
+
+    modality: str
+    name: str
+    folds: list[int]  # the fold models that score a new patient (empty under refit)
+    test_scoring: str  # refit | fold-mean
+    threshold: float  # locked on the training set
+    record: ModelRecord  # the model's config.json
+
+    @classmethod
+    def from_entry(cls, modality: str, m: dict) -> "BundledModel":
+        """An entry of a manifest :func:`load_bundle` checked (bundles before test_scoring was recorded: fold-mean)."""
+        return cls(modality=modality, name=m["name"], folds=list(m["folds"]), test_scoring=m.get("test_scoring", "fold-mean"),
+                   threshold=float(m["threshold"]), record=ModelRecord.from_dict(m["config"], f"{MANIFEST} models.{modality}"))
+
+    @property
+    def ids(self) -> list:
+        """The model ids that score a new patient, in the order of :attr:`files`."""
+        return [REFIT] if self.test_scoring == "refit" else list(self.folds)
+
+    @property
+    def files(self) -> list[str]:
+        """The weight files (bundle-relative) predict loads: the refit, or every fold."""
+        dirs = [REFIT] if self.test_scoring == "refit" else [f"fold{k}" for k in self.folds]
+        return [f"models/{self.name}/{d}/{MODEL_FILE}" for d in dirs]
+
+
+def bundled_models(meta: dict) -> dict[str, BundledModel]:
+    """{modality: its bundled model} of a verified manifest."""
+    return {modality: BundledModel.from_entry(modality, m) for modality, m in meta["models"].items()}
+
+
+def prepare_params(meta: dict) -> PrepareParams:
+    """The preprocessing the bundle's models were trained on (bundle.json ``prepare``)."""
+    return PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in meta["prepare"].items()})
 
 
 def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
@@ -143,8 +152,8 @@ def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
         if not MODEL_NAME.fullmatch(name):
             raise CeusError(f"{run.selection}: model name {name!r} is not a plain name")
         src = run.model(name)
-        cfg = json.loads((src / "config.json").read_text())
-        scoring = test_scoring_of(cfg)
+        rec = read_config(run.root, name)
+        scoring = rec.test_scoring
         folds = sorted(int(p.parent.name[4:]) for p in src.glob(f"fold*/{MODEL_FILE}"))
         # a new patient is scored like a test case: by the refitted model, or by every fold model
         for d in ([REFIT] if scoring == "refit" else [f"fold{k}" for k in folds]):
@@ -152,9 +161,9 @@ def _copy_models(run: RunLayout, tmp: Path, metrics: dict) -> dict:
                 raise CeusError(f"{src / d / MODEL_FILE} not found: {name} has not finished training")
             (tmp / "models" / name / d).mkdir(parents=True, exist_ok=True)
             shutil.copy2(src / d / MODEL_FILE, tmp / "models" / name / d / MODEL_FILE)
-        shutil.copy2(src / "config.json", tmp / "models" / name / "config.json")
+        shutil.copy2(src / CONFIG_FILE, tmp / "models" / name / CONFIG_FILE)
         models[modality] = {"name": name, "folds": folds if scoring == "fold-mean" else [], "test_scoring": scoring,
-                            "threshold": locked_threshold(metrics, name), "config": cfg}
+                            "threshold": locked_threshold(metrics, name), "config": rec.raw}
     return models
 
 
@@ -168,19 +177,10 @@ def _feature_layers(run: RunLayout, models: dict) -> dict:
         fpath = run.features(m["name"])
         if fpath.is_file():
             layer = read_features(fpath)[1].get("layer")
-            penultimate = layer in (None, "features") or layer == default_layer(build_from_config(m["config"]))
+            rec = ModelRecord.from_dict(m["config"])
+            penultimate = layer in (None, "features") or layer == default_layer(build_from_config(rec))
             layers[m["name"]] = {"layer": layer, "penultimate": penultimate}
     return layers
-
-
-def write_fusion_model(pipe, path: Path) -> None:
-    """The fitted pipeline as skops, read back through the bundle's own reader first: a type the
-    allowlist lacks fails here, at export, not at a hospital's predict."""
-    import skops.io as sio  # here: skops walks every scikit-learn estimator on import (seconds): only for a fused bundle
-
-    data = sio.dumps(pipe, compression=zipfile.ZIP_DEFLATED)  # its schema.json repeats every column name
-    read_fusion_model(path, data)
-    write_bytes(path, data)
 
 
 def _copy_fusion(run: RunLayout, tmp: Path, models: dict, metrics: dict) -> dict | None:
@@ -295,7 +295,10 @@ def _write_card(layout: RunLayout, tmp: Path, models: dict, combined: dict | Non
     named = {m["name"]: modality for modality, m in models.items()}
     if combined:
         named[combined["name"]] = "combined"
+    # where the ROIs came from (manual / predicted mask, box, whole frame), per split
+    rois = roi_source_counts(read_index(layout.root)) if layout.prepared_index.is_file() else {}
     write_json(tmp / CARD, finite({"card_version": 1, "intended_use": RESEARCH_ONLY, "cohort": _cohort_summary(layout),
+                                   "roi_sources": rois,
                                    "outcome": metrics.get("outcome"),
                                    "threshold_rule": metrics.get("threshold_rule"), "ci_method": metrics.get("ci_method"),
                                    "models": {n: _model_card(layout, n, mod, metrics) for n, mod in named.items()}}))
@@ -332,6 +335,7 @@ def export(run: str | Path, out: str | Path, overwrite: bool = False) -> Path:
     for need in (layout.selection, layout.metrics, layout.keyframes):
         if not need.is_file():
             raise CeusError(f"{need} not found: finish the study (select, evaluate) before exporting")
+    check_not_input(out, [*layout.stage_files, *layout.stage_folders])  # RUN/bundle is fine, RUN or RUN/models not
     _check_target(out, overwrite)
     metrics = json.loads(layout.metrics.read_text())
     tmp = _new_temp_folder(out)
@@ -379,10 +383,6 @@ def _check_pin(path: Path, digest: str, expect_sha256: str | None) -> None:
                         "refusing the bundle")
 
 
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
 def _is(v, types) -> bool:
     """isinstance that keeps bools out of numbers (True is not a threshold)."""
     return isinstance(v, types) and (bool in (types if isinstance(types, tuple) else (types,)) or not isinstance(v, bool))
@@ -410,7 +410,7 @@ def _parse_manifest(path: Path, raw: bytes) -> dict:
     try:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CeusError(f"{path}: not valid JSON ({_first_line(exc)}); refusing the bundle") from None
+        raise CeusError(f"{path}: not valid JSON ({first_line(exc)}); refusing the bundle") from None
     _require(path, meta, {"bundle_version": int}, "")
     if meta["bundle_version"] != BUNDLE_VERSION:
         old = " (a pickled fusion model, never loaded now): export the run again" if meta["bundle_version"] == 1 else ""
@@ -419,7 +419,7 @@ def _parse_manifest(path: Path, raw: bytes) -> dict:
     try:
         PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in meta["prepare"].items()})
     except (CeusError, TypeError, ValueError) as exc:
-        raise CeusError(f"{path}: malformed {MANIFEST}: prepare ({_first_line(exc)})") from None
+        raise CeusError(f"{path}: malformed {MANIFEST}: prepare ({first_line(exc)})") from None
     if "card" in meta:  # optional: bundles exported before model cards have none
         _require(path, meta, {"card": str}, "")
     for modality, m in meta["models"].items():
@@ -479,7 +479,7 @@ def _check_models(path: Path, meta: dict) -> None:
             raise CeusError(f"{path}: {where}.test_scoring {m['test_scoring']!r} is not refit or fold-mean")
         if m["test_scoring"] == "fold-mean" and (not m["folds"] or m["folds"] != list(range(len(m["folds"])))):
             raise CeusError(f"{path}: {where}.folds {m['folds']!r} is not 0, 1, ..., k-1")
-        needed += model_files(m)
+        needed += BundledModel.from_entry(modality, m).files
     comb = meta["combined"]
     if comb is not None:
         if comb["format"] != FUSION_FORMAT:
@@ -526,61 +526,13 @@ def load_card(bundle: str | Path, meta: dict) -> dict | None:
     try:
         card = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise CeusError(f"{path}: not valid JSON ({_first_line(exc)})") from None
+        raise CeusError(f"{path}: not valid JSON ({first_line(exc)})") from None
     if not isinstance(card, dict):
         raise CeusError(f"{path}: a model card is a JSON object")
     return card
 
 
 # --------------------------------------------------------------------------- the fusion model, without pickle
-
-
-def _schema_nodes(schema) -> list[tuple[str, str]]:
-    """(type, loader) of every node of a skops schema, iteratively (a deep file cannot blow the stack)."""
-    out, todo = [], [schema]
-    while todo:
-        node = todo.pop()
-        if isinstance(node, dict):
-            if {"__class__", "__module__", "__loader__"} & node.keys():
-                out.append((f"{node.get('__module__')}.{node.get('__class__')}", str(node.get("__loader__"))))
-            todo.extend(node.values())
-        elif isinstance(node, list):
-            todo.extend(node)
-    return out
-
-
-def _audit(path: Path, data: bytes) -> None:
-    """Refuse a file that is not skops, or that names a type or node kind outside the allowlists."""
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as z:
-            if sum(i.file_size for i in z.infolist()) > MAX_MODEL_BYTES:
-                raise ValueError(f"unpacks to more than {MAX_MODEL_BYTES} bytes")
-            schema = json.loads(z.read("schema.json"))
-    except (zipfile.BadZipFile, KeyError, ValueError, RecursionError) as exc:
-        raise CeusError(f"{path}: not a skops file ({_first_line(exc)}); a bundle's fusion model is "
-                        "never unpickled") from None
-    bad = sorted({f"{t} ({loader})" for t, loader in _schema_nodes(schema)
-                  if t not in TRUSTED_TYPES or loader not in TRUSTED_LOADERS})
-    if bad:
-        raise CeusError(f"{path}: untrusted type(s) {', '.join(bad[:4])}{' ...' if len(bad) > 4 else ''}; "
-                        "refusing to load it")
-
-
-def read_fusion_model(path: Path, data: bytes):
-    """A skops fusion model from its bytes: audited, built from allowed types only, native arrays checked."""
-    import skops.io as sio  # here: skops walks every scikit-learn estimator on import (seconds): only for a fused bundle
-
-    _audit(path, data)
-    try:
-        model = sio.loads(data, trusted=sorted(TRUSTED_TYPES))
-        if not callable(getattr(model, "predict_proba", None)):
-            raise CeusError(f"{path}: not a fitted classifier pipeline")
-        check_native(model, path)
-    except CeusError:
-        raise
-    except Exception as exc:  # skops and the rebuilt types raise many kinds for a damaged file
-        raise CeusError(f"{path}: cannot be loaded ({type(exc).__name__}: {_first_line(exc)}); refusing it") from None
-    return model
 
 
 def load_fusion_model(bundle: Path, meta: dict):
@@ -592,59 +544,3 @@ def load_fusion_model(bundle: Path, meta: dict):
     if hashlib.sha256(data).hexdigest() != meta["files"][rel]:
         raise CeusError(f"{path}: changed since export (sha256 mismatch); refusing to load it")
     return read_fusion_model(path, data)
-
-
-def _nested(model) -> list:
-    """Every object inside a fitted model (estimators, their lists and dicts), for :func:`check_native`."""
-    seen, out, todo = set(), [], [model]
-    while todo:
-        obj = todo.pop()
-        if id(obj) in seen or isinstance(obj, (str, bytes, bytearray, np.ndarray, int, float)):
-            continue
-        seen.add(id(obj))
-        out.append(obj)
-        if isinstance(obj, dict):
-            todo.extend(obj.values())
-        elif isinstance(obj, (list, tuple)):
-            todo.extend(obj)
-        elif type(obj).__module__.split(".")[0] in ("sklearn", "ceusfusion") and hasattr(obj, "__dict__"):
-            todo.extend(vars(obj).values())
-    return out
-
-
-def _tree_ok(est) -> bool:
-    """A decision tree's nodes as sklearn builds them: children after their parent, features in range."""
-    t = est.tree_
-    n = t.node_count
-    if not 0 < n <= t.capacity or t.n_features != est.n_features_in_:
-        return False
-    left, right, feat, idx = t.children_left, t.children_right, t.feature, np.arange(n)
-    leaf = left == -1
-    inner = ~leaf
-    return bool(np.array_equal(leaf, right == -1) and np.all((left[inner] > idx[inner]) & (left[inner] < n))
-                and np.all((right[inner] > idx[inner]) & (right[inner] < n))
-                and np.all((feat[inner] >= 0) & (feat[inner] < t.n_features)))
-
-
-def _svc_ok(svc) -> bool:
-    """libsvm's arrays agree on the number of support vectors and classes."""
-    n_sv, k = svc.support_vectors_.shape[0], len(svc._n_support)
-    return bool(svc._n_support.min() >= 0 and svc._n_support.sum() == n_sv == len(svc.support_)
-                and svc._dual_coef_.shape == (k - 1, n_sv) and len(svc._intercept_) == k * (k - 1) // 2
-                and svc.support_vectors_.shape[1] == svc.n_features_in_)
-
-
-def check_native(model, path: Path) -> None:
-    """What native code indexes without bounds checks: trees and SVMs checked, neighbour trees rebuilt from
-    their own data (deterministic: the same tree, the same neighbours)."""
-    for obj in _nested(model):
-        fitted = hasattr(obj, "n_features_in_")  # an ensemble's unfitted template is never run
-        bad = fitted and ((isinstance(obj, BaseDecisionTree) and not _tree_ok(obj))
-                          or (isinstance(obj, BaseEnsemble) and any(e.n_features_in_ != obj.n_features_in_
-                                                                    for e in obj.estimators_))
-                          or (isinstance(obj, SVC) and not _svc_ok(obj)))
-        if bad:
-            raise CeusError(f"{path}: the {type(obj).__name__} inside is inconsistent; refusing to load it")
-        if isinstance(obj, KNeighborsClassifier) and getattr(obj, "_tree", None) is not None:
-            obj._tree = type(obj._tree)(obj._fit_X, obj.leaf_size, metric=obj.effective_metric_,
-                                        **(obj.effective_metric_params_ or {}))

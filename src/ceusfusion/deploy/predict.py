@@ -20,26 +20,37 @@ import torch
 from ceusfusion.core.fsutil import write_json
 from ceusfusion.core.outcome import Outcome
 from ceusfusion.core.runtime import threads as torch_threads
-from ceusfusion.deploy.export import bundle_file, finite, load_bundle, load_card, load_fusion_model, model_files
+from ceusfusion.deploy.export import (
+    BundledModel,
+    bundle_file,
+    bundled_models,
+    finite,
+    load_bundle,
+    load_card,
+    load_fusion_model,
+    prepare_params,
+)
 from ceusfusion.fusion.features import joined_column, score_logit, score_name
 from ceusfusion.ingest.perfusion import fitted_curve, perfusion_parameters
-from ceusfusion.ingest.prepare import PrepareParams, prepare_image, prepare_video
+from ceusfusion.ingest.prepare import prepare_image, prepare_video
 from ceusfusion.models.data import case_tensor, to_chw
-from ceusfusion.models.ensemble import REFIT, UNSEEN, over_folds
-from ceusfusion.models.registry import load_model_file, transform_for
+from ceusfusion.models.ensemble import UNSEEN, over_folds
+from ceusfusion.models.registry import ModelRecord, load_model_file, transform_for
 
 
 def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_mask=None, out: str | Path | None = None,
-            cams: bool = True, threads: int = 1, expect_sha256: str | None = None) -> dict:
+            cams: bool = True, threads: int = 1, expect_sha256: str | None = None, fusion_worker=None) -> dict:
     """Probabilities of every bundled model for one patient, classes at the locked thresholds, Grad-CAM overlays,
     and ``inputs``: the boxes, keyframes and time–intensity curve the models were given.
 
     ``expect_sha256``: the bundle id export printed; a bundle whose bundle.json differs is refused.
+    ``fusion_worker``: a :class:`deploy.fusion_worker.FusionWorker` already loading the fused model (the command
+    line's one patient); used only for the bytes the verified manifest lists.
     One patient is a batch of one: a single thread avoids the thread-barrier stalls
     that make small CPU inferences many times slower when the cores are shared.
     """
     with torch_threads(threads):
-        return _predict(Path(bundle), image, image_mask, video, video_mask, out, cams, expect_sha256)
+        return _predict(Path(bundle), image, image_mask, video, video_mask, out, cams, expect_sha256, fusion_worker)
 
 
 def prepare_patient(meta: dict, image=None, image_mask=None, video=None, video_mask=None,
@@ -49,8 +60,7 @@ def prepare_patient(meta: dict, image=None, image_mask=None, video=None, video_m
     ``record``, when given, receives what was chosen (boxes, keyframes, the time–intensity curve and
     its perfusion parameters), so that a reader of the prediction can see what the models saw.
     """
-    p = meta["prepare"]
-    params = PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in p.items()})
+    params = prepare_params(meta)
     arrays: dict[str, np.ndarray] = {}
     want_record = record is not None
     record = {} if record is None else record
@@ -71,7 +81,7 @@ def roi_of(meta: dict, masked: bool) -> str:
     crop, for a case without a mask) or ``whole frame`` (no mask and no crop: the whole picture, resized)."""
     if masked:
         return "mask"
-    crop = meta["prepare"].get("crop")
+    crop = prepare_params(meta).crop
     return f"fixed box {','.join(str(int(v)) for v in crop)}" if crop else "whole frame"
 
 
@@ -89,20 +99,22 @@ def video_record(entry: dict, sel) -> dict:
     return rec
 
 
-def model_input(arr: np.ndarray, modality: str, cfg: dict) -> torch.Tensor:
+def model_input(arr: np.ndarray, modality: str, rec: ModelRecord) -> torch.Tensor:
     """A prepared array → (1, C, S, S) uint8 in the channel layout the model was trained with."""
-    return case_tensor(to_chw(arr, modality, "patient"), int(cfg["frame_channels"]), int(cfg["image_size"]))[None]
+    return case_tensor(to_chw(arr, modality, "patient"), rec.frame_channels, rec.image_size)[None]
 
 
 class LoadedBundle:
     """A verified bundle whose models are loaded once, on first use: what scores one patient, or a cohort
     case after case (``deploy.batch``) with the very same code, so both give the same numbers."""
 
-    def __init__(self, bundle: str | Path, expect_sha256: str | None = None):
+    def __init__(self, bundle: str | Path, expect_sha256: str | None = None, fusion_worker=None):
         self.path = Path(bundle)
         self.meta = load_bundle(self.path, expect_sha256=expect_sha256)
         self._models: dict[str, dict] = {}
         self._fusion = None
+        self._worker = fusion_worker
+        self.bundled: dict[str, BundledModel] = bundled_models(self.meta)
         self._outcome: Outcome | None = None
 
     @property
@@ -117,14 +129,17 @@ class LoadedBundle:
     def models(self, modality: str) -> dict:
         """{fold id or REFIT: model in eval mode} of the bundled model of ``modality``, loaded the first time."""
         if modality not in self._models:
-            m = self.meta["models"][modality]
-            ids = [REFIT] if m.get("test_scoring", "fold-mean") == "refit" else list(m["folds"])
-            self._models[modality] = {k: load_model_file(bundle_file(self.path, self.meta, rel), m["config"])
-                                      for k, rel in zip(ids, model_files(m))}
+            m = self.bundled[modality]
+            self._models[modality] = {k: load_model_file(bundle_file(self.path, self.meta, rel), m.record)
+                                      for k, rel in zip(m.ids, m.files)}
         return self._models[modality]
 
     def fusion(self):
-        """The fitted fusion pipeline (skops, verified as it is read), loaded the first time."""
+        """The fitted fusion pipeline (skops, verified as it is read), loaded the first time; or the worker process
+        that loaded it, once the bytes it loaded are shown to be the ones this verified manifest lists."""
+        if self._fusion is None and self._worker is not None:
+            self._worker.ready(self.meta["files"][self.meta["combined"]["model"]])
+            self._fusion = self._worker
         if self._fusion is None:
             self._fusion = load_fusion_model(self.path, self.meta)
         return self._fusion
@@ -132,10 +147,10 @@ class LoadedBundle:
 
 def _score_model(lb: LoadedBundle, modality: str, x: torch.Tensor) -> tuple[float, np.ndarray | None, list, list]:
     """(probability, fused-model features or None, its models, per-model probabilities) of one bundled model for the patient."""
-    meta, m = lb.meta, lb.meta["models"][modality]
+    meta, m = lb.meta, lb.bundled[modality]
     comb = meta.get("combined") or {}
-    layer = comb.get("feature_layers", {}).get(m["name"]) or {"layer": None, "penultimate": True}
-    scoring = m.get("test_scoring", "fold-mean")
+    layer = comb.get("feature_layers", {}).get(m.name) or {"layer": None, "penultimate": True}
+    scoring = m.test_scoring
     models = lb.models(modality)
     fold_probs: list[float] = []
 
@@ -152,7 +167,7 @@ def _score_model(lb: LoadedBundle, modality: str, x: torch.Tensor) -> tuple[floa
         fold_probs.append(float(prob.item()))
         return np.concatenate([prob.double().numpy().reshape(1, 1), feats.double().numpy().reshape(1, -1)], axis=1)
 
-    values = over_folds(np.array([UNSEEN]), len(m["folds"]), fold_values, scoring)[0]
+    values = over_folds(np.array([UNSEEN]), len(m.folds), fold_values, scoring)[0]
     feats = values[1:] if comb and len(values) > 1 else None
     return float(values[0]), feats, list(models.values()), fold_probs
 
@@ -192,9 +207,9 @@ def _fused(lb: LoadedBundle, result: dict, feats: dict) -> dict:
     return {"available": True, "prob": prob, "threshold": comb["threshold"], "class": int(prob >= comb["threshold"])}
 
 
-def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None) -> dict:
+def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None, fusion_worker=None) -> dict:
     t0 = time.perf_counter()
-    lb = LoadedBundle(bundle, expect_sha256=expect_sha256)
+    lb = LoadedBundle(bundle, expect_sha256=expect_sha256, fusion_worker=fusion_worker)
     inputs: dict = {}
     arrays = prepare_patient(lb.meta, image, image_mask, video, video_mask, record=inputs)
     result = score_patient(lb, arrays, inputs, out=out if cams else None)
@@ -221,22 +236,21 @@ def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict,
                     "bundle_pinned": meta["pinned"], "outcome": words.record(), "inputs": inputs,
                     "warnings": whole_frame_warnings(inputs)}
     feats = {}
-    for modality, m in meta["models"].items():
+    for modality, m in lb.bundled.items():
         if modality not in arrays:
-            result["models"][m["name"]] = {"available": False, "reason": f"no {modality} given"}
+            result["models"][m.name] = {"available": False, "reason": f"no {modality} given"}
             continue
-        cfg = m["config"]
-        tf = transform_for(cfg)
-        x = tf(model_input(arrays[modality], modality, cfg))
+        tf = transform_for(m.record)
+        x = tf(model_input(arrays[modality], modality, m.record))
         prob, vec, models, fold_probs = _score_model(lb, modality, x)
-        result["models"][m["name"]] = {"available": True, "modality": modality, "prob": prob, "threshold": m["threshold"],
-                                       "class": int(prob >= m["threshold"]), "class_label": words.label(prob >= m["threshold"]),
-                                       "fold_probs": fold_probs}
+        result["models"][m.name] = {"available": True, "modality": modality, "prob": prob, "threshold": m.threshold,
+                                    "class": int(prob >= m.threshold), "class_label": words.label(prob >= m.threshold),
+                                    "fold_probs": fold_probs}
         if vec is not None:
-            feats[m["name"]] = vec
+            feats[m.name] = vec
         if out is not None:
-            path, empty = overlay(models[0], cfg, x, tf, Path(out) / f"gradcam_{m['name']}.png")
-            result["models"][m["name"]].update(gradcam=str(path), gradcam_empty=empty)
+            path, empty = overlay(models[0], m.record, x, tf, Path(out) / f"gradcam_{m.name}.png")
+            result["models"][m.name].update(gradcam=str(path), gradcam_empty=empty)
     if meta.get("combined"):
         fused = _fused(lb, result, feats)
         if fused.get("available"):
@@ -245,12 +259,12 @@ def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict,
     return result
 
 
-def overlay(model, cfg: dict, x: torch.Tensor, tf, path: Path) -> tuple[Path, bool]:
+def overlay(model, rec: ModelRecord, x: torch.Tensor, tf, path: Path) -> tuple[Path, bool]:
     """Grad-CAM of the first fold model over the model's input frames (the package's one overlay figure), and
     whether the map is empty (no positive gradient anywhere: drawn as a flat square, which the page must say)."""
     from ceusfusion.explain.cam import display_frames, model_cams  # here: only when overlays are asked for
     from ceusfusion.figures.explain import overlay_figure  # here: matplotlib, seconds of import, only for overlays
 
-    cam = model_cams(model, cfg, x.clone(), "gradcam")[0]  # (M, H, W)
-    frames = display_frames(x, tf, cfg["input_mode"], cfg["frames"], cfg["frame_channels"])[0]  # (F, H, W, 3)
+    cam = model_cams(model, rec, x.clone(), "gradcam")[0]  # (M, H, W)
+    frames = display_frames(x, tf, rec.input_mode, rec.frames, rec.frame_channels)[0]  # (F, H, W, 3)
     return overlay_figure(frames, cam, path), bool(np.nanmax(cam) <= 0)

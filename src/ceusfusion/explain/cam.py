@@ -40,6 +40,7 @@ from torch import nn
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.models.backbones import cam_layer_for
+from ceusfusion.models.registry import ModelRecord
 
 METHODS = ("gradcam", "gradcam++", "scorecam")
 
@@ -73,21 +74,21 @@ def display_frames(x: torch.Tensor, tf, input_mode: str, frames: int, fc: int) -
     return d.permute(0, 1, 3, 4, 2).numpy()
 
 
-def layer_name(cfg: dict, layer: str | None = None) -> str:
+def layer_name(cfg: ModelRecord, layer: str | None = None) -> str:
     """The hooked layer's module name: ``layer`` when given, else ``cam_layer_for`` the model's crop."""
-    return layer or cam_layer_for(cfg["arch"], int(cfg["crop"]))
+    return layer or cam_layer_for(cfg.arch, int(cfg.crop))
 
 
-def target_layer(model: nn.Module, cfg: dict, layer: str | None = None) -> nn.Module:
+def target_layer(model: nn.Module, cfg: ModelRecord, layer: str | None = None) -> nn.Module:
     """The hooked layer (see :func:`layer_name`)."""
     layer = layer_name(cfg, layer)
     try:
         return model.get_submodule(layer)
     except AttributeError:
-        raise CeusError(f"--layer {layer!r}: no such module in {cfg['arch']} (e.g. encoder.layer3)") from None
+        raise CeusError(f"--layer {layer!r}: no such module in {cfg.arch} (e.g. encoder.layer3)") from None
 
 
-def model_cams(model: nn.Module, cfg: dict, x: torch.Tensor, method: str = "gradcam",
+def model_cams(model: nn.Module, cfg: ModelRecord, x: torch.Tensor, method: str = "gradcam",
                layer: str | None = None, classes=None) -> np.ndarray:
     """CAMs of one model for a batch of normalised inputs: (B, M, H, W) in [0, 1].
 
@@ -99,7 +100,7 @@ def model_cams(model: nn.Module, cfg: dict, x: torch.Tensor, method: str = "grad
     ``classes``: the class explained per case (default 1, the positive class).
     """
     cls = cam_type(method)
-    temporal = cfg["input_mode"] == "temporal"
+    temporal = cfg.input_mode == "temporal"
     if temporal and method == "scorecam":
         raise CeusError("scorecam is not available for temporal models (it masks whole inputs per channel); use gradcam or gradcam++")
     layer = target_layer(model, cfg, layer)
@@ -118,7 +119,7 @@ def model_cams(model: nn.Module, cfg: dict, x: torch.Tensor, method: str = "grad
         raw = cam.get_cam_image(x, layer, targets, ag.activations[0].numpy(), grads)
         model.zero_grad(set_to_none=True)
     b = len(x)
-    m = cfg["frames"] if temporal else 1
+    m = cfg.frames if temporal else 1
     raw = torch.from_numpy(np.maximum(np.asarray(raw, dtype=np.float32), 0)).reshape(b * m, 1, *raw.shape[-2:])
     up = F.interpolate(raw, size=x.shape[-2:], mode="bilinear", align_corners=False).reshape(b, m, *x.shape[-2:])
     top = up.flatten(1).amax(1).clamp_min(1e-12).view(b, 1, 1, 1)

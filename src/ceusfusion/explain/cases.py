@@ -32,6 +32,7 @@ from torch import nn
 
 from ceusfusion.core.config import StageConfig
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import claim
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.core.runtime import resolve_device
 from ceusfusion.explain.cam import METHODS, TARGETS, cam_type, display_frames, frame_contributions, layer_name, model_cams
@@ -39,8 +40,8 @@ from ceusfusion.explain.regions import region_to_input, signal_regions
 from ceusfusion.explain.results import CaseExplanation, write_explanations
 from ceusfusion.explain.sanity import energy_share, randomise_model, rank_correlation
 from ceusfusion.models.data import CachedSet, load_cached
-from ceusfusion.models.ensemble import REFIT, FoldPlan, model_number, test_scoring_of
-from ceusfusion.models.registry import load_fold_model, read_config, transform_for
+from ceusfusion.models.ensemble import REFIT, FoldPlan, model_number
+from ceusfusion.models.registry import ModelRecord, load_fold_model, read_config, transform_for
 from ceusfusion.models.transforms import SUMMARY_CHANNELS, BatchTransform
 
 
@@ -65,13 +66,13 @@ def select_per_class(case_ids: list[str], labels: np.ndarray, probs: np.ndarray,
     return chosen
 
 
-def fold_plan(run, name: str, cfg: dict, case_ids: list[str], splits, fold: int | None) -> dict[str, list[int]]:
+def fold_plan(run, name: str, cfg: ModelRecord, case_ids: list[str], splits, fold: int | None) -> dict[str, list[int]]:
     """case_id -> the fold models that explain it: ``FoldPlan``'s, or ``[fold]`` for every case."""
     if fold is not None:
-        if fold != REFIT and not 0 <= fold < cfg["folds"]:
-            raise CeusError(f"--fold {fold}: {name} has folds 0..{cfg['folds'] - 1}")
+        if fold != REFIT and not 0 <= fold < cfg.folds:
+            raise CeusError(f"--fold {fold}: {name} has folds 0..{cfg.folds - 1}")
         return {c: [fold] for c in case_ids}
-    plan = FoldPlan.read(run, name, cfg["folds"], test_scoring_of(cfg))
+    plan = FoldPlan.read(run, name, cfg.folds, cfg.test_scoring)
     return {c: plan.folds_for(c, s) for c, s in zip(case_ids, splits)}
 
 
@@ -83,7 +84,7 @@ def _device(device: str | torch.device) -> torch.device:
 class _Job:
     """What explaining cases of one model needs: its config, cached inputs, fold plan, fold models, transform."""
 
-    cfg: dict
+    cfg: ModelRecord
     data: CachedSet
     pos: dict[str, int]   # case_id -> row of ``data``
     plan: dict[str, list[int]]
@@ -99,27 +100,27 @@ class _Job:
             yield sel[s:s + self.batch_size]
 
 
-def _case_ids(run, cfg: dict, data: CachedSet, pos: dict[str, int], case_ids: list[str] | None, split: str) -> list[str]:
+def _case_ids(run, cfg: ModelRecord, data: CachedSet, pos: dict[str, int], case_ids: list[str] | None, split: str) -> list[str]:
     """The given case ids (each must be in the cache), else every case of ``split``."""
     if case_ids:
         missing = [c for c in case_ids if c not in pos]
         if missing:
-            raise CeusError(f"case(s) {', '.join(missing)} have no prepared {cfg['modality']} in {run}/prepared/index.csv")
+            raise CeusError(f"case(s) {', '.join(missing)} have no prepared {cfg.modality} in {RunLayout(run).prepared_index}")
         return list(dict.fromkeys(case_ids))
     ids = [c for c in data.case_ids if data.split[pos[c]] == split]
     if not ids:
-        raise CeusError(f"no {split} cases with a {cfg['modality']} in {run}/prepared/index.csv")
+        raise CeusError(f"no {split} cases with a {cfg.modality} in {RunLayout(run).prepared_index}")
     return ids
 
 
-def _prepare(run, name: str, cfg: dict, case_ids, split: str, fold: int | None, models, device: torch.device,
+def _prepare(run, name: str, cfg: ModelRecord, case_ids, split: str, fold: int | None, models, device: torch.device,
              batch_size: int) -> tuple[_Job, list[str]]:
     """Load the cache, choose the cases and their fold models, load those models: (job, case ids)."""
-    data = load_cached(run, cfg["modality"], cfg["image_size"])
+    data = load_cached(run, cfg.modality, cfg.image_size)
     pos = {c: i for i, c in enumerate(data.case_ids)}
     ids = _case_ids(run, cfg, data, pos, case_ids, split)
     plan = fold_plan(run, name, cfg, ids, [data.split[pos[c]] for c in ids], fold)
-    needed = sorted({k for v in plan.values() for k in v}, key=lambda m: model_number(m, cfg["folds"]))
+    needed = sorted({k for v in plan.values() for k in v}, key=lambda m: model_number(m, cfg.folds))
     nets = {k: (models[k] if models and k in models else load_fold_model(run, name, k, device)[0]) for k in needed}
     for m in nets.values():
         m.to(device).eval()
@@ -140,7 +141,7 @@ def _probabilities(job: _Job, ids: list[str]) -> np.ndarray:
 
 def _accumulate(job: _Job, ids: list[str], method: str, layer: str | None, classes: dict[str, int]) -> dict[str, dict]:
     """Maps, probabilities, contributions and attention per case, averaged over its fold models."""
-    mode, frames = job.cfg["input_mode"], job.cfg["frames"]
+    mode, frames = job.cfg.input_mode, job.cfg.frames
     acc: dict[str, dict] = {c: {"prob": 0.0, "cam": 0.0, "contrib": 0.0, "att": 0.0} for c in ids}
     for k, net in job.nets.items():
         use = [c for c in ids if k in job.plan[c]]
@@ -166,8 +167,8 @@ def _accumulate(job: _Job, ids: list[str], method: str, layer: str | None, class
 def _results(job: _Job, ids: list[str], acc: dict[str, dict], classes: dict[str, int],
              regions: dict[str, np.ndarray] | None) -> list[CaseExplanation]:
     cfg, data = job.cfg, job.data
-    mode = cfg["input_mode"]
-    disp = display_frames(job.inputs(ids), job.tf, mode, cfg["frames"], cfg["frame_channels"])
+    mode = cfg.input_mode
+    disp = display_frames(job.inputs(ids), job.tf, mode, cfg.frames, cfg.frame_channels)
     extra = {"panels": list(SUMMARY_CHANNELS)} if mode == "summary" else {}
     out = []
     for j, c in enumerate(ids):
@@ -224,7 +225,7 @@ def add_randomisation_check(run, name: str, results: list[CaseExplanation], meth
     if not results:
         return {}
     device = _device(device)
-    k_folds = read_config(run, name)["folds"]
+    k_folds = read_config(run, name).folds
     folds = sorted({k for r in results for k in r.folds}, key=lambda m: model_number(m, k_folds))
     rnd = {k: randomise_model(load_fold_model(run, name, k, device)[0], seed + model_number(k, k_folds)) for k in folds}
     by_fold: dict[tuple, list[str]] = {}
@@ -250,13 +251,13 @@ def add_randomisation_check(run, name: str, results: list[CaseExplanation], meth
     return summary
 
 
-def _meta(name: str, cfg: dict, method: str, target: str, layer: str | None, fold: int | None,
+def _meta(name: str, cfg: ModelRecord, method: str, target: str, layer: str | None, fold: int | None,
           case_ids, per_class: int | None, split: str) -> dict:
-    return {"name": name, "arch": cfg["arch"], "modality": cfg["modality"], "input_mode": cfg["input_mode"],
+    return {"name": name, "arch": cfg.arch, "modality": cfg.modality, "input_mode": cfg.input_mode,
             "method": method, "target": TARGETS[target],
             "layer": layer_name(cfg, layer),
             "folds": "fixed" if fold is not None else (
-                "test: the model refitted on all training cases" if test_scoring_of(cfg) == "refit"
+                "test: the model refitted on all training cases" if cfg.test_scoring == "refit"
                 else "test: mean over fold models") + "; train: the held-out fold model",
             "selection": ("given case ids" if case_ids else
                           f"per class the {per_class} most confident for their own label" if per_class else f"all {split} cases")}
@@ -265,16 +266,19 @@ def _meta(name: str, cfg: dict, method: str, target: str, layer: str | None, fol
 def explain(run, name: str, out=None, case_ids: list[str] | None = None, per_class: int | None = None,
             split: str = "test", method: str = "gradcam", fold: int | None = None, truth=None,
             sanity: bool = False, seed: int = 0, device: str = "auto", layer: str | None = None,
-            target: str = "predicted") -> Path:
-    """The ``explain`` command: maps, PNG per case and explain.json under ``out`` (default RUN/explain/NAME)."""
+            target: str = "predicted", force: bool = False) -> Path:
+    """The ``explain`` command: maps, PNG per case and explain.json under ``out`` (default RUN/explain/NAME), a
+    folder ceusfusion made (or an empty one; any with ``force``), never inside the model or cache it reads."""
     run = Path(run)
+    layout = RunLayout(run)
     cfg = read_config(run, name)
-    out = Path(out) if out is not None else RunLayout(run).explain(name)
+    out = Path(out) if out is not None else layout.explain(name)
+    claim(out.parent, folders=[out], force=force, inputs=[layout.model(name), layout.prepared])
     torch.manual_seed(seed)
     regions = None
     if truth is not None:
-        ids_all = load_cached(run, cfg["modality"], cfg["image_size"]).case_ids
-        regions = signal_regions(run, truth, cfg["modality"], ids_all)
+        ids_all = load_cached(run, cfg.modality, cfg.image_size).case_ids
+        regions = signal_regions(run, truth, cfg.modality, ids_all)
     dev = resolve_device(device)
     res = explain_cases(run, name, case_ids, per_class, split, method, fold, regions, dev, layer=layer, target=target)
     meta = _meta(name, cfg, method, target, layer, fold, case_ids, per_class, split)

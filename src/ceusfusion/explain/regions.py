@@ -5,7 +5,6 @@ A region is what :func:`ceusfusion.explain.sanity.energy_share` measures a map a
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -15,14 +14,16 @@ import torch.nn.functional as F
 
 from ceusfusion.core.errors import CaseError, CeusError
 from ceusfusion.core.runlayout import RunLayout
+from ceusfusion.ingest.cache import read_run_record
 from ceusfusion.ingest.roi import crop_resize
 from ceusfusion.io.mask import read_mask
+from ceusfusion.models.registry import ModelRecord
 
 
-def region_to_input(mask: np.ndarray, cfg: dict) -> np.ndarray:
+def region_to_input(mask: np.ndarray, cfg: ModelRecord) -> np.ndarray:
     """A mask in prepared-cache space (S, S) -> model-input space: resized to the model's image size, centre-cropped."""
     m = torch.from_numpy(np.asarray(mask, dtype=np.float32))[None, None]
-    size, crop = int(cfg["image_size"]), int(cfg["crop"])
+    size, crop = int(cfg.image_size), int(cfg.crop)
     if m.shape[-1] != size or m.shape[-2] != size:
         m = F.interpolate(m, size=(size, size), mode="bilinear", align_corners=False)
     o = (size - crop) // 2
@@ -42,16 +43,14 @@ def signal_regions(run, truth_csv, modality: str, case_ids: list[str]) -> dict[s
     if col not in truth.columns:
         raise CeusError(f"{truth_csv}: no column {col!r} (expected the synthetic cohort's truth.csv)")
     kf_path = RunLayout(run).keyframes
-    if not kf_path.is_file():
-        raise CeusError(f"{kf_path} not found (run `ceusfusion prepare` first)")
-    kf = json.loads(kf_path.read_text())
-    size = int(kf["params"]["size"])
+    record = read_run_record(run)
+    size = int(record.params["size"])
     rows = truth.set_index("case_id")
     out = {}
     for cid in case_ids:
         if cid not in rows.index or not isinstance(rows.at[cid, col], str):
             continue
-        box = kf["cases"].get(cid, {}).get(modality, {}).get("box")
+        box = record.cases.get(cid, {}).get(modality, {}).get("box")
         if box is None:
             raise CaseError(cid, str(kf_path), f"no {modality} ROI box")
         m = read_mask(truth_csv.parent / rows.at[cid, col])

@@ -37,6 +37,7 @@ from torch.fx import symbolic_trace
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.core.fsutil import claim
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.core.runtime import resolve_device
 from ceusfusion.fusion.features import GROUP_COLUMN, SCORE_COLUMN, feature_columns, score_logit, score_name, write_features
@@ -44,8 +45,8 @@ from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import groups_of
 from ceusfusion.models.backbones import TemporalNet
 from ceusfusion.models.data import CachedSet, load_cached
-from ceusfusion.models.ensemble import UNSEEN, FoldPlan, over_folds, test_scoring_of
-from ceusfusion.models.registry import load_fold_model, parse_model_path, read_config, transform_for
+from ceusfusion.models.ensemble import UNSEEN, FoldPlan, over_folds
+from ceusfusion.models.registry import ModelRecord, load_fold_model, parse_model_path, read_config, transform_for
 from ceusfusion.models.transforms import BatchTransform
 
 META_KEY = b"ceusfusion"
@@ -124,10 +125,10 @@ def extract(ex: Extractor, data: CachedSet, tf: BatchTransform, idx: np.ndarray 
     return torch.cat(out).numpy()
 
 
-def _check_cache(run: Path, name: str, cfg: dict, data: CachedSet) -> None:
-    if data.size != cfg["image_size"] or data.frames != cfg["frames"] or data.frame_channels != cfg["frame_channels"]:
+def _check_cache(run: Path, name: str, rec: ModelRecord, data: CachedSet) -> None:
+    if data.size != rec.image_size or data.frames != rec.frames or data.frame_channels != rec.frame_channels:
         raise CeusError(f"{run}/prepared no longer matches {name} (cache {data.frames}x{data.frame_channels}x{data.size} px, "
-                        f"model {cfg['frames']}x{cfg['frame_channels']}x{cfg['image_size']} px); prepare or train again")
+                        f"model {rec.frames}x{rec.frame_channels}x{rec.image_size} px); prepare or train again")
 
 
 def extract_features(run, name: str, layer: str | None = None, batch_size: int = 64,
@@ -135,44 +136,47 @@ def extract_features(run, name: str, layer: str | None = None, batch_size: int =
     """Out-of-fold training features and test features (the refitted model's, or the fold mean under
     ``test_scoring: fold-mean``) of a trained model, with its metadata."""
     run = Path(run)
-    cfg = read_config(run, name)
-    k = int(cfg["folds"])
+    rec = read_config(run, name)
+    k = rec.folds
     dev = resolve_device(device)
-    data = load_cached(run, cfg["modality"], cfg.get("size"))
-    _check_cache(run, name, cfg, data)
+    data = load_cached(run, rec.modality, rec.size)
+    _check_cache(run, name, rec, data)
     fold = FoldPlan.read(run, name, k).assign(data.case_ids, data.split, str(RunLayout(run).model(name) / "folds.csv"))
     if dev.type == "cuda":
         data.x = data.x.to(dev)
-    tf = transform_for(cfg, dev)
+    tf = transform_for(rec, dev)
     used: list[Extractor] = []
 
     def fold_features(f: int | str, pos: np.ndarray) -> np.ndarray:
         used.append(make_extractor(load_fold_model(run, name, f, dev)[0], layer))
         return extract(used[-1], data, tf, pos, batch_size)
 
-    feats = over_folds(fold, k, fold_features, test_scoring_of(cfg))
+    feats = over_folds(fold, k, fold_features, rec.test_scoring)
     dim = int(feats.shape[1])
     cols = {"case_id": list(data.case_ids), "set": np.where(fold == UNSEEN, "test", "train"),
             "y": data.labels.astype(np.int64), GROUP_COLUMN: data.groups.astype(str)}  # the prepared index's
     fcols = pd.DataFrame(feats.astype(np.float32), columns=feature_columns(dim))
     df = pd.concat([pd.DataFrame(cols), fcols], axis=1)
-    meta = {"name": name, "arch": cfg["arch"], "modality": cfg["modality"], "input_mode": cfg["input_mode"],
+    meta = {"name": name, "arch": rec.arch, "modality": rec.modality, "input_mode": rec.input_mode,
             "layer": used[-1].layer, "extractor": used[-1].method, "feature_dim": dim, "folds": k,
-            "crop": cfg["crop"], "image_size": cfg["image_size"], "weights": cfg.get("weights"),
+            "crop": rec.crop, "image_size": rec.image_size, "weights": rec.weights,
             "n_train": int((fold >= 0).sum()), "n_test": int((fold == UNSEEN).sum()),
-            "train_rows": "out-of-fold (fold model that held the case out)", "test_rows": ("one model refitted on all training cases" if test_scoring_of(cfg) == "refit"
+            "train_rows": "out-of-fold (fold model that held the case out)", "test_rows": ("one model refitted on all training cases" if rec.test_scoring == "refit"
                           else f"mean over {k} fold models")}
     meta["groups"] = "prepared index"  # where the group column comes from
     return df, meta
 
 
 def features(model: str | Path, out: str | Path | None = None, layer: str | None = None, batch_size: int = 64,
-             device: str = "auto") -> tuple[Path, dict]:
-    """``ceusfusion features``: RUN/models/NAME -> out (default RUN/features/NAME.parquet)."""
+             device: str = "auto", force: bool = False) -> tuple[Path, dict]:
+    """``ceusfusion features``: RUN/models/NAME -> out (default RUN/features/NAME.parquet); never over a file
+    ceusfusion did not write (unless ``force``), never inside the model or the prepared cache it reads."""
     run, name = parse_model_path(model)
+    layout = RunLayout(run)
+    path = Path(out) if out else layout.features(name)
+    claim(path.parent, files=[path], force=force, inputs=[layout.model(name), layout.prepared])
     df, meta = extract_features(run, name, layer, batch_size, device)
-    path = write_features(Path(out) if out else RunLayout(run).features(name), df, meta)
-    return path, meta
+    return write_features(path, df, meta), meta
 
 
 def index_groups(run, case_ids) -> np.ndarray:
@@ -182,7 +186,7 @@ def index_groups(run, case_ids) -> np.ndarray:
     ids = pd.Index(case_ids).astype(str)
     missing = ids[~ids.isin(groups.index)]
     if len(missing):
-        raise CeusError(f"{run}/prepared/index.csv has no row for {len(missing)} case(s) with predictions: "
+        raise CeusError(f"{RunLayout(run).prepared_index} has no row for {len(missing)} case(s) with predictions: "
                         f"{', '.join(sorted(missing)[:5])}; prepare and train again")
     return groups.loc[ids].to_numpy(dtype=str)
 

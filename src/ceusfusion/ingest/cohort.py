@@ -21,14 +21,16 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import restore_frame
 from ceusfusion.io.image import read_image
 from ceusfusion.io.mask import read_mask
+from ceusfusion.ingest.roi import MASK_ORIGINS, parse_xywh, xywh_box
 from ceusfusion.io.video import probe_video
-from ceusfusion.stats.table1 import covariate_columns, not_covariate_reason, patient_key_reason
 
 DELIMITERS = {";": "';'", "\t": "tab", "|": "'|'"}  # what a spreadsheet may save instead of commas
 
 REQUIRED = ("case_id", "label")
 FILE_COLUMNS = ("image", "image_mask", "video", "video_mask")
-RESERVED = REQUIRED + ("split", "group", "center") + FILE_COLUMNS
+BOX_COLUMNS = ("image_box", "video_box", "video_box_time")  # a box instead of (or beside) a mask; BOXES.csv's columns
+ROI_SOURCE_COLUMNS = ("image_roi_source", "video_roi_source")  # how a given mask was made (roi.MASK_ORIGINS)
+RESERVED = REQUIRED + ("split", "group", "center") + FILE_COLUMNS + BOX_COLUMNS + ROI_SOURCE_COLUMNS
 SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
@@ -92,11 +94,13 @@ def check_header(path: Path) -> None:
 def clinical_columns(df: pd.DataFrame) -> list[str]:
     """The clinical covariates: every column outside the schema except file paths, a patient key and identifiers
     (``left_out_columns`` says which and why)."""
+    from ceusfusion.stats.table1 import covariate_columns  # here: ceusfusion.stats loads scipy.stats and statsmodels (~0.7 s), which predict's import of prepare does not need
     return covariate_columns(df, [c for c in df.columns if c not in RESERVED])[0]
 
 
 def left_out_columns(df: pd.DataFrame) -> dict[str, str]:
     """{column: why it is no covariate} for the columns outside the schema that are not covariates."""
+    from ceusfusion.stats.table1 import covariate_columns  # here: ceusfusion.stats loads scipy.stats and statsmodels (~0.7 s), which predict's import of prepare does not need
     return covariate_columns(df, [c for c in df.columns if c not in RESERVED])[1]
 
 
@@ -110,6 +114,11 @@ ROLES = {
     "image_mask": ("file (mask)", "the still's mask"),
     "video": ("file (video)", "the CEUS video"),
     "video_mask": ("file (mask)", "the video's mask"),
+    "image_box": ("box", "the still's ROI box x,y,w,h (pixels), used where there is no mask"),
+    "video_box": ("box", "the video's ROI box x,y,w,h (pixels) on the frame at video_box_time"),
+    "video_box_time": ("box time", "seconds from the clip's start: the frame the video box or 2-D mask was drawn on"),
+    "image_roi_source": ("mask origin", "how image_mask was made: manual, predicted_box or predicted_auto"),
+    "video_roi_source": ("mask origin", "how video_mask was made: manual, predicted_box or predicted_auto"),
 }
 
 
@@ -148,6 +157,7 @@ def patient_keys(df: pd.DataFrame) -> dict[str, str]:
     """{column: why it looks like a patient key} when the manifest has no ``group`` column (else empty)."""
     if "group" in df.columns:
         return {}
+    from ceusfusion.stats.table1 import patient_key_reason  # here: ceusfusion.stats loads scipy.stats and statsmodels (~0.7 s), which predict's import of prepare does not need
     ids = df["case_id"] if "case_id" in df.columns else None
     found = {c: patient_key_reason(df[c], c, ids) for c in df.columns if c not in RESERVED}
     return {c: r for c, r in found.items() if r}
@@ -155,6 +165,7 @@ def patient_keys(df: pd.DataFrame) -> dict[str, str]:
 
 def manifest_warnings(df: pd.DataFrame) -> list[str]:
     """What the manifest leaves unsaid: a patient key without a ``group`` column, file paths in a column that is not read."""
+    from ceusfusion.stats.table1 import not_covariate_reason  # here: ceusfusion.stats loads scipy.stats and statsmodels (~0.7 s), which predict's import of prepare does not need
     out = []
     for c, why in patient_keys(df).items():
         crossing = ""
@@ -164,6 +175,7 @@ def manifest_warnings(df: pd.DataFrame) -> list[str]:
             crossing = f"; {len(both)} of its values are in both train and test of this manifest's split" if both else ""
         out.append(f"no 'group' column, and column {c!r} looks like a patient key ({why}){crossing}: `split` refuses "
                    f"this manifest until told: --group {c} (its rows stay on one side) or --no-group (each row its own patient)")
+    out += _orphan_origins(df)
     for c in df.columns:
         why = not_covariate_reason(df, c) if c not in RESERVED else None
         if why and why.startswith("file paths"):
@@ -201,10 +213,60 @@ def absolute(manifest: str | Path, rel: str) -> Path:
         return Path(os.path.abspath(p))
 
 
-def load_cohort(path: str | Path) -> pd.DataFrame:
-    """Read and validate a manifest; raise one CeusError listing the problems if any."""
+def read_boxes(path: str | Path) -> pd.DataFrame:
+    """A boxes file (BOXES.csv: case_id, image_box, video_box, video_box_time; an empty cell is no box), as strings."""
+    path = Path(path)
+    if not path.is_file():
+        raise CeusError(f"{path}: boxes file not found")
+    check_header(path)
+    try:
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise CeusError(f"{path}: cannot read the boxes file as CSV ({str(exc).splitlines()[0]})") from None
+    df.columns = [c.strip() for c in df.columns]
+    unknown = [c for c in df.columns if c not in ("case_id",) + BOX_COLUMNS]
+    if "case_id" not in df.columns or unknown:
+        what = f"unknown column(s) {', '.join(map(repr, unknown))}" if unknown else "no case_id column"
+        raise CeusError(f"{path}: {what}; a boxes file has the columns case_id, {', '.join(BOX_COLUMNS)}")
+    return df
+
+
+def merge_boxes(df: pd.DataFrame, boxes_path: str | Path) -> tuple[pd.DataFrame, list[Problem]]:
+    """The manifest with the boxes file's boxes: a box in the file replaces the manifest's for that case (the video
+    box with its time); an empty cell keeps the manifest's. One Problem per unknown or repeated case id."""
+    boxes_path = Path(boxes_path)
+    try:
+        boxes = read_boxes(boxes_path)
+    except CeusError as exc:
+        return df, [Problem(None, None, None, str(exc))]
+    out, problems = df.copy(), []
+    for col in BOX_COLUMNS:
+        if col not in out.columns:
+            out[col] = pd.Series([None] * len(out), index=out.index, dtype=object)
+    where = {str(c): k for k, c in zip(out.index, out["case_id"])} if "case_id" in out.columns else {}
+    seen: set[str] = set()
+    for i, r in enumerate(boxes.to_dict(orient="records"), start=1):
+        cid = _s(r.get("case_id"))
+        if cid is None or cid not in where or cid in seen:
+            why = "no case_id" if cid is None else ("repeated case" if cid in seen else "unknown case (not in the manifest)")
+            problems.append(Problem(None, cid, "case_id", f"{boxes_path.name} row {i}: {why}"))
+            continue
+        seen.add(cid)
+        for col, with_time in (("image_box", False), ("video_box", True)):
+            if _s(r.get(col)) is not None and str(r[col]).strip():
+                out.at[where[cid], col] = str(r[col]).strip()
+                if with_time:
+                    out.at[where[cid], "video_box_time"] = _s(r.get("video_box_time"))
+    return out, problems
+
+
+def load_cohort(path: str | Path, boxes: str | Path | None = None) -> pd.DataFrame:
+    """Read and validate a manifest (with the boxes file's boxes merged in); raise one CeusError listing the problems."""
     df = read_manifest(path)
-    problems = validate_table(df)
+    problems = []
+    if boxes is not None:
+        df, problems = merge_boxes(df, boxes)
+    problems += validate_table(df)
     if problems:
         lines = "; ".join(p.line() for p in problems[:5])
         more = f" (and {len(problems) - 5} more; run `ceusfusion validate`)" if len(problems) > 5 else ""
@@ -218,13 +280,16 @@ def load_cohort(path: str | Path) -> pd.DataFrame:
 # --------------------------------------------------------------------------- validation
 
 
-def validate(path: str | Path, check_files: bool = True) -> tuple[pd.DataFrame | None, list[Problem]]:
-    """Validate the manifest table and (optionally) every file; return (table, problems)."""
+def validate(path: str | Path, check_files: bool = True, boxes: str | Path | None = None) -> tuple[pd.DataFrame | None, list[Problem]]:
+    """Validate the manifest table (with the boxes file merged in) and (optionally) every file; return (table, problems)."""
     try:
         df = read_manifest(path)
     except CeusError as exc:
         return None, [Problem(None, None, None, str(exc))]
-    problems = validate_table(df)
+    problems = []
+    if boxes is not None:
+        df, problems = merge_boxes(df, boxes)
+    problems += validate_table(df)
     if check_files:
         problems += validate_files(df, Path(path))
     return df, problems
@@ -268,12 +333,64 @@ def validate_table(df: pd.DataFrame) -> list[Problem]:
                 if pd.isna(v) and not has_other:
                     problems.append(Problem(i, _s(cid), col, "missing value (no image and no video for this case)"))
 
+    problems += _box_problems(df)
     if "split" in df.columns:
         for i, (cid, s) in enumerate(zip(ids, df["split"]), start=1):
             if pd.isna(s) or str(s).strip() not in ("train", "test"):
                 problems.append(Problem(i, _s(cid), "split", f"split must be 'train' or 'test', got {s!r}"))
         problems += _leakage(df)
     return problems
+
+
+def _box_problems(df: pd.DataFrame) -> list[Problem]:
+    """The box columns' values (four whole pixels, a time in seconds), each box with its picture, and the
+    mask-origin words; one Problem per bad cell. Whether a box fits its frame needs the file: validate_files."""
+    out: list[Problem] = []
+    for i, r in enumerate(df.to_dict(orient="records"), start=1):
+        cid = _s(r.get("case_id"))
+        for col in ("image_box", "video_box"):
+            v, pic = r.get(col), col.split("_")[0]
+            if _s(v) is None or not str(v).strip():
+                continue
+            try:
+                parse_xywh(v)
+            except CeusError as exc:
+                out.append(Problem(i, cid, col, str(exc)))
+            if _s(r.get(pic)) is None:
+                out.append(Problem(i, cid, col, f"a box without a {pic} (column {pic} is empty)"))
+        t = _s(r.get("video_box_time"))
+        if t is not None and t.strip() and box_time(t) is None:
+            out.append(Problem(i, cid, "video_box_time", f"must be seconds from the clip's start (a number >= 0), got {t!r}"))
+        for col in ROI_SOURCE_COLUMNS:
+            v = _s(r.get(col))
+            if v is not None and v.strip() and v.strip() not in MASK_ORIGINS:
+                out.append(Problem(i, cid, col, f"must be one of {', '.join(MASK_ORIGINS)}, got {v!r}"))
+    return out
+
+
+def _orphan_origins(df: pd.DataFrame) -> list[str]:
+    """A mask origin without its mask (a segmentation that failed for that case): ignored, the ROI is the box or
+    the whole frame, and prepare records which."""
+    out = []
+    for col in ROI_SOURCE_COLUMNS:
+        mask = col.replace("roi_source", "mask")
+        if col not in df.columns:
+            continue
+        given = df[col].notna() & (df[col].astype(str).str.strip() != "")
+        orphans = df.loc[given & (df[mask].isna() if mask in df.columns else True), "case_id"].astype(str).tolist()
+        if orphans:
+            out.append(f"column {col!r} says how {mask} was made for {len(orphans)} case(s) with no {mask} "
+                       f"({', '.join(orphans[:5])}{', ...' if len(orphans) > 5 else ''}): ignored, their ROI is their box or the whole frame")
+    return out
+
+
+def box_time(text) -> float | None:
+    """video_box_time as seconds (>= 0, finite); None when it is not such a number."""
+    try:
+        t = float(str(text).strip())
+    except ValueError:
+        return None
+    return t if np.isfinite(t) and t >= 0 else None
 
 
 def _leakage(df: pd.DataFrame) -> list[Problem]:
@@ -313,7 +430,27 @@ def validate_files(df: pd.DataFrame, manifest: Path) -> list[Problem]:
                 mh, mw = sizes[mask_col]
                 ih, iw = sizes[img_col][:2]
                 problems.append(Problem(i, cid, mask_col, f"{r[mask_col]}: mask is {mw}x{mh} px but the {img_col} is {iw}x{ih} px"))
+        problems += [Problem(i, cid, col, msg) for col, msg in _boxes_in_files(r, sizes)]
     return problems
+
+
+def _boxes_in_files(r: dict, sizes: dict[str, tuple]) -> list[tuple[str, str]]:
+    """(column, problem) for a box outside its picture's frame, or a box time beyond the clip's last frame."""
+    out = []
+    for col in ("image_box", "video_box"):
+        pic = sizes.get(col.split("_")[0])
+        if _s(r.get(col)) is None or pic is None:
+            continue
+        try:
+            xywh_box(parse_xywh(r[col]), pic[:2])
+        except CeusError as exc:
+            if "outside" in str(exc):  # a malformed box is validate_table's problem, said once
+                out.append((col, str(exc)))
+    t = box_time(r.get("video_box_time")) if _s(r.get("video_box_time")) is not None else None
+    last = sizes.get("video_seconds")
+    if t is not None and last is not None and t > last[0]:
+        out.append(("video_box_time", f"{t:g} s is beyond the clip (its last frame is at {last[0]:g} s)"))
+    return out
 
 
 def _check_one_file(col: str, path: Path, sizes: dict[str, tuple[int, ...]]) -> None:
@@ -324,6 +461,10 @@ def _check_one_file(col: str, path: Path, sizes: dict[str, tuple[int, ...]]) -> 
     elif col == "video":
         info = probe_video(path)
         sizes[col] = (info.height, info.width, info.n_frames or 0)
+        if info.n_frames and info.fps:  # the last frame's time, as the decoder counts from the first frame
+            sizes["video_seconds"] = ((info.n_frames - 1) / info.fps,)
+        elif info.duration_s:
+            sizes["video_seconds"] = (info.duration_s,)
     else:
         of = col.split("_")[0]
         pic = sizes.get(of)

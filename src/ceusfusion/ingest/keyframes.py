@@ -28,7 +28,7 @@ import numpy as np
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.ingest.perfusion import TIC, TicRecorder
-from ceusfusion.ingest.roi import Box, max_diameter
+from ceusfusion.ingest.roi import Box, max_diameter, shift_mask
 from ceusfusion.io.video import Frame, VideoInfo, VideoStream
 
 POLICIES = ("study", "uniform", "peak")
@@ -86,6 +86,7 @@ def select_keyframes(
     params: KeyframeParams = KeyframeParams(),
     region: "Box | Callable[[tuple[int, int]], Box] | None" = None,
     tic: bool = True,
+    shifts: np.ndarray | None = None,
 ) -> Selection:
     """Pick keyframes (and measure the TIC) in one streamed pass; see the module docstring.
 
@@ -93,18 +94,20 @@ def select_keyframes(
     ``region``: where the ROI lies when already known (None or a 2-D mask);
     kept frames are cut to it at once. Must lie inside the frame. A callable
     gets the frame shape (H, W) from the header and returns the box.
+    ``shifts``: (T, 2) whole-pixel (dy, dx) of a 2-D mask in each decoded frame (a tracked ROI,
+    ``ingest.track``): scores and the TIC follow it; full frames are kept (each is cut at its own box).
     """
     per_frame = mask is not None and mask.ndim == 3
-    if per_frame:
-        region = None  # the box is the union over the selected frames: known only afterwards
+    if per_frame or shifts is not None:
+        region = None  # the box is the union over the selected frames, or moves: known only afterwards
     with VideoStream(path) as vs:
         info = vs.info
         _check_mask_shape(mask, info, path)
         if callable(region):
             region = region((info.height, info.width))
         step = _grid_step(info, params)
-        sampler = _Sampler(mask, params, region)
-        recorder = TicRecorder(mask, params.ring) if (tic and mask is not None) else None
+        sampler = _Sampler(mask, params, region, shifts)
+        recorder = TicRecorder(mask, params.ring, shifts) if (tic and mask is not None) else None
         all_times = _stream(vs, info, step, sampler, recorder, path)
         n_decoded = vs.n_decoded
     _check_decoded(mask, n_decoded, params, path)
@@ -175,8 +178,9 @@ def _cut(arr: np.ndarray, region: Box | None) -> np.ndarray:
 class _Sampler:
     """Turns the frames picked on the sampling grid into candidates: a score (for the centre) and the kept pixels."""
 
-    def __init__(self, mask: np.ndarray | None, params: KeyframeParams, region: Box | None):
+    def __init__(self, mask: np.ndarray | None, params: KeyframeParams, region: Box | None, shifts: np.ndarray | None = None):
         self.mask = mask
+        self.shifts = shifts
         self.params = params
         self.region = region
         self.per_frame = mask is not None and mask.ndim == 3
@@ -188,6 +192,8 @@ class _Sampler:
         if self.samples and self.samples[-1].index == fr.index:
             return
         fm = _frame_mask(self.mask, fr.index)
+        if self.shifts is not None and fm is not None and fr.index < len(self.shifts):
+            fm = shift_mask(fm, self.shifts[fr.index])
         if self.per_frame and (fm is None or not fm.any()):
             return  # nodule not visible: not a candidate
         score = self._score(fr, fm)

@@ -62,27 +62,45 @@ class RoiMeter:
         self.n_lesion = int(m.sum())
         self.n_ring = int(self.ring.sum())
 
-    def measure(self, frame: Frame) -> tuple[float, float]:
-        """Means in full-range grey units (the luma plane is read without conversion, then rescaled)."""
+    def measure(self, frame: Frame, shift=None) -> tuple[float, float]:
+        """Means in full-range grey units (the luma plane is read without conversion, then rescaled); ``shift``
+        (dy, dx) moves the ROI (a tracked nodule), the part that leaves the frame left out."""
         if self.empty:
             return np.nan, np.nan
         a, b = frame.luma_to_full()
-        crop = frame.luma()[self.sl]
-        les = float(crop[self.lesion].mean()) * a + b
-        ring = float(crop[self.ring].mean()) * a + b if self.n_ring else np.nan
+        if shift is None or not (shift[0] or shift[1]):
+            crop, lesion, ring = frame.luma()[self.sl], self.lesion, self.ring
+        else:
+            crop, lesion, ring = self._moved(frame.luma(), int(shift[0]), int(shift[1]))
+        if not lesion.any():
+            return np.nan, np.nan
+        les = float(crop[lesion].mean()) * a + b
+        ring = float(crop[ring].mean()) * a + b if ring.any() else np.nan
         return les, ring
+
+    def _moved(self, luma: np.ndarray, dy: int, dx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The luma under the ROI moved by (dy, dx), with the lesion and ring masks cut to the part inside the frame."""
+        h, w = luma.shape
+        ys, xs = self.sl
+        y0, y1, x0, x1 = ys.start + dy, ys.stop + dy, xs.start + dx, xs.stop + dx
+        cy0, cx0 = max(0, -y0), max(0, -x0)
+        crop = luma[max(0, y0) : max(0, min(h, y1)), max(0, x0) : max(0, min(w, x1))]
+        cut = (slice(cy0, cy0 + crop.shape[0]), slice(cx0, cx0 + crop.shape[1]))
+        return crop, self.lesion[cut], self.ring[cut]
 
 
 class TicRecorder:
     """Builds the TIC frame by frame during a decode pass, from one 2-D mask or one mask per frame.
 
-    With a mask per frame the ROI moves, so each frame gets its own meter; frames
+    With a tracked 2-D mask (``shifts``) one meter moves with the ROI. With a mask per frame the ROI moves,
+    so each frame gets its own meter; frames
     where the nodule is not visible (or beyond the mask's frames) count as NaN.
     """
 
-    def __init__(self, mask: np.ndarray, ring: float):
+    def __init__(self, mask: np.ndarray, ring: float, shifts: np.ndarray | None = None):
         self.mask = mask
         self.ring_share = ring
+        self.shifts = shifts  # (T, 2): a 2-D mask moved (dy, dx) in each frame (ingest.track)
         self.meter = RoiMeter(mask, ring) if mask.ndim == 2 else None
         self.times: list[float] = []
         self.lesion: list[float] = []
@@ -91,7 +109,8 @@ class TicRecorder:
     def add(self, frame: Frame) -> None:
         """Measure one decoded frame."""
         if self.meter is not None:
-            les, ring = self.meter.measure(frame)
+            moved = self.shifts[frame.index] if self.shifts is not None and frame.index < len(self.shifts) else None
+            les, ring = self.meter.measure(frame, moved)
         else:
             fm = self.mask[frame.index] if frame.index < self.mask.shape[0] else None
             les, ring = RoiMeter(fm, self.ring_share).measure(frame) if fm is not None and fm.any() else (np.nan, np.nan)

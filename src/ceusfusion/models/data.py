@@ -30,6 +30,7 @@ class CachedSet:
     x: torch.Tensor      # uint8 (N, frames*frame_channels, S, S)
     frames: int
     frame_channels: int
+    prepare_fingerprint: str = ""  # of the run's prepare parameters (ingest.cache): what a model was trained on
 
     @property
     def size(self) -> int:
@@ -73,22 +74,23 @@ def case_tensor(a: np.ndarray, frame_channels: int, size: int | None) -> torch.T
     return t
 
 
-def _indexed_cases(run, modality: str, case_ids: list[str] | None):
+def _indexed_cases(prepared: cache.Prepared, modality: str, case_ids: list[str] | None):
     if modality not in MODALITIES:
         raise CeusError(f"unknown modality {modality!r}; choose image or video")
-    idx = cache.read_index(run)
+    idx = prepared.index
     idx = idx[idx[f"has_{modality}"].astype(str).str.lower().isin(["1", "true", "1.0"])]
     if case_ids is not None:
         idx = idx[idx["case_id"].isin(set(case_ids))]
     if idx.empty:
-        raise CeusError(f"{cache.prepared_dir(run)}/index.csv: no case has a prepared {modality}")
+        raise CeusError(f"{prepared.layout.prepared_index}: no case has a prepared {modality}")
     return idx
 
 
-def _read_arrays(run, modality: str, ids) -> list[np.ndarray]:
+def _read_arrays(prepared: cache.Prepared, modality: str, ids) -> list[np.ndarray]:
+    """Each case's ``modality`` as (frames, c, S, S); every case checked against the run's prepare record."""
     arrays = []
     for cid in ids:
-        z = cache.load_case(run, cid)
+        z = prepared.load(cid)
         if modality not in z:
             raise CaseError(cid, f"{cid}.npz", f"index says it has a {modality} but the file has no {modality!r} array")
         arrays.append(to_chw(z[modality], modality, cid))
@@ -108,12 +110,15 @@ def frame_channels_of(arrays: list[np.ndarray], splits: np.ndarray) -> int:
 def load_cached(run, modality: str, size: int | None = None, case_ids: list[str] | None = None) -> CachedSet:
     """Load every prepared case that has ``modality`` into memory (optionally resized to ``size``).
 
+    A case whose record disagrees with the run's (an interrupted prepare with other parameters) is refused,
+    one line naming the case and the parameter (``ingest.cache.check_case``).
     Grey or colour is decided by the training cases alone (a test case must not change how the model
     is built): colour when any training case is colour, grey ones then replicated; test cases are
     converted to that (colour averaged to grey when every training case is grey), as ``predict`` does.
     """
-    idx = _indexed_cases(run, modality, case_ids)
-    arrays = _read_arrays(run, modality, idx["case_id"])
+    prepared = cache.Prepared(run)
+    idx = _indexed_cases(prepared, modality, case_ids)
+    arrays = _read_arrays(prepared, modality, idx["case_id"])
     colour = frame_channels_of(arrays, idx["split"].astype(str).to_numpy())
     out = []
     for cid, a in zip(idx["case_id"], arrays):
@@ -125,4 +130,5 @@ def load_cached(run, modality: str, size: int | None = None, case_ids: list[str]
         raise CeusError(f"prepared {modality} arrays have different sizes {sorted(sizes)}; pass --size to resize them")
     return CachedSet(case_ids=list(idx["case_id"]), labels=idx["label"].to_numpy(int),
                      split=idx["split"].astype(str).to_numpy(), groups=idx["group"].astype(str).to_numpy(),
-                     x=torch.stack(out), frames=arrays[0].shape[0], frame_channels=colour)
+                     x=torch.stack(out), frames=arrays[0].shape[0], frame_channels=colour,
+                     prepare_fingerprint=prepared.record.fingerprint)

@@ -22,7 +22,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-from sklearn.model_selection import StratifiedGroupKFold
 
 from ceusfusion.core.errors import CaseError, CeusError
 from ceusfusion.core.runlayout import RunLayout
@@ -43,11 +42,6 @@ def scoring_models(k: int, test_scoring: str) -> list:
 def model_number(model: int | str, k: int) -> int:
     """A model id as a number (fold k for :data:`REFIT`): for seeds and sorting."""
     return k if model == REFIT else int(model)
-
-
-def test_scoring_of(cfg: dict) -> str:
-    """A saved model's test scoring (config.json); models trained before it was recorded used the fold mean."""
-    return str(cfg.get("test_scoring", "fold-mean"))
 
 
 @dataclass(frozen=True)
@@ -99,6 +93,8 @@ def make_folds(data: CachedSet, train_idx: np.ndarray, k: int, seed: int) -> np.
         n = len(set(groups[labels == cls]))
         if n < k:
             raise CeusError(f"only {n} training group(s) with label {cls}: too few for {k} folds (use --folds {max(2, n)})")
+    from sklearn.model_selection import StratifiedGroupKFold  # here: scikit-learn costs ~1 s to import, and predict never makes folds
+
     fold = np.full(len(labels), -1)
     cv = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
     for f, (_, va) in enumerate(cv.split(np.zeros(len(labels)), labels, groups)):

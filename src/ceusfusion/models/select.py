@@ -28,6 +28,12 @@ RULE = "highest mean CV AUC inside the training split; the test set is not used"
 BBC_RESAMPLES = 2000  # BBC-CV resamples of the out-of-fold predictions (milliseconds each)
 
 
+def settings_text(row: dict) -> str:
+    """One ranking row's settings in words (`train --summary`)."""
+    return (f"{row['modality']}, {row['arch']}, {row['input_mode']}; weights {row['weights_used']}; {row['folds']} folds; "
+            f"select {row['select']}; test scored by {row['test_scoring_mode']}; class weight {row['class_weight']}")
+
+
 def rank_models(run, modality: str | None = None) -> pd.DataFrame:
     """Trained models of a run ranked by mean CV AUC (training split only; the test set is never used)."""
     rows = []

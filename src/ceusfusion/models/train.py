@@ -85,7 +85,7 @@ from ceusfusion.models.data import CachedSet, load_cached
 from ceusfusion.models.ensemble import REFIT, UNSEEN, make_folds, over_folds
 from ceusfusion.models.pretrain.provenance import check_pretrain_weights
 from ceusfusion.models.probe import fit_probe
-from ceusfusion.models.registry import MODEL_FILE, load_fold_model
+from ceusfusion.models.registry import CONFIG_FILE, LEGACY_DEFAULTS, MODEL_FILE, load_fold_model
 from ceusfusion.models.transforms import BatchTransform, augment_params, normalisation
 
 log = logging.getLogger(__name__)
@@ -98,8 +98,6 @@ SCORING_LABELS = {"last": "out-of-fold", "best": "out-of-fold, epoch chosen on t
                   "refit": "refit on all training cases", "fold-mean": "mean of the fold models"}
 # settings that change where a model runs, not what it computes: a resume may change them
 RUNTIME_KEYS = ("device",)
-# what a config.json without the key was trained with (the defaults before the key was recorded)
-LEGACY_DEFAULTS = {"select": "best", "test_scoring": "fold-mean", "class_weight": "balanced"}
 
 
 class TrainSettings(StageConfig):
@@ -611,7 +609,7 @@ def _train_fold(ctx: _Ctx, k: int | str, tr: np.ndarray, va: np.ndarray, resume:
 
 
 def _check_existing(out: Path, cfg_json: dict, resume: bool, overwrite: bool) -> None:
-    path = out / "config.json"
+    path = out / CONFIG_FILE
     if not path.is_file():
         return
     if overwrite:
@@ -693,7 +691,7 @@ def _setup(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool, world: in
         dist.barrier()
     train_idx = np.flatnonzero(data.split == "train")
     if len(train_idx) == 0:
-        raise CeusError(f"no training cases with a {cfg.modality} in {run}/prepared/index.csv")
+        raise CeusError(f"no training cases with a {cfg.modality} in {RunLayout(run).prepared_index}")
     fold = make_folds(data, train_idx, cfg.folds, cfg.seed)
     folds = pd.DataFrame({"case_id": [data.case_ids[i] for i in train_idx], "fold": fold})
     folds_path = out / "folds.csv"
@@ -702,7 +700,7 @@ def _setup(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool, world: in
         if not old.sort_values("case_id").reset_index(drop=True).equals(folds.sort_values("case_id").reset_index(drop=True)):
             raise CeusError(f"{folds_path}: the folds differ from those of this cohort; cannot resume")
     if rank == 0:
-        write_json(out / "config.json", cfg_json)
+        write_json(out / CONFIG_FILE, cfg_json)
         write_csv(folds_path, folds)
     return data, out, train_idx, fold
 

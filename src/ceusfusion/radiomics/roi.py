@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.io.dicom import pixel_spacing_mm
@@ -59,7 +60,7 @@ def box_roi(shape: tuple[int, int], box) -> tuple[np.ndarray, str]:
 def still_plane(row: dict, record: dict | None) -> tuple[Plane, str]:
     """The still and its ROI: the mask when the manifest has one, else the prepared box."""
     img = grey(read_image(row["image"]))
-    said = (record or {}).get("image", {}).get("roi_source")  # prepare's word for it (e.g. a predicted mask), if any
+    said = row.get("image_roi")  # prepare's record of it (index.csv: manual or predicted mask, box, ...)
     if row.get("image_mask"):
         return Plane("still", img, read_mask(row["image_mask"], img.shape, of="image"), True), said or "mask"
     box = (record or {}).get("image", {}).get("bbox")
@@ -88,15 +89,20 @@ def keyframe_planes(row: dict, record: dict | None) -> tuple[list[Plane], str]:
                 break
     if len(frames) < len(wanted):
         raise CeusError(f"{row['video']}: {len(wanted) - len(frames)} keyframe(s) no longer decode")
-    return [_keyframe(k, frames[k], mask, entry) for k in sorted(wanted)], "mask" if mask is not None else ""
+    return [_keyframe(k, frames[k], mask, entry, wanted[k]) for k in sorted(wanted)], "mask" if mask is not None else ""
 
 
-def _keyframe(k: int, frame: np.ndarray, mask: np.ndarray | None, entry: dict) -> Plane:
+def _keyframe(k: int, frame: np.ndarray, mask: np.ndarray | None, entry: dict, i: int) -> Plane:
+    """Keyframe ``k`` (the ``i``-th) and its ROI; where prepare followed the nodule (``prepare --track``), the
+    ROI moves with that keyframe's own box."""
     if mask is None:
-        roi, _ = box_roi(frame.shape, entry["bbox"])
-        return Plane(f"kf{k}", frame, roi, False)
-    m = mask[k] if mask.ndim == 3 else mask
-    return Plane(f"kf{k}", frame, m, True)
+        roi = box_roi(frame.shape, entry["bbox"])[0]
+    else:
+        roi = mask[k] if mask.ndim == 3 else mask
+    if entry.get("boxes") and (mask is None or mask.ndim == 2):  # a mask per frame already moves
+        dy, dx = (int(entry["boxes"][i][j]) - int(entry["box"][j]) for j in (0, 1))
+        roi = ndimage.shift(roi.astype(np.uint8), (dy, dx), order=0, mode="constant").astype(bool)
+    return Plane(f"kf{k}", frame, roi, mask is not None)
 
 
 def case_rois(row: dict, record: dict | None, keyframes: bool, spacing_mm: float | None) -> CaseROIs:
@@ -107,7 +113,7 @@ def case_rois(row: dict, record: dict | None, keyframes: bool, spacing_mm: float
     if keyframes and row.get("video"):
         out.keyframes, src = keyframe_planes(row, record)
         box = (record or {}).get("video", {}).get("bbox")
-        out.roi_source["video"] = (record or {}).get("video", {}).get("roi_source") or src or (
+        out.roi_source["video"] = row.get("video_roi") or src or (
             box_roi(out.keyframes[0].image.shape, box)[1] if box else "box")
     if out.still is None and not out.keyframes:
         raise CeusError("neither a still nor a video to compute radiomics from")

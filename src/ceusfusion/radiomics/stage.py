@@ -24,6 +24,7 @@ from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.fusion.features import GROUP_COLUMN, write_features
 from ceusfusion.ingest.cache import case_record, read_index
 from ceusfusion.ingest.cohort import groups_of, read_manifest
+from ceusfusion.ingest.prepare import ROI_COLUMNS
 from ceusfusion.radiomics.extract import case_features
 from ceusfusion.radiomics.ibsi import MISSING, NOT_IBSI, family_of
 from ceusfusion.radiomics.robust import perturbations, perturbed
@@ -81,6 +82,8 @@ def case_tasks(run: Path, cfg: RadiomicsConfig) -> tuple[pd.DataFrame, list[tupl
         if cid not in co.index:
             raise CeusError(f"{layout.cohort}: case {cid} of the prepared index is missing; run `ceusfusion prepare` again")
         row = {k: (None if pd.isna(v) else v) for k, v in co.loc[cid].items()}
+        sources = idx.loc[idx["case_id"].astype(str) == cid, [c for c in ROI_COLUMNS if c in idx.columns]]
+        row.update({c: str(v) for c, v in sources.iloc[0].items() if pd.notna(v) and str(v)})  # prepare's ROI source
         tasks.append((cid, row, case_record(run, cid), cfg, None))
     return idx, tasks
 

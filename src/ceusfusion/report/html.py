@@ -17,8 +17,11 @@ import pandas as pd
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import claim, write_text
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.explain.sanity import RANK_LIMIT, localisation_verdict, randomisation_verdict
+from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import groups_of
+from ceusfusion.ingest.prepare import roi_source_counts
 from ceusfusion.models.select import rank_models
 from ceusfusion.report.clinical import (
     interventions_section,
@@ -71,11 +74,22 @@ def cohort_section(run: Path) -> str:
     else:
         text = f"{len(df)} cases of {groups.nunique()} patients in the manifest (a patient may have several cases)."
     body = para(text) + _table(counts)
-    failures = run / "prepared" / "failures.csv"
+    failures = RunLayout(run).prepare_failures
     if failures.is_file():
         f = pd.read_csv(failures)
         body += (f"<p>{len(f)} case(s) could not be prepared and were excluded:</p>" + _table(f)) if len(f) else "<p>Every case was prepared.</p>"
-    return body
+    return body + roi_sources_table(run)
+
+
+def roi_sources_table(run: Path) -> str:
+    """Where each prepared case's ROI came from (manual mask, predicted mask, box, whole frame), per split."""
+    index = run / "prepared" / "index.csv"
+    counts = roi_source_counts(read_index(run)) if index.is_file() else {}
+    rows = [{"picture": pic, "ROI from": src.replace("_", " "), **per} for pic, by in counts.items() for src, per in by.items()]
+    if not rows:
+        return ""
+    df = pd.DataFrame(rows).fillna(0)
+    return para("Where each prepared case's region of interest came from (cases per set):") + _table(df)
 
 
 def training_section(run: Path) -> str:
@@ -329,25 +343,32 @@ def environment_section(run: Path) -> str:
 
 
 DEFAULT_TITLE = "ceusfusion study report"
-REPORTABLE = ("prepared/index.csv", "manifest.json", "selection.json", "evaluation/metrics.json", "fusion/fusion.json")
+
+
+def reportable(layout: RunLayout) -> tuple[Path, ...]:
+    """A run with none of these has nothing to report."""
+    return (layout.prepared_index, layout.manifest, layout.selection, layout.metrics, layout.fusion / "fusion.json")
 
 
 def write_report(run: str | Path, out: str | Path | None = None, title: str | None = None, force: bool = False,
                  safeguards: dict | None = None) -> Path:
     """``ceusfusion report``: the report of a run however it was built (study, or command by command).
 
-    Refuses a folder that holds no stage's output, and (without ``force``) an OUT that ceusfusion did not
-    write (``core.fsutil.claim``). The title is the one given, else the study's (manifest.json), else
+    Refuses a folder that holds no stage's output, an OUT among the run files it reads (ever), and (without
+    ``force``) an OUT that ceusfusion did not write (``core.fsutil.claim``). The title is the one given, else the study's (manifest.json), else
     DEFAULT_TITLE; ``safeguards`` (computed from the run's records by the caller) replace the manifest's."""
     run = Path(run)
     if not run.is_dir():
         raise CeusError(f"{run}: no such run directory")
-    if not any((run / rel).is_file() for rel in REPORTABLE):
-        raise CeusError(f"{run}: nothing to report (none of {', '.join(REPORTABLE)}); run the stages first")
-    out = Path(out) if out else run / "report.html"
+    layout = RunLayout(run)
+    need = reportable(layout)
+    if not any(p.is_file() for p in need):
+        raise CeusError(f"{run}: nothing to report (none of {', '.join(p.relative_to(run).as_posix() for p in need)}); "
+                        "run the stages first")
+    out = Path(out) if out else layout.report
     if out.is_dir():
         raise CeusError(f"{out}: is a folder; --out takes the report's file name")
-    claim(out.parent, files=[out], force=force)
+    claim(out.parent, files=[out], force=force, inputs=[*layout.stage_files, *layout.stage_folders])  # what it reads
     manifest = run / "manifest.json"
     recorded = (json.loads(manifest.read_text()).get("config") or {}).get("title") if manifest.is_file() else None
     return build_report(run, out, title or recorded or DEFAULT_TITLE, safeguards)

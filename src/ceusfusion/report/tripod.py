@@ -12,6 +12,7 @@ import html
 import json
 from pathlib import Path
 
+from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.report.parts import outcome_of, read_metrics
 
 # (item, topic, what it asks (paraphrased), [(probe, where answered)], what the authors must supply or None)
@@ -117,7 +118,7 @@ def _probes(run: Path) -> set[str]:
     sets = (m.get("sets") or {}).values()
     man = json.loads((run / "manifest.json").read_text()) if (run / "manifest.json").is_file() else {}
     have = {"manifest"} if man else set()
-    checks = {"cohort": (run / "cohort.csv").is_file(), "prepare": (run / "prepared").is_dir(),
+    checks = {"cohort": (run / "cohort.csv").is_file(), "prepare": RunLayout(run).prepared.is_dir(),
               "training": (run / "models").is_dir(), "fusion": (run / "fusion" / "fusion.json").is_file(),
               "evaluation": bool(m), "table1": (run / "evaluation" / "table1.csv").is_file(),
               "sample_size": bool((m.get("sample_size") or {}).get("sentence")),

@@ -11,7 +11,7 @@ import html
 from pathlib import Path
 
 from ceusfusion.core.outcome import Outcome
-from ceusfusion.deploy.export import RESEARCH_ONLY, finite, load_card
+from ceusfusion.deploy.export import RESEARCH_ONLY, bundled_models, finite, load_card
 
 NOT_RECORDED = "not recorded"
 
@@ -20,10 +20,9 @@ def _model_entries(meta: dict, card: dict) -> list[dict]:
     """One entry per bundled model (image, video, then the fused one), card fields merged in."""
     recorded = card.get("models", {}) if card else {}
     entries = []
-    for modality, m in meta["models"].items():
-        cfg = m.get("config", {})
-        entries.append({"name": m["name"], "modality": modality, "arch": cfg.get("arch"), "input": cfg.get("input_mode"),
-                        "threshold": m["threshold"], "test_scoring": m["test_scoring"]})
+    for modality, m in bundled_models(meta).items():
+        entries.append({"name": m.name, "modality": modality, "arch": m.record.arch, "input": m.record.input_mode,
+                        "threshold": m.threshold, "test_scoring": m.test_scoring})
     comb = meta.get("combined")
     if comb:
         entries.append({"name": comb["name"], "modality": "combined", "arch": None, "input": comb.get("inputs"),

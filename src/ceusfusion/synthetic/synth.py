@@ -81,6 +81,12 @@ class SynthConfig:
     # resized to a fixed side turns into a texture scale over the whole crop.
     signal: float = 1.0
     size_tied: bool = True
+    # Motion truth for ROI tracking (issue 26). ``motion`` (pixels of the video frame) adds a smooth path
+    # (breathing plus a slow drift) of that amplitude to the scene; the video mask is then drawn on the frame
+    # of the nodule's peak (``video_box_time`` in cohort.csv) and signal/<case>_video_path.csv holds the true
+    # box in every frame. ``mask_per_frame`` writes the video mask as the true mask of every frame.
+    motion: float = 0.0
+    mask_per_frame: bool = False
 
     def resolved_still_size(self) -> int:
         return int(self.still_size or 2 * round(self.size * 2 / 3))
@@ -100,6 +106,12 @@ class SynthConfig:
             raise CeusError(f"synth: --signal must be between 0 and 10, got {self.signal}")
         if self.centers < 1:
             raise CeusError(f"synth: at least one centre is needed, got {self.centers}")
+        if not 0 <= self.motion <= self.size / 4:
+            raise CeusError(f"synth: --motion must be between 0 and a quarter of the frame ({self.size / 4:g} px), got {self.motion}")
+
+    def moving(self) -> bool:
+        """True when the cohort carries the motion truth (per-frame positions, the mask's frame)."""
+        return self.motion > 0 or self.mask_per_frame
 
 
 # --------------------------------------------------------------------------- the table
@@ -206,8 +218,11 @@ def draw_cohort_table(cfg: SynthConfig) -> tuple[pd.DataFrame, pd.DataFrame]:
         rows.append({"case_id": cid, "label": int(labels[i]), "split": str(splits[i]), "group": cid,
                      "center": row.pop("center"), "image": f"images/{cid}.png", "image_mask": f"masks/{cid}_image.nii.gz",
                      "video": f"videos/{cid}.avi", "video_mask": f"masks/{cid}_video.nii.gz", **row})
+        if cfg.moving():  # the frame the video mask is drawn on
+            rows[-1]["video_box_time"] = f"{anchor_frame(truth, cfg.fps) / cfg.fps:g}"
         truths.append({"case_id": cid, "index": i, "label": int(labels[i]), "split": str(splits[i]), **truth})
-    return pd.DataFrame(rows, columns=COHORT_COLUMNS), pd.DataFrame(truths)
+    columns = COHORT_COLUMNS + (["video_box_time"] if cfg.moving() else [])
+    return pd.DataFrame(rows, columns=columns), pd.DataFrame(truths)
 
 
 # --------------------------------------------------------------------------- geometry
@@ -349,20 +364,50 @@ def _render_still(rng, n: int, fov: float, nod: _Nodule, carotid, irr: float, fo
     return np.round(img).astype(np.uint8), mask, dist, foci_xy
 
 
-def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps: float, centre: int, path: Path, quality: int):
+def n_video_frames(duration: float, fps: float) -> int:
+    return max(2, int(round(duration * fps)))
 
-    px = fov / n
-    dur = tic["duration_s"]
-    n_frames = max(2, int(round(dur * fps)))
-    t = np.arange(n_frames) / fps
+
+def anchor_frame(case: dict, fps: float) -> int:
+    """The frame a moving cohort's video mask is drawn on: the nodule's peak enhancement, as a reader would."""
+    return int(min(round(float(case["tic_nod_ttp_s"]) * fps), n_video_frames(case["duration_s"], fps) - 1))
+
+
+def _smooth_path(rng, t: np.ndarray, amplitude: float) -> tuple[np.ndarray, np.ndarray]:
+    """A smooth 2-D path (pixels) of peak amplitude about ``amplitude``: breathing (3.5-6 s) plus a slow drift."""
+    out = []
+    for _ in range(2):
+        p1, p2, ph1, ph2 = rng.uniform(3.5, 6.0), rng.uniform(12.0, 25.0), rng.uniform(0, 2 * np.pi), rng.uniform(0, 2 * np.pi)
+        out.append(amplitude * (0.6 * np.sin(2 * np.pi * t / p1 + ph1) + 0.4 * np.sin(2 * np.pi * t / p2 + ph2)))
+    return out[0], out[1]
+
+
+def _scene_offsets(rng, t: np.ndarray, px: float, motion: float, motion_rng) -> tuple[np.ndarray, np.ndarray, int, tuple]:
+    """Each frame's window into the padded scene (ox, oy: integer pixels), the pad, and the largest motion (mm)
+    along x and y; the nodule of frame i sits (pad - oy[i], pad - ox[i]) pixels from its nominal place."""
+    n_frames = t.size
     # breathing-like motion plus jitter, as integer pixel shifts of a padded scene
     amp_x, amp_y = rng.uniform(0.2, 0.8), rng.uniform(0.3, 1.0)
     period, ph = rng.uniform(3.5, 6.0), rng.uniform(0, 2 * np.pi)
     mx = amp_x * np.sin(2 * np.pi * t / period + ph) + rng.normal(0, 0.1, n_frames)
     my = amp_y * np.sin(2 * np.pi * t / period + ph + 0.8) + rng.normal(0, 0.1, n_frames)
     pad = max(1, int(math.ceil(1.4 / px)))
+    if motion > 0:  # the tracking truth: a larger smooth path, from its own seed (the default cohort is unchanged)
+        dx, dy = _smooth_path(motion_rng, t, motion)
+        mx, my, pad = mx + dx * px, my + dy * px, pad + int(math.ceil(motion))
     ox = np.clip(np.round(mx / px).astype(int) + pad, 0, 2 * pad)
     oy = np.clip(np.round(my / px).astype(int) + pad, 0, 2 * pad)
+    return ox, oy, pad, (float(np.abs(mx).max()), float(np.abs(my).max()))
+
+
+def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps: float, centre: int, path: Path, quality: int,
+                  motion: float = 0.0, motion_rng=None):
+
+    px = fov / n
+    dur = tic["duration_s"]
+    n_frames = n_video_frames(dur, fps)
+    t = np.arange(n_frames) / fps
+    ox, oy, pad, largest = _scene_offsets(rng, t, px, motion, motion_rng)
 
     X, Y = _grid(n, fov, pad)
     skin, muscle, capsule, par, lumen, wall = _layers(X, Y, fov, carotid)
@@ -379,13 +424,15 @@ def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps
     c_art = gamma_variate(t, a_arr, a_arr + 0.6 * (tic["tic_par_ttp_s"] - tic["tic_par_arrival_s"]), 2.0, 1.8)
     gain = rng.uniform(0.85, 1.15) * (1.0 if centre == 1 else 1.1)
 
-    # bubble speckle: a slowly drifting field mixed with a fresh one each frame
+    # bubble speckle: a slowly drifting field mixed with a fresh one each frame (with ``motion``: _slow_speckle)
     q = n // 4
     sig_rc = (0.22 / px, 0.36 / px)
-    A = _speckle_pair(rng, (n + 2 * q, n + 2 * q), sig_rc)
+    side = n + 2 * pad if motion > 0 else n + 2 * q
+    A = _speckle_pair(rng, (side, side), sig_rc)
     B = _speckle_pair(rng, (n + 2 * q, n + 2 * q), sig_rc)
     walk = np.clip(q + np.cumsum(rng.integers(-1, 2, (n_frames, 2)), axis=0), 0, 2 * q)
     jump = rng.integers(0, 2 * q + 1, (n_frames, 2))
+    A2 = _speckle_pair(motion_rng, (side, side), sig_rc) if motion > 0 else None
 
     with atomic_path(path) as tmp:
         container = av.open(str(tmp), mode="w", format="avi")
@@ -399,7 +446,7 @@ def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps
             for i in range(n_frames):
                 sl = (slice(oy[i], oy[i] + n), slice(ox[i], ox[i] + n))
                 P = c_par[i] * m_par[sl] + c_nod[i] * m_nod[sl] + c_art[i] * m_art[sl]
-                a = A[walk[i, 0]:walk[i, 0] + n, walk[i, 1]:walk[i, 1] + n]
+                a = _slow_speckle(A, A2, walk[i] if A2 is None else (oy[i], ox[i]), n, t[i])
                 b = B[jump[i, 0]:jump[i, 0] + n, jump[i, 1]:jump[i, 1] + n]
                 S = np.abs(0.8 * a + 0.6 * b) ** 2
                 frame = np.clip(0.45 * gain * np.sqrt(P * S) * 255, 0, 255).astype(np.uint8)
@@ -409,8 +456,20 @@ def _render_video(rng, n: int, fov: float, nod: _Nodule, carotid, tic: dict, fps
                 container.mux(packet)
         finally:
             container.close()
-    nominal = (slice(pad, pad + n), slice(pad, pad + n))
-    return dist[nominal] < 0, dist[nominal], n_frames, float(np.abs(mx).max()), float(np.abs(my).max())
+    return dist, (ox, oy, pad), largest
+
+
+def _slow_speckle(A: np.ndarray, A2: np.ndarray | None, at, n: int, t: float) -> np.ndarray:
+    """The slow part of the bubble speckle in one frame. The default cohort: field A drifting as a block
+    (``at`` its random walk). A moving cohort (``A2`` given): the bubbles in the microvessels move with the
+    tissue (``at`` the frame's window into the scene) and their pattern decorrelates over seconds (A and A2
+    mixed at a slowly turning angle, a quarter turn in 5 s), as a clip's speckle does; a field that drifted
+    as one block apart from the tissue would be a second motion, not the nodule's."""
+    y, x = int(at[0]), int(at[1])
+    if A2 is None:
+        return A[y : y + n, x : x + n]
+    theta = 2 * np.pi * t / 20.0
+    return np.cos(theta) * A[y : y + n, x : x + n] + np.sin(theta) * A2[y : y + n, x : x + n]
 
 
 def write_mask(path: Path, mask: np.ndarray) -> None:
@@ -451,10 +510,17 @@ def render_case(out: str | Path, cfg: SynthConfig, case: dict) -> dict:
     band = max(1.5, 2.0 * _margin_width(case["margin_irregularity"]) + 0.5)  # mm around the boundary
     write_mask(out / "signal" / f"{cid}_margin.nii.gz", (dist < band) | mask)
 
-    vmask, vdist, n_frames, motion_x, motion_y = _render_video(rng, cfg.size, fov, n_video, carotid, case, cfg.fps, centre,
-                                                               out / case["video"], cfg.quality)
-    vmask = _ensure_nonempty(vmask, vdist)
-    write_mask(out / case["video_mask"], vmask)
+    motion_rng = np.random.default_rng([cfg.seed, 3, int(case["index"])])
+    scene, (ox, oy, pad), (motion_x, motion_y) = _render_video(rng, cfg.size, fov, n_video, carotid, case, cfg.fps, centre,
+                                                               out / case["video"], cfg.quality, cfg.motion, motion_rng)
+    n_frames = ox.size
+    k = anchor_frame(case, cfg.fps) if cfg.moving() else None
+    n = cfg.size
+    vdist = scene[pad : pad + n, pad : pad + n] if k is None else scene[oy[k] : oy[k] + n, ox[k] : ox[k] + n]
+    vmask = _ensure_nonempty(vdist < 0, vdist)
+    moving = _write_motion_truth(out, cid, cfg, scene, ox, oy) if cfg.moving() else {}
+    if not cfg.mask_per_frame:
+        write_mask(out / case["video_mask"], vmask)
     write_mask(out / "signal" / f"{cid}_video_margin.nii.gz", (vdist < 1.5) | vmask)
 
     icx, icy, ir = _centre_radius(mask)
@@ -464,7 +530,25 @@ def render_case(out: str | Path, cfg: SynthConfig, case: dict) -> dict:
             "video_radius_px": vr, "axis_ratio": n_still.b / n_still.a, "angle_rad": n_still.angle,
             "foci_xy_mm": ";".join(f"{x:.2f},{y:.2f}" for x, y in foci_xy), "n_frames": n_frames, "fps": cfg.fps,
             "motion_x_mm": motion_x, "motion_y_mm": motion_y,
-            "image_signal": f"signal/{cid}_margin.nii.gz", "video_signal": f"signal/{cid}_video_margin.nii.gz"}
+            "image_signal": f"signal/{cid}_margin.nii.gz", "video_signal": f"signal/{cid}_video_margin.nii.gz", **moving}
+
+
+def _write_motion_truth(out: Path, cid: str, cfg: SynthConfig, scene: np.ndarray, ox: np.ndarray, oy: np.ndarray) -> dict:
+    """signal/<case>_video_path.csv: the true nodule box (x,y,w,h) in every frame; with ``mask_per_frame`` the
+    video mask is the true mask of every frame. Returns truth.csv's columns for them."""
+    n = cfg.size
+    masks = np.stack([scene[y : y + n, x : x + n] < 0 for x, y in zip(ox, oy)])
+    rows = []
+    for i, m in enumerate(masks):
+        ys, xs = np.nonzero(m)
+        box = (int(xs.min()), int(ys.min()), int(xs.max() - xs.min() + 1), int(ys.max() - ys.min() + 1)) if ys.size else (0, 0, 0, 0)
+        rows.append({"frame": i, "time_s": round(i / cfg.fps, 6), "x": box[0], "y": box[1], "w": box[2], "h": box[3]})
+    write_csv(out / "signal" / f"{cid}_video_path.csv", pd.DataFrame(rows))
+    if cfg.mask_per_frame:
+        img = sitk.GetImageFromArray(np.ascontiguousarray(masks.astype(np.uint8)))
+        with atomic_path(out / "masks" / f"{cid}_video.nii.gz") as tmp:
+            sitk.WriteImage(img, str(tmp), True)
+    return {"video_path": f"signal/{cid}_video_path.csv"}
 
 
 def _render_star(args):

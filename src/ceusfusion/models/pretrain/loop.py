@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.core.fsutil import sha256_file, write_json
+from ceusfusion.core.fsutil import claim, sha256_file, write_json
 from ceusfusion.core.runtime import (
     autocast,
     checkpoint_exists,
@@ -80,6 +80,15 @@ def checkpoint_path(out: Path) -> Path:
 
 def probe_path(out: Path) -> Path:
     return out.with_suffix(".probe.json")
+
+
+def claim_outputs(out: Path, videos, overwrite: bool, probe_cohort: str | Path | None = None) -> None:
+    """The weights file, its sidecar and probe record: never over a file ceusfusion did not write (unless
+    ``overwrite``), never over an input video or the cohort (ever): ``core.fsutil.claim``. The checkpoint folder
+    ``WEIGHTS.ckpt/`` is not claimed: ``--resume`` continues one, whose every file is verified as it is read."""
+    cohort = getattr(getattr(videos, "cohort", None), "manifest", None)
+    inputs = [Path(p) for _, p in videos] + [Path(c) for c in (cohort, probe_cohort) if c]
+    claim(out.parent, files=[out, sidecar_path(out), probe_path(out)], force=overwrite, inputs=inputs, flag="--overwrite")
 
 
 @dataclass
@@ -127,6 +136,7 @@ def pretrain(videos: list[tuple[str, Path]] | VideoPlan, out: str | Path, cfg: P
             log.info("%s is complete; nothing to resume", out)
             return json.loads(sidecar_path(out).read_text()) if sidecar_path(out).is_file() else None
         raise CeusError(f"{out} exists; pass --overwrite to replace it")
+    claim_outputs(out, videos, overwrite, probe_cohort)
     if overwrite and ck.exists() and not resume:
         shutil.rmtree(ck)
     if not len(videos):
