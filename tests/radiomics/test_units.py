@@ -92,3 +92,17 @@ def test_keyframe_summary_is_mean_sd_and_the_brightest_frame():
     assert peak == 1 and out["kf_peak_stat_mean"] == 200.0
     assert out["kf_mean_stat_mean"] == pytest.approx(260 / 3)
     assert out["kf_sd_stat_mean"] == pytest.approx(np.std([10, 200, 50], ddof=1))
+
+
+def test_a_tracked_keyframe_roi_moves_with_its_box():
+    from ceusfusion.radiomics.roi import keyframe_plane
+
+    frame = np.zeros((12, 12), np.uint8)
+    entry = {"bbox": [2, 2, 6, 6], "box": [0, 0, 8, 8], "boxes": [[0, 0, 8, 8], [1, 3, 9, 11]]}
+    still = keyframe_plane(7, frame, None, entry, 0).roi
+    moved = keyframe_plane(9, frame, None, entry, 1)
+    assert still[2:6, 2:6].all() and still.sum() == 16
+    assert moved.roi[3:7, 5:9].all() and moved.roi.sum() == 16 and not moved.is_mask
+    mask = np.zeros((12, 12), bool)
+    mask[4, 4:6] = True
+    assert keyframe_plane(9, frame, mask, entry, 1).roi[5, 7:9].all()  # a 2-D mask moves too

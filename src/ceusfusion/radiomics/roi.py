@@ -89,10 +89,10 @@ def keyframe_planes(row: dict, record: dict | None) -> tuple[list[Plane], str]:
                 break
     if len(frames) < len(wanted):
         raise CeusError(f"{row['video']}: {len(wanted) - len(frames)} keyframe(s) no longer decode")
-    return [_keyframe(k, frames[k], mask, entry, wanted[k]) for k in sorted(wanted)], "mask" if mask is not None else ""
+    return [keyframe_plane(k, frames[k], mask, entry, wanted[k]) for k in sorted(wanted)], "mask" if mask is not None else ""
 
 
-def _keyframe(k: int, frame: np.ndarray, mask: np.ndarray | None, entry: dict, i: int) -> Plane:
+def keyframe_plane(k: int, frame: np.ndarray, mask: np.ndarray | None, entry: dict, i: int) -> Plane:
     """Keyframe ``k`` (the ``i``-th) and its ROI; where prepare followed the nodule (``prepare --track``), the
     ROI moves with that keyframe's own box."""
     if mask is None:
