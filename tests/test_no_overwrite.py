@@ -182,7 +182,9 @@ def _run_with_model(d: Path) -> Path:
 
     L = RunLayout(d / "run")
     claim(L.root, files=[L.report, *L.stage_files], folders=list(L.stage_folders))
-    for f, text in ((L.model("m") / "config.json", "{}"), (L.metrics, '{"sets": {}}'), (L.selection, "{}"),
+    config = json.dumps({"name": "m", "modality": "image", "arch": "resnet18", "input_mode": "single", "frames": 1,
+                         "frame_channels": 1, "image_size": 8, "crop": 8, "folds": 2, "pretrained": False})
+    for f, text in ((L.model("m") / "config.json", config), (L.metrics, '{"sets": {}}'), (L.selection, "{}"),
                     (L.keyframes, "{}"), (L.prepared_index, "case_id\n")):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_text(text)

@@ -849,12 +849,33 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (default: this computer only; anything else warns)."),
     port: int = typer.Option(8000, "--port", help="TCP port."),
     max_upload_mb: float = typer.Option(512, "--max-upload-mb", help="Largest upload (all files of one request) in MB."),
+    expect_sha256: Optional[str] = typer.Option(None, "--expect-sha256", help="The bundle id export printed (sha256 of bundle.json): refuse to start on any other bundle."),
+    header_timeout: float = typer.Option(10, "--header-timeout", help="Seconds a client may take to send a request's headers."),
+    body_timeout: float = typer.Option(60, "--body-timeout", help="Seconds a client may take to send a request's files."),
 ):
     """A local web page for one patient: drop the files, see each model's probability, Grad-CAM, the TIC, the model card."""
+    from ceusfusion.serve.protocol import Limits
     from ceusfusion.serve.server import serve as run_serve
 
-    run_serve(bundle, host=host, port=port, max_upload_mb=max_upload_mb,
+    try:
+        limits = Limits(header_timeout, body_timeout)
+    except ValueError as exc:
+        raise CeusError(f"--header-timeout/--body-timeout: {exc}") from None
+    run_serve(bundle, host=host, port=port, max_upload_mb=max_upload_mb, expect_sha256=expect_sha256, limits=limits,
               warn=lambda msg: err_console.print(msg, highlight=False, soft_wrap=True))
+
+
+@app.command()
+def annotate(
+    cohort: Path = typer.Argument(..., help="Cohort manifest CSV (only read, never written)."),
+    out: Path = typer.Option(..., "--out", help="BOXES.csv: case_id,image_box,video_box,video_box_time; resumed if it exists."),
+    port: int = typer.Option(8000, "--port", help="TCP port on 127.0.0.1 (this computer only)."),
+    force: bool = typer.Option(False, "--force", help="Take over an --out file ceusfusion did not write (its rows are read, then rewritten)."),
+):
+    """A local page to draw each case's boxes on the still and the clip; every answer is saved to --out at once."""
+    from ceusfusion.serve.annotate import annotate as run_annotate
+
+    run_annotate(cohort, out, port=port, force=force, warn=lambda msg: err_console.print(msg, highlight=False, soft_wrap=True))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

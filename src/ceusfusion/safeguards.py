@@ -73,7 +73,7 @@ def selected_summaries(layout: RunLayout) -> dict[str, dict] | None:
     sel = _json(layout.selection)
     if sel is None:
         return None
-    return {n: _json(layout.model(n) / "summary.json") or {} for n in sel.get("best", {}).values()}
+    return {n: _json(layout.model_summary(n)) or {} for n in sel.get("best", {}).values()}
 
 
 def folds_check(layout: RunLayout) -> Check:
@@ -85,7 +85,7 @@ def folds_check(layout: RunLayout) -> Check:
         return Check(None, NO_PATIENTS)
     groups = read_index(layout.root).set_index("case_id")["group"].astype(str)
     for name in sums:
-        folds = pd.read_csv(layout.model(name) / "folds.csv", dtype={"case_id": str})
+        folds = pd.read_csv(layout.model_folds(name), dtype={"case_id": str})
         split = folds.assign(group=folds["case_id"].map(groups)).groupby("group")["fold"].nunique()
         if (split > 1).any():
             return Check(False, f"{name}: patient group(s) {_names(split.index[split > 1])} in more than one fold")

@@ -44,7 +44,7 @@ from ceusfusion.fusion.validation import internal_validation
 from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.cohort import clinical_columns, load_cohort, read_manifest, validate
 from ceusfusion.ingest.prepare import PrepareParams, prepare, roi_source_counts
-from ceusfusion.models.registry import read_config
+from ceusfusion.models.registry import ModelRecord, read_config
 from ceusfusion.models.select import read_selection, select
 from ceusfusion.models.train import TrainConfig, TrainSettings, settings_differ, train
 from ceusfusion.radiomics.compare import compare
@@ -249,8 +249,9 @@ class Study:
             eta = f", about {done / (k - 1) * (len(configs) - k + 1):.0f} s left for training" if k > 1 else ""
             self.console.print(f"  model {k}/{len(configs)}: {tc.name}{eta}")
             old = self._saved_config(tc.name)
-            same = old is not None and not settings_differ(old, tc.model_dump())
-            if same and (self.layout.model(tc.name) / "summary.json").is_file():
+            same = (old is not None and not settings_differ(old.raw, tc.model_dump())
+                    and old.prepare_fingerprint in (None, read_run_record(self.run).fingerprint))
+            if same and self.layout.model_summary(tc.name).is_file():
                 self.console.print("  [dim]already trained with these settings, kept[/dim]")
             else:  # resume an interrupted run with the same settings; replace one with other settings
                 train(self.run, tc, resume=same, overwrite=not same, progress=self.progress)
@@ -260,12 +261,12 @@ class Study:
         return {"models": names, "weights": weights}
 
     def _summary(self, name: str) -> dict:
-        path = self.layout.model(name) / "summary.json"
+        path = self.layout.model_summary(name)
         return json.loads(path.read_text()) if path.is_file() else {}
 
-    def _saved_config(self, name: str) -> dict | None:
+    def _saved_config(self, name: str) -> ModelRecord | None:
         try:
-            return read_config(self.run, name).raw
+            return read_config(self.run, name)
         except CeusError:
             return None
 

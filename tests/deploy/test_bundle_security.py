@@ -263,11 +263,14 @@ def test_truncated_manifest_is_one_line(made, bundle, capsys):
     (lambda m: m.pop("files"), r"files is missing"),
     (lambda m: m.update(files=["fusion/model.skops"]), r"files has the wrong type"),
     (lambda m: m["models"]["image"].update(threshold="0.5"), r"models\.image\.threshold has the wrong type"),
+    (lambda m: m["models"]["image"].update(threshold=True), r"models\.image\.threshold has the wrong type"),
+    (lambda m: m["combined"]["feature_layers"].update(x={"layer": 3, "penultimate": True}),
+     r"combined\.feature_layers\.x\.layer has the wrong type"),
     (lambda m: m["models"]["image"].pop("config"), r"models\.image\.config is missing"),
     (lambda m: m["combined"].pop("model"), r"combined\.model is missing"),
     (lambda m: m["prepare"].update(margin="wide"), r"malformed bundle\.json: prepare"),
     (lambda m: m.update(bundle_version=1), r"bundle_version 1 is not 2 \(a pickled fusion model"),
-], ids=["no-files", "files-list", "threshold-str", "no-config", "no-fusion-model", "margin-str", "version-1"])
+], ids=["no-files", "files-list", "threshold-str", "threshold-bool", "layer-int", "no-config", "no-fusion-model", "margin-str", "version-1"])
 def test_malformed_manifest_is_one_line(made, bundle, change, match):
     _edit(bundle, change)
     _refused(made, bundle, r"bundle\.json: .*" + match)

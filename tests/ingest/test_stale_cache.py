@@ -74,6 +74,27 @@ def test_train_features_and_explain_refuse_a_half_redone_prepare(tmp_path, monke
     assert a.case_ids == b.case_ids and bool((a.x == b.x).all()) and a.prepare_fingerprint == b.prepare_fingerprint
 
 
+def test_a_model_is_not_used_on_arrays_prepared_again_with_other_parameters(tmp_path, capsys):
+    """A complete prepare with another margin after training: every case agrees with the run, but not with the
+    model, whose config.json records the fingerprint it was trained on (issue 25: the model against the cache)."""
+    manifest, run = _cohort(tmp_path / "c"), tmp_path / "run"
+    prepare(manifest, run, PrepareParams(size=SIZE, margin=0.5), progress=False)
+    train = ["train", "--run", str(run), "--modality", "image", "--weights", "none", "--epochs", "1", "--folds", "2",
+             "--crop", str(SIZE), "--batch-size", "4", "--device", "cpu", "--no-progress", "--name", "m"]
+    assert exit_code(train) == 0
+    trained_on = json.loads((RunLayout(run).model("m") / "config.json").read_text())["prepare_fingerprint"]
+    assert trained_on == load_cached(run, "image").prepare_fingerprint
+    model = str(RunLayout(run).model("m"))
+    assert exit_code(["features", "--model", model, "--device", "cpu"]) == 0  # the arrays it was trained on
+    capsys.readouterr()
+    prepare(manifest, run, PrepareParams(size=SIZE, margin=0.1), progress=False, force=True)
+    for argv in (["features", "--model", model, "--device", "cpu", "--force"],
+                 ["explain", "--model", model, "--device", "cpu", "--cases", "c1"], train + ["--resume"]):
+        assert exit_code(argv) == 2, argv[0]
+        flat = " ".join(capsys.readouterr().err.split())
+        assert "prepare" in flat and "Traceback" not in flat and ("trained" in flat or "prepare_fingerprint" in flat), flat
+
+
 def _fake(tmp_path):
     from fake_run import make_fake_run
 

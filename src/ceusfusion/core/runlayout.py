@@ -93,6 +93,18 @@ class RunLayout:
         """A fold model's folder (``fold<k>``), or a named one such as the refitted ``full`` model."""
         return self.model(name) / (check_name(k) if isinstance(k, str) else f"fold{int(k)}")
 
+    def model_config(self, name: str) -> Path:
+        """A trained model's config.json (read through ``models.registry.read_config``)."""
+        return self.model(name) / "config.json"
+
+    def model_summary(self, name: str) -> Path:
+        """A trained model's summary.json (CV AUCs, the weights it started from, the steps it took)."""
+        return self.model(name) / "summary.json"
+
+    def model_folds(self, name: str) -> Path:
+        """Which fold holds out each training case (``models.ensemble.FoldPlan``)."""
+        return self.model(name) / "folds.csv"
+
     @property
     def predictions_dir(self) -> Path:
         return self.root / "predictions"

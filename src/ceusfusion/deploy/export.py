@@ -49,10 +49,13 @@ import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 import pandas as pd
 import torch
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from ceusfusion import __version__
 from ceusfusion.core.errors import CeusError
@@ -383,26 +386,70 @@ def _check_pin(path: Path, digest: str, expect_sha256: str | None) -> None:
                         "refusing the bundle")
 
 
-def _is(v, types) -> bool:
-    """isinstance that keeps bools out of numbers (True is not a threshold)."""
-    return isinstance(v, types) and (bool in (types if isinstance(types, tuple) else (types,)) or not isinstance(v, bool))
+class _Strict(BaseModel):
+    """A bundle.json object: each listed key present with its JSON type (no coercion: "0.5" is no threshold,
+    true is no number), other keys kept (a newer exporter may add some)."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
 
 
-_TOP_KEYS = {"bundle_version": int, "prepare": dict, "models": dict, "files": dict, "combined": (dict, type(None))}
-_MODEL_KEYS = {"name": str, "folds": list, "test_scoring": str, "threshold": (int, float), "config": dict}
-_COMBINED_KEYS = {"name": str, "threshold": (int, float), "inputs": str, "model": str, "format": str,
-                  "feature_layers": dict, "clinical": list, "perfusion": bool}
+def _not_nan(v: float) -> float:
+    if math.isnan(v):
+        raise ValueError("NaN")
+    return v
 
 
-def _require(path: Path, obj, keys: dict, where: str) -> None:
-    """Each key present with its type: one line naming the file and the key."""
-    if not isinstance(obj, dict):
-        raise CeusError(f"{path}: malformed {MANIFEST}: {where.rstrip('.') or 'the top level'} is not an object")
-    for key, types in keys.items():
-        if key not in obj:
-            raise CeusError(f"{path}: malformed {MANIFEST}: {where}{key} is missing")
-        if not _is(obj[key], types) or (isinstance(obj[key], float) and math.isnan(obj[key])):
-            raise CeusError(f"{path}: malformed {MANIFEST}: {where}{key} has the wrong type ({type(obj[key]).__name__})")
+Threshold = Annotated[float, AfterValidator(_not_nan)]  # +-inf allowed: a degenerate Youden optimum
+
+
+class FeatureLayer(_Strict):
+    layer: str | None
+    penultimate: bool
+
+
+class ModelEntry(_Strict):
+    """``models.<modality>``; read through :class:`BundledModel`."""
+
+    name: str
+    folds: list[int]
+    test_scoring: str
+    threshold: Threshold
+    config: dict
+
+
+class CombinedEntry(_Strict):
+    """``combined``: the fused model, its inputs and the layers its deep features came from."""
+
+    name: str
+    threshold: Threshold
+    inputs: str
+    model: str
+    format: str
+    feature_layers: dict[str, FeatureLayer]
+    clinical: list
+    perfusion: bool
+
+
+class Manifest(_Strict):
+    """bundle.json (version :data:`BUNDLE_VERSION`), the typed shape :func:`load_bundle` checks before trusting it."""
+
+    bundle_version: int
+    prepare: dict
+    models: dict[str, ModelEntry]
+    files: dict[str, str]
+    combined: CombinedEntry | None
+    card: str | None = None  # bundles exported before model cards have none
+
+
+def _manifest_error(path: Path, exc: ValidationError) -> CeusError:
+    """The first problem of a malformed manifest, one line naming the key (``models.image.threshold``)."""
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"] if not str(p).endswith("]")) or "the top level"
+    if err["type"] == "missing":
+        return CeusError(f"{path}: malformed {MANIFEST}: {where} is missing")
+    if err["type"] in ("model_type", "dict_type") and where == "the top level":
+        return CeusError(f"{path}: malformed {MANIFEST}: the top level is not an object")
+    return CeusError(f"{path}: malformed {MANIFEST}: {where} has the wrong type ({type(err['input']).__name__})")
 
 
 def _parse_manifest(path: Path, raw: bytes) -> dict:
@@ -411,23 +458,18 @@ def _parse_manifest(path: Path, raw: bytes) -> dict:
         meta = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CeusError(f"{path}: not valid JSON ({first_line(exc)}); refusing the bundle") from None
-    _require(path, meta, {"bundle_version": int}, "")
-    if meta["bundle_version"] != BUNDLE_VERSION:
-        old = " (a pickled fusion model, never loaded now): export the run again" if meta["bundle_version"] == 1 else ""
-        raise CeusError(f"{path}: bundle_version {meta['bundle_version']} is not {BUNDLE_VERSION}{old}")
-    _require(path, meta, _TOP_KEYS, "")
+    version = meta.get("bundle_version") if isinstance(meta, dict) else None
+    if isinstance(version, int) and version != BUNDLE_VERSION:
+        old = " (a pickled fusion model, never loaded now): export the run again" if version == 1 else ""
+        raise CeusError(f"{path}: bundle_version {version} is not {BUNDLE_VERSION}{old}")
+    try:
+        Manifest.model_validate(meta)
+    except ValidationError as exc:
+        raise _manifest_error(path, exc) from None
     try:
         PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in meta["prepare"].items()})
     except (CeusError, TypeError, ValueError) as exc:
         raise CeusError(f"{path}: malformed {MANIFEST}: prepare ({first_line(exc)})") from None
-    if "card" in meta:  # optional: bundles exported before model cards have none
-        _require(path, meta, {"card": str}, "")
-    for modality, m in meta["models"].items():
-        _require(path, m, _MODEL_KEYS, f"models.{modality}.")
-    if meta["combined"] is not None:
-        _require(path, meta["combined"], _COMBINED_KEYS, "combined.")
-        for name, layer in meta["combined"]["feature_layers"].items():
-            _require(path, layer, {"layer": (str, type(None)), "penultimate": bool}, f"combined.feature_layers.{name}.")
     return meta
 
 

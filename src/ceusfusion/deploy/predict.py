@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import write_json
 from ceusfusion.core.outcome import Outcome
 from ceusfusion.core.runtime import threads as torch_threads
@@ -144,6 +145,24 @@ class LoadedBundle:
             self._fusion = load_fusion_model(self.path, self.meta)
         return self._fusion
 
+    def load_all(self) -> "LoadedBundle":
+        """Every model, the fusion model and the card loaded now: for a server, a bad file (one that is not
+        safetensors, a config no architecture fits, a fusion model naming a type off the allowlist) refuses
+        the start in one line instead of failing a patient's request."""
+        for modality, m in self.bundled.items():
+            try:
+                self.models(modality)
+            except CeusError:
+                raise
+            except Exception as exc:  # a config or weights no model can be built from: many kinds of error
+                first = (str(exc).splitlines() or [""])[0]
+                raise CeusError(f"{self.path / 'bundle.json'}: models.{modality} ({m.name}) cannot be loaded "
+                                f"({type(exc).__name__}: {first}); refusing the bundle") from None
+        if self.meta.get("combined"):
+            self.fusion()
+        _ = self.outcome  # reads and checks the model card
+        return self
+
 
 def _score_model(lb: LoadedBundle, modality: str, x: torch.Tensor) -> tuple[float, np.ndarray | None, list, list]:
     """(probability, fused-model features or None, its models, per-model probabilities) of one bundled model for the patient."""
@@ -209,7 +228,14 @@ def _fused(lb: LoadedBundle, result: dict, feats: dict) -> dict:
 
 def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None, fusion_worker=None) -> dict:
     t0 = time.perf_counter()
-    lb = LoadedBundle(bundle, expect_sha256=expect_sha256, fusion_worker=fusion_worker)
+    return predict_loaded(LoadedBundle(bundle, expect_sha256=expect_sha256, fusion_worker=fusion_worker), image,
+                          image_mask, video, video_mask, out, cams, t0)
+
+
+def predict_loaded(lb: LoadedBundle, image=None, image_mask=None, video=None, video_mask=None,
+                   out: str | Path | None = None, cams: bool = True, t0: float | None = None) -> dict:
+    """:func:`predict` with a bundle already verified and loaded (``serve`` loads it whole once, at start)."""
+    t0 = time.perf_counter() if t0 is None else t0
     inputs: dict = {}
     arrays = prepare_patient(lb.meta, image, image_mask, video, video_mask, record=inputs)
     result = score_patient(lb, arrays, inputs, out=out if cams else None)

@@ -117,6 +117,7 @@ def _prepare(run, name: str, cfg: ModelRecord, case_ids, split: str, fold: int |
              batch_size: int) -> tuple[_Job, list[str]]:
     """Load the cache, choose the cases and their fold models, load those models: (job, case ids)."""
     data = load_cached(run, cfg.modality, cfg.image_size)
+    cfg.check_prepared(data.prepare_fingerprint, RunLayout(run).prepared)
     pos = {c: i for i, c in enumerate(data.case_ids)}
     ids = _case_ids(run, cfg, data, pos, case_ids, split)
     plan = fold_plan(run, name, cfg, ids, [data.split[pos[c]] for c in ids], fold)

@@ -140,8 +140,9 @@ def extract_features(run, name: str, layer: str | None = None, batch_size: int =
     k = rec.folds
     dev = resolve_device(device)
     data = load_cached(run, rec.modality, rec.size)
+    rec.check_prepared(data.prepare_fingerprint, RunLayout(run).prepared)
     _check_cache(run, name, rec, data)
-    fold = FoldPlan.read(run, name, k).assign(data.case_ids, data.split, str(RunLayout(run).model(name) / "folds.csv"))
+    fold = FoldPlan.read(run, name, k).assign(data.case_ids, data.split, str(RunLayout(run).model_folds(name)))
     if dev.type == "cuda":
         data.x = data.x.to(dev)
     tf = transform_for(rec, dev)

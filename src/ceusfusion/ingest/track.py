@@ -27,8 +27,6 @@ from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter, median_filter
-from skimage.feature import match_template
-from skimage.transform import downscale_local_mean
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.ingest.roi import Box, clip_box
@@ -155,6 +153,9 @@ def _window(luma: np.ndarray, want: Box, inner: Box, f: int, smooth: float) -> n
     win[inner[0] - want[0] : inner[2] - want[0], inner[1] - want[1] : inner[3] - want[1]] = \
         luma[inner[0] : inner[2], inner[1] : inner[3]]
     if f > 1:
+        # here: scikit-image pulls scipy.signal and scipy.stats (0.5 s) into every import of prepare, predict's too
+        from skimage.transform import downscale_local_mean
+
         win = downscale_local_mean(win, (f, f)).astype(np.float32)
     return gaussian_filter(win, smooth) if smooth > 0 else win
 
@@ -186,6 +187,8 @@ def _match(img: np.ndarray, templ: np.ndarray | None, patch: Box, centre, radius
     region = img[y0:y1, x0:x1]
     if region.shape[0] < templ.shape[0] or region.shape[1] < templ.shape[1] or region.std() < 1e-3:
         return np.asarray(centre), -np.inf
+    from skimage.feature import match_template  # here: only when a clip is tracked (see _window)
+
     ncc = match_template(region, templ)
     iy, ix = np.unravel_index(int(np.argmax(ncc)), ncc.shape)
     return np.array([y0 + iy - patch[0], x0 + ix - patch[1]]), float(ncc[iy, ix])

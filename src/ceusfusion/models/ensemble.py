@@ -54,7 +54,7 @@ class FoldPlan:
 
     @classmethod
     def read(cls, run, name: str, k: int, test_scoring: str = "fold-mean") -> "FoldPlan":
-        path = RunLayout(run).model(name) / "folds.csv"
+        path = RunLayout(run).model_folds(name)
         if not path.is_file():
             raise CeusError(f"{path} not found (train the model first)")
         folds = pd.read_csv(path, dtype={"case_id": str})

@@ -28,7 +28,7 @@ CONFIG_FILE = "config.json"
 # what a config.json without the key was trained with (the defaults before the key was recorded)
 LEGACY_DEFAULTS = {"select": "best", "test_scoring": "fold-mean", "class_weight": "balanced"}
 # keys an older (or hand-written) config.json may lack, and what their absence meant
-OPTIONAL = {"dropout": 0.0, "normalisation": None, "size": None, "weights": None}
+OPTIONAL = {"dropout": 0.0, "normalisation": None, "size": None, "weights": None, "prepare_fingerprint": None}
 REQUIRED = ("name", "modality", "arch", "input_mode", "frames", "frame_channels", "image_size", "crop", "folds",
             "pretrained")
 
@@ -58,6 +58,7 @@ class ModelRecord:
     size: int | None  # train --size: the arrays resized to this side first
     weights: str | None
     normalisation: tuple[list[float], list[float]] | None  # per-channel (mean, std) of the input
+    prepare_fingerprint: str | None  # of the prepare parameters its arrays were made with (None: not recorded)
     raw: dict
 
     @classmethod
@@ -77,7 +78,16 @@ class ModelRecord:
                    class_weight=str(v["class_weight"]), dropout=float(v["dropout"]),
                    size=None if v["size"] is None else int(v["size"]),
                    weights=None if v["weights"] is None else str(v["weights"]),
-                   normalisation=(norm["mean"], norm["std"]) if norm else None, raw=dict(cfg))
+                   normalisation=(norm["mean"], norm["std"]) if norm else None,
+                   prepare_fingerprint=v["prepare_fingerprint"], raw=dict(cfg))
+
+    def check_prepared(self, fingerprint: str, where) -> None:
+        """Refuse arrays prepared with other parameters than the model was trained on (a prepare rerun with another
+        margin or size after training); a model trained before the fingerprint was recorded is not checked."""
+        if self.prepare_fingerprint and fingerprint and fingerprint != self.prepare_fingerprint:
+            raise CeusError(f"{where}: prepared again with other parameters since {self.name} was trained on it "
+                            f"(prepare fingerprint {fingerprint[:12]}, the model's {self.prepare_fingerprint[:12]}); "
+                            "train the model again, or prepare with the parameters it was trained on")
 
     @property
     def prior_corrected(self) -> bool:
@@ -93,7 +103,7 @@ class ModelRecord:
 
 def config_path(run, name: str) -> Path:
     """RUN/models/<name>/config.json."""
-    return RunLayout(run).model(name) / CONFIG_FILE
+    return RunLayout(run).model_config(name)
 
 
 def read_config(run, name: str) -> ModelRecord:

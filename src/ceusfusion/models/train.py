@@ -98,6 +98,8 @@ SCORING_LABELS = {"last": "out-of-fold", "best": "out-of-fold, epoch chosen on t
                   "refit": "refit on all training cases", "fold-mean": "mean of the fold models"}
 # settings that change where a model runs, not what it computes: a resume may change them
 RUNTIME_KEYS = ("device",)
+# recorded since a later version, with no value that stands for its absence: an older model is not compared on it
+UNRECORDED_BEFORE = ("prepare_fingerprint",)
 
 
 class TrainSettings(StageConfig):
@@ -174,7 +176,8 @@ def settings_differ(old: dict, new: dict) -> list[str]:
     """THE resume rule: a saved model continues (or is kept) only when every setting that defines it is
     unchanged; only :data:`RUNTIME_KEYS` may differ. Returns the keys that differ."""
     defaults = {**TrainConfig().model_dump(), **LEGACY_DEFAULTS}
-    return [k for k in new if k not in RUNTIME_KEYS and old.get(k, defaults.get(k)) != new[k]]
+    unknown = [k for k in UNRECORDED_BEFORE if k not in old]  # trained before it was recorded: not comparable
+    return [k for k in new if k not in RUNTIME_KEYS and k not in unknown and old.get(k, defaults.get(k)) != new[k]]
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -638,7 +641,8 @@ def model_record(cfg: TrainConfig, data: CachedSet) -> dict:
     mean, std = input_normalisation(cfg, data)
     return {**cfg.model_dump(), "frames": data.frames, "frame_channels": data.frame_channels,
             "channels": model_channels(cfg.input_mode, data.frames, data.frame_channels),
-            "image_size": data.size, "pretrained": pretrained, "normalisation": {"mean": mean, "std": std}}
+            "image_size": data.size, "pretrained": pretrained, "normalisation": {"mean": mean, "std": std},
+            "prepare_fingerprint": data.prepare_fingerprint}
 
 
 def train(run, cfg: TrainConfig, resume: bool = False, overwrite: bool = False, progress: bool = True,
@@ -694,7 +698,7 @@ def _setup(run: Path, cfg: TrainConfig, resume: bool, overwrite: bool, world: in
         raise CeusError(f"no training cases with a {cfg.modality} in {RunLayout(run).prepared_index}")
     fold = make_folds(data, train_idx, cfg.folds, cfg.seed)
     folds = pd.DataFrame({"case_id": [data.case_ids[i] for i in train_idx], "fold": fold})
-    folds_path = out / "folds.csv"
+    folds_path = RunLayout(run).model_folds(cfg.name)
     if resume and folds_path.is_file():
         old = pd.read_csv(folds_path, dtype={"case_id": str})
         if not old.sort_values("case_id").reset_index(drop=True).equals(folds.sort_values("case_id").reset_index(drop=True)):
@@ -787,11 +791,11 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
     summary = _summary(cfg, results, oof, len(train_idx), len(test_idx), world, time.perf_counter() - t_start)
     summary.update(refit_facts(cfg, results, full))
     summary["pretrain_provenance"] = provenance
-    summary["weights_source"] = weights_source(out, resolved)
+    summary["weights_source"] = weights_source(RunLayout(run).model_summary(cfg.name), resolved)
     summary["rank"] = rank
     if rank == 0:
         write_csv(RunLayout(run).predictions(cfg.name), pred)
-        write_json(out / "summary.json", summary)
+        write_json(RunLayout(run).model_summary(cfg.name), summary)
     return summary
 
 
@@ -810,13 +814,12 @@ def refit_facts(cfg: TrainConfig, results: list[dict], full: dict | None) -> dic
             "unknown: refitted by a version that did not match its steps to a fold's"}
 
 
-def weights_source(out: Path, resolved) -> dict:
+def weights_source(summary_path: Path, resolved) -> dict:
     """Where the starting weights came from (``models.resolver``); a model kept from an earlier call
     keeps the record its summary.json already has."""
     if resolved is not None:
         return resolved.record
-    old = out / "summary.json"
-    return json.loads(old.read_text()).get("weights_source", {}) if old.is_file() else {}
+    return json.loads(summary_path.read_text()).get("weights_source", {}) if summary_path.is_file() else {}
 
 
 def _summary(cfg: TrainConfig, results: list[dict], oof: pd.DataFrame, n_train: int, n_test: int, world: int,

@@ -146,7 +146,7 @@ def pretraining_paragraph(run: Path) -> str:
     names = json.loads(sel.read_text()).get("best", {}).values() if sel.is_file() else []
     out = []
     for n in names:
-        sp = run / "models" / n / "summary.json"
+        sp = RunLayout(run).model_summary(n)
         fact = json.loads(sp.read_text()).get("pretrain_provenance") if sp.is_file() else None
         if not fact:
             continue

@@ -24,18 +24,19 @@ from string import Template
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
-from starlette.middleware.trustedhost import TrustedHostMiddleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.deploy.export import finite, load_bundle
-from ceusfusion.deploy.predict import predict
+from ceusfusion.core.runtime import threads as torch_threads
+from ceusfusion.deploy.export import finite
+from ceusfusion.deploy.predict import LoadedBundle, predict_loaded
 from ceusfusion.io.filetypes import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ceusfusion.serve.card import card_html, model_card
+from ceusfusion.serve.guards import guard_middleware, without_server_paths
 from ceusfusion.serve.preview import png_data_url, preview
+from ceusfusion.serve.protocol import Limits
 from ceusfusion.serve.uploads import (
     FILE_FIELDS,
     UploadError,
@@ -51,35 +52,13 @@ log = logging.getLogger("ceusfusion.serve")
 DEFAULT_MAX_UPLOAD_MB = 512
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost")
 STATIC = {"app.js": "text/javascript; charset=utf-8", "app.css": "text/css; charset=utf-8"}
-# the page loads nothing from elsewhere; pictures come back as data: URLs
-SECURITY_HEADERS = [(b"content-security-policy", b"default-src 'none'; script-src 'self'; style-src 'self'; "
-                     b"img-src 'self' data:; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"),
-                    (b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer"),
-                    (b"cache-control", b"no-store")]
 DICOM_IDENTIFIERS = ("PatientName", "PatientID", "PatientBirthDate", "OtherPatientIDs", "OtherPatientNames",
                      "AccessionNumber", "PatientAddress", "InstitutionName", "ReferringPhysicianName", "StudyID")
 
 
-class SecurityHeaders:
-    """Pure ASGI middleware: the same headers on every response (no buffering of bodies)."""
-
-    def __init__(self, app):
-        self.app = app
-
-    async def __call__(self, scope, receive, send):
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-
-        async def with_headers(message):
-            if message["type"] == "http.response.start":
-                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
-            await send(message)
-
-        await self.app(scope, receive, with_headers)
-
-
-def error(message: str, status: int = 400) -> JSONResponse:
-    return JSONResponse({"error": message}, status_code=status)
+def error(message: str, status: int = 400, close: bool = False) -> JSONResponse:
+    """``{"error": message}``; ``close``: end the connection too (a body that was not read to its end)."""
+    return JSONResponse({"error": message}, status_code=status, headers={"connection": "close"} if close else None)
 
 
 def dicom_identifiers(paths) -> set[str]:
@@ -121,15 +100,20 @@ def scrub(obj, secrets: set[str]):
 
 
 class Service:
-    """The bundle, verified once at start and pinned by its id for every request; one prediction at a time."""
+    """The bundle, verified and loaded whole at start (every file hashed, every model and the fusion model
+    built), then used from memory for every request: nothing is read from the bundle's folder afterwards, so a
+    change there cannot reach a prediction. One prediction at a time."""
 
-    def __init__(self, bundle: str | Path, max_upload_bytes: int, tmp_root: str | Path | None = None):
-        self.bundle = Path(bundle)
-        meta = load_bundle(self.bundle)
+    def __init__(self, bundle: str | Path, max_upload_bytes: int, tmp_root: str | Path | None = None,
+                 expect_sha256: str | None = None, limits: Limits = Limits()):
+        self.bundle = Path(bundle).absolute()
+        self.loaded = LoadedBundle(self.bundle, expect_sha256=expect_sha256).load_all()
+        meta = self.loaded.meta
         self.bundle_id = meta["bundle_sha256"]
         self.card = model_card(self.bundle, meta)
         self.max_upload_bytes = int(max_upload_bytes)
         self.tmp_root = tmp_root
+        self.limits = limits
         # a batch of one on a few cores: running two at once only makes both slower, and torch's thread
         # count is process-wide; requests queue here, each in its own folder with its own result
         self.lock = threading.Lock()
@@ -140,20 +124,28 @@ class Service:
             negative=html.escape(self.card["outcome"]["negative"]), positive=html.escape(self.card["outcome"]["positive"]))
 
     def predict_files(self, up: Uploads) -> dict:
-        """``predict`` on the uploaded files (in the request's folder), overlays read back inline."""
+        """``predict`` on the uploaded files (in the request's folder), overlays read back inline; the answer
+        names the bundle by its id, never by its folder on this server."""
         f = up.files
-        with self.lock:
-            res = predict(self.bundle, f.get("image"), f.get("image_mask"), f.get("video"), f.get("video_mask"),
-                          out=up.folder / "out", cams=True, expect_sha256=self.bundle_id)
+        with self.lock, torch_threads(1):
+            res = predict_loaded(self.loaded, f.get("image"), f.get("image_mask"), f.get("video"),
+                                 f.get("video_mask"), out=up.folder / "out", cams=True)
+        res.pop("bundle", None)
         for m in res["models"].values():
             if m.get("gradcam"):
                 m["gradcam"] = png_data_url(Path(m["gradcam"]).read_bytes())
         return res
 
+    def public(self, message: str, up: Uploads) -> str:
+        """A message for the client: temp paths named by their field, the bundle by a word, no other path."""
+        return without_server_paths(up.describe(message), {str(self.bundle): "the bundle",
+                                                            str(self.bundle.resolve()): "the bundle"})
+
 
 async def _uploads(service: Service, request: Request, folder: Path, allowed) -> Uploads:
     return await read_multipart(request.headers.get("content-type", ""), request.headers.get("content-length"),
-                                request.stream(), folder, service.max_upload_bytes, allowed=allowed)
+                                request.stream(), folder, service.max_upload_bytes, allowed=allowed,
+                                seconds=service.limits.body_s)
 
 
 async def _answer(service: Service, request: Request, allowed, job) -> JSONResponse:
@@ -167,11 +159,11 @@ async def _answer(service: Service, request: Request, allowed, job) -> JSONRespo
         try:
             result = await run_in_threadpool(job, up)
         except CeusError as exc:
-            msg = up.describe(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+            msg = service.public(str(exc).splitlines()[0] if str(exc) else type(exc).__name__, up)
             return error(scrub(msg, secrets), getattr(exc, "status", 400))
         return JSONResponse(scrub(finite(result), secrets))
-    except UploadError as exc:
-        return error(up.describe(str(exc)), exc.status)
+    except UploadError as exc:  # the body may not have been read to its end: the connection ends with the answer
+        return error(service.public(str(exc), up), exc.status, close=True)
     except Exception as exc:  # our bug, not the user's file: logged here, one line there
         log.exception("request failed")
         return error(f"internal error ({type(exc).__name__}); the server's log has the details", 500)
@@ -199,14 +191,17 @@ def _preview_job(up: Uploads) -> dict:
 
 
 def create_app(bundle: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, tmp_root: str | Path | None = None,
-               allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS) -> Starlette:
-    """The app for one bundle (verified now: a bad bundle is a CeusError before anything listens).
+               allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS, expect_sha256: str | None = None,
+               limits: Limits = Limits()) -> Starlette:
+    """The app for one bundle, verified and loaded whole now: a bad bundle is a CeusError before anything listens.
 
     ``allowed_hosts``: Host headers accepted (loopback names by default, which stops a web page from
     reaching the server through DNS rebinding); None accepts any, for ``--host`` other than loopback.
     ``tmp_root``: where each request's temp folder is made (default: the system's temp folder).
+    ``expect_sha256``: the bundle id to pin (``serve --expect-sha256``); ``limits``: the slow-client timeouts
+    (the server reads them from ``app.state.limits``).
     """
-    service = Service(bundle, int(max_upload_mb * 1e6), tmp_root)
+    service = Service(bundle, int(max_upload_mb * 1e6), tmp_root, expect_sha256=expect_sha256, limits=limits)
 
     async def page(request: Request) -> Response:
         return HTMLResponse(service.page)
@@ -234,9 +229,7 @@ def create_app(bundle: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
 
     routes = [Route("/", page), Route("/static/{name}", static), Route("/api/model", model), Route("/favicon.ico", no_icon),
               Route("/api/predict", predict_route, methods=["POST"]), Route("/api/preview", preview_route, methods=["POST"])]
-    middleware = [Middleware(SecurityHeaders)]
-    if allowed_hosts is not None:
-        middleware.append(Middleware(TrustedHostMiddleware, allowed_hosts=list(allowed_hosts)))
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
-    app.state.service = service
+    app = Starlette(routes=routes, middleware=guard_middleware(allowed_hosts),
+                    exception_handlers={HTTPException: http_error})
+    app.state.service, app.state.limits = service, limits
     return app

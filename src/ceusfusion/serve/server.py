@@ -15,6 +15,7 @@ import uvicorn
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.serve.app import DEFAULT_MAX_UPLOAD_MB, LOOPBACK_HOSTS, create_app
+from ceusfusion.serve.protocol import Limits, protocol
 
 
 def is_loopback(host: str) -> bool:
@@ -28,8 +29,11 @@ def is_loopback(host: str) -> bool:
 
 
 def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB,
-          warn: Callable[[str], None] = print, tmp_root: str | Path | None = None) -> None:
-    """Verify the bundle, then serve the page until interrupted. Warns when reachable from other machines."""
+          warn: Callable[[str], None] = print, tmp_root: str | Path | None = None, expect_sha256: str | None = None,
+          limits: Limits = Limits()) -> None:
+    """Verify and load the whole bundle, then serve the page until interrupted: a bad bundle, or one whose
+    bundle.json is not ``expect_sha256``, is one CeusError before the socket is bound. Warns when the page
+    is reachable from other machines."""
     if not 0 <= port <= 65535:
         raise CeusError(f"--port {port}: not a TCP port (0-65535)")
     if max_upload_mb <= 0:
@@ -38,11 +42,17 @@ def serve(bundle: str | Path, host: str = "127.0.0.1", port: int = 8000, max_upl
     if not local:
         warn(f"warning: --host {host} makes the page reachable from other machines, over plain HTTP, "
              "with no login; patients' images would cross the network. Use it only on a network you trust.")
-    app = create_app(bundle, max_upload_mb=max_upload_mb, tmp_root=tmp_root,
-                     allowed_hosts=LOOPBACK_HOSTS if local else None)
+    app = create_app(bundle, max_upload_mb=max_upload_mb, tmp_root=tmp_root, expect_sha256=expect_sha256,
+                     allowed_hosts=LOOPBACK_HOSTS if local else None, limits=limits)
     shown = f"[{host}]" if ":" in host else host
     warn(f"ceusfusion serve: bundle {app.state.service.bundle_id} on http://{shown}:{port}/ (Ctrl+C stops)")
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False)
+    listen(app, host, port, limits)
+
+
+def listen(app, host: str, port: int, limits: Limits) -> None:
+    """uvicorn in the foreground, its HTTP/1.1 connections guarded against slow clients (``protocol``)."""
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False, server_header=False,
+                http=protocol(limits))
 
 
 @contextlib.contextmanager
@@ -52,7 +62,9 @@ def running_server(app, host: str = "127.0.0.1", timeout: float = 30.0) -> Itera
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off"))
+    limits = getattr(app.state, "limits", Limits())
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="off",
+                                           http=protocol(limits)))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + timeout

@@ -10,6 +10,7 @@ a file may carry a patient's name; it is never stored or echoed).
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import shutil
@@ -135,10 +136,31 @@ class _Collector:
             self.sink.close()
 
 
+async def within(body: AsyncIterator[bytes], seconds: float | None) -> AsyncIterator[bytes]:
+    """The body's chunks, as long as the whole body arrives within ``seconds`` (else 408: a client trickling
+    a body would hold its request's temp folder open)."""
+    if seconds is None:
+        async for chunk in body:
+            yield chunk
+        return
+    loop = asyncio.get_running_loop()
+    end, chunks = loop.time() + seconds, body.__aiter__()
+    while True:
+        try:
+            chunk = await asyncio.wait_for(chunks.__anext__(), max(end - loop.time(), 0.0))
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise UploadError(f"upload too slow: the files did not arrive within {seconds:g} s; send them again",
+                              408) from None
+        yield chunk
+
+
 async def read_multipart(content_type: str, length: str | None, body: AsyncIterator[bytes], folder: Path,
                          limit: int, allowed: dict[str, tuple[str, ...]] = FILE_FIELDS,
-                         text_fields: tuple[str, ...] = TEXT_FIELDS) -> Uploads:
-    """Stream a multipart body into ``folder``; refuse it (413) as soon as it is over ``limit`` bytes."""
+                         text_fields: tuple[str, ...] = TEXT_FIELDS, seconds: float | None = None) -> Uploads:
+    """Stream a multipart body into ``folder``; refuse it as soon as it is over ``limit`` bytes (413), or once
+    it has taken longer than ``seconds`` (408)."""
     kind, opts = parse_options_header(content_type or "")
     if kind != b"multipart/form-data" or not opts.get(b"boundary"):
         raise UploadError("send the files as multipart/form-data (the page does; see docs/serve.md)", 415)
@@ -149,7 +171,7 @@ async def read_multipart(content_type: str, length: str | None, body: AsyncItera
     parser = MultipartParser(opts[b"boundary"], collector.callbacks())
     seen = 0
     try:
-        async for chunk in body:
+        async for chunk in within(body, seconds):
             seen += len(chunk)
             if seen > limit:
                 raise UploadError(f"upload too large: over the limit of {mb} (--max-upload-mb)", 413)
@@ -177,9 +199,8 @@ def _finish(parts: dict, folder: Path, allowed: dict[str, tuple[str, ...]]) -> U
         suffix = full_suffix(filename or "")
         if suffix not in allowed[name]:
             suffix = ".dcm" if ".dcm" in allowed[name] and is_dicom(value) else None
-        if suffix is None:
-            shown = full_suffix(filename or "") or "no suffix"
-            raise UploadError(f"{name}: unknown file type ({shown}); the {LABELS.get(name, name)} must be one of "
+        if suffix is None:  # no part of the file's name is echoed: a hospital's names may carry a patient's
+            raise UploadError(f"{name}: not a file type it reads; the {LABELS.get(name, name)} must be one of "
                               f"{', '.join(allowed[name])}")
         up.files[name] = value.rename(folder / f"{name}{suffix}")
     return up
