@@ -15,9 +15,11 @@ from ceusfusion.fusion.pipeline import FusionConfig
 from ceusfusion.ingest.prepare import PrepareParams
 from ceusfusion.models.pretrain import PretrainConfig
 from ceusfusion.models.train import TrainConfig
+from ceusfusion.radiomics.settings import RadiomicsConfig
 
 CASES = [("prepare", PrepareParams, set()), ("train", TrainConfig, {"modality"}), ("fuse", FusionConfig, {"classifiers"}),
-         ("explain", ExplainSettings, {"per_class"}), ("pretrain", PretrainConfig, set())]
+         ("explain", ExplainSettings, {"per_class"}), ("pretrain", PretrainConfig, set()),
+         ("radiomics", RadiomicsConfig, set())]
 
 
 @pytest.mark.parametrize("command,model,skip", CASES, ids=[c[0] for c in CASES])

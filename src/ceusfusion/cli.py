@@ -496,6 +496,36 @@ def features_cmd(
                   f"{meta['feature_dim']} features from {meta['layer']} ({meta['extractor']})")
 
 
+@app.command("radiomics")
+def radiomics_cmd(
+    run: Path = typer.Option(..., "--run", help="Prepared run directory (RUN/cohort.csv, RUN/prepared/)."),
+    discretisation: str = typer.Option("fixed_bin_number", help="fixed_bin_number, fixed_bin_size or none."),
+    bins: int = typer.Option(32, help="Bins of fixed_bin_number."),
+    bin_width: float = typer.Option(8.0, help="Grey levels per bin of fixed_bin_size."),
+    intensity_range: Optional[str] = typer.Option(None, help="Re-segmentation range LOW,HIGH (pixels outside leave the ROI)."),
+    spacing_mm: Optional[float] = typer.Option(None, help="Pixel side in mm where DICOM does not give it (default: pixel units)."),
+    keyframes: bool = typer.Option(True, "--keyframes/--no-keyframes", help="Also the CEUS keyframes' ROIs."),
+    icc_threshold: float = typer.Option(0.75, help="Robustness filter: drop features with a lower ICC."),
+    icc_cases: int = typer.Option(40, help="Training cases perturbed for the ICC (0: no filter)."),
+    seed: int = typer.Option(0, help="Seed of the ICC cases' draw and the ROI shifts."),
+    workers: int = typer.Option(1, help="Worker processes."),
+    force: bool = typer.Option(False, "--force", help="Write RUN/radiomics/ even over files ceusfusion did not write."),
+):
+    """IBSI radiomics of each case's ROI (still and CEUS keyframes) into RUN/features/radiomics.parquet; exit 1 if some case failed."""
+    from ceusfusion.radiomics.settings import RadiomicsConfig
+    from ceusfusion.radiomics.stage import radiomics as run_radiomics
+
+    rng = _floats(intensity_range, "--intensity-range") if intensity_range else None
+    cfg = RadiomicsConfig(discretisation=discretisation, bins=bins, bin_width=bin_width, intensity_range=rng,
+                          spacing_mm=spacing_mm, keyframes=keyframes, icc_threshold=icc_threshold, icc_cases=icc_cases, seed=seed)
+    rec = run_radiomics(run, cfg, workers=workers, force=force,
+                        on_failure=lambda line: err_console.print(f"[red]failed[/red] {line}", highlight=False, soft_wrap=True))
+    console.print(f"radiomics of {rec['n_cases']} cases ({rec['n_failed']} failed): {rec['n_features_kept']} of "
+                  f"{rec['n_features_extracted']} features kept ({rec['n_dropped_icc']} below ICC {rec['icc_threshold']}, "
+                  f"{rec['n_incomplete']} not in every case); {rec['seconds_per_roi']:.2f} s per ROI")
+    raise typer.Exit(1 if rec["n_failed"] else 0)
+
+
 @app.command()
 def fuse(
     files: Optional[List[Path]] = typer.Argument(None, help="Features parquet files (same as --features)."),

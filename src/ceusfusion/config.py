@@ -24,6 +24,7 @@ from ceusfusion.fusion.pipeline import FusionConfig
 from ceusfusion.ingest.prepare import PrepareParams
 from ceusfusion.models.backbones import check_arch
 from ceusfusion.models.train import TrainSettings
+from ceusfusion.radiomics.settings import RadiomicsConfig
 
 STUDY_WIDE = {"seed", "name"}  # set once at the top of the study, not per section
 
@@ -53,6 +54,8 @@ FusionSection = _section(FusionConfig, "FusionSection", enabled=(bool, True),
                          inputs=(Literal["features", "scores"], "features"),
                          clinical=(list[str], []), perfusion=(bool, False))
 ExplainSection = _section(ExplainSettings, "ExplainSection", enabled=(bool, True))
+# present: the radiomics stage runs, and Rad / DLR / DLR + clinical are fitted and compared with the deep model
+RadiomicsSection = _section(RadiomicsConfig, "RadiomicsSection", workers=(int, Field(1, ge=1)))
 
 
 class _TrainChoices(BaseModel):
@@ -130,6 +133,7 @@ class StudyConfig(BaseModel):
     fusion: FusionSection = FusionSection()
     explain: ExplainSection = ExplainSection()
     evaluate: EvaluateSection = EvaluateSection()
+    radiomics: RadiomicsSection | None = None  # type: ignore[valid-type]
 
     @model_validator(mode="after")
     def _crop_fits(self):

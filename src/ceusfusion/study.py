@@ -47,11 +47,17 @@ from ceusfusion.ingest.prepare import PrepareParams, prepare, roi_source_counts
 from ceusfusion.models.registry import ModelRecord, read_config
 from ceusfusion.models.select import read_selection, select
 from ceusfusion.models.train import TrainConfig, TrainSettings, settings_differ, train
+from ceusfusion.radiomics.compare import compare
+from ceusfusion.radiomics.settings import RadiomicsConfig
+from ceusfusion.radiomics.stage import radiomics
 from ceusfusion.report.html import build_report
 from ceusfusion.safeguards import safeguards
 from ceusfusion.stats.table1 import analysed_and_excluded, table1
 
 STAGES = ("validate", "prepare", "train", "select", "features", "fuse", "evaluate", "explain", "report")
+# with a radiomics section: its features after prepare, the Rad / DLR / DLR + clinical fits after fuse
+RADIOMICS_STAGES = ("validate", "prepare", "radiomics", "train", "select", "features", "fuse", "compare", "evaluate",
+                    "explain", "report")
 
 
 # ----------------------------------------------------------------------------- run manifest
@@ -114,6 +120,7 @@ class Study:
         the user's (``out: .``) must not write over a report.html or metrics.json it did not create."""
         L = self.layout
         files, folders = [L.report, *L.stage_files], list(L.stage_folders)
+        folders += [L.radiomics] if self.cfg.radiomics is not None else []
         if not (self.run / RECORD).exists() and self.manifest.get("stages"):  # a run made before the record existed
             record_created(self.run, files, folders)
         claim(self.run, files=files, folders=folders, force=self.overwrite_files, inputs=[self.cfg.cohort, *([self.cfg.boxes] if self.cfg.boxes else [])],
@@ -128,11 +135,12 @@ class Study:
     def _stage(self, name: str, fingerprint: str, outputs: list[Path], fn: Callable[[], dict | None], force: set[str]) -> None:
         rec = self.manifest["stages"].get(name, {})
         done = rec.get("fingerprint") == fingerprint and rec.get("status") == "done" and all(p.exists() for p in outputs)
-        i = STAGES.index(name) + 1
+        stages = self.stages()
+        i = stages.index(name) + 1
         if done and name not in force:
-            self.console.print(f"[dim][{i}/{len(STAGES)}] {name}: unchanged, skipped[/dim]")
+            self.console.print(f"[dim][{i}/{len(stages)}] {name}: unchanged, skipped[/dim]")
             return
-        self.console.print(f"[bold][{i}/{len(STAGES)}] {name}[/bold] (elapsed {time.perf_counter() - self.t0:.0f} s)")
+        self.console.print(f"[bold][{i}/{len(stages)}] {name}[/bold] (elapsed {time.perf_counter() - self.t0:.0f} s)")
         t = time.perf_counter()
         info = fn() or {}
         self.manifest["stages"][name] = {"status": "done", "fingerprint": fingerprint, "seconds": round(time.perf_counter() - t, 2),
@@ -143,7 +151,7 @@ class Study:
         """Stages that do not apply to this study: said, recorded with the reason, and their old outputs removed
         (a fusion of an earlier configuration must not be reported, evaluated or exported as this one's)."""
         for name in names:
-            self.console.print(f"[{STAGES.index(name) + 1}/{len(STAGES)}] {name}: skipped ({why})", highlight=False)
+            self.console.print(f"[{self.stages().index(name) + 1}/{len(self.stages())}] {name}: skipped ({why})", highlight=False)
             self.manifest["stages"][name] = {"status": "skipped", "reason": why}
         for stale in (self.layout.fusion, self.layout.predictions("DL_combined")):
             if stale.is_dir():
@@ -152,16 +160,21 @@ class Study:
                 stale.unlink()
         self._save()
 
+    def stages(self) -> tuple[str, ...]:
+        """This study's stages: radiomics and compare only with a radiomics section."""
+        return STAGES if self.cfg.radiomics is None else RADIOMICS_STAGES
+
     def fp(self, name: str) -> str:
         return self.manifest["stages"].get(name, {}).get("fingerprint", "")
 
     # -- the stages --------------------------------------------------------------------------
     def run_all(self, force: list[str] | None = None) -> Path:
         force_set: set[str] = set()
+        stages = self.stages()
         for f in force or []:
-            if f not in STAGES:
-                raise CeusError(f"--force: unknown stage {f!r}; stages are {', '.join(STAGES)}")
-            force_set.update(STAGES[STAGES.index(f):])  # a redone stage invalidates what follows
+            if f not in stages:
+                raise CeusError(f"--force: unknown stage {f!r}; stages are {', '.join(stages)}")
+            force_set.update(stages[stages.index(f):])  # a redone stage invalidates what follows
         c = self.cfg
         if not Path(c.cohort).is_file():
             raise CeusError(f"{c.cohort}: cohort manifest not found")
@@ -177,6 +190,8 @@ class Study:
 
         self._stage("validate", _fingerprint(cohort_hash), [], self._validate, force_set)
         self._stage("prepare", _fingerprint(self.fp("validate"), c.prepare.model_dump()), [self.layout.prepared_index], self._prepare, force_set)
+        if c.radiomics is not None:
+            self._stage("radiomics", _fingerprint(self.fp("prepare"), c.radiomics.model_dump(), c.seed), [self.layout.features("radiomics")], self._radiomics, force_set)
         self._stage("train", _fingerprint(self.fp("prepare"), c.train.model_dump(), c.seed), [self.run / "models"], self._train, force_set)
         self._stage("select", _fingerprint(self.fp("train")), [self.run / "selection.json"], self._select, force_set)
         fused, why = self.fused_name() if c.fusion.enabled else (None, "fusion.enabled is false")
@@ -185,11 +200,13 @@ class Study:
             self._stage("fuse", _fingerprint(self.fp("features"), c.fusion.model_dump(), c.seed, *([fused] if fused != "DL_combined" else [])), [self.layout.predictions(fused)], self._fuse, force_set)
         elif c.fusion.enabled:
             self._skip(("features", "fuse"), why)
+        if c.radiomics is not None:
+            self._stage("compare", _fingerprint(self.fp("radiomics"), self.fp("select"), self.fp("fuse"), c.fusion.model_dump(), c.seed), [self.layout.radiomics / "comparison.json"], self._compare, force_set)
         words = c.outcome.model_dump()  # the outcome's words are in metrics.json, Table 1 and Figure 5
-        self._stage("evaluate", _fingerprint(self.fp("select"), self.fp("fuse") if c.fusion.enabled else "", words, c.evaluate.model_dump()), [self.run / "evaluation" / "metrics.json"], self._evaluate, force_set)
+        self._stage("evaluate", _fingerprint(self.fp("select"), self.fp("fuse") if c.fusion.enabled else "", words, c.evaluate.model_dump(), *([self.fp("compare")] if c.radiomics is not None else [])), [self.run / "evaluation" / "metrics.json"], self._evaluate, force_set)
         if c.explain.enabled:
             self._stage("explain", _fingerprint(self.fp("select"), c.explain.model_dump(), words), [self.run / "explain"], self._explain, force_set)
-        self._stage("report", _fingerprint(*(self.fp(s) for s in STAGES[:-1]), __version__), [self.run / "report.html"], self._report, force_set)
+        self._stage("report", _fingerprint(*(self.fp(s) for s in stages[:-1]), __version__), [self.run / "report.html"], self._report, force_set)
         self.manifest["safeguards"] = safeguards(self.run)
         self.manifest["total_seconds"] = round(time.perf_counter() - self.t0, 1)
         self._save()
@@ -270,6 +287,33 @@ class Study:
             paths[modality] = str(path)
         return {"features": paths}
 
+    def _radiomics(self) -> dict:
+        r = self.cfg.radiomics
+        rec = radiomics(self.run, RadiomicsConfig(**stage_kwargs(r, RadiomicsConfig), seed=self.cfg.seed), workers=r.workers,
+                        force=self.overwrite_files, on_failure=lambda line: self.console.print(f"[red]failed[/red] {line}", highlight=False))
+        return {k: rec[k] for k in ("n_cases", "n_failed", "n_features_extracted", "n_dropped_icc", "n_features_kept")}
+
+    def _compare(self) -> dict:
+        """Rad, DLR and DLR + clinical, fitted as the fusion is (``radiomics.compare``)."""
+        f = self.cfg.fusion
+        deep = []
+        for name in self._best().values():
+            path = self.layout.score_features(name) if f.inputs == "scores" else self.layout.features(name)
+            if not path.is_file():
+                path = score_features(self.run, name) if f.inputs == "scores" else features(self.layout.model(name), path, device=self.cfg.device)[0]
+            deep.append(Path(path))
+        dl = (self.fused_name()[0] if f.enabled else None) or next(iter(self._best().values()))
+        clinical = f.clinical or clinical_columns(read_manifest(self.layout.cohort))
+        rec = compare(self.run, deep, FusionConfig(**stage_kwargs(f, FusionConfig), seed=self.cfg.seed), clinical, dl)
+        return {"models": list(rec["models"]), "dl": dl}
+
+    def _compared(self) -> list[str]:
+        """The comparison models evaluate scores beside the deep ones (none without a radiomics section)."""
+        path = self.layout.radiomics / "comparison.json"
+        if self.cfg.radiomics is None or not path.is_file():
+            return []
+        return [n for n in json.loads(path.read_text()).get("models", {}) if self.layout.predictions(n).is_file()]
+
     def _fusion_args(self) -> tuple[list[Path], dict, FusionConfig]:
         """The fuse stage's inputs: feature files, cohort/clinical/perfusion arguments, config (also for its validation)."""
         f = self.cfg.fusion
@@ -305,7 +349,7 @@ class Study:
 
     def _evaluate(self) -> dict:
         fused = self.fused_name()[0] if self.cfg.fusion.enabled else None
-        names = list(self._best().values()) + ([fused] if fused else [])
+        names = list(self._best().values()) + ([fused] if fused else []) + self._compared()
         validation = self._fusion_validation() if fused else None
         selection = self._selection_corrected(validation)
         if fused and fused != "DL_combined" and "DL_combined" in selection:  # the fusion's record, under its name

@@ -131,6 +131,11 @@ class RunLayout:
     def fusion(self) -> Path:
         return self.root / "fusion"
 
+    @property
+    def radiomics(self) -> Path:
+        """values.csv, cases.csv, icc.csv, failures.csv, radiomics.json (the radiomics stage's record)."""
+        return self.root / "radiomics"
+
     # evaluate, explain, report
     @property
     def evaluation(self) -> Path:

@@ -16,7 +16,7 @@ import pydicom
 from pydicom.pixels import iter_pixels
 
 from ceusfusion.core.errors import CeusError
-from ceusfusion.io.filetypes import check_pixels
+from ceusfusion.io.filetypes import check_pixels, is_dicom
 
 
 @dataclass(frozen=True)
@@ -137,3 +137,22 @@ def _numbers(values, tag: str, path) -> np.ndarray:
 
 def _unusable(path, what: str) -> CeusError:
     return CeusError(f"{path}: DICOM {what}; frame times must be positive and increasing: frame timing unusable")
+
+
+def pixel_spacing_mm(path: str | Path) -> float | None:
+    """The side of a square pixel in mm from a DICOM header (PixelSpacing, else the first ultrasound
+    region's PhysicalDeltaX/Y in cm); None for another file type, no spacing, or non-square pixels."""
+    if not is_dicom(path):
+        return None
+    try:
+        ds = pydicom.dcmread(str(path), stop_before_pixels=True)
+        if "PixelSpacing" in ds:
+            dy, dx = (float(v) for v in ds.PixelSpacing)
+        else:
+            region = ds.SequenceOfUltrasoundRegions[0]
+            if int(region.PhysicalUnitsXDirection) != 3 or int(region.PhysicalUnitsYDirection) != 3:  # 3: cm
+                return None
+            dy, dx = 10 * float(region.PhysicalDeltaY), 10 * float(region.PhysicalDeltaX)
+    except Exception:  # a header without a usable spacing: the features stay in pixels, as recorded
+        return None
+    return dy if dy > 0 and abs(dy - dx) <= 1e-3 * dy else None

@@ -32,6 +32,7 @@ from ceusfusion.report.clinical import (
     validation_section,
 )
 from ceusfusion.report.parts import img, missing, note, outcome_of, para, read_metrics, table
+from ceusfusion.report.radiomics import has_radiomics, radiomics_section
 from ceusfusion.report.tripod import tripod_section
 from ceusfusion.stats.scale import SCALE_RANGE
 
@@ -398,6 +399,8 @@ def build_report(run: str | Path, out: str | Path | None = None, title: str = DE
         _section("Table 1. Baseline characteristics", table1_section(run)),
         _section("Cross-validated results per architecture (Figure 3)", training_section(run)),
         _section("DL_combined: feature fusion", fusion_section(run)),
+        *([_section("Radiomics (IBSI) beside the deep features: Rad, DL, DLR, DLR + clinical", radiomics_section(run), "radiomics")]
+          if has_radiomics(run) else []),
         _section("Performance on the training (out-of-fold) and test sets (Table 2, Figure 4)", evaluation_section(run)),
         _section("Internal validation of DL_combined (bootstrap or nested cross-validation, whichever is valid for it)", validation_section(run), "validation"),
         _section("Reclassification (NRI, IDI)", reclassification_section(run), "reclassification"),
