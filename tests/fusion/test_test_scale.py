@@ -2,7 +2,8 @@
 
 Train and test are exchangeable here (same generator, same size), so a test row
 should look like a training row: the spread of the deep model's test logits and
-of its test features must match the out-of-fold training rows' (ratio 0.85-1.15).
+of its test features must match the out-of-fold training rows' (ratio 0.76-1.15: one model's
+spread on 80 cases moves 0.83-1.03 between CPUs).
 The mean of the fold models (``test_scoring: fold-mean``) shrinks it to about 0.7.
 """
 
@@ -32,7 +33,10 @@ def _spread_ratios(run, name: str) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("scoring,lo,hi", [("refit", 0.85, 1.15), ("fold-mean", 0.0, 0.85)])
+# measured (BENCHMARKS.md, "Test margins"; logits, features): refit 1.03, 1.03 natively and 0.83, 0.97 with AVX2 kernels;
+# fold-mean 0.71, 0.72 and 0.68, 0.70. The refit's lower bound sits between the two (a refit that shrinks like the
+# fold mean, or the old refit with more optimiser steps at about 0.5, fails); 0.85 failed on AVX2 kernels
+@pytest.mark.parametrize("scoring,lo,hi", [("refit", 0.76, 1.15), ("fold-mean", 0.0, 0.85)])
 def test_test_logits_and_features_have_the_training_rows_spread(tmp_path, scoring, lo, hi):
     run = make_fake_run(tmp_path, n_train=80, n_test=80, size=24, frames=2, group_size=1, with_video=False,
                         signal=1.0, pos_rate=0.4, seed=2)
