@@ -93,6 +93,8 @@ def cross_validate(samples, st, device):
         boxes = jittered_boxes(held, st, k)
         rows += score_held_out(Segmenter([net], st.size, st.context, mean, std, device), held, boxes, k)
         rows += baselines(train, held, boxes, k)
+        d = pd.DataFrame(rows).query("fold == @k").groupby("mode")["dice"].mean()
+        print("   held-out Dice: " + ", ".join(f"{m} {v:.3f}" for m, v in d.items()), flush=True)
     return pd.DataFrame(rows), nets
 
 

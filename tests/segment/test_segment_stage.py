@@ -1,6 +1,6 @@
 """`segment train` and `segment predict` on a tiny synthetic cohort (bright nodules on speckle).
 
-One model is trained for the module (2 folds, 64 px, random start: about 15 s on 2 cores); the tests read
+One model is trained for the module (2 folds, 64 px, random start, one thread); the tests read
 what it wrote and what predict makes of it.
 """
 
@@ -16,10 +16,11 @@ from PIL import Image
 
 import ceusfusion.segment.data as segdata
 from ceusfusion.core.fsutil import sha256_file
+from ceusfusion.core.runtime import threads
 from ceusfusion.ingest.cohort import validate
 from ceusfusion.io.mask import read_mask
 from ceusfusion.segment.metrics import dice
-from ceusfusion.segment.predict import segment_predict
+from ceusfusion.segment.predict import write_nifti
 from ceusfusion.segment.record import read_record
 from ceusfusion.segment.train import SegmentSettings, segment_train
 
@@ -50,8 +51,7 @@ def make_cohort(root):
         cid = f"c{i:02d}"
         img, m = nodule(rng)
         truth[cid] = m
-        dpi = (254, 254) if i == 25 else None  # 10 px/mm: ITK reads a 0.1 mm spacing from this PNG
-        Image.fromarray(img).save(root / "img" / f"{cid}.png", dpi=dpi) if dpi else Image.fromarray(img).save(root / "img" / f"{cid}.png")
+        Image.fromarray(img).save(root / "img" / f"{cid}.png")
         split = "test" if i >= 29 else "train"
         row = {"case_id": cid, "label": i % 2, "split": split, "image": f"img/{cid}.png", "image_mask": "", "image_box": ""}
         if i < 24 or i >= 29:
@@ -81,8 +81,9 @@ def trained(module_tmp_factory):
     segdata.read_mask = lambda path, *a, **k: (read.append(str(path)), original(path, *a, **k))[1]
     failures = []
     try:
-        st = SegmentSettings(weights="none", size=64, epochs=25, folds=2, batch=4, seed=0, device="cpu")
-        res = segment_train(cohort, root / "model", st, on_failure=lambda *f: failures.append(f))
+        st = SegmentSettings(weights="none", size=64, epochs=20, folds=2, batch=4, seed=0, device="cpu")
+        with threads(1):  # CI runs two test workers on two cores
+            res = segment_train(cohort, root / "model", st, on_failure=lambda *f: failures.append(f))
     finally:
         segdata.read_mask = original
     return {"root": root, "cohort": cohort, "truth": truth, "res": res, "read": read, "failures": failures}
@@ -110,7 +111,8 @@ def test_cv_metrics_per_fold_and_pooled_for_both_modes(trained):
     for mode in ("box", "auto"):
         folds, pooled = m["modes"][mode]["folds"], m["modes"][mode]["pooled"]
         assert [f["fold"] for f in folds] == [0, 1] and pooled["n"] == 24 == sum(f["n"] for f in folds)
-        assert 0.6 < pooled["dice"] <= 1 and pooled["iou"] < pooled["dice"] and pooled["hd95_median"] < 10
+        assert 0.85 < pooled["dice"] <= 1, (mode, pooled)  # about 0.97 (seeds 0 and 1)
+        assert pooled["iou"] < pooled["dice"] and pooled["hd95_median"] < 4
     assert (trained["root"] / "model" / "cv_dice.png").stat().st_size > 1000
     per = pd.read_csv(trained["root"] / "model" / "cv_per_case.csv")
     assert len(per) == 48 and set(per["case_id"]) == {f"c{i:02d}" for i in range(24)}
@@ -149,12 +151,11 @@ def test_predicted_masks_open_over_their_source_and_are_right(predicted):
     for r in seg.itertuples():
         src = predicted["cohort"].parent / ("img/vid.avi" if r.case_id == "vid" else f"img/{r.case_id}.png")
         m = read_mask(predicted["out"] / r.mask, predicted["truth"][r.case_id].shape, of=r.modality)
-        assert m.sum() == r.area_px and dice(m, predicted["truth"][r.case_id]) > 0.6, r.case_id
+        assert m.sum() == r.area_px and dice(m, predicted["truth"][r.case_id]) > 0.85, r.case_id
         if r.modality == "image":
             a, b = sitk.ReadImage(str(predicted["out"] / r.mask)), sitk.ReadImage(str(src))
             assert a.GetSize()[:2] == b.GetSize()[:2] and a.GetSpacing()[:2] == pytest.approx(b.GetSpacing()[:2])
             assert a.GetOrigin()[:2] == pytest.approx(b.GetOrigin()[:2])
-    assert sitk.ReadImage(str(predicted["out"] / "masks/c25_image.nii.gz")).GetSpacing()[:2] == pytest.approx((0.1, 0.1))
     assert seg.set_index("case_id").loc["vid", "frame_index"] == 4  # the frame at video_box_time 1.0 s (4 fps)
     assert 0 <= seg["agreement"].min() and seg["agreement"].max() <= 1
     assert list((predicted["out"] / "sheets").glob("contours_*.png"))
@@ -165,3 +166,19 @@ def test_predict_never_writes_over_a_user_file(predicted, tmp_path):
     code = exit_code(["segment", "predict", str(predicted["cohort"]), "--model", str(predicted["root"] / "model"),
                       "--out", str(tmp_path)])
     assert code == 2 and (tmp_path / "cohort.csv").read_text() == "mine\n"
+
+
+def test_a_mask_takes_the_geometry_itk_reads_from_its_source(tmp_path):
+    """Spacing, origin and direction of the source (here an .mha still with 0.1 x 0.2 mm pixels) go into the
+    mask, so ITK-SNAP lays it over the source; the package's mask reader gets the same pixels back."""
+    src = sitk.GetImageFromArray(np.zeros((30, 40), np.uint8))
+    src.SetSpacing((0.1, 0.2))
+    src.SetOrigin((5.0, -7.0))
+    sitk.WriteImage(src, str(tmp_path / "still.mha"))
+    m = np.zeros((30, 40), bool)
+    m[5:12, 20:33] = True
+    write_nifti(tmp_path / "m.nii.gz", m, tmp_path / "still.mha")
+    out = sitk.ReadImage(str(tmp_path / "m.nii.gz"))
+    assert out.GetSize() == (40, 30, 1) and out.GetSpacing()[:2] == pytest.approx((0.1, 0.2))
+    assert out.GetOrigin()[:2] == pytest.approx((5.0, -7.0))
+    assert np.array_equal(read_mask(tmp_path / "m.nii.gz", (30, 40), of="image"), m)
