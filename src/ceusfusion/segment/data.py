@@ -121,12 +121,13 @@ def training_rows(df: pd.DataFrame) -> list[tuple[dict, str]]:
     out = []
     for row in df[df["split"].astype(str).str.strip() == "train"].to_dict(orient="records"):
         for m in MODALITIES:
-            if _has(row, m) and _has(row, f"{m}_mask"):
+            if has(row, m) and has(row, f"{m}_mask"):
                 out.append((row, m))
     return out
 
 
-def _has(row: dict, col: str) -> bool:
+def has(row: dict, col: str) -> bool:
+    """The row holds a non-empty text in ``col`` (an empty CSV cell reads as NaN)."""
     v = row.get(col)
     return isinstance(v, str) and bool(v.strip())
 

@@ -27,7 +27,7 @@ from ceusfusion.core.fsutil import atomic_path, claim, write_csv, write_json
 from ceusfusion.core.runtime import resolve_device
 from ceusfusion.figures.segment import Tile, contour_sheet
 from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, load_cohort, read_manifest
-from ceusfusion.segment.data import MODALITIES, Sample, load_picture
+from ceusfusion.segment.data import MODALITIES, Sample, has, load_picture
 from ceusfusion.segment.infer import Result, Segmenter, segment
 from ceusfusion.segment.net import load_net
 from ceusfusion.segment.record import RECORD_NAME, SegmenterRecord, read_record
@@ -67,11 +67,6 @@ def write_nifti(path: Path, mask: np.ndarray, source: Path) -> None:
     img.SetDirection(direction)
     with atomic_path(path) as tmp:
         sitk.WriteImage(img, str(tmp), True)
-
-
-def has(row: dict, col: str) -> bool:
-    v = row.get(col)
-    return isinstance(v, str) and bool(v.strip())
 
 
 @dataclass
