@@ -16,7 +16,8 @@ DDTI's images are nodule-centred crops, so it is a strong one) and the ellipse i
 
     .venv/bin/python bench/segment.py [--quick] [--epochs 12] [--size 128] [--threads 2] [--device auto] [--out DIR]
 
-``--quick``: 2 folds on 80 images, 3 epochs (a smoke run, not a result).
+``--quick``: 2 folds on 80 images, 3 epochs (a smoke run, not a result). ``--time-only``: the CPU seconds
+alone, with randomly initialised fold models (the compute does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -87,7 +88,7 @@ def cross_validate(samples, st, device):
         train = [s for s, f in zip(samples, fold) if f != k]
         held = [s for s, f in zip(samples, fold) if f == k]
         t0 = time.time()
-        net, _ = fit_fold(train, st, weights, device, st.seed * 1000 + k)
+        net, _ = fit_fold(train, st, weights, device, st.seed * 1000 + k, log=lambda m: print("  " + m, flush=True))
         print(f"fold {k + 1}/{st.folds}: trained on {len(train)} images in {time.time() - t0:.0f} s", flush=True)
         nets.append(net.cpu())
         boxes = jittered_boxes(held, st, k)
@@ -99,13 +100,16 @@ def cross_validate(samples, st, device):
 
 
 def cpu_seconds(nets, samples, st, n: int, threads: int) -> dict:
-    """CPU seconds per 256 px image of predict's path (every fold model, flip TTA), per mode."""
+    """CPU seconds per 256 px image of predict's path (every fold model, flip TTA): box-prompted, and automatic
+    as the cascade runs it when it finds a nodule (the whole-frame look, then the box-prompted one)."""
     import torch
     from PIL import Image
 
     from ceusfusion.ingest.roi import bbox
-    from ceusfusion.segment.infer import Segmenter, segment_auto, segment_box
+    from ceusfusion.segment.boxes import whole_region
+    from ceusfusion.segment.infer import Segmenter, look, segment_box
     from ceusfusion.segment.net import grey_stats
+    from ceusfusion.segment.sampling import View
 
     torch.set_num_threads(threads)
     seg = Segmenter([m.cpu().eval() for m in nets], st.size, st.context, *grey_stats(st.encoder), torch.device("cpu"))
@@ -113,16 +117,30 @@ def cpu_seconds(nets, samples, st, n: int, threads: int) -> dict:
     for s in samples[:n]:
         f = np.asarray(Image.fromarray(s.frame).resize((256, 256), Image.Resampling.BILINEAR))
         m = np.asarray(Image.fromarray(s.mask.astype(np.uint8)).resize((256, 256), Image.Resampling.NEAREST)) > 0
-        pics.append((f, m))
+        pics.append((f, bbox(m)))
     out = {}
     with torch.inference_mode():
-        segment_box(seg, pics[0][0], (60, 60, 190, 190))  # warm-up
-        for mode in ("box", "auto"):
-            t0 = time.process_time()
-            for f, m in pics:
-                segment_box(seg, f, bbox(m)) if mode == "box" else segment_auto(seg, f)
-            out[mode] = (time.process_time() - t0) / len(pics)
+        segment_box(seg, pics[0][0], pics[0][1])  # warm-up
+        t0 = time.process_time()
+        for f, box in pics:
+            segment_box(seg, f, box)
+        out["box"] = (time.process_time() - t0) / len(pics)
+        t0 = time.process_time()
+        for f, box in pics:
+            look(seg, f, View(*whole_region(f.shape)), None)
+        out["auto"] = out["box"] + (time.process_time() - t0) / len(pics)
     return out
+
+
+def time_only(a, st) -> None:
+    """``--time-only``: the CPU seconds per image with K randomly initialised fold models (the compute does not
+    depend on the weights' values)."""
+    from ceusfusion.segment.net import build_net
+
+    nets = [build_net(st.encoder) for _ in range(st.folds)]
+    cpu = cpu_seconds(nets, load(a.time_images), st, a.time_images, a.time_threads)
+    print(f"CPU s per 256 px image ({st.folds} fold models, {st.size} px input, flip TTA, {a.time_threads} thread): "
+          f"box {cpu['box']:.3f}, auto {cpu['auto']:.3f} (goal < 0.2)")
 
 
 def main() -> None:
@@ -136,6 +154,7 @@ def main() -> None:
     ap.add_argument("--time-images", type=int, default=30)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-only", action="store_true", help="only the CPU seconds per image")
     ap.add_argument("--out", type=Path, default=None, help="write per_image.csv and result.json here")
     a = ap.parse_args()
     limit_threads(a.threads)
@@ -144,6 +163,8 @@ def main() -> None:
 
     kw = {k: v for k, v in (("epochs", 3 if a.quick and a.epochs is None else a.epochs), ("size", a.size)) if v}
     st = SegmentSettings(folds=2 if a.quick else a.folds, seed=a.seed, device=a.device, **kw)
+    if a.time_only:
+        return time_only(a, st)
     samples = load(80 if a.quick else None)
     device = resolve_device(st.device)
     t0 = time.time()
