@@ -21,7 +21,7 @@ SRC = ROOT / "src" / "ceusfusion"
 MAX_LINES = 80
 # stage -> rank; a module may import its own stage and lower ranks only
 RANK = {"": 0, "core": 0, "stats": 1, "io": 1, "figures": 1, "ingest": 2, "synthetic": 2, "models": 3,
-        "fusion": 4, "evaluate": 4, "explain": 5, "radiomics": 5, "report": 6, "deploy": 7, "serve": 8, "top": 9}
+        "fusion": 4, "evaluate": 4, "segment": 4, "explain": 5, "radiomics": 5, "report": 6, "deploy": 7, "serve": 8, "top": 9}
 TOP = {"cli", "study", "config", "demo", "safeguards"}
 LAZY_OK = {"cli"}
 

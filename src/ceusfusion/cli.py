@@ -843,6 +843,69 @@ def weights_import(file: Path = typer.Argument(..., help="torchvision's publishe
     console.print(f"{file} -> {dest} (train --arch {arch} --weights imagenet will use it offline)", highlight=False)
 
 
+# ----------------------------------------------------------------------------- segmentation (issue 26)
+
+segment_app = typer.Typer(no_args_is_help=True, help="Nodule masks learned from the cohort's own masks: train, then predict the missing ones.")
+app.add_typer(segment_app, name="segment")
+
+
+def _show_failure(case_id, file, problem):
+    where = f" ({file})" if file else ""
+    err_console.print(f"[red]failed[/red] case {case_id}{where}: {problem}", highlight=False, soft_wrap=True)
+
+
+@segment_app.command("train")
+def segment_train_cmd(
+    cohort: Path = typer.Argument(..., help="Cohort manifest CSV with a split; its training-split masks are learned from."),
+    out: Path = typer.Option(..., "--out", help="Model folder (fold models, segmenter.json, cross-validated metrics)."),
+    encoder: str = typer.Option("tf_efficientnet_lite0", help="timm encoder of the U-Net."),
+    weights: str = typer.Option("imagenet", help="Encoder start: imagenet (through the weight resolver), none, or a file."),
+    size: int = typer.Option(128, help="Side of the network's input (a multiple of 32)."),
+    epochs: int = typer.Option(12, help="Epochs per fold."),
+    folds: int = typer.Option(5, help="Patient-grouped folds (each fold model is also one member of predict's ensemble)."),
+    batch: int = typer.Option(16, help="Batch size."),
+    seed: int = typer.Option(0, help="Fixes every random choice."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: torch's)."),
+    force: bool = typer.Option(False, "--force", help="Write over files in --out that ceusfusion did not write (never over the input)."),
+):
+    """Train the segmenter with patient-grouped cross-validation; print its Dice, IoU and HD95."""
+    from ceusfusion.core.runtime import threads as torch_threads
+    from ceusfusion.segment.train import SegmentSettings, segment_train
+
+    st = SegmentSettings(encoder=encoder, weights=weights, size=size, epochs=epochs, folds=folds, batch=batch, seed=seed, device=device)
+    with torch_threads(threads):
+        log = (lambda msg: err_console.print(msg, highlight=False)) if sys.stderr.isatty() else None
+        res = segment_train(cohort, out, st, force=force, on_failure=_show_failure, log=log)
+    for mode, v in res.cv.items():
+        p = v["pooled"]
+        console.print(f"{mode:>4}: Dice {p['dice']:.3f}  IoU {p['iou']:.3f}  HD95 {p['hd95_median']:.1f} px (median) "
+                      f"over {p['n']} held-out pictures", highlight=False)
+    console.print(f"trained on {res.n_pictures} pictures ({res.n_failed} failed) -> {res.folder}", highlight=False)
+    raise typer.Exit(1 if res.n_failed else 0)
+
+
+@segment_app.command("predict")
+def segment_predict_cmd(
+    cohort: Path = typer.Argument(..., help="Cohort manifest CSV (never written)."),
+    model: Path = typer.Option(..., "--model", help="Model folder from `segment train`."),
+    out: Path = typer.Option(..., "--out", help="Output folder: cohort.csv with the masks filled, masks/, segments.csv, sheets/."),
+    review_below: float = typer.Option(0.9, help="Flag a case for review when the folds' agreement (Dice) is below this."),
+    device: str = typer.Option("auto", help="auto, cpu or cuda."),
+    threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: torch's)."),
+    force: bool = typer.Option(False, "--force", help="Write over files in --out that ceusfusion did not write (never over an input)."),
+):
+    """Predict the masks the manifest lacks (box-prompted where a case has a box, automatic otherwise)."""
+    from ceusfusion.core.runtime import threads as torch_threads
+    from ceusfusion.segment.predict import segment_predict
+
+    with torch_threads(threads):
+        res = segment_predict(cohort, model, out, device=device, review_below=review_below, force=force, on_failure=_show_failure)
+    counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
+    console.print(f"ROI sources: {counts}; {res.n_review} to review; {len(res.failures)} failed -> {res.out / 'cohort.csv'}", highlight=False)
+    raise typer.Exit(1 if len(res.failures) else 0)
+
+
 @app.command()
 def serve(
     bundle: Path = typer.Option(..., "--bundle", help="Bundle from `ceusfusion export`."),

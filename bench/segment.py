@@ -1,0 +1,198 @@
+"""Benchmark: nodule segmentation on DDTI (issue 26 item 5), against two naive baselines in the same run.
+
+5-fold cross-validation grouped by patient (``segment.train.assign_folds``, the stage's own folds) over
+``../shared/data/ddti``; each fold model (``segment.train.fit_fold``, the stage's defaults unless told) is
+scored on its held-out images:
+
+- box-prompted: the box is the mask's box with every side moved at random by up to 10 % of its size
+  (``segment.train.jittered_boxes``), as a hurried user draws it;
+- automatic: the whole image, no box.
+
+Baselines, on the same folds and the same jittered boxes: the mean training mask (thresholded at 0.5;
+DDTI's images are nodule-centred crops, so it is a strong one) and the ellipse inscribed in the box
+(also on the exact box). Goals: box-prompted Dice >= 0.90, automatic >= 0.86. Then the CPU seconds per
+256 px image of the predict path (the K fold models, flip TTA), box-prompted and automatic, over
+``--time-images`` images (``time.process_time``, one thread unless told).
+
+    .venv/bin/python bench/segment.py [--quick] [--epochs 12] [--size 128] [--threads 2] [--device auto] [--out DIR]
+
+``--quick``: 2 folds on 80 images, 3 epochs (a smoke run, not a result). ``--time-only``: the CPU seconds
+alone, with randomly initialised fold models (the compute does not depend on the weights).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from _common import DATA, limit_threads
+
+
+def ellipse(box, shape) -> np.ndarray:
+    """The ellipse inscribed in ``box`` (y0, x0, y1, x1), on pixel centres."""
+    y0, x0, y1, x1 = box
+    yy, xx = np.mgrid[: shape[0], : shape[1]] + 0.5
+    cy, cx, ry, rx = (y0 + y1) / 2, (x0 + x1) / 2, max((y1 - y0) / 2, 0.5), max((x1 - x0) / 2, 0.5)
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+def load(n: int | None):
+    """DDTI's images as the stage's samples (grey frame, mask, patient)."""
+    from ceusfusion.io.image import read_image
+    from ceusfusion.io.mask import read_mask
+    from ceusfusion.segment.data import Sample, grey
+
+    src = pd.read_csv(DATA / "ddti" / "cases.csv", dtype=str)
+    if n:
+        src = src.head(n)
+    out = []
+    for r in src.itertuples():
+        img = grey(read_image(DATA / "ddti" / r.image))
+        out.append(Sample(r.case_id, "image", r.patient, img, DATA / "ddti" / r.image,
+                          mask=read_mask(DATA / "ddti" / r.mask, img.shape)))
+    return out
+
+
+def baselines(train, held, boxes, fold: int) -> list[dict]:
+    """Mean training mask, ellipse in the jittered box, ellipse in the exact box: Dice per held-out image."""
+    from ceusfusion.segment.metrics import scores
+    from ceusfusion.segment.data import mask_box
+
+    shape = train[0].mask.shape
+    mean = np.mean([s.mask for s in train if s.mask.shape == shape], axis=0) > 0.5
+    rows = []
+    for s, box in zip(held, boxes):
+        for name, pred in (("mean_mask", mean if s.mask.shape == shape else np.zeros_like(s.mask)),
+                           ("ellipse_jittered_box", ellipse(box, s.mask.shape)),
+                           ("ellipse_exact_box", ellipse(mask_box(s), s.mask.shape))):
+            rows.append({"case_id": s.case_id, "fold": fold, "mode": name, **scores(pred, s.mask)})
+    return rows
+
+
+def cross_validate(samples, st, device):
+    """Fold models and per-image scores of the model and the baselines."""
+    from ceusfusion.models.resolver import resolve_weights
+    from ceusfusion.segment.infer import Segmenter
+    from ceusfusion.segment.net import grey_stats
+    from ceusfusion.segment.train import assign_folds, fit_fold, jittered_boxes, score_held_out
+
+    fold = assign_folds(samples, st.folds, st.seed)
+    weights = resolve_weights(st.encoder, st.weights)
+    mean, std = grey_stats(st.encoder)
+    rows, nets = [], []
+    for k in range(st.folds):
+        train = [s for s, f in zip(samples, fold) if f != k]
+        held = [s for s, f in zip(samples, fold) if f == k]
+        t0 = time.time()
+        net, _ = fit_fold(train, st, weights, device, st.seed * 1000 + k, log=lambda m: print("  " + m, flush=True))
+        print(f"fold {k + 1}/{st.folds}: trained on {len(train)} images in {time.time() - t0:.0f} s", flush=True)
+        nets.append(net.cpu())
+        boxes = jittered_boxes(held, st, k)
+        rows += score_held_out(Segmenter([net], st.size, st.context, mean, std, device), held, boxes, k)
+        rows += baselines(train, held, boxes, k)
+        d = pd.DataFrame(rows).query("fold == @k").groupby("mode")["dice"].mean()
+        print("   held-out Dice: " + ", ".join(f"{m} {v:.3f}" for m, v in d.items()), flush=True)
+    return pd.DataFrame(rows), nets
+
+
+def cpu_seconds(nets, samples, st, n: int, threads: int) -> dict:
+    """CPU seconds per 256 px image of predict's path (every fold model, flip TTA): box-prompted, and automatic
+    as the cascade runs it when it finds a nodule (the whole-frame look, then the box-prompted one)."""
+    import torch
+    from PIL import Image
+
+    from ceusfusion.ingest.roi import bbox
+    from ceusfusion.segment.boxes import whole_region
+    from ceusfusion.segment.infer import Segmenter, look, segment_box
+    from ceusfusion.segment.net import grey_stats
+    from ceusfusion.segment.sampling import View
+
+    torch.set_num_threads(threads)
+    seg = Segmenter([m.cpu().eval() for m in nets], st.size, st.context, *grey_stats(st.encoder), torch.device("cpu"))
+    pics = []
+    for s in samples[:n]:
+        f = np.asarray(Image.fromarray(s.frame).resize((256, 256), Image.Resampling.BILINEAR))
+        m = np.asarray(Image.fromarray(s.mask.astype(np.uint8)).resize((256, 256), Image.Resampling.NEAREST)) > 0
+        pics.append((f, bbox(m)))
+    out = {}
+    with torch.inference_mode():
+        segment_box(seg, pics[0][0], pics[0][1])  # warm-up
+        t0 = time.process_time()
+        for f, box in pics:
+            segment_box(seg, f, box)
+        out["box"] = (time.process_time() - t0) / len(pics)
+        t0 = time.process_time()
+        for f, box in pics:
+            look(seg, f, View(*whole_region(f.shape)), None)
+        out["auto"] = out["box"] + (time.process_time() - t0) / len(pics)
+    return out
+
+
+def time_only(a, st) -> None:
+    """``--time-only``: the CPU seconds per image with K randomly initialised fold models (the compute does not
+    depend on the weights' values)."""
+    from ceusfusion.segment.net import build_net
+
+    nets = [build_net(st.encoder) for _ in range(st.folds)]
+    cpu = cpu_seconds(nets, load(a.time_images), st, a.time_images, a.time_threads)
+    print(f"CPU s per 256 px image ({st.folds} fold models, {st.size} px input, flip TTA, {a.time_threads} thread): "
+          f"box {cpu['box']:.3f}, auto {cpu['auto']:.3f} (goal < 0.2)")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--size", type=int, default=None)
+    ap.add_argument("--folds", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--time-threads", type=int, default=1)
+    ap.add_argument("--time-images", type=int, default=30)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--time-only", action="store_true", help="only the CPU seconds per image")
+    ap.add_argument("--out", type=Path, default=None, help="write per_image.csv and result.json here")
+    a = ap.parse_args()
+    limit_threads(a.threads)
+    from ceusfusion.core.runtime import deterministic, resolve_device
+    from ceusfusion.segment.train import SegmentSettings
+
+    kw = {k: v for k, v in (("epochs", 3 if a.quick and a.epochs is None else a.epochs), ("size", a.size)) if v}
+    st = SegmentSettings(folds=2 if a.quick else a.folds, seed=a.seed, device=a.device, **kw)
+    if a.time_only:
+        return time_only(a, st)
+    samples = load(80 if a.quick else None)
+    device = resolve_device(st.device)
+    t0 = time.time()
+    with deterministic(device):
+        per, nets = cross_validate(samples, st, device)
+    report(per, st, time.time() - t0, cpu_seconds(nets, samples, st, a.time_images, a.time_threads), a, device)
+
+
+def report(per: pd.DataFrame, st, seconds: float, cpu: dict, a, device) -> None:
+    """The table, the ratios against the baselines, the goals; per-image scores and the summary to --out."""
+    summary = per.groupby("mode", sort=False).agg(dice=("dice", "mean"), iou=("iou", "mean"),
+                                                  hd95=("hd95", "median"), n=("dice", "size"))
+    print(f"\nDDTI, {st.folds}-fold CV grouped by patient, {len(per['case_id'].unique())} images, {st.epochs} epochs, "
+          f"{st.size} px, {st.encoder}, device {device}, {seconds:.0f} s")
+    print(summary.to_string(float_format=lambda v: f"{v:.3f}"))
+    d = summary["dice"]
+    print(f"\nbox-prompted Dice {d['box']:.3f} (goal >= 0.90): x{d['box'] / d['ellipse_jittered_box']:.3f} of the ellipse "
+          f"in the same box, x{d['box'] / d['mean_mask']:.3f} of the mean mask")
+    print(f"automatic    Dice {d['auto']:.3f} (goal >= 0.86): x{d['auto'] / d['mean_mask']:.3f} of the mean mask")
+    print(f"CPU s per 256 px image ({st.folds} fold models, flip TTA, {a.time_threads} thread): box {cpu['box']:.3f}, "
+          f"auto {cpu['auto']:.3f} (goal < 0.2)")
+    if a.out:
+        a.out.mkdir(parents=True, exist_ok=True)
+        per.to_csv(a.out / "per_image.csv", index=False)
+        (a.out / "result.json").write_text(json.dumps({"summary": summary.reset_index().to_dict("records"),
+                                                       "cpu_s_per_image": cpu, "settings": st.model_dump(),
+                                                       "seconds": seconds}, indent=2, default=float))
+
+
+if __name__ == "__main__":
+    main()

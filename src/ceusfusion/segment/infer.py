@@ -1,0 +1,104 @@
+"""Masks from the fold models: box-prompted and automatic, with flip TTA, the folds' agreement as confidence.
+
+Box-prompted (TN-SCUI's second stage, MedSAM's prompt): the square around the box with context, the
+box also given as the prompt channel. Automatic (the first stage): the whole frame without a prompt;
+the largest component's box then goes through the box-prompted step (the cascade). Each fold model
+sees the picture and its mirror image (flip TTA); the mask is the fold mean above 0.5, its largest
+component with holes filled. ``agreement`` is the mean Dice of each fold's own mask with that mask:
+low when the folds disagree, which flags the case for review.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy import ndimage
+from torch import nn
+
+from ceusfusion.core.runtime import autocast
+from ceusfusion.ingest.roi import Box, bbox
+from ceusfusion.segment.boxes import context_region, whole_region
+from ceusfusion.segment.metrics import dice
+from ceusfusion.segment.sampling import View, inputs, paste
+
+
+@dataclass
+class Segmenter:
+    """The fold models and how they see a picture."""
+
+    nets: list[nn.Module]
+    size: int
+    context: float
+    mean: float
+    std: float
+    device: torch.device
+
+
+@dataclass
+class Result:
+    mask: np.ndarray  # (H, W) bool
+    prob: np.ndarray  # (H, W) float32, the fold mean
+    agreement: float  # mean Dice of each fold's mask with ``mask`` (1.0 with one model)
+    box: Box | None  # the box the mask was refined in (the user's, or the automatic first look's)
+
+
+def normalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
+    """The grey channel in the encoder's statistics; the prompt channel stays 0/1."""
+    return torch.cat([(x[:, :1] - mean) / std, x[:, 1:]], dim=1)
+
+
+@torch.no_grad()
+def fold_probs(seg: Segmenter, x: torch.Tensor) -> torch.Tensor:
+    """(K, S, S) probabilities of each fold model for one (2, S, S) input, averaged with its mirror image."""
+    batch = normalise(torch.stack([x, x.flip(-1)]), seg.mean, seg.std).to(seg.device)
+    out = []
+    for net in seg.nets:
+        with autocast(seg.device):
+            p = torch.sigmoid(net(batch).float())[:, 0].cpu()
+        out.append((p[0] + p[1].flip(-1)) / 2)
+    return torch.stack(out)
+
+
+def largest_component(m: np.ndarray) -> np.ndarray:
+    """The largest 8-connected component of a mask, holes filled (a nodule is one solid region)."""
+    lab, n = ndimage.label(m, structure=np.ones((3, 3)))
+    if n == 0:
+        return m.astype(bool)
+    sizes = ndimage.sum_labels(m, lab, index=np.arange(1, n + 1))
+    return ndimage.binary_fill_holes(lab == 1 + int(np.argmax(sizes)))
+
+
+def look(seg: Segmenter, frame: np.ndarray, view: View, box: Box | None) -> np.ndarray:
+    """(K, H, W): each fold's probability over the frame for one view."""
+    x, _ = inputs(frame, view, box, seg.size)
+    return np.stack([paste(p, view, frame.shape[:2]) for p in fold_probs(seg, x)])
+
+
+def combine(probs: np.ndarray, box: Box | None) -> Result:
+    mean = probs.mean(axis=0)
+    mask = largest_component(mean > 0.5)
+    agree = float(np.mean([dice(p > 0.5, mask) for p in probs])) if len(probs) > 1 else 1.0
+    return Result(mask, mean.astype(np.float32), agree, box)
+
+
+def segment_box(seg: Segmenter, frame: np.ndarray, box: Box) -> Result:
+    """The mask inside the square around ``box`` (with context), prompted by the box."""
+    return combine(look(seg, frame, View(*context_region(box, seg.context)), box), box)
+
+
+def segment_auto(seg: Segmenter, frame: np.ndarray) -> Result:
+    """The whole frame first; the box of what it finds is then refined like a user's box."""
+    first = combine(look(seg, frame, View(*whole_region(frame.shape[:2])), None), None)
+    found = bbox(first.mask)
+    if found is None:
+        return first
+    return segment_box(seg, frame, found)
+
+
+def segment(seg: Segmenter, frame: np.ndarray, box: Box | None) -> tuple[Result, str]:
+    """(result, mode): box-prompted where the case has a box, automatic otherwise."""
+    if box is not None:
+        return segment_box(seg, frame, box), "box"
+    return segment_auto(seg, frame), "auto"
