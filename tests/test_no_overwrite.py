@@ -211,6 +211,31 @@ def case_annotate(d):
                 ["annotate", cohort, "--out", cohort, "--port", "9"], cohort, force=("--force",))
 
 
+SEGMENT_ARGS = ["--epochs", "1", "--folds", "2", "--size", "32", "--weights", "none", "--device", "cpu"]
+
+
+def case_segment__train(d):
+    cohort = _cohort(d / "data")
+    own = _cohort(d / "own", name="segmenter.json")  # a manifest named like the model's record
+    return Case(["segment", "train", cohort, "--out", d / "seg", *SEGMENT_ARGS], d / "seg" / "segmenter.json",
+                ["segment", "train", own, "--out", d / "own", *SEGMENT_ARGS], own)
+
+
+def case_segment__predict(d):
+    """A segmenter's record is all predict reads before it claims its outputs (no network is built)."""
+    from ceusfusion.segment.record import SegmenterRecord, write_record
+
+    model = d / "model"
+    model.mkdir()
+    write_record(model, SegmenterRecord(encoder="x", decoder=[8], size=32, context=0.2, mean=0.0, std=1.0,
+                                        fold_files=["fold0.safetensors"], settings={}, weights={}, cohort="c.csv",
+                                        cohort_sha256="0" * 64, trained_on=[], pictures=[], test_cases=[], cv={}))
+    cohort = _cohort(d / "data")
+    args = ["--model", model, "--device", "cpu"]
+    return Case(["segment", "predict", cohort, "--out", d / "sp", *args], d / "sp" / "cohort.csv",
+                ["segment", "predict", cohort, "--out", cohort.parent, *args], cohort)
+
+
 def case_synth(d):
     return Case(["synth", "--out", d / "syn", "--n", "4", "--size", "32", "--workers", "1"], d / "syn" / "cohort.csv")
 
@@ -299,7 +324,8 @@ def case_demo(d):
     return Case(["demo", "--out", d / "demo", "--n", "8"], d / "demo" / "report.html")
 
 
-CASES = {name.removeprefix("case_").replace("_", "-"): fn for name, fn in dict(globals()).items()
+# case_<command> (a '_' for a '-'), case_<group>__<command> for a sub-command ("segment train")
+CASES = {name.removeprefix("case_").replace("__", " ").replace("_", "-"): fn for name, fn in dict(globals()).items()
          if name.startswith("case_") and callable(fn)}
 NO_INPUT = {"synth": "generates a cohort: it reads no input", "demo": "generates its cohort: it reads no input"}
 
