@@ -50,9 +50,9 @@ def test_cam_energy_in_signal_region_beats_uniform_and_randomised(localisation):
     """The maps of the positive class, where the generator put the label's evidence (its effects live in the
     nodule and its margin), are measured. Over all 20 cases the map's energy against the uniform map moved from
     1.60x (1.63x at two threads) to 1.16x and the share of cases above uniform from 0.65 (0.75) to 0.45 between
-    this CPU's kernels and AVX2 ones
-    (the negative-class maps are localised on one trajectory and not on the other), so no threshold on them holds
-    on every machine; the positive-class maps' did not move that much (BENCHMARKS.md, "Test margins")."""
+    this CPU's kernels and AVX2 ones (the negative-class maps are localised on one trajectory and not on the
+    other), so no threshold on them holds on every machine; the positive-class maps' did not move that much
+    (BENCHMARKS.md, "Test margins")."""
     _, d = localisation
     assert d["layer"] == "encoder.layer2"  # 8x8 at 64 px; layer4 would be 2x2
     cases = d["cases"]
@@ -62,9 +62,8 @@ def test_cam_energy_in_signal_region_beats_uniform_and_randomised(localisation):
     rand = np.array([c["randomised_energy_in_region"] for c in cases])
     assert 0.15 < area.mean() < 0.4  # the region is a part of the input, not all of it (0.23, 0.23, 0.24)
     pos = np.array([c["cam_class"] == 1 for c in cases])
-    # the middle positive-class map, not a few extreme ones: 1.91, 1.63, 1.75 (6, 5, 8 maps: one
-    thread, two, AVX2); a map of the BatchNorm
-    # offset, of the padded border or upsampled from 2x2 gives about 1 or less
+    # the middle positive-class map, not a few extreme ones: 1.91, 1.63, 1.75 (6, 5, 8 maps: one thread, two, AVX2
+    # kernels); a map of the BatchNorm offset, of the padded border or upsampled from 2x2 gives about 1 or less
     assert np.median(energy[pos] / area[pos]) > 1.15
     # the trained model's positive-class maps against the randomised model's on the same cases: 5.3, 5.6, 5.1
     assert energy[pos].mean() > 2 * rand[pos].mean()
