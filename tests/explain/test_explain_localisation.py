@@ -42,15 +42,17 @@ def localisation(module_tmp_factory):
 
 def test_model_learned_the_signal(localisation):
     summary, _ = localisation
-    assert summary["cv_auc_mean"] > 0.8  # otherwise the maps below explain noise (0.838; 0.843 with AVX2 kernels)
+    # otherwise the maps below explain noise; 0.838, 0.827 (two threads), 0.843 (AVX2 kernels): 0.8 was 1.7x the spread
+    assert summary["cv_auc_mean"] > 0.77
 
 
 def test_cam_energy_in_signal_region_beats_uniform_and_randomised(localisation):
     """The maps of the positive class, where the generator put the label's evidence (its effects live in the
     nodule and its margin), are measured. Over all 20 cases the map's energy against the uniform map moved from
-    1.60x to 1.16x and the share of cases above uniform from 0.65 to 0.45 between this CPU's kernels and AVX2 ones
-    (the negative-class maps are localised on one trajectory and not on the other), so no threshold on them holds
-    on every machine; the positive-class maps' did not move that much (BENCHMARKS.md, "Test margins")."""
+    1.60x (1.63x at two threads) to 1.16x and the share of cases above uniform from 0.65 (0.75) to 0.45 between
+    this CPU's kernels and AVX2 ones (the negative-class maps are localised on one trajectory and not on the
+    other), so no threshold on them holds on every machine; the positive-class maps' did not move that much
+    (BENCHMARKS.md, "Test margins")."""
     _, d = localisation
     assert d["layer"] == "encoder.layer2"  # 8x8 at 64 px; layer4 would be 2x2
     cases = d["cases"]
@@ -58,12 +60,12 @@ def test_cam_energy_in_signal_region_beats_uniform_and_randomised(localisation):
     energy = np.array([c["cam_energy_in_region"] for c in cases])
     area = np.array([c["region_area_share"] for c in cases])  # what a uniform map puts there
     rand = np.array([c["randomised_energy_in_region"] for c in cases])
-    assert 0.15 < area.mean() < 0.4  # the region is a part of the input, not all of it (0.23, 0.24)
+    assert 0.15 < area.mean() < 0.4  # the region is a part of the input, not all of it (0.23, 0.23, 0.24)
     pos = np.array([c["cam_class"] == 1 for c in cases])
-    # the middle positive-class map, not a few extreme ones: 1.91 and 1.75 (6 and 8 maps); a map of the BatchNorm
-    # offset, of the padded border or upsampled from 2x2 gives about 1 or less
+    # the middle positive-class map, not a few extreme ones: 1.91, 1.63, 1.75 (6, 5, 8 maps: one thread, two, AVX2
+    # kernels); a map of the BatchNorm offset, of the padded border or upsampled from 2x2 gives about 1 or less
     assert np.median(energy[pos] / area[pos]) > 1.15
-    # the trained model's positive-class maps against the randomised model's on the same cases: 5.3 and 5.1
+    # the trained model's positive-class maps against the randomised model's on the same cases: 5.3, 5.6, 5.1
     assert energy[pos].mean() > 2 * rand[pos].mean()
-    # and the randomised model's maps are unlike the trained model's (model-randomisation test): 0.12 and 0.00
+    # and the randomised model's maps are unlike the trained model's (model-randomisation test): 0.12, 0.15, 0.00
     assert abs(d["randomisation_check"]["mean_rank_correlation"]) < 0.5

@@ -33,9 +33,10 @@ def _spread_ratios(run, name: str) -> tuple[float, float]:
 
 
 @pytest.mark.slow
-# measured (BENCHMARKS.md, "Test margins"; logits, features): refit 1.03, 1.03 natively and 0.83, 0.97 with AVX2 kernels;
-# fold-mean 0.71, 0.72 and 0.68, 0.70. The refit's lower bound sits between the two (a refit that shrinks like the
-# fold mean, or the old refit with more optimiser steps at about 0.5, fails); 0.85 failed on AVX2 kernels
+# measured (BENCHMARKS.md, "Test margins"; logits, features): refit 1.03, 1.03 at one thread, 0.92, 0.98 at two,
+# 0.83, 0.97 with AVX2 kernels; fold-mean 0.71, 0.72; 0.70, 0.69; 0.68, 0.70. The refit's lower bound sits between
+# the two (a refit that shrinks like the fold mean, or the old refit with more optimiser steps at about 0.5, fails);
+# 0.85 failed on AVX2 kernels
 @pytest.mark.parametrize("scoring,lo,hi", [("refit", 0.76, 1.15), ("fold-mean", 0.0, 0.85)])
 def test_test_logits_and_features_have_the_training_rows_spread(tmp_path, scoring, lo, hi):
     run = make_fake_run(tmp_path, n_train=80, n_test=80, size=24, frames=2, group_size=1, with_video=False,
