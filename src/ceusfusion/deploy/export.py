@@ -61,6 +61,7 @@ from ceusfusion import __version__
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import check_not_input, sha256_file, write_bytes, write_json, write_text
 from ceusfusion.core.runlayout import RunLayout
+from ceusfusion.deploy.bundle_paths import inside_bundle
 from ceusfusion.deploy.fusion_model import (  # noqa: F401 (the bundle API: predict, serve, tests)
     MAX_MODEL_BYTES,
     TRUSTED_LOADERS,
@@ -467,31 +468,16 @@ def _parse_manifest(path: Path, raw: bytes) -> dict:
     except ValidationError as exc:
         raise _manifest_error(path, exc) from None
     try:
-        PrepareParams(**{k: (tuple(v) if k == "crop" and v is not None else v) for k, v in meta["prepare"].items()})
+        prepare_params(meta)
     except (CeusError, TypeError, ValueError) as exc:
         raise CeusError(f"{path}: malformed {MANIFEST}: prepare ({first_line(exc)})") from None
     return meta
 
 
-def _inside(bundle: Path, rel, path: Path) -> Path:
-    """bundle/rel for a plain relative path that stays in the bundle: no '/', '..', '\\', no symlink on the way."""
-    parts = rel.split("/") if isinstance(rel, str) else []
-    if not parts or any(p in ("", ".", "..") or "\\" in p or "\0" in p for p in parts):
-        raise CeusError(f"{path}: path {rel!r} is not a plain path inside the bundle; refusing the bundle")
-    p = bundle
-    for part in parts:
-        p = p / part
-        if p.is_symlink():
-            raise CeusError(f"{p}: a symlink in the bundle; refusing the bundle")
-    if not p.resolve().is_relative_to(bundle.resolve()):
-        raise CeusError(f"{path}: path {rel!r} leaves the bundle; refusing the bundle")
-    return p
-
-
 def _check_files(bundle: Path, path: Path, files: dict) -> None:
     """Every listed file inside the bundle and unchanged."""
     for rel, digest in files.items():
-        p = _inside(bundle, rel, path)
+        p = inside_bundle(bundle, rel, path)
         if not (isinstance(digest, str) and SHA256.fullmatch(digest)):
             raise CeusError(f"{path}: malformed {MANIFEST}: files[{rel!r}] is not a sha256")
         if not p.is_file() or sha256_file(p) != digest:
@@ -552,7 +538,7 @@ def bundle_file(bundle: Path, meta: dict, rel: str) -> Path:
     """The path of a file :func:`load_bundle` verified; anything else (unlisted, outside) is refused."""
     if rel not in meta.get("files", {}):
         raise CeusError(f"{Path(bundle) / MANIFEST}: {rel} is not listed in files; refusing to load it")
-    return _inside(Path(bundle), rel, Path(bundle) / MANIFEST)
+    return inside_bundle(Path(bundle), rel, Path(bundle) / MANIFEST)
 
 
 def load_card(bundle: str | Path, meta: dict) -> dict | None:

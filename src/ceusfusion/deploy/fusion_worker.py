@@ -27,6 +27,7 @@ import sys
 from pathlib import Path
 
 from ceusfusion.core.errors import CeusError
+from ceusfusion.deploy.bundle_paths import inside_bundle
 
 FUSION_FILE = ("fusion", "model.skops")  # deploy.fusion_model.FUSION_MODEL, the only file the worker reads
 
@@ -93,25 +94,13 @@ class FusionWorker:
             f.close()
 
 
-def _model_path(bundle: Path) -> Path:
-    """bundle/fusion/model.skops, refused when a part is a symlink or it resolves outside the bundle."""
-    p = bundle
-    for part in FUSION_FILE:
-        p = p / part
-        if p.is_symlink():
-            raise CeusError(f"{p}: a symlink in the bundle; refusing the bundle")
-    if not p.resolve().is_relative_to(bundle.resolve()):
-        raise CeusError(f"{p}: leaves the bundle; refusing the bundle")
-    return p
-
-
 def _load(bundle: Path):
     """(model, sha256 of its bytes): the listed file, its hash checked, audited and loaded without pickle."""
     # here: the worker's own imports, the second or more this process exists to take off the command's path
     from ceusfusion.deploy.fusion_model import read_fusion_model
 
     meta = json.loads((bundle / "bundle.json").read_bytes())
-    path = _model_path(bundle)
+    path = inside_bundle(bundle, "/".join(FUSION_FILE), bundle / "bundle.json")
     data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != meta["files"]["/".join(FUSION_FILE)]:
