@@ -174,6 +174,7 @@ def prepare(
     """Keyframes, ROI crops, perfusion parameters and contact sheets into RUN/prepared/; exit 1 if some case failed."""
     from ceusfusion.ingest.prepare import PrepareParams
     from ceusfusion.ingest.prepare import prepare as run_prepare
+    from ceusfusion.segment.link import record_link
 
     if old_crop is not None:
         if box is not None:
@@ -196,8 +197,19 @@ def prepare(
 
     res = run_prepare(cohort, out, params, workers=workers, strict=strict, progress=sys.stderr.isatty(), on_failure=show,
                       force=force, boxes=boxes)
+    _show_link(record_link(out))
     console.print(f"prepared {res.n_ok}/{res.n_cases} cases ({res.n_skipped} unchanged, skipped) in {res.run / 'prepared'}; {len(res.failures)} failed")
     raise typer.Exit(1 if len(res.failures) else 0)
+
+
+def _show_link(link) -> None:
+    """Which segmenter made the run's predicted masks (segment.link), or why it could not be followed."""
+    for f in link.segmenters if link else []:
+        if f.problem:
+            err_console.print(f"[yellow]warning[/yellow] {len(f.pictures)} predicted mask(s): {f.problem}", highlight=False, soft_wrap=True)
+        else:
+            console.print(f"{len(f.pictures)} predicted mask(s) from the segmenter {f.model} (trained on {len(f.trained_on)} "
+                          f"cases of {f.n_patients()} patients)", highlight=False, soft_wrap=True)
 
 # ----------------------------------------------------------------------------- training (issue 4)
 
@@ -894,13 +906,15 @@ def segment_predict_cmd(
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: torch's)."),
     force: bool = typer.Option(False, "--force", help="Write over files in --out that ceusfusion did not write (never over an input)."),
+    boxes: Optional[Path] = typer.Option(None, "--boxes", help="A boxes file (`ceusfusion annotate`'s BOXES.csv) merged into the manifest first: its boxes prompt the segmenter."),
 ):
     """Predict the masks the manifest lacks (box-prompted where a case has a box, automatic otherwise)."""
     from ceusfusion.core.runtime import threads as torch_threads
     from ceusfusion.segment.predict import segment_predict
 
     with torch_threads(threads):
-        res = segment_predict(cohort, model, out, device=device, review_below=review_below, force=force, on_failure=_show_failure)
+        res = segment_predict(cohort, model, out, device=device, review_below=review_below, force=force,
+                              on_failure=_show_failure, boxes=boxes)
     counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
     console.print(f"ROI sources: {counts}; {res.n_review} to review; {len(res.failures)} failed -> {res.out / 'cohort.csv'}", highlight=False)
     raise typer.Exit(1 if len(res.failures) else 0)
@@ -934,11 +948,13 @@ def annotate(
     out: Path = typer.Option(..., "--out", help="BOXES.csv: case_id,image_box,video_box,video_box_time; resumed if it exists."),
     port: int = typer.Option(8000, "--port", help="TCP port on 127.0.0.1 (this computer only)."),
     force: bool = typer.Option(False, "--force", help="Take over an --out file ceusfusion did not write (its rows are read, then rewritten)."),
+    segmenter: Optional[Path] = typer.Option(None, "--segmenter", help="A `segment train` folder: draw its proposed mask for each picture, to accept (key a) or redo with a box."),
 ):
     """A local page to draw each case's boxes on the still and the clip; every answer is saved to --out at once."""
     from ceusfusion.serve.annotate import annotate as run_annotate
 
-    run_annotate(cohort, out, port=port, force=force, warn=lambda msg: err_console.print(msg, highlight=False, soft_wrap=True))
+    run_annotate(cohort, out, port=port, force=force, segmenter=segmenter,
+                 warn=lambda msg: err_console.print(msg, highlight=False, soft_wrap=True))
 
 
 def main(argv: Optional[List[str]] = None) -> None:

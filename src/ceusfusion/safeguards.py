@@ -3,7 +3,7 @@
 A tick that only tests whether a file exists asserts a safeguard; these read the facts the stages
 wrote (the split and groups, the fold plans, the selection source, each model's selection rule,
 test scoring and loss weighting, the thresholds' source, the fusion CVs' groups, the pretraining
-provenance) and say why when one does not hold. Each check returns a :class:`Check`: ``ok`` is
+provenance, the segmenter's training cases) and say why when one does not hold. Each check returns a :class:`Check`: ``ok`` is
 True, False, or None (the stage did not run or does not apply), with a reason a reader can act on.
 """
 
@@ -18,8 +18,9 @@ import pandas as pd
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.ingest.cache import read_index
-from ceusfusion.ingest.cohort import groups_of
+from ceusfusion.ingest.cohort import groups_of, read_manifest
 from ceusfusion.models.registry import ModelRecord, read_config
+from ceusfusion.segment.link import SegmenterFacts, overlap_with_test, predicted_pictures, read_link
 
 
 @dataclass(frozen=True)
@@ -237,6 +238,53 @@ def pretraining_check(layout: RunLayout) -> Check:
     return Check(True, "; ".join([why] + notes))
 
 
+UNKNOWN_SEGMENTER = "whether a test-split mask trained it is unknown"
+
+
+def segmenter_facts_check(f: SegmenterFacts, cohort: pd.DataFrame) -> tuple[bool, str]:
+    """One segmenter's record against the run's test split: (holds, why)."""
+    name = Path(f.model).name if f.model else Path(f.folder).name
+    if f.problem:
+        return False, f"{len(f.pictures)} predicted mask(s) from {Path(f.folder).name}: {f.problem}; {UNKNOWN_SEGMENTER}"
+    o = overlap_with_test(f, cohort)
+    parts = []
+    if o.cases:
+        parts.append(f"segmenter {name} was trained on the masks of {len(o.cases)} test-split case(s): {_names(o.cases)}")
+    if o.patients:
+        pairs = [f"{t} (its patient's case {c})" for t, c in o.patients]
+        parts.append(f"segmenter {name} was trained on another case of the patient of {len(o.patients)} test-split "
+                     f"case(s): {', '.join(pairs[:5])}{' and more' if len(pairs) > 5 else ''}")
+    if parts:
+        return False, "; ".join(parts)
+    return True, (f"segmenter {name} (record sha256 {f.record_sha256[:12]}) was trained on the masks of "
+                  f"{len(f.trained_on)} cases of {f.n_patients()} patients, none a test-split case or patient")
+
+
+def segmenter_check(layout: RunLayout) -> Check:
+    """No test-split mask, nor one of a test patient's other case, trained the segmenter behind the run's predicted
+    masks: the segmenter's record (through RUN/prepared/segmenter.json) against RUN/cohort.csv's test split."""
+    if not layout.cohort.is_file():
+        return Check(None, "no RUN/cohort.csv")
+    cohort = read_manifest(layout.cohort)
+    try:
+        link = read_link(layout.root)
+    except CeusError as exc:
+        return Check(False, f"{exc}; {UNKNOWN_SEGMENTER}")
+    if link is None:
+        n = sum(len(p) for p in predicted_pictures(cohort).values())
+        if n:
+            return Check(False, f"{n} mask(s) predicted by a segmenter, but prepare recorded no link to it "
+                                f"(RUN/prepared/segmenter.json); {UNKNOWN_SEGMENTER} (prepare the run again)")
+        return Check(None, "no ROI came from a segmenter")
+    results = [segmenter_facts_check(f, cohort) for f in link.segmenters]
+    bad = [why for ok, why in results if not ok]
+    if bad:
+        return Check(False, "; ".join(bad))
+    test = cohort[cohort["split"].astype(str) == "test"] if "split" in cohort.columns else cohort.iloc[:0]
+    return Check(True, "; ".join(why for _, why in results)
+                 + f" (checked against {len(test)} test-split cases of {groups_of(test).nunique()} patients)")
+
+
 def safeguards(run) -> dict[str, dict]:
     """Every safeguard of the report: name -> {"ok": True/False/None, "reason": ...}."""
     layout = RunLayout(run)
@@ -252,5 +300,6 @@ def safeguards(run) -> dict[str, dict]:
         "fusion fitted inside each CV fold (scaler, LASSO, classifier)": fusion["inside"],
         "every fusion CV grouped by patient (outer and inner)": fusion["grouped"],
         "pretraining saw no test case": pretraining_check(layout),
+        "no test-split mask trained the segmenter": segmenter_check(layout),
     }
     return {k: asdict(v) for k, v in checks.items()}

@@ -52,6 +52,7 @@ from ceusfusion.radiomics.settings import RadiomicsConfig
 from ceusfusion.radiomics.stage import radiomics
 from ceusfusion.report.html import build_report
 from ceusfusion.safeguards import safeguards
+from ceusfusion.segment.link import record_link
 from ceusfusion.stats.table1 import analysed_and_excluded, table1
 
 STAGES = ("validate", "prepare", "train", "select", "features", "fuse", "evaluate", "explain", "report")
@@ -230,7 +231,8 @@ class Study:
                       on_failure=lambda cid, f, prob: self.console.print(f"[red]failed[/red] case {cid} ({f}): {prob}", highlight=False))
         if res.n_ok == 0:
             raise CeusError("no case could be prepared; see RUN/prepared/failures.csv")
-        return {"n_ok": res.n_ok, "n_failed": len(res.failures)}
+        link = record_link(self.run)  # which segmenter made the predicted masks (report, card, safeguard)
+        return {"n_ok": res.n_ok, "n_failed": len(res.failures), "segmenters": len(link.segmenters) if link else 0}
 
     def model_configs(self) -> list[TrainConfig]:
         """One TrainConfig per modality × architecture × input mode of the study."""

@@ -81,6 +81,11 @@ class RunLayout:
     def perfusion(self) -> Path:
         return self.prepared / "perfusion.csv"
 
+    @property
+    def segmenter_link(self) -> Path:
+        """Which segmenter made the run's predicted masks, and what it was trained on (``segment.link``)."""
+        return self.prepared / "segmenter.json"
+
     # models
     @property
     def models(self) -> Path:

@@ -78,6 +78,7 @@ from ceusfusion.ingest.cache import read_index
 from ceusfusion.ingest.prepare import PrepareParams, roi_source_counts
 from ceusfusion.models.ensemble import REFIT
 from ceusfusion.models.registry import CONFIG_FILE, MODEL_FILE, ModelRecord, build_from_config, read_config
+from ceusfusion.segment.link import cv_rows, overlap_with_test, read_link
 
 BUNDLE_VERSION = 2  # 1: fusion/model.joblib (a pickle); refused
 MANIFEST = "bundle.json"
@@ -302,10 +303,36 @@ def _write_card(layout: RunLayout, tmp: Path, models: dict, combined: dict | Non
     # where the ROIs came from (manual / predicted mask, box, whole frame), per split
     rois = roi_source_counts(read_index(layout.root)) if layout.prepared_index.is_file() else {}
     write_json(tmp / CARD, finite({"card_version": 1, "intended_use": RESEARCH_ONLY, "cohort": _cohort_summary(layout),
-                                   "roi_sources": rois,
+                                   "roi_sources": rois, "segmenters": segmenter_card(layout),
                                    "outcome": metrics.get("outcome"),
                                    "threshold_rule": metrics.get("threshold_rule"), "ci_method": metrics.get("ci_method"),
                                    "models": {n: _model_card(layout, n, mod, metrics) for n, mod in named.items()}}))
+
+
+def segmenter_card(layout: RunLayout) -> list[dict]:
+    """The segmenters behind the run's predicted masks (segment.link): the model folder's name (no path of the
+    disk), what trained it, its cross-validated Dice, and the test-split cases whose mask trained it (computed)."""
+    link = read_link(layout.root)
+    if link is None:
+        return []
+    cohort = read_manifest(layout.cohort)
+    out = []
+    for f in link.segmenters:
+        o = overlap_with_test(f, cohort) if not f.problem else None
+        out.append({"model": Path(f.model).name if f.model else None, "record_sha256": f.record_sha256,
+                    "encoder": f.encoder, "pictures": len(f.pictures), "trained_cases": len(f.trained_on),
+                    "trained_patients": f.n_patients(), "cv": cv_rows(f), "problem": _without_paths(f.problem, f.folder, f.model),
+                    "test_cases_in_training": None if o is None else o.cases,
+                    "test_patients_in_training": None if o is None else [list(p) for p in o.patients]})
+    return out
+
+
+def _without_paths(text: str | None, *paths: str | None) -> str | None:
+    """``text`` with each path shortened to its last name: a card travels, the disk's layout stays here."""
+    for p in paths:
+        if text and p:
+            text = text.replace(str(Path(p) / "segmenter.json"), f"{Path(p).name}/segmenter.json").replace(p, Path(p).name)
+    return text
 
 
 def finite(obj):

@@ -34,6 +34,7 @@ from ceusfusion.report.clinical import (
 from ceusfusion.report.parts import img, missing, note, outcome_of, para, read_metrics, table
 from ceusfusion.report.radiomics import has_radiomics, radiomics_section
 from ceusfusion.report.tripod import tripod_section
+from ceusfusion.segment.link import cv_rows, read_link
 from ceusfusion.stats.scale import SCALE_RANGE
 
 CSS = """
@@ -78,7 +79,7 @@ def cohort_section(run: Path) -> str:
     if failures.is_file():
         f = pd.read_csv(failures)
         body += (f"<p>{len(f)} case(s) could not be prepared and were excluded:</p>" + _table(f)) if len(f) else "<p>Every case was prepared.</p>"
-    return body + roi_sources_table(run)
+    return body + roi_sources_table(run) + segmenter_paragraph(run)
 
 
 def roi_sources_table(run: Path) -> str:
@@ -90,6 +91,30 @@ def roi_sources_table(run: Path) -> str:
         return ""
     df = pd.DataFrame(rows).fillna(0)
     return para("Where each prepared case's region of interest came from (cases per set):") + _table(df)
+
+
+def segmenter_paragraph(run: Path) -> str:
+    """The segmenter behind the predicted masks (segment.link): what trained it and its cross-validated Dice."""
+    try:
+        link = read_link(run)
+    except CeusError as exc:
+        return note(str(exc))
+    parts = []
+    for f in link.segmenters if link else []:
+        if f.problem:
+            parts.append(note(f"{len(f.pictures)} predicted mask(s): {f.problem}."))
+            continue
+        folds = max((len(v) for v in f.cv_folds.values()), default=0)
+        parts.append(para(
+            f"{len(f.pictures)} mask(s) were predicted by the segmenter {Path(f.model).name} ({f.encoder}; record sha256 "
+            f"{f.record_sha256[:12]}), trained on the masks of {len(f.trained_on)} training-split cases of "
+            f"{f.n_patients()} patients. Its cross-validated agreement with the manual masks of held-out patients"
+            f"{f' ({folds} folds)' if folds else ''}:"))
+        rows = pd.DataFrame(cv_rows(f))
+        if len(rows):
+            rows["Dice per fold"] = [", ".join(f"{d:.3f}" if isinstance(d, (int, float)) else "-" for d in v) or "not recorded" for v in rows["Dice per fold"]]
+            parts.append(_table(rows))
+    return "".join(parts)
 
 
 def training_section(run: Path) -> str:

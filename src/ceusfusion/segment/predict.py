@@ -7,8 +7,10 @@ Writes into ``DIR`` (claimed first: never over a file ceusfusion did not write, 
   over the source; a video's mask is the one of its box frame (or keyframe centre), for every frame;
 - ``cohort.csv``: the manifest, file paths re-based on ``DIR``, the mask columns filled where they
   were empty, ``image_roi_source`` / ``video_roi_source`` = manual | predicted_box | predicted_auto;
+- ``summary.json``: the model folder and its segmenter.json's sha256 (the run's link to the segmenter,
+  ``segment.link``), the ROI-source counts, the segmenter's cross-validated metrics;
 - ``segments.csv`` (per picture: mode, frame, area, the folds' agreement, review flag),
-  ``failures.csv``, ``summary.json``, ``sheets/contours_NNN.png`` (contours over the pictures).
+  ``failures.csv``, ``sheets/contours_NNN.png`` (contours over the pictures).
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ import SimpleITK as sitk
 import torch
 
 from ceusfusion.core.errors import CaseError, CeusError
-from ceusfusion.core.fsutil import atomic_path, claim, write_csv, write_json
+from ceusfusion.core.fsutil import atomic_path, claim, sha256_file, write_csv, write_json
 from ceusfusion.core.runtime import resolve_device
 from ceusfusion.figures.segment import Tile, contour_sheet
-from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, load_cohort, read_manifest
+from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, load_cohort, merge_boxes, read_manifest
 from ceusfusion.segment.data import MODALITIES, Sample, has, load_picture
 from ceusfusion.segment.infer import Result, Segmenter, segment
+from ceusfusion.segment.link import PREDICT_KIND
 from ceusfusion.segment.net import load_net
 from ceusfusion.segment.record import RECORD_NAME, SegmenterRecord, read_record
 
@@ -162,18 +165,21 @@ class PredictSummary:
 
 
 def segment_predict(cohort: str | Path, model: str | Path, out: str | Path, device: str = "auto",
-                    review_below: float = 0.9, force: bool = False, on_failure=None) -> PredictSummary:
-    """Masks for every picture without a manual one; see the module docstring."""
+                    review_below: float = 0.9, force: bool = False, on_failure=None,
+                    boxes: str | Path | None = None) -> PredictSummary:
+    """Masks for every picture without a manual one; see the module docstring. ``boxes``: a boxes file
+    (``ceusfusion annotate``'s BOXES.csv) merged into the manifest first, as ``prepare --boxes`` does."""
     cohort, model, out = Path(cohort), Path(model), Path(out)
     rec = read_record(model)
-    df = load_cohort(cohort)
+    df = load_cohort(cohort, boxes)
     names = ("cohort.csv", "segments.csv", "failures.csv", "summary.json")
     claim(out, files=[out / n for n in names], folders=[out / "masks", out / "sheets"], force=force,
-          inputs=[cohort, model / RECORD_NAME, *(model / f for f in rec.fold_files)])
+          inputs=[cohort, model / RECORD_NAME, *(model / f for f in rec.fold_files), *([Path(boxes)] if boxes else [])])
     seg = load_segmenter(model, rec, device)
     with torch.inference_mode():
         done = predict_cases(seg, df, cohort, out, review_below, on_failure)
-    write_csv(out / "cohort.csv", output_manifest(read_manifest(cohort), cohort, out, done))
+    given = merge_boxes(read_manifest(cohort), boxes)[0] if boxes else read_manifest(cohort)
+    write_csv(out / "cohort.csv", output_manifest(given, cohort, out, done))
     seg_df = pd.DataFrame(done.segments, columns=["case_id", "modality", "roi_source", "mask", "frame_index",
                                                   "time_s", "area_px", "agreement", "review"])
     write_csv(out / "segments.csv", seg_df)
@@ -184,7 +190,8 @@ def segment_predict(cohort: str | Path, model: str | Path, out: str | Path, devi
             contour_sheet(done.tiles[i:i + SHEET_TILES]).save(tmp, format="PNG")
     counts = {s: sum(v == s for v in done.sources.values()) for s in SOURCES}
     n_review = int(seg_df["review"].sum()) if len(seg_df) else 0
-    write_json(out / "summary.json", {"version": 1, "model": str(model.resolve()), "cohort": str(cohort.resolve()),
+    write_json(out / "summary.json", {"version": 1, "kind": PREDICT_KIND, "model": str(model.resolve()),
+                                      "model_sha256": sha256_file(model / RECORD_NAME), "cohort": str(cohort.resolve()),
                                       "roi_sources": counts, "review": n_review, "review_below": review_below,
                                       "failed": len(fail_df), "segmenter_cv": rec.cv})
     return PredictSummary(out, counts, n_review, fail_df)

@@ -1,8 +1,9 @@
 """``MODEL/segmenter.json``: the typed, versioned record of a trained segmenter (this stage owns it).
 
 It says how to rebuild and feed the fold models, where the encoder's starting weights came from,
-which cases' masks trained it (``trained_on``) and which cases were the test split then
-(``test_cases``: none of them may be in ``trained_on``), and the cross-validated Dice, IoU and HD95.
+which cases' masks trained it (``trained_on``, each picture's patient group in ``pictures``) and which
+cases were the test split then (``test_cases``: none of them may be in ``trained_on``), and the
+cross-validated Dice, IoU and HD95, pooled (``cv``) and per fold (``cv_folds``).
 """
 
 from __future__ import annotations
@@ -36,10 +37,11 @@ class SegmenterRecord(BaseModel):
     cohort: str
     cohort_sha256: str
     trained_on: list[str]  # case ids whose masks trained the fold models (training split only)
-    pictures: list[dict]  # case_id, modality, fold
+    pictures: list[dict]  # case_id, modality, fold, group (the patient; records before it: none)
     test_cases: list[str]  # the cohort's test-split cases at training time
     cv: dict  # {mode: pooled summary}
     failures: list[dict] = []
+    cv_folds: dict = {}  # {mode: [per-fold summary]} (records before it: {})
 
     @model_validator(mode="after")
     def _no_test_mask(self):
@@ -47,6 +49,11 @@ class SegmenterRecord(BaseModel):
         if seen:
             raise ValueError(f"test-split case(s) {', '.join(seen[:5])} among the cases that trained it")
         return self
+
+    def patients(self) -> dict[str, str]:
+        """case id -> patient group of every case that trained it (the case id where the record has no group)."""
+        groups = {str(p.get("case_id")): str(p.get("group") or p.get("case_id")) for p in self.pictures}
+        return {c: groups.get(c, c) for c in self.trained_on}
 
 
 def write_record(folder: Path, rec: SegmenterRecord) -> Path:

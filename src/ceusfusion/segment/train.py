@@ -262,5 +262,7 @@ def make_record(p: Plan, st: SegmentSettings, cv: dict) -> SegmenterRecord:
         fold_files=[fold_file(k) for k in range(st.folds)], settings=st.model_dump(), weights=p.weights.record,
         cohort=str(p.cohort.resolve()), cohort_sha256=sha256_file(p.cohort),
         trained_on=sorted({s.case_id for s in p.samples}),
-        pictures=[{"case_id": s.case_id, "modality": s.modality, "fold": int(f)} for s, f in zip(p.samples, p.fold)],
-        test_cases=p.test_cases, cv={m: v["pooled"] for m, v in cv.items()}, failures=p.failures)
+        pictures=[{"case_id": s.case_id, "modality": s.modality, "fold": int(f), "group": s.group}
+                  for s, f in zip(p.samples, p.fold)],
+        test_cases=p.test_cases, cv={m: v["pooled"] for m, v in cv.items()}, failures=p.failures,
+        cv_folds={m: v["folds"] for m, v in cv.items()})

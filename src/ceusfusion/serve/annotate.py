@@ -6,6 +6,10 @@ and accept. Every answer rewrites BOXES.csv atomically at once (``serve.boxes``)
 of the page, resumes at the first case without an answer. The manifest is only read: ``--out`` may not be
 it, and a file there that this tool did not write is refused unless ``--force`` (``core.fsutil.claim``).
 
+With ``--segmenter MODEL`` (a ``segment train`` folder, loaded once before the page listens), the page draws the
+segmenter's proposal for the picture shown (``serve.proposal``: box-prompted from the user's box, automatic
+otherwise, exactly what ``segment predict`` makes of the saved answer); a key accepts it, a new box redoes it.
+
 The same stack and guards as ``serve``: loopback only (Host check), POSTs from the page's own Origin only,
 slow clients cut off, strict CSP, no path of the disk in a message beyond the manifest's own relative paths.
 """
@@ -70,9 +74,14 @@ class Annotator:
     """The cohort's cases, the answers so far, and a few cases' decoded pictures."""
 
     def __init__(self, cohort: str | Path, out: str | Path, force: bool = False, warn: Callable[[str], None] = print,
-                 frames: int = 240):
+                 frames: int = 240, segmenter: str | Path | None = None):
         self.cohort, self.out, self.frames = Path(cohort), Path(out), frames
         self.cases = cohort_cases(self.cohort)
+        self.proposer = None
+        if segmenter is not None:  # loaded before out is claimed: a bad MODEL folder is one line and leaves no file
+            from ceusfusion.serve.proposal import Proposer  # torch loads only for --segmenter
+
+            self.proposer = Proposer(segmenter)
         claim(self.out.parent, files=[self.out], force=force, inputs=[self.cohort])
         answers, rows, warnings = read_answers(self.out)
         ids = [c["case_id"] for c in self.cases]
@@ -95,7 +104,20 @@ class Annotator:
     def overview(self) -> dict:
         return {"cases": [{"case_id": c["case_id"], "image": c["image"] is not None, "video": c["video"] is not None,
                            "answer": self._answer(c)} for c in self.cases],
-                "resume": self.resume(), "done": len(self.answers), "total": len(self.cases), "out": self.out.name}
+                "resume": self.resume(), "done": len(self.answers), "total": len(self.cases), "out": self.out.name,
+                "segmenter": self.proposer.summary() if self.proposer else None}
+
+    def proposal(self, i: int, modality: str, box, t) -> dict:
+        """The segmenter's proposal for case ``i``'s still or clip frame (``box`` "x,y,w,h" or None; ``t`` the
+        clip frame's time in seconds, default 0)."""
+        case = self.case(i)
+        if self.proposer is None:
+            raise UploadError("no segmenter: start `ceusfusion annotate` with --segmenter MODEL", 404)
+        if modality not in ("image", "video") or case[modality] is None:
+            raise UploadError(f"case {case['case_id']}: no {modality[:20]} in the manifest", 404)
+        box = parse_box(box, f"case {case['case_id']}: {modality}_box")
+        t = parse_time(t, f"case {case['case_id']}: t") if modality == "video" else None
+        return self.proposer.answer(self.cohort, case, modality, box, 0.0 if t is None else t)
 
     def _answer(self, c: dict) -> dict | None:
         a = self.answers.get(c["case_id"])
@@ -245,15 +267,21 @@ def _routes(ann: Annotator, page: str, assets: dict, limits: Limits) -> list[Rou
     async def clip_frame(request: Request) -> Response:
         return await guarded(frame, request.path_params["i"], request.path_params["k"])
 
+    async def proposal(request: Request) -> Response:
+        q = request.query_params
+        return await guarded(ann.proposal, request.path_params["i"], request.path_params["modality"], q.get("box"), q.get("t"))
+
     return [Route("/", index), Route("/static/{name}", static), Route("/favicon.ico", no_icon),
+            Route("/api/case/{i:int}/proposal/{modality}", proposal),
             Route("/api/cases", cases), Route("/api/case/{i:int}", info), Route("/api/case/{i:int}", answer, methods=["POST"]),
             Route("/api/case/{i:int}/image", still), Route("/api/case/{i:int}/frame/{k:int}", clip_frame)]
 
 
 def create_annotate_app(cohort: str | Path, out: str | Path, force: bool = False, warn: Callable[[str], None] = print,
-                        limits: Limits = Limits(), frames: int = 240) -> Starlette:
-    """The annotate app: the cohort read, ``out`` claimed and its answers read back, before anything listens."""
-    ann = Annotator(cohort, out, force=force, warn=warn, frames=frames)
+                        limits: Limits = Limits(), frames: int = 240, segmenter: str | Path | None = None) -> Starlette:
+    """The annotate app: the cohort read, the segmenter loaded, ``out`` claimed and its answers read back, before
+    anything listens."""
+    ann = Annotator(cohort, out, force=force, warn=warn, frames=frames, segmenter=segmenter)
     assets_dir = package_files("ceusfusion.serve") / "static"
     assets = {name: (assets_dir / name).read_bytes() for name in STATIC}
     page = Template((assets_dir / "annotate.html").read_text(encoding="utf-8")).substitute(
@@ -269,12 +297,13 @@ def create_annotate_app(cohort: str | Path, out: str | Path, force: bool = False
 
 
 def annotate(cohort: str | Path, out: str | Path, port: int = 8000, force: bool = False,
-             warn: Callable[[str], None] = print, limits: Limits = Limits()) -> None:
-    """`ceusfusion annotate`: check the cohort and BOXES.csv, then serve the page on this computer only."""
+             warn: Callable[[str], None] = print, limits: Limits = Limits(), segmenter: str | Path | None = None) -> None:
+    """`ceusfusion annotate`: check the cohort, the segmenter and BOXES.csv, then serve the page on this computer only."""
     if not 0 <= port <= 65535:
         raise CeusError(f"--port {port}: not a TCP port (0-65535)")
-    app = create_annotate_app(cohort, out, force=force, warn=warn, limits=limits)
+    app = create_annotate_app(cohort, out, force=force, warn=warn, limits=limits, segmenter=segmenter)
     ann = app.state.annotator
+    seg = f"; proposals from the segmenter {ann.proposer.model}" if ann.proposer else ""
     warn(f"ceusfusion annotate: {len(ann.cases)} cases, {len(ann.answers)} answered; answers go to {ann.out} "
-         f"(each at once); open http://127.0.0.1:{port}/ (Ctrl+C stops)")
+         f"(each at once){seg}; open http://127.0.0.1:{port}/ (Ctrl+C stops)")
     listen(app, "127.0.0.1", port, limits)

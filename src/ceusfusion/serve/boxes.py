@@ -37,13 +37,18 @@ class Answer:
     def row(self, case_id: str) -> dict:
         t = self.video_box_time if self.video_box is not None else None
         return {"case_id": case_id, "image_box": box_text(self.image_box), "video_box": box_text(self.video_box),
-                "video_box_time": "" if t is None else f"{math.floor(t * 1000) / 1000:.3f}"}
+                "video_box_time": "" if t is None else written_time(t)}
 
     def record(self) -> dict:
         """What the page shows (JSON)."""
         return {"image_box": None if self.image_box is None else list(self.image_box),
                 "video_box": None if self.video_box is None else list(self.video_box),
                 "video_box_time": self.video_box_time if self.video_box is not None else None}
+
+
+def written_time(t: float) -> str:
+    """A box's time as the file holds it: to the millisecond, rounded down (the reader takes the nearest frame)."""
+    return f"{math.floor(t * 1000) / 1000:.3f}"
 
 
 def box_text(box: XYWH | None) -> str:

@@ -41,7 +41,8 @@ def model_card(bundle: Path, meta: dict) -> dict:
                    "ceusfusion": meta.get("ceusfusion"), "card_recorded": card is not None,
                    "intended_use": (card or {}).get("intended_use") or RESEARCH_ONLY,
                    "cohort": (card or {}).get("cohort"), "ci_method": (card or {}).get("ci_method"),
-                   "thresholds": meta.get("thresholds"), "models": _model_entries(meta, card)})
+                   "thresholds": meta.get("thresholds"), "models": _model_entries(meta, card),
+                   "roi_sources": (card or {}).get("roi_sources"), "segmenters": (card or {}).get("segmenters")})
 
 
 def _num(v, digits: int = 3) -> str:
@@ -79,6 +80,25 @@ def outcome_html(outcome: Outcome) -> str:
             f"{html.escape(outcome.intervention)}.</p>")
 
 
+def rois_html(card: dict) -> str:
+    """Where the training cohort's ROIs came from, and the segmenter behind its predicted masks (its CV Dice, what
+    trained it, whether a test-split mask did)."""
+    rows = [f"<li>{html.escape(pic)}: " + ", ".join(f"{html.escape(src.replace('_', ' '))} "
+                                                    f"{sum(int(v) for v in per.values())}" for src, per in by.items())
+            + "</li>" for pic, by in (card.get("roi_sources") or {}).items()]
+    for s in card.get("segmenters") or []:
+        if s.get("problem"):
+            rows.append(f"<li>segmenter: {html.escape(s['problem'])}</li>")
+            continue
+        dice = "; ".join(f"{html.escape(str(r['mode']))} {_num(r.get('Dice'))}" for r in s.get("cv") or [])
+        leak = s.get("test_cases_in_training") or [t for t, _ in s.get("test_patients_in_training") or []]
+        rows.append(f"<li>segmenter {html.escape(str(s.get('model')))}: trained on {s.get('trained_cases')} cases of "
+                    f"{s.get('trained_patients')} patients; cross-validated Dice {dice or NOT_RECORDED}; "
+                    + (f"<b>test-split case(s) {html.escape(', '.join(leak[:5]))} among its training</b>" if leak
+                       else "no test-split case or patient among its training") + "</li>")
+    return f"<p>Regions of interest:</p><ul class='card-rois'>{''.join(rows)}</ul>" if rows else ""
+
+
 def card_html(card: dict) -> str:
     """The card as server-rendered HTML (every value escaped): the page needs no script to show it."""
     rows = []
@@ -96,7 +116,7 @@ def card_html(card: dict) -> str:
              "<th>training CV AUC</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
     outcome = Outcome.from_record(card.get("outcome"))
     return (f"<p class='research'><strong>{html.escape(card['intended_use'])}</strong></p>" + outcome_html(outcome)
-            + _cohort_html(card.get("cohort"), outcome.positive) + table
+            + _cohort_html(card.get("cohort"), outcome.positive) + rois_html(card) + table
             + f"<p class='muted'>Thresholds: {html.escape(card.get('thresholds') or NOT_RECORDED)}. "
               f"Bundle id <code>{html.escape(card['bundle_sha256'])}</code>, exported {html.escape(card.get('created') or NOT_RECORDED)} "
               f"with ceusfusion {html.escape(card.get('ceusfusion') or NOT_RECORDED)}.</p>")
