@@ -13,6 +13,8 @@ import SimpleITK as sitk
 from cli_run import exit_code
 from ingest_fixtures import write_sitk_mask, write_video
 from PIL import Image
+from segment_fixtures import box_text as box_of
+from segment_fixtures import nodule
 
 import ceusfusion.segment.data as segdata
 from ceusfusion.core.fsutil import sha256_file
@@ -23,23 +25,6 @@ from ceusfusion.segment.metrics import dice
 from ceusfusion.segment.predict import write_nifti
 from ceusfusion.segment.record import read_record
 from ceusfusion.segment.train import SegmentSettings, segment_train
-
-H, W = 72, 88
-
-
-def nodule(rng):
-    """A speckled frame with a bright elliptic nodule, and its mask."""
-    cy, cx = rng.uniform(22, H - 22), rng.uniform(24, W - 24)
-    ry, rx = rng.uniform(8, 15), rng.uniform(9, 18)
-    yy, xx = np.mgrid[:H, :W]
-    m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
-    img = np.clip(rng.normal(60, 18, (H, W)) + 110 * m, 0, 255).astype(np.uint8)
-    return img, m
-
-
-def box_of(m):
-    ys, xs = np.nonzero(m)
-    return f"{xs.min()},{ys.min()},{xs.max() - xs.min() + 1},{ys.max() - ys.min() + 1}"
 
 
 def make_cohort(root):

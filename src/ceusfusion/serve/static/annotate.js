@@ -1,5 +1,5 @@
 // ceusfusion annotate: the page's script. Everything comes from, and goes to, the JSON API
-// (/api/cases, /api/case/I, POST /api/case/I), so anything it does can be scripted.
+// (/api/cases, /api/case/I, POST /api/case/I, /api/case/I/proposal/M), so anything it does can be scripted.
 "use strict";
 
 const MODALITIES = ["image", "video"];
@@ -9,6 +9,11 @@ let info = null;
 let boxes = { image: null, video: null };
 let videoTime = null;
 let lastTouched = null;
+let segmenter = null;  // the overview's segmenter (annotate --segmenter), null without one
+let proposals = { image: null, video: null };
+const proposalSeq = { image: 0, video: 0 };
+let frameTimer = null;
+const SVG = "http://www.w3.org/2000/svg";
 
 function $(sel, root) { return (root || document).querySelector(sel); }
 
@@ -77,9 +82,11 @@ async function openCase(i) {
   const a = info.answer || {};
   boxes = { image: a.image_box || null, video: a.video_box || null };
   videoTime = a.video_box_time === undefined ? null : a.video_box_time;
+  proposals = { image: null, video: null };
   for (const m of MODALITIES) showPanel(m);
   document.body.dataset.case = String(i);
   setState("ready");
+  for (const m of MODALITIES) refreshProposal(m);
 }
 
 function showPanel(m) {
@@ -101,7 +108,7 @@ function showPanel(m) {
     slider.value = String(videoTime === null ? 0 : nearestFrame(pic.times, videoTime));
     showFrame();
   }
-  img.onload = () => drawRect(m);
+  img.onload = () => { drawRect(m); drawProposal(m); };
   drawRect(m);
 }
 
@@ -109,6 +116,73 @@ function showFrame() {
   const k = Number($("#frame").value);
   $("#panel-video img").src = `/api/case/${info.index}/frame/${k}`;
   $("#frame-time").textContent = `frame ${k + 1} of ${info.video.times.length}, ${info.video.times[k].toFixed(2)} s`;
+  if (segmenter && !boxes.video) {  // the automatic proposal follows the frame shown
+    clearTimeout(frameTimer);
+    frameTimer = setTimeout(() => refreshProposal("video"), 200);
+  }
+}
+
+// ------------------------------------------------------------------ the segmenter's proposal
+
+function proposalPath(m) {
+  const q = new URLSearchParams();
+  if (boxes[m]) q.set("box", boxes[m].join(","));
+  if (m === "video") q.set("t", String(proposalTime()));
+  return `/api/case/${info.index}/proposal/${m}?${q}`;
+}
+
+function proposalTime() {
+  return boxes.video && videoTime !== null ? videoTime : info.video.times[Number($("#frame").value)];
+}
+
+async function refreshProposal(m) {
+  if (!segmenter || !info || !info[m] || info[m].error) return;
+  const seq = ++proposalSeq[m];
+  const i = info.index;
+  const t = m === "video" ? proposalTime() : null;
+  proposals[m] = null;
+  $(`#stage-${m}`).dataset.proposal = "loading";
+  drawProposal(m);
+  let p;
+  try {
+    p = await api(proposalPath(m));
+    p.sentTime = t;
+  } catch (err) {
+    p = { error: err.message };
+  }
+  if (seq !== proposalSeq[m] || !info || info.index !== i) return;  // a newer box, frame or case meanwhile
+  proposals[m] = p;
+  $(`#stage-${m}`).dataset.proposal = p.error ? "error" : (p.box ? "ready" : "empty");
+  drawProposal(m);
+}
+
+function drawProposal(m) {
+  const svg = $(`#stage-${m} svg`);
+  const val = $(`#prop-${m}`);
+  const p = proposals[m];
+  svg.textContent = "";
+  val.hidden = !segmenter;
+  if (!p) { svg.setAttribute("hidden", ""); val.textContent = segmenter ? "segmenter: working..." : ""; return; }
+  if (p.error || !p.box) {
+    svg.setAttribute("hidden", "");
+    val.textContent = `segmenter: ${p.error || p.note}`;
+    return;
+  }
+  svg.removeAttribute("hidden");
+  svg.setAttribute("viewBox", `0 0 ${p.width} ${p.height}`);
+  svg.setAttribute("preserveAspectRatio", "none");
+  for (const c of p.contour) {
+    const poly = document.createElementNS(SVG, "polygon");
+    poly.setAttribute("points", c.map((q) => q.join(",")).join(" "));
+    svg.appendChild(poly);
+  }
+  if (p.mode === "auto") {  // the suggested box: what `a` writes to the boxes file
+    const r = document.createElementNS(SVG, "rect");
+    [["x", 0], ["y", 1], ["width", 2], ["height", 3]].forEach(([k, j]) => r.setAttribute(k, String(p.box[j])));
+    svg.appendChild(r);
+  }
+  const at = m === "video" ? ` at ${Number(p.time).toFixed(2)} s` : "";
+  val.textContent = `segmenter (${p.mode_words}${at}): suggested box ${boxText(p.box)}, folds agree ${p.agreement.toFixed(2)}; a accepts`;
 }
 
 function drawRect(m) {
@@ -166,6 +240,7 @@ function startDrag(m, ev) {
     move(e);
     stage.removeEventListener("pointermove", move);
     stage.removeEventListener("pointerup", end);
+    refreshProposal(m);  // redo: box-prompted from the new box
   };
   stage.addEventListener("pointermove", move);
   stage.addEventListener("pointerup", end);
@@ -180,6 +255,25 @@ function setBox(m, b) {
 }
 
 // ------------------------------------------------------------------ answers and navigation
+
+function clearBox(m) {
+  setBox(m, null);
+  refreshProposal(m);
+}
+
+async function acceptProposal() {
+  // each picture without a box of the user's takes the proposal's box (a user's box prompted the proposal)
+  if (!segmenter || current < 0 || document.body.dataset.state === "saving") return;
+  if (MODALITIES.some((m) => info && info[m] && !info[m].error && !proposals[m])) return;  // one still on its way
+  for (const m of MODALITIES) {
+    const p = proposals[m];
+    if (!boxes[m] && p && p.box) {
+      boxes[m] = p.box.slice();
+      if (m === "video") videoTime = p.sentTime;
+    }
+  }
+  await accept();
+}
 
 async function accept() {
   if (current < 0 || document.body.dataset.state === "saving") return;
@@ -213,24 +307,29 @@ function onKey(ev) {
   else if (ev.key === "p" || (ev.key === "ArrowLeft" && !onSlider)) openCase(current - 1);
   else if (ev.key === ".") stepFrame(1);
   else if (ev.key === ",") stepFrame(-1);
-  else if ((ev.key === "Delete" || ev.key === "Backspace") && lastTouched) setBox(lastTouched, null);
+  else if (ev.key === "a") acceptProposal();
+  else if ((ev.key === "Delete" || ev.key === "Backspace") && lastTouched) clearBox(lastTouched);
 }
 
 async function start() {
   setState("loading");
   for (const m of MODALITIES) {
     $(`#stage-${m}`).addEventListener("pointerdown", (ev) => startDrag(m, ev));
-    $(`.clear[data-modality="${m}"]`).addEventListener("click", () => setBox(m, null));
+    $(`.clear[data-modality="${m}"]`).addEventListener("click", () => clearBox(m));
   }
   $("#frame").addEventListener("input", showFrame);
   $("#prev").addEventListener("click", () => openCase(current - 1));
   $("#next").addEventListener("click", () => openCase(current + 1));
   $("#accept").addEventListener("click", accept);
+  $("#accept-proposal").addEventListener("click", acceptProposal);
   document.addEventListener("keydown", onKey);
   window.addEventListener("resize", () => MODALITIES.forEach(drawRect));
   try {
     const ov = await api("/api/cases");
     cases = ov.cases;
+    segmenter = ov.segmenter;
+    $("#accept-proposal").hidden = !segmenter;
+    $("#segmenter-keys").hidden = !segmenter;
     renderList(ov.done, ov.total);
     await openCase(ov.resume);
   } catch (err) {
