@@ -153,6 +153,7 @@ async function refreshProposal(m) {
   if (seq !== proposalSeq[m] || !info || info.index !== i) return;  // a newer box, frame or case meanwhile
   proposals[m] = p;
   $(`#stage-${m}`).dataset.proposal = p.error ? "error" : (p.box ? "ready" : "empty");
+  $(`#stage-${m}`).dataset.mode = p.mode || "";
   drawProposal(m);
 }
 
