@@ -245,7 +245,7 @@ def segmenter_facts_check(f: SegmenterFacts, cohort: pd.DataFrame) -> tuple[bool
     """One segmenter's record against the run's test split: (holds, why)."""
     name = Path(f.model).name if f.model else Path(f.folder).name
     if f.problem:
-        return False, f"{len(f.pictures)} predicted mask(s) from {Path(f.folder).name}: {f.problem}; {UNKNOWN_SEGMENTER}"
+        return False, f"{len(f.pictures)} predicted mask(s) from {Path(f.folder).name}: {f.problem_in_words()}; {UNKNOWN_SEGMENTER}"
     o = overlap_with_test(f, cohort)
     parts = []
     if o.cases:

@@ -112,7 +112,7 @@ def test_no_predicted_mask_is_not_applicable_and_a_lost_record_is_unknown(seg):
     record_link(run)
     check = safeguards(run)[CHECK]
     assert check["ok"] is False and "no summary.json of `segment predict`" in check["reason"]
-    assert "unknown" in check["reason"] and "\n" not in check["reason"]
+    assert "unknown" in check["reason"] and "\n" not in check["reason"] and str(seg["root"]) not in check["reason"]
     RunLayout(run).segmenter_link.unlink()  # a run prepared before links were recorded
     assert safeguards(run)[CHECK]["ok"] is False and "recorded no link" in safeguards(run)[CHECK]["reason"]
 
@@ -128,4 +128,6 @@ def test_a_retrained_segmenter_is_not_the_one_that_made_the_masks(seg):
     summary.write_text(json.dumps(data))
     (f,) = record_link(run).segmenters
     assert "changed after `segment predict`" in f.problem and "retrained" in f.problem
-    assert safeguards(run)[CHECK]["ok"] is False
+    check = safeguards(run)[CHECK]
+    assert check["ok"] is False and "model_copy/segmenter.json changed" in check["reason"]
+    assert str(seg["root"]) not in check["reason"] and str(seg["root"]) not in write_report(run).read_text()

@@ -321,18 +321,10 @@ def segmenter_card(layout: RunLayout) -> list[dict]:
         o = overlap_with_test(f, cohort) if not f.problem else None
         out.append({"model": Path(f.model).name if f.model else None, "record_sha256": f.record_sha256,
                     "encoder": f.encoder, "pictures": len(f.pictures), "trained_cases": len(f.trained_on),
-                    "trained_patients": f.n_patients(), "cv": cv_rows(f), "problem": _without_paths(f.problem, f.folder, f.model),
+                    "trained_patients": f.n_patients(), "cv": cv_rows(f), "problem": f.problem_in_words(),
                     "test_cases_in_training": None if o is None else o.cases,
                     "test_patients_in_training": None if o is None else [list(p) for p in o.patients]})
     return out
-
-
-def _without_paths(text: str | None, *paths: str | None) -> str | None:
-    """``text`` with each path shortened to its last name: a card travels, the disk's layout stays here."""
-    for p in paths:
-        if text and p:
-            text = text.replace(str(Path(p) / "segmenter.json"), f"{Path(p).name}/segmenter.json").replace(p, Path(p).name)
-    return text
 
 
 def finite(obj):

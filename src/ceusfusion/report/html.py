@@ -102,7 +102,7 @@ def segmenter_paragraph(run: Path) -> str:
     parts = []
     for f in link.segmenters if link else []:
         if f.problem:
-            parts.append(note(f"{len(f.pictures)} predicted mask(s): {f.problem}."))
+            parts.append(note(f"{len(f.pictures)} predicted mask(s): {f.problem_in_words()}."))
             continue
         folds = max((len(v) for v in f.cv_folds.values()), default=0)
         parts.append(para(

@@ -63,6 +63,15 @@ class SegmenterFacts(BaseModel):
     def n_patients(self) -> int:
         return len(set(self.patients.values()))
 
+    def problem_in_words(self) -> str | None:
+        """The problem with the folders' paths shortened to their names: a report and a card travel, the disk's
+        layout stays here."""
+        text = self.problem
+        for p in sorted(filter(None, (self.folder, self.model)), key=len, reverse=True):  # the longer first
+            if text:
+                text = text.replace(p, Path(p).name)
+        return text
+
 
 class SegmenterLink(BaseModel):
     model_config = ConfigDict(extra="forbid")
