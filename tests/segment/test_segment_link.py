@@ -80,6 +80,8 @@ def test_a_segmenter_trained_on_training_cases_gets_the_tick_and_its_dice_in_the
     assert f"{rec.cv['box']['dice']:.3f}" in html and "box-prompted" in html and "Dice per fold" in html
     assert f"{rec.cv_folds['box'][0]['dice']:.3f}, {rec.cv_folds['box'][1]['dice']:.3f}" in html
     assert "<span class=ok>✔</span> <b>" + CHECK in html
+    rois = html[html.index("region of interest came from"):html.index("mask(s) were predicted by")]
+    assert "predicted mask box" in rois and ".000" not in rois  # case counts, not 0.000
     card = segmenter_card(RunLayout(run))
     assert card[0]["trained_cases"] == 24 and card[0]["test_cases_in_training"] == [] and card[0]["model"] == "model"
     assert str(seg["root"]) not in json.dumps(card)  # a card travels: no path of this disk

@@ -90,6 +90,8 @@ def roi_sources_table(run: Path) -> str:
     if not rows:
         return ""
     df = pd.DataFrame(rows).fillna(0)
+    counts_cols = [c for c in df.columns if c not in ("picture", "ROI from")]
+    df[counts_cols] = df[counts_cols].astype(int)  # a set without a source is 0 cases, not 0.000
     return para("Where each prepared case's region of interest came from (cases per set):") + _table(df)
 
 
