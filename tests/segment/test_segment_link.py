@@ -17,7 +17,10 @@ import pytest
 from cli_run import exit_code
 from segment_fixtures import box_text, nodule_cohort, train_segmenter
 
+from ceusfusion.config import parse_config
+from ceusfusion.core.fsutil import sha256_file
 from ceusfusion.core.runlayout import RunLayout
+from ceusfusion.demo import demo_config
 from ceusfusion.deploy.export import segmenter_card
 from ceusfusion.ingest.prepare import prepare
 from ceusfusion.report.html import write_report
@@ -26,6 +29,7 @@ from ceusfusion.segment.link import read_link, record_link
 from ceusfusion.segment.predict import segment_predict
 from ceusfusion.segment.record import read_record
 from ceusfusion.serve.card import rois_html
+from ceusfusion.study import Study
 
 CHECK = "no test-split mask trained the segmenter"
 
@@ -38,7 +42,7 @@ def seg(module_tmp_factory):
     return {"root": root, "cohort": cohort, "truth": truth, "model": model}
 
 
-def predicted_run(seg, name: str, edit, via_cli: bool = False):
+def predicted_run(seg, name: str, edit, via: str = "library"):
     """A run prepared from `segment predict`'s manifest: ``edit(df)`` makes the manifest it segments (the cases
     without a mask get one, box-prompted from their mask's box)."""
     df = pd.read_csv(seg["cohort"], dtype=str)
@@ -48,8 +52,10 @@ def predicted_run(seg, name: str, edit, via_cli: bool = False):
     df.to_csv(manifest, index=False)
     out, run = seg["root"] / f"{name}_masks", seg["root"] / f"{name}_run"
     segment_predict(manifest, seg["model"], out, device="cpu")
-    if via_cli:
+    if via == "cli":
         assert exit_code(["prepare", str(out / "cohort.csv"), "--out", str(run), "--size", "32"]) == 0
+    elif via == "study":  # the study's prepare stage, as `ceusfusion study` runs it
+        Study(parse_config(demo_config(run, out / "cohort.csv", quick=True)), progress=False)._prepare()
     else:
         prepare(out / "cohort.csv", run, progress=False)
         record_link(run)
@@ -64,7 +70,7 @@ def without_masks(cases):
 
 
 def test_a_segmenter_trained_on_training_cases_gets_the_tick_and_its_dice_in_the_report(seg, capsys):
-    run = predicted_run(seg, "clean", without_masks(["c20", "c21", "c24", "c25", "c26", "c27"]), via_cli=True)
+    run = predicted_run(seg, "clean", without_masks(["c20", "c21", "c24", "c25", "c26", "c27"]), via="cli")
     assert "6 predicted mask(s) from the segmenter" in capsys.readouterr().out
     link = read_link(run)
     (f,) = link.segmenters
@@ -133,3 +139,10 @@ def test_a_retrained_segmenter_is_not_the_one_that_made_the_masks(seg):
     check = safeguards(run)[CHECK]
     assert check["ok"] is False and "model_copy/segmenter.json changed" in check["reason"]
     assert str(seg["root"]) not in check["reason"] and str(seg["root"]) not in write_report(run).read_text()
+
+
+def test_the_studys_prepare_stage_records_the_link_too(seg):
+    run = predicted_run(seg, "study", without_masks(["c26"]), via="study")
+    (f,) = read_link(run).segmenters
+    assert f.pictures == ["c26 image"] and f.record_sha256 == sha256_file(seg["model"] / "segmenter.json")
+    assert safeguards(run)[CHECK]["ok"] is True
