@@ -3,8 +3,9 @@
 A tick that only tests whether a file exists asserts a safeguard; these read the facts the stages
 wrote (the split and groups, the fold plans, the selection source, each model's selection rule,
 test scoring and loss weighting, the thresholds' source, the fusion CVs' groups, the pretraining
-provenance, the segmenter's training cases) and say why when one does not hold. Each check returns a :class:`Check`: ``ok`` is
-True, False, or None (the stage did not run or does not apply), with a reason a reader can act on.
+provenance, the segmenter's training cases) and say why when one does not hold. Each check returns a
+:class:`Check`: ``ok`` is True, False, or None (the stage did not run or does not apply), with a reason
+a reader can act on.
 """
 
 from __future__ import annotations
@@ -245,7 +246,8 @@ def segmenter_facts_check(f: SegmenterFacts, cohort: pd.DataFrame) -> tuple[bool
     """One segmenter's record against the run's test split: (holds, why)."""
     name = Path(f.model).name if f.model else Path(f.folder).name
     if f.problem:
-        return False, f"{len(f.pictures)} predicted mask(s) from {Path(f.folder).name}: {f.problem_in_words()}; {UNKNOWN_SEGMENTER}"
+        return False, (f"{len(f.pictures)} predicted mask(s) from {Path(f.folder).name}: {f.problem_in_words()}; "
+                       f"{UNKNOWN_SEGMENTER}")
     o = overlap_with_test(f, cohort)
     parts = []
     if o.cases:
@@ -280,7 +282,7 @@ def segmenter_check(layout: RunLayout) -> Check:
     bad = [why for ok, why in results if not ok]
     if bad:
         return Check(False, "; ".join(bad))
-    test = cohort[cohort["split"].astype(str) == "test"] if "split" in cohort.columns else cohort.iloc[:0]
+    test = cohort[cohort["split"].astype(str).str.strip() == "test"] if "split" in cohort.columns else cohort.iloc[:0]
     return Check(True, "; ".join(why for _, why in results)
                  + f" (checked against {len(test)} test-split cases of {groups_of(test).nunique()} patients)")
 
