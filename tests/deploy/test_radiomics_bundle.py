@@ -168,7 +168,7 @@ def test_a_changed_settings_file_or_a_hostile_model_is_refused(made, tmp_path):
 def _post(url: str, fields: dict) -> dict:
     """A multipart POST as the page sends it: files (paths) and text fields."""
     b = uuid.uuid4().hex
-    parts = [(f'name="{k}"; filename="{os.path.basename(v)}"', open(v, "rb").read()) if k != "clinical"
+    parts = [(f'name="{k}"; filename="{os.path.basename(v)}"', open(v, "rb").read()) if k not in ("clinical", "box")
              else (f'name="{k}"', v.encode()) for k, v in fields.items()]
     raw = b"".join(f"--{b}\r\nContent-Disposition: form-data; {h}\r\n\r\n".encode() + d + b"\r\n" for h, d in parts)
     req = urllib.request.Request(url, data=raw + f"--{b}--\r\n".encode(),
@@ -185,10 +185,15 @@ def test_serve_answers_with_the_radiomics_models(made):
         card = json.loads(urllib.request.urlopen(url + "/api/model", timeout=60).read())
         res = _post(url + "/api/predict", {"image": case["image"], "image_mask": case["image_mask"],
                                            "clinical": json.dumps({"age": case["age"]})})
+        boxed = _post(url + "/api/predict", {"image": case["image"], "box": json.dumps({"image": [4, 4, 30, 30]})})
     assert card["covariates"] == ["age"] and card["radiomics"]["n_features"] > 0
     assert {m["name"] for m in card["models"] if m["modality"] == "radiomics"} == set(COMPARED)
     for name in FUSED:
         assert res["models"][name]["prob"] == pytest.approx(want[name]["prob"], abs=1e-9), name
+    # a box drawn on the page is a box, not an outline: no shape features, so the models reading them say so
+    assert boxed["models"]["DL_image_resnet18"]["available"] and "covariate(s) age" in boxed["models"]["DL_image+clinical"]["reason"]
+    for name in COMPARED:
+        assert boxed["models"][name]["reason"].startswith("needs shape features of the still, which need a drawn nodule mask")
 
 
 def test_cohort_goes_on_past_a_hostile_roi(made, tmp_path):

@@ -3,8 +3,10 @@
 The bundle is verified once and each model loaded once (``deploy.predict.LoadedBundle``); each case then
 goes through exactly what ``predict`` does for one patient (``prepare_patient``, then ``score_patient``), so a
 case's probabilities are those of a one-patient ``predict``. Only the modalities the bundle has models for are
-read. A case whose file cannot be read fails alone: one line (``case <id>: <file>: <problem>``) and a row of
-``failures.csv``; the other cases go through.
+read (and the pictures the bundle's radiomics come from). A case whose file cannot be read fails alone: one line
+(``case <id>: <file>: <problem>``) and a row of ``failures.csv``; the other cases go through. A case whose
+radiomics cannot be computed (a one-pixel ROI), or that lacks a covariate a fused model reads (the manifest's
+column of that name), gets one such line naming the models it kept from scoring; its other models are scored.
 
 OUT holds, per bundled model, ``predictions/<model>.csv`` in the predictions contract that ``evaluate`` reads
 (``case_id, set, fold, y, prob, scoring`` and ``threshold``, ``class``, ``roi``; ``group`` when the manifest

@@ -6,7 +6,8 @@ versions, and a model card (``card.json``: the cohort's size, prevalence and cen
 model's test-set metrics at its locked threshold, and its training out-of-fold probabilities with their
 labels, sorted, without case ids, for ``ceusfusion serve`` to place a new patient among them). It holds
 no training table, but two fusion families keep training rows inside the fitted model: KNN its scaled
-selected features, the SVM its support vectors.
+selected features, the SVM its support vectors. A run with radiomics adds its settings and the Rad / DLR /
+DLR + clinical pipelines (``deploy.radiomics_bundle``), skops too.
 
 Tamper evidence, the manifest included. ``bundle.json`` lists a sha256 of every other file; the sha256
 of ``bundle.json`` itself is the *bundle id*, printed by export and written to ``bundle.json.sha256``

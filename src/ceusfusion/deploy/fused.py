@@ -208,13 +208,23 @@ def _missing(cols: list[str], have: dict, extras: PatientExtras, result: dict) -
     if rad and extras.radiomics is None:
         raise Unavailable(f"radiomics: {extras.radiomics_problem or 'not computed'}", True)
     if rad:
-        shape = any("shape2d_" in c for c in rad)
-        why = ("shape features, which need a drawn nodule mask (a box or the whole frame has no outline)" if shape
-               else f"radiomics feature(s) {', '.join(rad[:3])}{' ...' if len(rad) > 3 else ''}")
-        raise Unavailable(f"needs {why}", True)
+        raise Unavailable(f"needs {' and '.join(_radiomics_lacking(rad))}", True)
     clin = [c.removeprefix(CLINICAL) for c in lacking]
     raise Unavailable(f"needs the clinical covariate(s) {', '.join(clin)} (predict --clinical NAME=VALUE, or the "
                       "manifest's column)", True)
+
+
+def _radiomics_lacking(rad: list[str]) -> list[str]:
+    """What the lacking radiomics columns need, in words: a picture not given, or a drawn mask for shape."""
+    out = []
+    for prefix, picture in (("img_", "the still"), ("kf_", "the CEUS video")):
+        cols = [c for c in rad if c.startswith(prefix)]
+        if any("shape2d_" not in c for c in cols):
+            out.append(f"the radiomics of {picture} (give {picture})")
+        elif cols:
+            out.append(f"shape features of {picture}, which need a drawn nodule mask (a box or the whole frame "
+                       "has no outline)")
+    return out or [f"radiomics feature(s) {', '.join(rad[:3])}"]
 
 
 def fused_row(fm: FusedModel, pipe, result: dict, feats: dict, extras: PatientExtras) -> pd.DataFrame:
