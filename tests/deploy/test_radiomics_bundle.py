@@ -210,6 +210,7 @@ def test_cohort_goes_on_past_a_hostile_roi(made, tmp_path):
     res = predict_cohort(bundle, tmp_path / "cohort.csv", tmp_path / "out", on_failure=lambda *a: lines.append(a))
     ids = list(test["case_id"])
     assert [c for c, _, _ in lines] == ids[:2] and all("\n" not in p for _, _, p in lines)
+    assert (res.summary["n_scored"], res.summary["n_failed"], res.summary["n_problems"]) == (2, 1, 2)
     assert "Rad, DLR, DLR+clinical not scored: radiomics: the ROI holds 1 pixel(s)" in lines[0][2]
     for name in COMPARED:
         df = pd.read_csv(tmp_path / "out" / "predictions" / f"{name}.csv", dtype={"case_id": str})

@@ -27,7 +27,8 @@ has one):
 - ``scoring`` is how the run scored its test cases (``refit on all training cases`` or
   ``mean of the fold models``).
 
-``summary.json`` records the bundle id (and whether it was pinned), the counts and the files written. Files
+``summary.json`` records the bundle id (and whether it was pinned), the counts (``n_failed``: cases no model
+scored; ``n_problems``: failures.csv's lines, a case's radiomics problem included) and the files written. Files
 are written atomically and only where ceusfusion may write (``core.fsutil.claim``: never over a file it did
 not create, never over an input).
 """
@@ -314,7 +315,7 @@ def _summary(lb: LoadedBundle, cohort: Path, df: pd.DataFrame, preds: dict, fail
     note = None if labelled else "some scored cases have no label: evaluate needs y on every row (add the label column)"
     return {"bundle": str(lb.path), "bundle_sha256": lb.meta["bundle_sha256"], "bundle_pinned": lb.meta["pinned"],
             "cohort": str(cohort), "set": EXTERNAL_SET, "n_cases": int(len(df)), "n_scored": n_scored,
-            "n_failed": int(len(fail_df)), "labelled": labelled, "note": note, "outcome": lb.outcome.record(),
+            "n_failed": int(len(df)) - n_scored, "n_problems": int(len(fail_df)), "labelled": labelled, "note": note, "outcome": lb.outcome.record(),
             "models": per_model,
             "thresholds": ("locked on the development cohort (its out-of-fold rows are the files' 'train' rows)"
                            if dev else "not carried: the files hold no development rows, so evaluate chooses them on the external cases"),
