@@ -330,7 +330,7 @@ def _fill(layout: RunLayout, tmp: Path, metrics: dict) -> None:
     models = _copy_models(layout, tmp, metrics)
     combined = _copy_fusion(layout, tmp, models, metrics)
     radiomics = export_radiomics(layout, tmp, [m["name"] for m in models.values()], lambda n: locked_threshold(metrics, n),
-                                 _feature_layers(layout, models), bool(combined and combined["radiomics"]))
+                                 lambda: _feature_layers(layout, models), bool(combined and combined["radiomics"]))
     _write_card(layout, tmp, models, combined, metrics, radiomics)
     params = json.loads(layout.keyframes.read_text())["params"]
     files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}

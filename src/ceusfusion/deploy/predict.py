@@ -2,10 +2,11 @@
 
 The patient's files are prepared with the bundle's recorded parameters, each model scores it the
 ensemble way (``models.ensemble.over_folds``: a case no fold model saw gets the refitted model's
-value, or the mean of the fold models), classes come from the thresholds locked on the training set, and each fused
-model (DL_combined, the radiomics comparison models) gets the same inputs it was fitted on (``deploy.fused``). Nothing is loaded before the bundle is verified (``deploy.export.load_bundle``:
-the manifest against the pinned id or its sidecar, every file against the manifest), and every file
-read is one the manifest lists (``bundle_file``), so no path leaves the bundle.
+value, or the mean of the fold models), classes come from the thresholds locked on the training set, and
+each fused model (DL_combined, the radiomics comparison models) gets the same inputs it was fitted on
+(``deploy.fused``). Nothing is loaded before the bundle is verified (``deploy.export.load_bundle``: the manifest
+against the pinned id or its sidecar, every file against the manifest), and every file read is one the
+manifest lists (``bundle_file``), so no path leaves the bundle.
 """
 
 from __future__ import annotations

@@ -75,7 +75,8 @@ def _comparison_entry(layout: RunLayout, tmp: Path, name: str, bundled: list[str
 def export_radiomics(layout: RunLayout, tmp: Path, bundled: list[str], threshold, layers: dict,
                      combined_reads_radiomics: bool) -> dict | None:
     """bundle.json's ``radiomics`` block (settings file, feature layers, comparison models), its files written into
-    ``tmp``; None when the run has no radiomics a bundled model reads. ``threshold(name)``: the locked threshold."""
+    ``tmp``; None when the run has no radiomics a bundled model reads. ``threshold(name)``: the locked threshold;
+    ``layers()``: the deep models' feature layers (built only when there is radiomics)."""
     comparison = layout.radiomics / "comparison.json"
     names = list(json.loads(comparison.read_text()).get("models", {})) if comparison.is_file() else []
     names = [n for n in names if (layout.radiomics / "fusion" / n / "model.joblib").is_file()]
@@ -83,7 +84,7 @@ def export_radiomics(layout: RunLayout, tmp: Path, bundled: list[str], threshold
         return None
     write_settings(layout, tmp)
     models = [_comparison_entry(layout, tmp, n, bundled, threshold) for n in names]
-    return {"settings": SETTINGS_FILE, "feature_layers": layers, "models": models}
+    return {"settings": SETTINGS_FILE, "feature_layers": layers(), "models": models}
 
 
 def radiomics_files(path: Path, block: dict | None) -> list[str]:
