@@ -685,6 +685,8 @@ def predict(
     image_mask: Optional[Path] = typer.Option(None, "--image-mask", help="Nodule mask of the still."),
     video: Optional[Path] = typer.Option(None, "--video", help="CEUS video."),
     video_mask: Optional[Path] = typer.Option(None, "--video-mask", help="Nodule mask of the video."),
+    clinical: list[str] = typer.Option([], "--clinical", help="A clinical covariate NAME=VALUE, for a fused model that "
+                                       "reads covariates (DLR+clinical, say); repeat for each. With --cohort: the manifest's columns."),
     cohort: Optional[Path] = typer.Option(
         None, "--cohort", help="A cohort manifest (case_id, [label], image/video and masks): score every case, write "
         "predictions files for `evaluate` into --out (external validation)."),
@@ -703,8 +705,8 @@ def predict(
     With --cohort, every case of a manifest in one process (set 'external'), one line per failed case; exit 0
     when at least one case was scored."""
     if cohort is not None:
-        if image or video or image_mask or video_mask:
-            raise CeusError("--cohort scores the manifest's files: give no --image/--video/masks with it")
+        if image or video or image_mask or video_mask or clinical:
+            raise CeusError("--cohort scores the manifest's files and columns: give no --image/--video/masks/--clinical with it")
         if out is None:
             raise CeusError("--cohort needs --out (the folder for the predictions files)")
         return _predict_cohort(bundle, cohort, out, threads, expect_sha256, development_rows, force, as_json)
@@ -720,7 +722,7 @@ def predict(
         from ceusfusion.deploy.predict import predict as run_predict  # here: torch, after the worker started
 
         res = run_predict(bundle, image, image_mask, video, video_mask, out=out, threads=threads,
-                          expect_sha256=expect_sha256, fusion_worker=worker)
+                          expect_sha256=expect_sha256, fusion_worker=worker, clinical=_covariates(clinical))
     finally:
         if worker is not None:
             worker.close()
@@ -741,6 +743,19 @@ def predict(
         err_console.print(f"[yellow]warning[/yellow] {w}", highlight=False, soft_wrap=True)
     pin = "pinned" if res["bundle_pinned"] else "not pinned: pass --expect-sha256 with the id export printed"
     console.print(f"bundle id {res['bundle_sha256']} ({pin})", highlight=False, soft_wrap=True)
+
+
+def _covariates(pairs: list[str]) -> dict[str, str]:
+    """``--clinical NAME=VALUE`` options as {name: value}; a malformed or repeated one is one line."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, eq, value = pair.partition("=")
+        if not eq or not name.strip():
+            raise CeusError(f"--clinical {pair!r}: give NAME=VALUE (age=63, say)")
+        if name.strip() in out:
+            raise CeusError(f"--clinical {name.strip()} given twice")
+        out[name.strip()] = value.strip()
+    return out
 
 
 def _claim_prediction(bundle: Path, out: Path, force: bool, inputs: list) -> None:

@@ -2,7 +2,8 @@
 imports ``predict`` and builds a torchvision model (as predict does for a resnet18 bundle) has not imported timm,
 matplotlib, skops, scikit-learn or statsmodels (seconds of import each: timm only for timm models; skops and
 scikit-learn only to read a fusion model, which the command line does in a second process, deploy.fusion_worker;
-statsmodels and scipy.stats only for statistics, which predict never computes)."""
+statsmodels and scipy.stats only for statistics, which predict never computes; MIRP, ITK and scikit-image only for a
+bundle with radiomics, issue 27)."""
 
 from __future__ import annotations
 
@@ -20,8 +21,8 @@ from ceusfusion.models.registry import ModelRecord, build_from_config
 build_from_config(ModelRecord.from_dict({"name": "m", "modality": "video", "arch": "resnet18", "input_mode": "stack",
                                          "frames": 5, "frame_channels": 1, "image_size": 32, "crop": 32, "folds": 2,
                                          "pretrained": False}))
-print(json.dumps(sorted(m for m in ("timm", "matplotlib", "skops", "sklearn", "statsmodels", "scipy.stats")
-                        if m in sys.modules)))
+print(json.dumps(sorted(m for m in ("timm", "matplotlib", "skops", "sklearn", "statsmodels", "scipy.stats", "mirp",
+                                   "itk", "skimage") if m in sys.modules)))
 """
 
 

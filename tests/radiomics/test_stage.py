@@ -4,12 +4,16 @@ file reads through the fusion contract, the ROI source is recorded, a box ROI ge
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 from ceusfusion.core.fsutil import write_csv
+from ceusfusion.deploy.fused import RadiomicsSettings, patient_extras
+from ceusfusion.deploy.predict import prepare_patient
 from ceusfusion.fusion.features import read_features
 from ceusfusion.fusion.inputs import load_inputs
 from ceusfusion.ingest.prepare import PrepareParams, prepare
@@ -79,3 +83,24 @@ def test_icc_filter_is_recorded_and_seeded(stage):
     assert rec["icc_cases"] == 3 and rec["n_dropped_icc"] == int((~icc["kept"]).sum())
     assert (icc.loc[icc["kept"], "icc"] >= 0.75).all()
     assert rec["seconds_per_roi"] > 0 and rec["missing_families"] and "shape2d_area" in rec["not_ibsi"]
+
+
+def test_predict_computes_a_cases_row_as_the_stage_did(stage):
+    """A bundle's patient (deploy.fused) through prepare's keyframes and the stage's code: the still's and the CEUS
+    keyframes' features equal values.csv's row of that case (issue 27: predict scores radiomics models)."""
+    run, _, _, _, hostile = stage
+    values = pd.read_csv(run / "radiomics" / "values.csv", dtype={"case_id": str}).set_index("case_id")
+    cohort = pd.read_csv(run / "cohort.csv", dtype=str).set_index("case_id")
+    meta = {"prepare": json.loads((run / "prepared" / "keyframes.json").read_text())["params"]}
+    cols = [c for c in values.columns if c not in ("set", "y", "group")]
+    rs = RadiomicsSettings(CFG, tuple(cols))
+    case = next(c for c in values.index if c != hostile and not np.isnan(values.loc[c, "img_shape2d_area"]))
+    files = {k: cohort.loc[case, k] for k in ("image", "image_mask", "video", "video_mask")}
+    entries: dict = {}
+    prepare_patient(meta, **files, entries=entries)
+    extras = patient_extras(rs, files, entries)
+    assert extras.radiomics_problem is None and any(c.startswith("kf_peak_") for c in cols)
+    np.testing.assert_allclose([extras.radiomics[f"radiomics__{c}"] for c in cols], values.loc[case, cols].to_numpy(float),
+                               rtol=1e-9, atol=1e-12)
+    bad = patient_extras(rs, {**files, "image_mask": cohort.loc[hostile, "image_mask"]}, entries)
+    assert bad.radiomics is None and "1 pixel" in bad.radiomics_problem

@@ -3,8 +3,10 @@
 The bundle is verified once and each model loaded once (``deploy.predict.LoadedBundle``); each case then
 goes through exactly what ``predict`` does for one patient (``prepare_patient``, then ``score_patient``), so a
 case's probabilities are those of a one-patient ``predict``. Only the modalities the bundle has models for are
-read. A case whose file cannot be read fails alone: one line (``case <id>: <file>: <problem>``) and a row of
-``failures.csv``; the other cases go through.
+read (and the pictures the bundle's radiomics come from). A case whose file cannot be read fails alone: one line
+(``case <id>: <file>: <problem>``) and a row of ``failures.csv``; the other cases go through. A case whose
+radiomics cannot be computed (a one-pixel ROI), or that lacks a covariate a fused model reads (the manifest's
+column of that name), gets one such line naming the models it kept from scoring; its other models are scored.
 
 OUT holds, per bundled model, ``predictions/<model>.csv`` in the predictions contract that ``evaluate`` reads
 (``case_id, set, fold, y, prob, scoring`` and ``threshold``, ``class``, ``roi``; ``group`` when the manifest
@@ -25,7 +27,8 @@ has one):
 - ``scoring`` is how the run scored its test cases (``refit on all training cases`` or
   ``mean of the fold models``).
 
-``summary.json`` records the bundle id (and whether it was pinned), the counts and the files written. Files
+``summary.json`` records the bundle id (and whether it was pinned), the counts (``n_failed``: cases no model
+scored; ``n_problems``: failures.csv's lines, a case's radiomics problem included) and the files written. Files
 are written atomically and only where ceusfusion may write (``core.fsutil.claim``: never over a file it did
 not create, never over an input).
 """
@@ -43,6 +46,7 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import claim, was_created, write_csv, write_json
 from ceusfusion.core.runtime import threads as torch_threads
 from ceusfusion.deploy.export import MANIFEST, bundled_models, load_card
+from ceusfusion.deploy.fused import patient_extras
 from ceusfusion.deploy.predict import LoadedBundle, prepare_patient, roi_of, score_patient
 from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, read_manifest, validate_table
 from ceusfusion.models.train import SCORING_LABELS
@@ -104,7 +108,7 @@ def predict_cohort(bundle: str | Path, cohort: str | Path, out: str | Path, thre
     with torch_threads(threads):
         lb = LoadedBundle(bundle, expect_sha256=expect_sha256)
         df = read_cohort(cohort)
-        names = _model_names(lb.meta)
+        names = _model_names(lb)
         paths = {n: out / PREDICTIONS / f"{n}.csv" for n in names}
         stale = _other_models(out, paths.values())  # asked before the claim: only what an earlier run wrote
         claim(out, files=[out / "failures.csv", out / "summary.json"], folders=[out / PREDICTIONS], force=force,
@@ -138,9 +142,9 @@ def _other_models(out: Path, keep) -> list[Path]:
             if p.name not in keep and p.is_file() and not p.is_symlink() and was_created(p, out)]
 
 
-def _model_names(meta: dict) -> list[str]:
-    """Every model the bundle answers with: the DL models, then the fused one."""
-    return [m["name"] for m in meta["models"].values()] + ([meta["combined"]["name"]] if meta.get("combined") else [])
+def _model_names(lb: LoadedBundle) -> list[str]:
+    """Every model the bundle answers with: the DL models, then the fused ones (DL_combined, the radiomics models)."""
+    return [m["name"] for m in lb.meta["models"].values()] + [fm.name for fm in lb.fused]
 
 
 def _case_inputs(df: pd.DataFrame, cohort: Path) -> list[Path]:
@@ -163,14 +167,16 @@ def _score_cases(lb: LoadedBundle, df: pd.DataFrame, cohort: Path, on_failure, o
     """(prediction rows, failure rows), case after case in manifest order."""
     rows: list[dict] = []
     failures: list[dict] = []
-    modalities = list(lb.meta["models"])
     records = df.to_dict(orient="records")
     for k, r in enumerate(records, start=1):
         cid = str(r["case_id"])
-        files, rel = case_files(r, cohort, modalities)
+        files, rel = case_files(r, cohort, _modalities(lb))
         try:
-            rows += case_rows(lb, cid, files, rel, _label(r.get("label")), r.get("group"))
+            got, partial = case_rows(lb, cid, files, rel, _label(r.get("label")), r.get("group"), clinical=r)
+            rows += got
         except CaseFailed as exc:
+            partial = [exc]
+        for exc in partial:
             failures.append({"case_id": cid, "file": exc.file, "problem": exc.problem})
             if on_failure:
                 on_failure(cid, exc.file, exc.problem)
@@ -183,11 +189,20 @@ def _label(v) -> int | None:
     return None if v is None or pd.isna(v) else LABELS[str(v).strip()]
 
 
+def _modalities(lb: LoadedBundle) -> list[str]:
+    """The pictures a case's scoring reads: those of the bundled deep models, and those the radiomics come from."""
+    rad = lb.radiomics.modalities if lb.radiomics is not None else []
+    return list(dict.fromkeys([*lb.meta["models"], *rad]))
+
+
 def case_rows(lb: LoadedBundle, cid: str, files: dict[str, Path], rel: dict[str, str], y: int | None,
-              group=None) -> list[dict]:
-    """One case's prediction rows, one per model that could score it; CaseFailed when none could."""
-    arrays = _prepare_case(lb, files, rel)
-    result = score_patient(lb, arrays, {})
+              group=None, clinical: dict | None = None) -> tuple[list[dict], list[CaseFailed]]:
+    """One case's prediction rows, one per model that could score it, and a CaseFailed per problem that kept a
+    fused model from scoring it (its radiomics, a covariate); CaseFailed raised when no model could."""
+    entries: dict = {}
+    arrays = _prepare_case(lb, files, rel, entries)
+    extras = patient_extras(lb.radiomics, files, entries, clinical)
+    result = score_patient(lb, arrays, {}, extras=extras)
     meta = lb.meta
     rois = {mod: roi_of(meta, f"{mod}_mask" in files) for mod in arrays}
     out = []
@@ -195,13 +210,26 @@ def case_rows(lb: LoadedBundle, cid: str, files: dict[str, Path], rel: dict[str,
         res = result["models"][m.name]
         if res.get("available"):
             out.append(_row(cid, m.name, res, y, SCORING_LABELS[m.test_scoring], rois[modality]))
-    comb = meta.get("combined")
-    if comb and result["models"][comb["name"]].get("available"):
-        roi = next(iter(set(rois.values()))) if len(set(rois.values())) == 1 else "; ".join(f"{k}: {v}" for k, v in rois.items())
-        out.append(_row(cid, comb["name"], result["models"][comb["name"]], y, SCORING_LABELS["refit"], roi))
+    roi = next(iter(set(rois.values()))) if len(set(rois.values())) == 1 else "; ".join(f"{k}: {v}" for k, v in rois.items())
+    for fm in lb.fused:
+        if result["models"][fm.name].get("available"):
+            out.append(_row(cid, fm.name, result["models"][fm.name], y, SCORING_LABELS["refit"], roi))
     for row in out:
         row["group"] = None if group is None or pd.isna(group) else str(group)
-    return out
+    if not out:
+        raise _failure(list(rel.values()), "; ".join(f"{n}: {r['reason']}" for n, r in result["models"].items()))
+    return out, _fused_failures(result, rel)
+
+
+def _fused_failures(result: dict, rel: dict[str, str]) -> list[CaseFailed]:
+    """One CaseFailed per distinct problem of the case's inputs, naming the fused models it kept from scoring."""
+    by_reason: dict[str, list[str]] = {}
+    for name, res in result["models"].items():
+        if res.get("failed"):
+            by_reason.setdefault(res["reason"], []).append(name)
+    files = ";".join(rel[c] for c in ("image_mask", "video_mask") if c in rel) or ";".join(rel.values())
+    return [CaseFailed(files if reason.startswith("radiomics") or "shape" in reason else "",
+                       f"{', '.join(names)} not scored: {reason}") for reason, names in by_reason.items()]
 
 
 def _row(cid: str, model: str, res: dict, y, scoring: str, roi: str) -> dict:
@@ -209,24 +237,24 @@ def _row(cid: str, model: str, res: dict, y, scoring: str, roi: str) -> dict:
             "scoring": scoring, "threshold": res["threshold"], "class": res["class"], "roi": roi}
 
 
-def _prepare_case(lb: LoadedBundle, files: dict[str, Path], rel: dict[str, str]) -> dict:
-    """The case's arrays for every modality the bundle uses and it has; CaseFailed naming the file being read
-    when one cannot be."""
+def _prepare_case(lb: LoadedBundle, files: dict[str, Path], rel: dict[str, str], entries: dict | None = None) -> dict:
+    """The case's arrays for every modality the bundle uses and it has (``entries`` gets prepare's records);
+    CaseFailed naming the file being read when one cannot be."""
     arrays: dict = {}
-    for modality in lb.meta["models"]:
+    for modality in _modalities(lb):
         if modality not in files:
             continue
         cols = [c for c in (modality, f"{modality}_mask") if c in files]
         try:  # no record: the TIC's parameters are for a reader of one prediction, and cost as much as the keyframes
-            arrays.update(prepare_patient(lb.meta, **{c: files[c] for c in cols}))
+            arrays.update(prepare_patient(lb.meta, **{c: files[c] for c in cols}, entries=entries))
         except CeusError as exc:
             raise _failure([rel[c] for c in cols], _relative(str(exc), files, rel)) from None
         except Exception as exc:  # a decoder's or the filesystem's unforeseen trouble stays with its case
             first = str(exc).splitlines()[0][:200] if str(exc) else ""
             raise _failure([rel[c] for c in cols], _relative(f"unexpected {type(exc).__name__}: {first}", files, rel)) from None
     if not arrays:
-        need = " or ".join(lb.meta["models"])
-        raise CaseFailed("", f"no {need} for this case (the bundle's models read: {', '.join(lb.meta['models'])})")
+        need = " or ".join(_modalities(lb))
+        raise CaseFailed("", f"no {need} for this case (the bundle's models read: {', '.join(_modalities(lb))})")
     return arrays
 
 
@@ -287,7 +315,7 @@ def _summary(lb: LoadedBundle, cohort: Path, df: pd.DataFrame, preds: dict, fail
     note = None if labelled else "some scored cases have no label: evaluate needs y on every row (add the label column)"
     return {"bundle": str(lb.path), "bundle_sha256": lb.meta["bundle_sha256"], "bundle_pinned": lb.meta["pinned"],
             "cohort": str(cohort), "set": EXTERNAL_SET, "n_cases": int(len(df)), "n_scored": n_scored,
-            "n_failed": int(len(fail_df)), "labelled": labelled, "note": note, "outcome": lb.outcome.record(),
+            "n_failed": int(len(df)) - n_scored, "n_problems": int(len(fail_df)), "labelled": labelled, "note": note, "outcome": lb.outcome.record(),
             "models": per_model,
             "thresholds": ("locked on the development cohort (its out-of-fold rows are the files' 'train' rows)"
                            if dev else "not carried: the files hold no development rows, so evaluate chooses them on the external cases"),

@@ -6,7 +6,8 @@ versions, and a model card (``card.json``: the cohort's size, prevalence and cen
 model's test-set metrics at its locked threshold, and its training out-of-fold probabilities with their
 labels, sorted, without case ids, for ``ceusfusion serve`` to place a new patient among them). It holds
 no training table, but two fusion families keep training rows inside the fitted model: KNN its scaled
-selected features, the SVM its support vectors.
+selected features, the SVM its support vectors. A run with radiomics adds its settings and the Rad / DLR /
+DLR + clinical pipelines (``deploy.radiomics_bundle``), skops too.
 
 Tamper evidence, the manifest included. ``bundle.json`` lists a sha256 of every other file; the sha256
 of ``bundle.json`` itself is the *bundle id*, printed by export and written to ``bundle.json.sha256``
@@ -62,6 +63,7 @@ from ceusfusion.core.errors import CeusError
 from ceusfusion.core.fsutil import check_not_input, sha256_file, write_bytes, write_json, write_text
 from ceusfusion.core.runlayout import RunLayout
 from ceusfusion.deploy.bundle_paths import inside_bundle
+from ceusfusion.deploy.radiomics_bundle import export_radiomics, fusion_reads, radiomics_card, radiomics_files
 from ceusfusion.deploy.fusion_model import (  # noqa: F401 (the bundle API: predict, serve, tests)
     MAX_MODEL_BYTES,
     TRUSTED_LOADERS,
@@ -206,7 +208,8 @@ def _copy_fusion(run: RunLayout, tmp: Path, models: dict, metrics: dict) -> dict
     return {"name": name, "inputs": "scores" if scores else "features", "threshold": locked_threshold(metrics, name),
             "model": FUSION_MODEL, "format": FUSION_FORMAT, "feature_layers": _feature_layers(run, models),
             "clinical": list(cols.get("numeric", [])) + list(cols.get("categorical", [])),
-            "perfusion": any(i.get("kind") == "perfusion" for i in fj.get("inputs", []))}
+            "perfusion": any(i.get("kind") == "perfusion" for i in fj.get("inputs", [])),
+            "radiomics": fusion_reads(fj)["radiomics"]}
 
 
 def _check_target(out: Path, overwrite: bool) -> None:
@@ -295,17 +298,20 @@ def _model_card(layout: RunLayout, name: str, modality: str, metrics: dict) -> d
             "train_oof": oof}
 
 
-def _write_card(layout: RunLayout, tmp: Path, models: dict, combined: dict | None, metrics: dict) -> None:
+def _write_card(layout: RunLayout, tmp: Path, models: dict, combined: dict | None, metrics: dict,
+                radiomics: dict | None = None) -> None:
     """card.json: what the models were trained on and how they did, for the people who use them."""
     named = {m["name"]: modality for modality, m in models.items()}
     if combined:
         named[combined["name"]] = "combined"
+    named.update({m["name"]: "radiomics" for m in (radiomics or {}).get("models", [])})
     # where the ROIs came from (manual / predicted mask, box, whole frame), per split
     rois = roi_source_counts(read_index(layout.root)) if layout.prepared_index.is_file() else {}
     write_json(tmp / CARD, finite({"card_version": 1, "intended_use": RESEARCH_ONLY, "cohort": _cohort_summary(layout),
                                    "roi_sources": rois, "segmenters": segmenter_card(layout),
                                    "outcome": metrics.get("outcome"),
                                    "threshold_rule": metrics.get("threshold_rule"), "ci_method": metrics.get("ci_method"),
+                                   "radiomics": radiomics_card(layout, tmp, radiomics),
                                    "models": {n: _model_card(layout, n, mod, metrics) for n, mod in named.items()}}))
 
 
@@ -342,12 +348,15 @@ def _fill(layout: RunLayout, tmp: Path, metrics: dict) -> None:
     """Models, fusion model, model card, bundle.json (every other file's sha256) and its sidecar, into ``tmp``."""
     models = _copy_models(layout, tmp, metrics)
     combined = _copy_fusion(layout, tmp, models, metrics)
-    _write_card(layout, tmp, models, combined, metrics)
+    radiomics = export_radiomics(layout, tmp, [m["name"] for m in models.values()], lambda n: locked_threshold(metrics, n),
+                                 lambda: _feature_layers(layout, models), bool(combined and combined["radiomics"]))
+    _write_card(layout, tmp, models, combined, metrics, radiomics)
     params = json.loads(layout.keyframes.read_text())["params"]
     files = {p.relative_to(tmp).as_posix(): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()}
     write_json(tmp / MANIFEST, {"bundle_version": BUNDLE_VERSION, "ceusfusion": __version__, "torch": torch.__version__,
                                 "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                "prepare": params, "models": models, "combined": combined, "card": CARD, "files": files,
+                                "prepare": params, "models": models, "combined": combined, "radiomics": radiomics,
+                                "card": CARD, "files": files,
                                 "thresholds": "Youden-optimal on the training set's out-of-fold predictions"})
     write_text(tmp / SIDECAR, f"{sha256_file(tmp / MANIFEST)}  {MANIFEST}\n")
 
@@ -450,6 +459,27 @@ class CombinedEntry(_Strict):
     perfusion: bool
 
 
+class RadiomicsModelEntry(_Strict):
+    """``radiomics.models[i]``: a comparison model (Rad, DLR, DLR + clinical) and what it reads."""
+
+    name: str
+    model: str
+    format: str
+    threshold: Threshold
+    deep: list[str]
+    inputs: str
+    clinical: list[str]
+    radiomics: bool
+
+
+class RadiomicsEntry(_Strict):
+    """``radiomics``: the settings file (``deploy.radiomics_bundle``), the deep features' layers, the models."""
+
+    settings: str
+    feature_layers: dict[str, FeatureLayer]
+    models: list[RadiomicsModelEntry]
+
+
 class Manifest(_Strict):
     """bundle.json (version :data:`BUNDLE_VERSION`), the typed shape :func:`load_bundle` checks before trusting it."""
 
@@ -459,6 +489,7 @@ class Manifest(_Strict):
     files: dict[str, str]
     combined: CombinedEntry | None
     card: str | None = None  # bundles exported before model cards have none
+    radiomics: RadiomicsEntry | None = None  # bundles without radiomics (or exported before it) have none
 
 
 def _manifest_error(path: Path, exc: ValidationError) -> CeusError:
@@ -534,6 +565,7 @@ def _check_models(path: Path, meta: dict) -> None:
         needed.append(comb["model"])
     if "card" in meta:
         needed.append(meta["card"])
+    needed += radiomics_files(path, meta.get("radiomics"))
     for rel in needed:
         if rel not in meta["files"]:
             raise CeusError(f"{path}: {rel} is not listed in files; refusing the bundle")
@@ -566,10 +598,7 @@ def load_card(bundle: str | Path, meta: dict) -> dict | None:
     rel = meta.get("card")
     if rel is None:
         return None
-    path = bundle_file(Path(bundle), meta, rel)
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != meta["files"][rel]:
-        raise CeusError(f"{path}: changed since export (sha256 mismatch); refusing to load it")
+    path, data = verified_bytes(Path(bundle), meta, rel)
     try:
         card = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -585,9 +614,19 @@ def load_card(bundle: str | Path, meta: dict) -> dict | None:
 def load_fusion_model(bundle: Path, meta: dict):
     """The fitted fusion pipeline of a verified bundle: the listed skops file, its bytes hashed once more
     as they are read (no window between check and use), never unpickled."""
-    rel = meta["combined"]["model"]
+    return load_skops_model(bundle, meta, meta["combined"]["model"])
+
+
+def load_skops_model(bundle: Path, meta: dict, rel: str):
+    """A listed skops model of a verified bundle (the fusion model, a radiomics comparison model): audited against
+    the allowlist and built without pickle from the bytes that were hashed."""
+    return read_fusion_model(*verified_bytes(Path(bundle), meta, rel))
+
+
+def verified_bytes(bundle: Path, meta: dict, rel: str) -> tuple[Path, bytes]:
+    """(path, bytes) of a listed file, its bytes hashed again as they are read (no window between check and use)."""
     path = bundle_file(bundle, meta, rel)
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != meta["files"][rel]:
         raise CeusError(f"{path}: changed since export (sha256 mismatch); refusing to load it")
-    return read_fusion_model(path, data)
+    return path, data

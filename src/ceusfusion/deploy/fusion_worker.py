@@ -41,11 +41,12 @@ class FusionWorker:
 
     @classmethod
     def start(cls, bundle: str | Path) -> FusionWorker | None:
-        """A worker for a bundle with a fusion model, else None (the command then loads nothing extra)."""
+        """A worker for a bundle with a fusion model that reads only the deep models, else None (the command then
+        loads nothing extra, or the fused model in process)."""
         try:
-            meta = json.loads((Path(bundle) / "bundle.json").read_bytes())
-            if meta["combined"]["model"] != "/".join(FUSION_FILE):
-                return None
+            comb = json.loads((Path(bundle) / "bundle.json").read_bytes())["combined"]
+            if comb["model"] != "/".join(FUSION_FILE) or comb.get("clinical") or comb.get("perfusion") or comb.get("radiomics"):
+                return None  # a row of numbers is all the worker takes: covariates and radiomics are scored in process
         except (OSError, ValueError, KeyError, TypeError):
             return None  # no fusion model, or a manifest the command's verification will name
         env = dict(os.environ, OMP_NUM_THREADS="1")  # one row: a thread pool would only compete with torch's imports

@@ -2,10 +2,11 @@
 
 The patient's files are prepared with the bundle's recorded parameters, each model scores it the
 ensemble way (``models.ensemble.over_folds``: a case no fold model saw gets the refitted model's
-value, or the mean of the fold models), classes come from the thresholds locked on the training set, and the fused model gets the
-same inputs it was fitted on. Nothing is loaded before the bundle is verified (``deploy.export.load_bundle``:
-the manifest against the pinned id or its sidecar, every file against the manifest), and every file
-read is one the manifest lists (``bundle_file``), so no path leaves the bundle.
+value, or the mean of the fold models), classes come from the thresholds locked on the training set, and
+each fused model (DL_combined, the radiomics comparison models) gets the same inputs it was fitted on
+(``deploy.fused``). Nothing is loaded before the bundle is verified (``deploy.export.load_bundle``: the manifest
+against the pinned id or its sidecar, every file against the manifest), and every file read is one the
+manifest lists (``bundle_file``), so no path leaves the bundle.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
 from ceusfusion.core.errors import CeusError
@@ -29,9 +29,18 @@ from ceusfusion.deploy.export import (
     load_bundle,
     load_card,
     load_fusion_model,
+    load_skops_model,
     prepare_params,
 )
-from ceusfusion.fusion.features import joined_column, score_logit, score_name
+from ceusfusion.deploy.fused import (
+    FusedModel,
+    PatientExtras,
+    RadiomicsSettings,
+    feature_layer,
+    load_radiomics_settings,
+    patient_extras,
+    score_fused,
+)
 from ceusfusion.ingest.perfusion import fitted_curve, perfusion_parameters
 from ceusfusion.ingest.prepare import prepare_image, prepare_video
 from ceusfusion.models.data import case_tensor, to_chw
@@ -40,38 +49,45 @@ from ceusfusion.models.registry import ModelRecord, load_model_file, transform_f
 
 
 def predict(bundle: str | Path, image=None, image_mask=None, video=None, video_mask=None, out: str | Path | None = None,
-            cams: bool = True, threads: int = 1, expect_sha256: str | None = None, fusion_worker=None) -> dict:
+            cams: bool = True, threads: int = 1, expect_sha256: str | None = None, fusion_worker=None,
+            clinical: dict | None = None) -> dict:
     """Probabilities of every bundled model for one patient, classes at the locked thresholds, Grad-CAM overlays,
     and ``inputs``: the boxes, keyframes and time–intensity curve the models were given.
 
     ``expect_sha256``: the bundle id export printed; a bundle whose bundle.json differs is refused.
     ``fusion_worker``: a :class:`deploy.fusion_worker.FusionWorker` already loading the fused model (the command
     line's one patient); used only for the bytes the verified manifest lists.
+    ``clinical``: {covariate: value} for a fused model that reads covariates (DLR + clinical, say).
     One patient is a batch of one: a single thread avoids the thread-barrier stalls
     that make small CPU inferences many times slower when the cores are shared.
     """
     with torch_threads(threads):
-        return _predict(Path(bundle), image, image_mask, video, video_mask, out, cams, expect_sha256, fusion_worker)
+        t0 = time.perf_counter()
+        lb = LoadedBundle(Path(bundle), expect_sha256=expect_sha256, fusion_worker=fusion_worker)
+        return predict_loaded(lb, image, image_mask, video, video_mask, out, cams, t0, clinical=clinical)
 
 
 def prepare_patient(meta: dict, image=None, image_mask=None, video=None, video_mask=None,
-                    record: dict | None = None) -> dict[str, np.ndarray]:
+                    record: dict | None = None, entries: dict | None = None) -> dict[str, np.ndarray]:
     """The patient's ROI arrays, prepared with the parameters the bundle's models were trained on.
 
     ``record``, when given, receives what was chosen (boxes, keyframes, the time–intensity curve and
     its perfusion parameters), so that a reader of the prediction can see what the models saw.
+    ``entries``, when given, receives prepare's keyframes.json entries (what the radiomics of the patient read).
     """
+    entries = {} if entries is None else entries
     params = prepare_params(meta)
     arrays: dict[str, np.ndarray] = {}
     want_record = record is not None
     record = {} if record is None else record
     if image is not None:
         arrays["image"], entry = prepare_image(Path(image), Path(image_mask) if image_mask else None, params)
+        entries["image"] = entry
         record["image"] = {"shape": entry["shape"], "bbox": entry["bbox"], "box": entry["box"],
                            "roi": roi_of(meta, bool(image_mask))}
     if video is not None:
         va, entry, sel = prepare_video(Path(video), Path(video_mask) if video_mask else None, params)
-        arrays["video"] = va["video"]
+        arrays["video"], entries["video"] = va["video"], entry
         if want_record:  # the TIC's gamma-variate fit costs as much as the keyframes: only for a reader
             record["video"] = dict(video_record(entry, sel), roi=roi_of(meta, bool(video_mask)))
     return arrays
@@ -117,6 +133,9 @@ class LoadedBundle:
         self._worker = fusion_worker
         self.bundled: dict[str, BundledModel] = bundled_models(self.meta)
         self._outcome: Outcome | None = None
+        self.fused: list[FusedModel] = FusedModel.all_of(self.meta)
+        self._pipes: dict[str, object] = {}
+        self._radiomics: tuple[RadiomicsSettings | None] | None = None
 
     @property
     def outcome(self) -> Outcome:
@@ -135,9 +154,28 @@ class LoadedBundle:
                                       for k, rel in zip(m.ids, m.files)}
         return self._models[modality]
 
+    @property
+    def radiomics(self) -> RadiomicsSettings | None:
+        """The radiomics settings and feature columns the bundle's models read (None without radiomics)."""
+        if self._radiomics is None:
+            self._radiomics = (load_radiomics_settings(self.path, self.meta),)
+        return self._radiomics[0]
+
+    def pipeline(self, fm: FusedModel):
+        """A fused model's fitted pipeline (skops, verified as it is read), loaded the first time."""
+        if fm.combined:
+            return self.fusion()
+        if fm.name not in self._pipes:
+            self._pipes[fm.name] = load_skops_model(self.path, self.meta, fm.model)
+        return self._pipes[fm.name]
+
     def fusion(self):
         """The fitted fusion pipeline (skops, verified as it is read), loaded the first time; or the worker process
-        that loaded it, once the bytes it loaded are shown to be the ones this verified manifest lists."""
+        that loaded it, once the bytes it loaded are shown to be the ones this verified manifest lists (only for
+        a fused model that reads nothing but the deep models: the worker takes a row of numbers)."""
+        comb = self.meta["combined"]
+        if self._worker is not None and (comb.get("clinical") or comb.get("perfusion") or comb.get("radiomics")):
+            self._worker = None
         if self._fusion is None and self._worker is not None:
             self._worker.ready(self.meta["files"][self.meta["combined"]["model"]])
             self._fusion = self._worker
@@ -158,8 +196,9 @@ class LoadedBundle:
                 first = (str(exc).splitlines() or [""])[0]
                 raise CeusError(f"{self.path / 'bundle.json'}: models.{modality} ({m.name}) cannot be loaded "
                                 f"({type(exc).__name__}: {first}); refusing the bundle") from None
-        if self.meta.get("combined"):
-            self.fusion()
+        for fm in self.fused:
+            self.pipeline(fm)
+        _ = self.radiomics  # reads and checks the radiomics settings
         _ = self.outcome  # reads and checks the model card
         return self
 
@@ -167,8 +206,8 @@ class LoadedBundle:
 def _score_model(lb: LoadedBundle, modality: str, x: torch.Tensor) -> tuple[float, np.ndarray | None, list, list]:
     """(probability, fused-model features or None, its models, per-model probabilities) of one bundled model for the patient."""
     meta, m = lb.meta, lb.bundled[modality]
-    comb = meta.get("combined") or {}
-    layer = comb.get("feature_layers", {}).get(m.name) or {"layer": None, "penultimate": True}
+    wanted = feature_layer(meta, m.name)  # None: no fused model reads this model's features
+    layer = wanted or {"layer": None, "penultimate": True}
     scoring = m.test_scoring
     models = lb.models(modality)
     fold_probs: list[float] = []
@@ -182,12 +221,12 @@ def _score_model(lb: LoadedBundle, modality: str, x: torch.Tensor) -> tuple[floa
                 prob = torch.sigmoid(model.head(model.dropout(feats)))
             else:
                 prob = torch.sigmoid(model(x))
-                feats = _extractor(model, layer["layer"])(x) if comb else torch.zeros(1, 0)
+                feats = _extractor(model, layer["layer"])(x) if wanted else torch.zeros(1, 0)
         fold_probs.append(float(prob.item()))
         return np.concatenate([prob.double().numpy().reshape(1, 1), feats.double().numpy().reshape(1, -1)], axis=1)
 
     values = over_folds(np.array([UNSEEN]), len(m.folds), fold_values, scoring)[0]
-    feats = values[1:] if comb and len(values) > 1 else None
+    feats = values[1:] if wanted and len(values) > 1 else None
     return float(values[0]), feats, list(models.values()), fold_probs
 
 
@@ -200,45 +239,18 @@ def _extractor(model, layer: str):
     return make_extractor(model, layer)
 
 
-def _fused(lb: LoadedBundle, result: dict, feats: dict) -> dict:
-    """DL_combined for the patient, from exactly the columns its pipeline was fitted on."""
-    meta = lb.meta
-    comb = meta["combined"]
-    if comb.get("clinical") or comb.get("perfusion"):
-        return {"available": False, "reason": "the fused model needs clinical/perfusion inputs, not supported by predict yet"}
-    if len(feats) != len(meta["models"]):
-        return {"available": False, "reason": "needs both the image and the video"}
-    pipe = lb.fusion()
-    columns: list[str] = []
-    values: list[np.ndarray] = []
-    for name, vec in feats.items():
-        if comb.get("inputs") == "scores":  # late fusion: the logit of the model's probability
-            columns.append(joined_column(score_name(name), "f0000"))
-            values.append(score_logit(np.array([result["models"][name]["prob"]]))[:1].astype(np.float64))
-        else:  # the features file's float32 values, as float64 columns
-            columns += [joined_column(name, f"f{i:04d}") for i in range(len(vec))]
-            values.append(np.asarray(vec).astype(np.float32).astype(np.float64))
-    X = pd.DataFrame(np.concatenate(values)[None, :], columns=columns)  # one block: a dict of 1000 columns is slow
-    cols = getattr(pipe, "feature_names_in_", None)
-    if cols is not None:
-        X = X.reindex(columns=list(cols))
-    prob = float(pipe.predict_proba(X)[0, 1])
-    return {"available": True, "prob": prob, "threshold": comb["threshold"], "class": int(prob >= comb["threshold"])}
-
-
-def _predict(bundle: Path, image, image_mask, video, video_mask, out, cams, expect_sha256=None, fusion_worker=None) -> dict:
-    t0 = time.perf_counter()
-    return predict_loaded(LoadedBundle(bundle, expect_sha256=expect_sha256, fusion_worker=fusion_worker), image,
-                          image_mask, video, video_mask, out, cams, t0)
-
-
 def predict_loaded(lb: LoadedBundle, image=None, image_mask=None, video=None, video_mask=None,
-                   out: str | Path | None = None, cams: bool = True, t0: float | None = None) -> dict:
-    """:func:`predict` with a bundle already verified and loaded (``serve`` loads it whole once, at start)."""
+                   out: str | Path | None = None, cams: bool = True, t0: float | None = None,
+                   clinical: dict | None = None, boxes=()) -> dict:
+    """:func:`predict` with a bundle already verified and loaded (``serve`` loads it whole once, at start).
+    ``boxes``: the masks ('image_mask', 'video_mask') that are boxes drawn on the page (no outline: no shape)."""
     t0 = time.perf_counter() if t0 is None else t0
     inputs: dict = {}
-    arrays = prepare_patient(lb.meta, image, image_mask, video, video_mask, record=inputs)
-    result = score_patient(lb, arrays, inputs, out=out if cams else None)
+    entries: dict = {}
+    arrays = prepare_patient(lb.meta, image, image_mask, video, video_mask, record=inputs, entries=entries)
+    files = {"image": image, "image_mask": image_mask, "video": video, "video_mask": video_mask}
+    extras = patient_extras(lb.radiomics, files, entries, clinical, boxes)
+    result = score_patient(lb, arrays, inputs, out=out if cams else None, extras=extras)
     result["seconds"] = round(time.perf_counter() - t0, 3)
     if out is not None:
         write_json(Path(out) / "prediction.json", result)
@@ -254,9 +266,11 @@ def whole_frame_warnings(inputs: dict) -> list[str]:
     return [WHOLE_FRAME.format(m=m) for m, rec in inputs.items() if isinstance(rec, dict) and rec.get("roi") == "whole frame"]
 
 
-def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict, out: str | Path | None = None) -> dict:
-    """Every bundled model's answer for one prepared patient (:func:`prepare_patient`); Grad-CAM overlays
-    are written to ``out`` when it is given."""
+def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict, out: str | Path | None = None,
+                  extras: PatientExtras | None = None) -> dict:
+    """Every bundled model's answer for one prepared patient (:func:`prepare_patient`); the fused models read
+    ``extras`` too (radiomics, covariates: :func:`deploy.fused.patient_extras`); Grad-CAM overlays are written
+    to ``out`` when it is given."""
     meta, words = lb.meta, lb.outcome
     result: dict = {"models": {}, "bundle": str(lb.path), "bundle_sha256": meta["bundle_sha256"],
                     "bundle_pinned": meta["pinned"], "outcome": words.record(), "inputs": inputs,
@@ -277,11 +291,11 @@ def score_patient(lb: LoadedBundle, arrays: dict[str, np.ndarray], inputs: dict,
         if out is not None:
             path, empty = overlay(models[0], m.record, x, tf, Path(out) / f"gradcam_{m.name}.png")
             result["models"][m.name].update(gradcam=str(path), gradcam_empty=empty)
-    if meta.get("combined"):
-        fused = _fused(lb, result, feats)
+    for fm in lb.fused:
+        fused = score_fused(fm, lb.pipeline(fm), result, feats, extras or PatientExtras())
         if fused.get("available"):
             fused["class_label"] = words.label(fused["class"])
-        result["models"][meta["combined"]["name"]] = fused
+        result["models"][fm.name] = fused
     return result
 
 

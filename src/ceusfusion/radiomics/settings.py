@@ -13,6 +13,7 @@ from pydantic import field_validator, model_validator
 
 from ceusfusion.core.config import StageConfig
 
+NAME = "radiomics"  # the features file's model name (RUN/features/radiomics.parquet), its columns' prefix
 DISCRETISATIONS = ("fixed_bin_number", "fixed_bin_size", "none")
 FAMILIES = ("morphology", "intensity", "histogram", "ivh", "glcm", "glrlm", "glszm", "gldzm", "ngtdm", "ngldm")
 

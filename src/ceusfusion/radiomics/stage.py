@@ -29,10 +29,9 @@ from ceusfusion.radiomics.extract import case_features
 from ceusfusion.radiomics.ibsi import MISSING, NOT_IBSI, family_of
 from ceusfusion.radiomics.robust import perturbations, perturbed
 from ceusfusion.radiomics.roi import case_rois
-from ceusfusion.radiomics.settings import RadiomicsConfig
+from ceusfusion.radiomics.settings import NAME, RadiomicsConfig
 from ceusfusion.stats.icc import icc1
 
-NAME = "radiomics"  # the features file's model name (RUN/features/radiomics.parquet)
 FILES = ("values.csv", "cases.csv", "icc.csv", "failures.csv", "radiomics.json")
 
 

@@ -44,6 +44,7 @@ from ceusfusion.serve.uploads import (
     masks_from_boxes,
     new_folder,
     parse_boxes,
+    parse_clinical,
     read_multipart,
     remove_folder,
 )
@@ -129,7 +130,8 @@ class Service:
         f = up.files
         with self.lock, torch_threads(1):
             res = predict_loaded(self.loaded, f.get("image"), f.get("image_mask"), f.get("video"),
-                                 f.get("video_mask"), out=up.folder / "out", cams=True)
+                                 f.get("video_mask"), out=up.folder / "out", cams=True,
+                                 clinical=parse_clinical(up.text.get("clinical")), boxes=set(up.drawn))
         res.pop("bundle", None)
         for m in res["models"].values():
             if m.get("gradcam"):

@@ -27,6 +27,9 @@ def _model_entries(meta: dict, card: dict) -> list[dict]:
     if comb:
         entries.append({"name": comb["name"], "modality": "combined", "arch": None, "input": comb.get("inputs"),
                         "threshold": comb["threshold"], "test_scoring": None})
+    for m in (meta.get("radiomics") or {}).get("models", []):  # Rad, DLR, DLR + clinical
+        entries.append({"name": m["name"], "modality": "radiomics", "arch": None, "input": m["inputs"],
+                        "threshold": m["threshold"], "test_scoring": None})
     for e in entries:
         rec = recorded.get(e["name"], {})
         e.update(test=rec.get("test"), train_cv=rec.get("train_cv"), train_oof=rec.get("train_oof"))
@@ -42,7 +45,15 @@ def model_card(bundle: Path, meta: dict) -> dict:
                    "intended_use": (card or {}).get("intended_use") or RESEARCH_ONLY,
                    "cohort": (card or {}).get("cohort"), "ci_method": (card or {}).get("ci_method"),
                    "thresholds": meta.get("thresholds"), "models": _model_entries(meta, card),
-                   "roi_sources": (card or {}).get("roi_sources"), "segmenters": (card or {}).get("segmenters")})
+                   "roi_sources": (card or {}).get("roi_sources"), "segmenters": (card or {}).get("segmenters"),
+                   "covariates": covariates(meta), "radiomics": (card or {}).get("radiomics")})
+
+
+def covariates(meta: dict) -> list[str]:
+    """The clinical covariates the bundle's fused models read (the page asks for them; the API's ``clinical``)."""
+    comb = [str(c).removeprefix("clin__") for c in (meta.get("combined") or {}).get("clinical", [])]
+    rad = [c for m in (meta.get("radiomics") or {}).get("models", []) for c in m["clinical"]]
+    return list(dict.fromkeys(comb + rad))
 
 
 def _num(v, digits: int = 3) -> str:

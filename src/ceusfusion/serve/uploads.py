@@ -29,7 +29,7 @@ from ceusfusion.io.image import read_image
 from ceusfusion.io.video import video_header
 
 FILE_FIELDS = {"image": IMAGE_SUFFIXES, "image_mask": MASK_SUFFIXES, "video": VIDEO_SUFFIXES, "video_mask": MASK_SUFFIXES}
-TEXT_FIELDS = ("box",)
+TEXT_FIELDS = ("box", "clinical")
 LABELS = {"image": "B-mode still", "image_mask": "still mask", "video": "CEUS video", "video_mask": "video mask"}
 MAX_TEXT_BYTES = 16_384  # a box is a few dozen bytes
 TEMP_PREFIX = "ceusfusion-serve-"
@@ -209,15 +209,22 @@ def _finish(parts: dict, folder: Path, allowed: dict[str, tuple[str, ...]]) -> U
 # --------------------------------------------------------------------------- a box instead of a mask
 
 
+def json_field(text: str | None, name: str, expected: str):
+    """A text field's JSON value, None when the field is absent or blank; one line when it is not JSON."""
+    if text is None or not text.strip():
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise UploadError(f"{name}: not JSON (expected {expected})") from None
+
+
 def parse_boxes(text: str | None) -> dict[str, tuple[int, int, int, int]]:
     """The ``box`` field: JSON ``{"image": [x, y, w, h], "video": [x, y, w, h]}`` in the still's / the video
     frame's pixels (either key may be left out); a bare ``[x, y, w, h]`` is the box of both."""
-    if text is None or not text.strip():
+    obj = json_field(text, "box", '{"image": [x, y, w, h], "video": [x, y, w, h]}')
+    if obj is None:
         return {}
-    try:
-        obj = json.loads(text)
-    except ValueError:
-        raise UploadError('box: not JSON (expected {"image": [x, y, w, h], "video": [x, y, w, h]})') from None
     if isinstance(obj, list):
         obj = {"image": obj, "video": obj}
     if not isinstance(obj, dict) or not set(obj) <= {"image", "video"}:
@@ -232,6 +239,18 @@ def parse_boxes(text: str | None) -> dict[str, tuple[int, int, int, int]]:
             raise UploadError(f"box.{key}: expected [x, y, w, h], numbers with w and h at least 2 px, got {str(v)[:60]}")
         out[key] = tuple(int(round(n)) for n in v)
     return out
+
+
+def parse_clinical(text: str | None) -> dict[str, str]:
+    """The ``clinical`` field: JSON ``{"age": 63, "sex": "F"}``, the covariates a fused model reads (values as text,
+    read as the cohort's were: numbers where the model was fitted on numbers)."""
+    obj = json_field(text, "clinical", '{"name": value, ...}')
+    if obj is None:
+        return {}
+    ok = isinstance(obj, dict) and all(isinstance(v, (str, int, float)) and not isinstance(v, bool) for v in obj.values())
+    if not ok:
+        raise UploadError('clinical: expected {"name": value, ...} with a number or a text per covariate')
+    return {str(k): str(v) for k, v in obj.items()}
 
 
 def box_mask(box: tuple[int, int, int, int], shape: tuple[int, int], path: Path, what: str) -> Path:

@@ -134,6 +134,9 @@ async function predict() {
   const form = new FormData();
   for (const f of FIELDS) if (files[f]) form.append(f, files[f]);
   if (Object.keys(boxes).length) form.append("box", JSON.stringify(boxes));
+  const clinical = {};
+  for (const input of document.querySelectorAll("#clinical input")) if (input.value.trim()) clinical[input.name] = input.value.trim();
+  if (Object.keys(clinical).length) form.append("clinical", JSON.stringify(clinical));
   const button = $("#predict");
   button.disabled = true;
   showError("");
@@ -309,6 +312,18 @@ function renderTic(v) {
   }
 }
 
+// the covariates a fused model reads (DLR + clinical, say): one field each; a model whose covariate is left
+// empty answers "n/a" with what it needs, the others are scored
+function covariateInputs(names) {
+  const box = $("#clinical");
+  for (const name of names) {
+    const label = el("label", {}, `${name} `);
+    label.append(el("input", { type: "text", name, "data-covariate": name }));
+    box.append(label);
+  }
+  box.hidden = !names.length;
+}
+
 // ------------------------------------------------------------------ wiring
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -325,5 +340,6 @@ document.addEventListener("DOMContentLoaded", () => {
   }
   for (const fig of document.querySelectorAll(".boxer")) boxTool(fig);
   $("#predict").addEventListener("click", predict);
-  api("/api/model").then((c) => { card = c; document.body.dataset.card = "loaded"; }).catch((err) => showError(err.message));
+  api("/api/model").then((c) => { card = c; covariateInputs(c.covariates || []); document.body.dataset.card = "loaded"; })
+    .catch((err) => showError(err.message));
 });
