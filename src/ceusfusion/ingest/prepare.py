@@ -584,7 +584,7 @@ def roi_source_counts(index: pd.DataFrame) -> dict[str, dict[str, dict[str, int]
     for col in ROI_COLUMNS:
         if col not in index.columns:
             continue
-        src = index[col].fillna("").astype(str)
+        src = index[col].astype(object).fillna("").astype(str)  # an all-empty column reads as float64
         counts = {s: {str(k): int(v) for k, v in splits[src == s].value_counts().sort_index().items()}
                   for s in sorted(set(src) - {""})}
         if counts:
