@@ -83,7 +83,7 @@ def cross_validate(samples, st, device):
     fold = assign_folds(samples, st.folds, st.seed)
     weights = resolve_weights(st.encoder, st.weights)
     mean, std = grey_stats(st.encoder)
-    rows, nets = [], []
+    rows, nets, kept = [], [], {"masks": {}, "boxes": {}, "fold": dict(zip((s.case_id for s in samples), fold))}
     for k in range(st.folds):
         train = [s for s, f in zip(samples, fold) if f != k]
         held = [s for s, f in zip(samples, fold) if f == k]
@@ -92,11 +92,59 @@ def cross_validate(samples, st, device):
         print(f"fold {k + 1}/{st.folds}: trained on {len(train)} images in {time.time() - t0:.0f} s", flush=True)
         nets.append(net.cpu())
         boxes = jittered_boxes(held, st, k)
-        rows += score_held_out(Segmenter([net], st.size, st.context, mean, std, device), held, boxes, k)
+        kept["boxes"].update((s.case_id, b) for s, b in zip(held, boxes))
+        rows += score_held_out(Segmenter([net], st.size, st.context, mean, std, device), held, boxes, k,
+                               keep=kept["masks"])
         rows += baselines(train, held, boxes, k)
         d = pd.DataFrame(rows).query("fold == @k").groupby("mode")["dice"].mean()
         print("   held-out Dice: " + ", ".join(f"{m} {v:.3f}" for m, v in d.items()), flush=True)
-    return pd.DataFrame(rows), nets
+    return pd.DataFrame(rows), nets, kept
+
+
+def write_masks(out: Path, samples, kept: dict) -> dict:
+    """Each held-out image's out-of-fold mask (the fold model that never trained on it), per mode, as
+    ``OUT/<mode>/masks/<case>.png`` and ``OUT/<mode>/cases.csv`` in DDTI's format (bench/real_ddti.py
+    ``--cases``). An empty prediction falls back as ``segment predict``'s ROI would: the box in box mode,
+    the whole frame in automatic mode (``mask_fallback`` says which rows). Returns the fallback counts."""
+    from PIL import Image
+
+    from ceusfusion.core.fsutil import atomic_path, write_csv
+    from ceusfusion.segment.boxes import box_text
+
+    src = pd.read_csv(DATA / "ddti" / "cases.csv", dtype=str).set_index("case_id")
+    counts = {}
+    for mode in ("box", "auto"):
+        folder = out / mode
+        rows, n_fallback = [], 0
+        for s in samples:
+            mask, fallback = kept["masks"][(s.case_id, s.modality, mode)], ""
+            if not mask.any():
+                mask, fallback = fallback_mask(s.frame.shape, kept["boxes"][s.case_id] if mode == "box" else None)
+                n_fallback += 1
+            with atomic_path(folder / "masks" / f"{s.case_id}.png") as tmp:
+                Image.fromarray(mask.astype(np.uint8) * 255).save(tmp, format="PNG")
+            row = src.loc[s.case_id].to_dict()
+            row.update(case_id=s.case_id, image=str(s.source.resolve()), mask=f"masks/{s.case_id}.png",
+                       mask_area_frac=f"{mask.mean():.4f}", segmenter_fold=int(kept["fold"][s.case_id]),
+                       prompt_box=box_text(kept["boxes"][s.case_id]) if mode == "box" else "",
+                       mask_fallback=fallback)
+            rows.append(row)
+        cols = ["case_id", *[c for c in rows[0] if c != "case_id"]]
+        write_csv(folder / "cases.csv", pd.DataFrame(rows)[cols])
+        counts[mode] = n_fallback
+        print(f"{mode}: {len(rows)} out-of-fold masks -> {folder / 'cases.csv'} ({n_fallback} empty, fallen back)")
+    return counts
+
+
+def fallback_mask(shape, box) -> tuple[np.ndarray, str]:
+    """The ROI ``segment predict`` leaves when it finds nothing: the box (box mode), else the whole frame."""
+    m = np.zeros(shape, bool)
+    if box is None:
+        m[:] = True
+        return m, "whole_frame"
+    y0, x0, y1, x1 = box
+    m[y0:y1, x0:x1] = True
+    return m, "box"
 
 
 def cpu_seconds(nets, samples, st, n: int, threads: int) -> dict:
@@ -155,7 +203,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-only", action="store_true", help="only the CPU seconds per image")
-    ap.add_argument("--out", type=Path, default=None, help="write per_image.csv and result.json here")
+    ap.add_argument("--out", type=Path, default=None, help="write per_image.csv, result.json and the out-of-fold "
+                    "masks (box/ and auto/: masks/*.png and a DDTI-format cases.csv for bench/real_ddti.py) here")
     a = ap.parse_args()
     limit_threads(a.threads)
     from ceusfusion.core.runtime import deterministic, resolve_device
@@ -165,15 +214,28 @@ def main() -> None:
     st = SegmentSettings(folds=2 if a.quick else a.folds, seed=a.seed, device=a.device, **kw)
     if a.time_only:
         return time_only(a, st)
+    if a.out:  # before the long run: a bad --out fails now, and never writes over a file it did not write
+        claim_out(a.out)
     samples = load(80 if a.quick else None)
     device = resolve_device(st.device)
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     with deterministic(device):
-        per, nets = cross_validate(samples, st, device)
-    report(per, st, time.time() - t0, cpu_seconds(nets, samples, st, a.time_images, a.time_threads), a, device)
+        per, nets, kept = cross_validate(samples, st, device)
+    seconds = time.time() - t0
+    print(f"cross-validation: {seconds:.0f} s wall, {time.process_time() - c0:.0f} s CPU (this process)", flush=True)
+    fallbacks = write_masks(a.out, samples, kept) if a.out else None
+    report(per, st, seconds, cpu_seconds(nets, samples, st, a.time_images, a.time_threads), a, device, fallbacks)
 
 
-def report(per: pd.DataFrame, st, seconds: float, cpu: dict, a, device) -> None:
+def claim_out(out: Path) -> None:
+    """Every file and folder the run writes under ``--out`` (``core.fsutil.claim``)."""
+    from ceusfusion.core.fsutil import claim
+
+    claim(out, files=[out / "per_image.csv", out / "result.json", out / "box" / "cases.csv", out / "auto" / "cases.csv"],
+          folders=[out / "box" / "masks", out / "auto" / "masks"])
+
+
+def report(per: pd.DataFrame, st, seconds: float, cpu: dict, a, device, fallbacks=None) -> None:
     """The table, the ratios against the baselines, the goals; per-image scores and the summary to --out."""
     summary = per.groupby("mode", sort=False).agg(dice=("dice", "mean"), iou=("iou", "mean"),
                                                   hd95=("hd95", "median"), n=("dice", "size"))
@@ -187,11 +249,12 @@ def report(per: pd.DataFrame, st, seconds: float, cpu: dict, a, device) -> None:
     print(f"CPU s per 256 px image ({st.folds} fold models, flip TTA, {a.time_threads} thread): box {cpu['box']:.3f}, "
           f"auto {cpu['auto']:.3f} (goal < 0.2)")
     if a.out:
-        a.out.mkdir(parents=True, exist_ok=True)
-        per.to_csv(a.out / "per_image.csv", index=False)
-        (a.out / "result.json").write_text(json.dumps({"summary": summary.reset_index().to_dict("records"),
-                                                       "cpu_s_per_image": cpu, "settings": st.model_dump(),
-                                                       "seconds": seconds}, indent=2, default=float))
+        from ceusfusion.core.fsutil import write_csv, write_json
+
+        write_csv(a.out / "per_image.csv", per)
+        write_json(a.out / "result.json", json.loads(json.dumps(
+            {"summary": summary.reset_index().to_dict("records"), "cpu_s_per_image": cpu, "settings": st.model_dump(),
+             "seconds": seconds, "empty_masks_fallen_back": fallbacks}, default=float)))
 
 
 if __name__ == "__main__":
