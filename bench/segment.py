@@ -17,7 +17,12 @@ DDTI's images are nodule-centred crops, so it is a strong one) and the ellipse i
     .venv/bin/python bench/segment.py [--quick] [--epochs 12] [--size 128] [--threads 2] [--device auto] [--out DIR]
 
 ``--quick``: 2 folds on 80 images, 3 epochs (a smoke run, not a result). ``--time-only``: the CPU seconds
-alone, with randomly initialised fold models (the compute does not depend on the weights).
+alone, with randomly initialised fold models (the compute does not depend on the weights) or a full run's
+(``--models OUT/models``). The timing runs predict's fast path (``Segmenter``'s default: BatchNorm folded,
+channels-last) and the reference path (the models as trained) in the same run and prints their ratio and
+their largest probability difference. ``--out DIR`` also writes each held-out image's out-of-fold mask
+(``DIR/box``, ``DIR/auto``: ``masks/*.png`` and a DDTI-format ``cases.csv`` for ``bench/real_ddti.py
+--cases``) and the fold models (``DIR/models``).
 """
 
 from __future__ import annotations
@@ -147,45 +152,77 @@ def fallback_mask(shape, box) -> tuple[np.ndarray, str]:
     return m, "box"
 
 
-def cpu_seconds(nets, samples, st, n: int, threads: int) -> dict:
-    """CPU seconds per 256 px image of predict's path (every fold model, flip TTA): box-prompted, and automatic
-    as the cascade runs it when it finds a nodule (the whole-frame look, then the box-prompted one)."""
-    import torch
+def timed_pictures(samples, n: int) -> list:
+    """The first ``n`` images resized to 256 x 256 px, each with its mask's box."""
     from PIL import Image
 
     from ceusfusion.ingest.roi import bbox
-    from ceusfusion.segment.boxes import whole_region
-    from ceusfusion.segment.infer import Segmenter, look, segment_box
-    from ceusfusion.segment.net import grey_stats
-    from ceusfusion.segment.sampling import View
 
-    torch.set_num_threads(threads)
-    seg = Segmenter([m.cpu().eval() for m in nets], st.size, st.context, *grey_stats(st.encoder), torch.device("cpu"))
     pics = []
     for s in samples[:n]:
         f = np.asarray(Image.fromarray(s.frame).resize((256, 256), Image.Resampling.BILINEAR))
         m = np.asarray(Image.fromarray(s.mask.astype(np.uint8)).resize((256, 256), Image.Resampling.NEAREST)) > 0
         pics.append((f, bbox(m)))
-    out = {}
+    return pics
+
+
+def time_path(seg, pics) -> tuple[dict, list]:
+    """CPU seconds per picture, box-prompted and automatic, as the cascade runs it when it finds a nodule (the
+    whole-frame look, then the box-prompted one); and the box-prompted results (to compare the paths)."""
+    from ceusfusion.segment.boxes import whole_region
+    from ceusfusion.segment.infer import look, segment_box
+    from ceusfusion.segment.sampling import View
+
+    segment_box(seg, pics[0][0], pics[0][1])  # warm-up
+    t0 = time.process_time()
+    results = [segment_box(seg, f, box) for f, box in pics]
+    box_s = (time.process_time() - t0) / len(pics)
+    t0 = time.process_time()
+    for f, _ in pics:
+        look(seg, f, View(*whole_region(f.shape)), None)
+    return {"box": box_s, "auto": box_s + (time.process_time() - t0) / len(pics)}, results
+
+
+def cpu_seconds(nets, samples, st, n: int, threads: int) -> dict:
+    """CPU seconds per 256 px image of predict's path (every fold model, flip TTA), the fast path (predict's:
+    BatchNorm folded, channels-last) and the reference (the models as trained) in the same run, their ratio,
+    and how far the fast path's box-prompted probabilities and masks are from the reference's."""
+    import torch
+
+    from ceusfusion.segment.infer import Segmenter
+    from ceusfusion.segment.net import grey_stats
+
+    torch.set_num_threads(threads)
+    pics = timed_pictures(samples, n)
+    args = (st.size, st.context, *grey_stats(st.encoder), torch.device("cpu"))
+    nets = [m.cpu().eval() for m in nets]
     with torch.inference_mode():
-        segment_box(seg, pics[0][0], pics[0][1])  # warm-up
         t0 = time.process_time()
-        for f, box in pics:
-            segment_box(seg, f, box)
-        out["box"] = (time.process_time() - t0) / len(pics)
-        t0 = time.process_time()
-        for f, box in pics:
-            look(seg, f, View(*whole_region(f.shape)), None)
-        out["auto"] = out["box"] + (time.process_time() - t0) / len(pics)
+        fast_seg = Segmenter(nets, *args)
+        load_s = time.process_time() - t0
+        ref, ref_res = time_path(Segmenter(nets, *args, fast=False), pics)
+        fast, fast_res = time_path(fast_seg, pics)
+        ref2, _ = time_path(Segmenter(nets, *args, fast=False), pics)  # reference again: load drift shows
+    out = {"box": fast["box"], "auto": fast["auto"], "reference_box": ref["box"], "reference_auto": ref["auto"],
+           "reference_box_again": ref2["box"], "fast_path_setup_s": load_s,
+           "max_prob_diff": max(float(np.abs(a.prob - b.prob).max()) for a, b in zip(ref_res, fast_res)),
+           "mask_pixels_differing": int(sum((a.mask != b.mask).sum() for a, b in zip(ref_res, fast_res)))}
+    print(f"CPU s per 256 px image, reference path (models as trained): box {ref['box']:.3f} (again {ref2['box']:.3f}), "
+          f"auto {ref['auto']:.3f}; fast path (predict's): box {fast['box']:.3f}, auto {fast['auto']:.3f}; ratio "
+          f"x{ref['box'] / fast['box']:.2f} (box), x{ref['auto'] / fast['auto']:.2f} (auto); setup {load_s:.2f} s once; "
+          f"max |prob diff| {out['max_prob_diff']:.1e}, {out['mask_pixels_differing']} mask pixels differ over {len(pics)} images")
     return out
 
 
 def time_only(a, st) -> None:
     """``--time-only``: the CPU seconds per image with K randomly initialised fold models (the compute does not
     depend on the weights' values)."""
-    from ceusfusion.segment.net import build_net
+    from ceusfusion.segment.net import DECODER, build_net, load_net
 
-    nets = [build_net(st.encoder) for _ in range(st.folds)]
+    if a.models:  # the fold models a full run saved (--out DIR/models): the paths compared on trained weights
+        nets = [load_net(a.models / f"fold{k}.safetensors", st.encoder, DECODER) for k in range(st.folds)]
+    else:
+        nets = [build_net(st.encoder) for _ in range(st.folds)]
     cpu = cpu_seconds(nets, load(a.time_images), st, a.time_images, a.time_threads)
     print(f"CPU s per 256 px image ({st.folds} fold models, {st.size} px input, flip TTA, {a.time_threads} thread): "
           f"box {cpu['box']:.3f}, auto {cpu['auto']:.3f} (goal < 0.2)")
@@ -203,6 +240,8 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--time-only", action="store_true", help="only the CPU seconds per image")
+    ap.add_argument("--models", type=Path, default=None, help="with --time-only: the fold models of a full run "
+                    "(its --out DIR/models) instead of randomly initialised ones")
     ap.add_argument("--out", type=Path, default=None, help="write per_image.csv, result.json and the out-of-fold "
                     "masks (box/ and auto/: masks/*.png and a DDTI-format cases.csv for bench/real_ddti.py) here")
     a = ap.parse_args()
@@ -224,6 +263,11 @@ def main() -> None:
     seconds = time.time() - t0
     print(f"cross-validation: {seconds:.0f} s wall, {time.process_time() - c0:.0f} s CPU (this process)", flush=True)
     fallbacks = write_masks(a.out, samples, kept) if a.out else None
+    if a.out:
+        from ceusfusion.segment.net import save_net
+
+        for k, net in enumerate(nets):
+            save_net(a.out / "models" / f"fold{k}.safetensors", net)
     report(per, st, seconds, cpu_seconds(nets, samples, st, a.time_images, a.time_threads), a, device, fallbacks)
 
 
@@ -232,7 +276,7 @@ def claim_out(out: Path) -> None:
     from ceusfusion.core.fsutil import claim
 
     claim(out, files=[out / "per_image.csv", out / "result.json", out / "box" / "cases.csv", out / "auto" / "cases.csv"],
-          folders=[out / "box" / "masks", out / "auto" / "masks"])
+          folders=[out / "box" / "masks", out / "auto" / "masks", out / "models"])
 
 
 def report(per: pd.DataFrame, st, seconds: float, cpu: dict, a, device, fallbacks=None) -> None:

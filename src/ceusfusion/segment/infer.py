@@ -21,12 +21,15 @@ from ceusfusion.core.runtime import autocast
 from ceusfusion.ingest.roi import Box, bbox
 from ceusfusion.segment.boxes import context_region, whole_region
 from ceusfusion.segment.metrics import dice
+from ceusfusion.segment.net import for_inference
 from ceusfusion.segment.sampling import View, inputs, paste
 
 
 @dataclass
 class Segmenter:
-    """The fold models and how they see a picture."""
+    """The fold models and how they see a picture. ``fast`` (the default) runs each as
+    ``net.for_inference`` makes it (BatchNorm folded, channels-last): the same masks up to float rounding;
+    ``fast=False`` runs the models as given (the reference path of the bench and the tests)."""
 
     nets: list[nn.Module]
     size: int
@@ -34,6 +37,11 @@ class Segmenter:
     mean: float
     std: float
     device: torch.device
+    fast: bool = True
+
+    def __post_init__(self):
+        if self.fast:
+            self.nets = [for_inference(n, self.size) for n in self.nets]
 
 
 @dataclass
@@ -49,10 +57,13 @@ def normalise(x: torch.Tensor, mean: float, std: float) -> torch.Tensor:
     return torch.cat([(x[:, :1] - mean) / std, x[:, 1:]], dim=1)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def fold_probs(seg: Segmenter, x: torch.Tensor) -> torch.Tensor:
-    """(K, S, S) probabilities of each fold model for one (2, S, S) input, averaged with its mirror image."""
+    """(K, S, S) probabilities of each fold model for one (2, S, S) input, averaged with its mirror image
+    (both in one batch)."""
     batch = normalise(torch.stack([x, x.flip(-1)]), seg.mean, seg.std).to(seg.device)
+    if seg.fast:
+        batch = batch.contiguous(memory_format=torch.channels_last)
     out = []
     for net in seg.nets:
         with autocast(seg.device):
@@ -73,7 +84,7 @@ def largest_component(m: np.ndarray) -> np.ndarray:
 def look(seg: Segmenter, frame: np.ndarray, view: View, box: Box | None) -> np.ndarray:
     """(K, H, W): each fold's probability over the frame for one view."""
     x, _ = inputs(frame, view, box, seg.size)
-    return np.stack([paste(p, view, frame.shape[:2]) for p in fold_probs(seg, x)])
+    return paste(fold_probs(seg, x), view, frame.shape[:2])
 
 
 def combine(probs: np.ndarray, box: Box | None) -> Result:
