@@ -9,8 +9,10 @@ import pytest
 import torch
 from torch import nn
 
+from ceusfusion.core.errors import CeusError
 from ceusfusion.segment.infer import Segmenter, segment_auto, segment_box
 from ceusfusion.segment.net import build_net, fold_batchnorm, for_inference
+from ceusfusion.segment.predict import segment_predict
 
 SIZE = 64
 
@@ -86,3 +88,21 @@ def test_a_model_where_folding_would_change_the_output_keeps_its_batchnorm():
     x = torch.rand(1, 2, 32, 32)
     with torch.inference_mode():
         torch.testing.assert_close(fast(x), net(x))
+
+
+def test_bfloat16_is_opt_in_close_and_a_wrong_precision_is_one_line(segmenters):
+    ref, _ = segmenters
+    bf = Segmenter(ref.nets, *(SIZE, 0.25, 0.45, 0.23, torch.device("cpu")), precision="bfloat16")
+    assert next(bf.nets[0].parameters()).dtype == torch.bfloat16
+    assert next(ref.nets[0].parameters()).dtype == torch.float32
+    got, want = segment_box(bf, frame(), (28, 35, 62, 88)), segment_box(ref, frame(), (28, 35, 62, 88))
+    assert got.prob.dtype == np.float32 and np.abs(got.prob - want.prob).mean() < 0.05
+    with pytest.raises(CeusError) as e:
+        Segmenter(ref.nets, SIZE, 0.25, 0.45, 0.23, torch.device("cpu"), precision="float16")
+    assert "\n" not in str(e.value) and "float16" in str(e.value)
+
+
+def test_predict_refuses_an_unknown_precision_before_writing(tmp_path):
+    with pytest.raises(CeusError, match="--precision"):
+        segment_predict(tmp_path / "cohort.csv", tmp_path / "model", tmp_path / "out", precision="int8")
+    assert not (tmp_path / "out").exists()

@@ -17,6 +17,7 @@ import torch
 from scipy import ndimage
 from torch import nn
 
+from ceusfusion.core.errors import CeusError
 from ceusfusion.core.runtime import autocast
 from ceusfusion.ingest.roi import Box, bbox
 from ceusfusion.segment.boxes import context_region, whole_region
@@ -25,11 +26,16 @@ from ceusfusion.segment.net import for_inference
 from ceusfusion.segment.sampling import View, inputs, paste
 
 
+PRECISIONS = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
 @dataclass
 class Segmenter:
     """The fold models and how they see a picture. ``fast`` (the default) runs each as
     ``net.for_inference`` makes it (BatchNorm folded, channels-last): the same masks up to float rounding;
-    ``fast=False`` runs the models as given (the reference path of the bench and the tests)."""
+    ``fast=False`` runs the models as given (the reference path of the bench and the tests).
+    ``precision="bfloat16"`` (opt-in, fast path only) runs them in bfloat16: fewer CPU seconds where the CPU
+    has bfloat16 units (AVX512-BF16, AMX), slightly different masks (BENCHMARKS.md measures both)."""
 
     nets: list[nn.Module]
     size: int
@@ -38,10 +44,16 @@ class Segmenter:
     std: float
     device: torch.device
     fast: bool = True
+    precision: str = "float32"
 
     def __post_init__(self):
+        if self.precision not in PRECISIONS:
+            raise CeusError(f"precision {self.precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if self.precision != "float32" and not self.fast:
+            raise CeusError("precision bfloat16 runs on the fast path only (fast=True)")
         if self.fast:
-            self.nets = [for_inference(n, self.size) for n in self.nets]
+            dtype = PRECISIONS[self.precision]
+            self.nets = [for_inference(n, self.size).to(dtype) for n in self.nets]
 
 
 @dataclass
@@ -63,7 +75,7 @@ def fold_probs(seg: Segmenter, x: torch.Tensor) -> torch.Tensor:
     (both in one batch)."""
     batch = normalise(torch.stack([x, x.flip(-1)]), seg.mean, seg.std).to(seg.device)
     if seg.fast:
-        batch = batch.contiguous(memory_format=torch.channels_last)
+        batch = batch.to(PRECISIONS[seg.precision]).contiguous(memory_format=torch.channels_last)
     out = []
     for net in seg.nets:
         with autocast(seg.device):
