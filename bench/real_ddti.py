@@ -51,7 +51,8 @@ def parse(argv=None):
     return ap.parse_args(argv)
 
 
-def main(argv=None) -> None:
+def main(argv=None) -> dict:
+    """Returns the predictions file of each model (bench/segment_auc.py compares them across --cases)."""
     a = parse(argv)
     C.limit_threads(a.threads)
     from ceusfusion.ingest.prepare import PrepareParams
@@ -86,6 +87,7 @@ def main(argv=None) -> None:
     C.save_json(out / "bench.json", {"args": vars(a), "summaries": summaries, "files": files,
                                      "seconds": time.perf_counter() - t0})
     print(f"total {time.perf_counter() - t0:.0f} s", flush=True)
+    return files
 
 
 if __name__ == "__main__":

@@ -920,6 +920,7 @@ def segment_predict_cmd(
     review_below: float = typer.Option(0.9, help="Flag a case for review when the folds' agreement (Dice) is below this."),
     device: str = typer.Option("auto", help="auto, cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Torch CPU threads (default: torch's)."),
+    precision: str = typer.Option("float32", help="float32, or bfloat16: faster on CPUs with bfloat16 units (AVX512-BF16, AMX), slightly different masks (BENCHMARKS.md)."),
     force: bool = typer.Option(False, "--force", help="Write over files in --out that ceusfusion did not write (never over an input)."),
     boxes: Optional[Path] = typer.Option(None, "--boxes", help="A boxes file (`ceusfusion annotate`'s BOXES.csv) merged into the manifest first: its boxes prompt the segmenter."),
 ):
@@ -929,7 +930,7 @@ def segment_predict_cmd(
 
     with torch_threads(threads):
         res = segment_predict(cohort, model, out, device=device, review_below=review_below, force=force,
-                              on_failure=_show_failure, boxes=boxes)
+                              on_failure=_show_failure, boxes=boxes, precision=precision)
     counts = ", ".join(f"{k} {v}" for k, v in res.counts.items())
     console.print(f"ROI sources: {counts}; {res.n_review} to review; {len(res.failures)} failed -> {res.out / 'cohort.csv'}", highlight=False)
     raise typer.Exit(1 if len(res.failures) else 0)

@@ -12,11 +12,14 @@ prompt channel starts at zero, so the pretrained features are intact on the firs
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 
 import segmentation_models_pytorch as smp
 import torch
+from timm.layers import BatchNormAct2d
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from ceusfusion.core.errors import CeusError
 from ceusfusion.core.runtime import load_tensors, save_tensors
@@ -82,3 +85,41 @@ def load_net(path: Path, encoder: str, decoder: tuple[int, ...]) -> nn.Module:
                         f"({len(bad)} missing or of another shape); was it written by `segment train`?")
     net.load_state_dict(state)
     return net.eval()
+
+
+def fold_batchnorm(net: nn.Module) -> tuple[nn.Module, int]:
+    """An eval copy of ``net`` with every BatchNorm that directly follows a convolution folded into its weights
+    (timm's BatchNormAct2d keeps its activation): one pass less over each feature map. Pairs are siblings in
+    registration order, which is the call order in timm's and smp's blocks; :func:`for_inference` checks the
+    copy's output against the original, so an architecture where that does not hold keeps its BatchNorms."""
+    net = copy.deepcopy(net).eval()
+    n = 0
+    for parent in list(net.modules()):
+        kids = list(parent.named_children())
+        for (_, conv), (name, bn) in zip(kids, kids[1:]):
+            if not (isinstance(conv, nn.Conv2d) and type(bn) in (nn.BatchNorm2d, BatchNormAct2d)
+                    and bn.running_mean is not None and conv.out_channels == bn.num_features):
+                continue
+            fused = fuse_conv_bn_eval(conv, bn)
+            conv.weight, conv.bias = fused.weight, fused.bias
+            setattr(parent, name, nn.Sequential(bn.drop, bn.act) if isinstance(bn, BatchNormAct2d) else nn.Identity())
+            n += 1
+    return net, n
+
+
+@torch.inference_mode()
+def for_inference(net: nn.Module, size: int) -> nn.Module:
+    """The fold model as predict runs it: BatchNorm folded into the convolutions and channels-last memory
+    (oneDNN's fast layout on CPU; about 1.5x fewer CPU seconds per pass, bench/segment.py --time-only).
+    The same function as ``net`` up to float rounding: checked here on a random input, else ``net`` as it is."""
+    net = net.eval()
+    fast, n = fold_batchnorm(net)
+    fast = fast.to(memory_format=torch.channels_last)
+    if n == 0:
+        return fast
+    device = next(net.parameters()).device
+    x = torch.rand(1, IN_CHANNELS, size, size, generator=torch.Generator().manual_seed(0)).to(device)
+    ref, out = net(x).float(), fast(x.contiguous(memory_format=torch.channels_last)).float()
+    if not torch.allclose(out, ref, rtol=1e-3, atol=1e-3 * (1 + float(ref.abs().max()))):
+        return copy.deepcopy(net).to(memory_format=torch.channels_last)
+    return fast

@@ -30,7 +30,7 @@ from ceusfusion.core.runtime import resolve_device
 from ceusfusion.figures.segment import Tile, contour_sheet
 from ceusfusion.ingest.cohort import FILE_COLUMNS, absolute, load_cohort, merge_boxes, read_manifest
 from ceusfusion.segment.data import MODALITIES, Sample, has, load_picture
-from ceusfusion.segment.infer import Result, Segmenter, segment
+from ceusfusion.segment.infer import PRECISIONS, Result, Segmenter, segment
 from ceusfusion.segment.link import PREDICT_KIND
 from ceusfusion.segment.net import load_net
 from ceusfusion.segment.record import RECORD_NAME, SegmenterRecord, read_record
@@ -40,10 +40,10 @@ SOURCES = ("manual", "predicted_box", "predicted_auto")
 SHEET_TILES = 48
 
 
-def load_segmenter(folder: Path, rec: SegmenterRecord, device: str = "auto") -> Segmenter:
+def load_segmenter(folder: Path, rec: SegmenterRecord, device: str = "auto", precision: str = "float32") -> Segmenter:
     dev = resolve_device(device)
     nets = [load_net(Path(folder) / f, rec.encoder, tuple(rec.decoder)).to(dev) for f in rec.fold_files]
-    return Segmenter(nets, rec.size, rec.context, rec.mean, rec.std, dev)
+    return Segmenter(nets, rec.size, rec.context, rec.mean, rec.std, dev, precision=precision)
 
 
 def source_geometry(path: Path) -> tuple[tuple, tuple, tuple]:
@@ -166,16 +166,20 @@ class PredictSummary:
 
 def segment_predict(cohort: str | Path, model: str | Path, out: str | Path, device: str = "auto",
                     review_below: float = 0.9, force: bool = False, on_failure=None,
-                    boxes: str | Path | None = None) -> PredictSummary:
+                    boxes: str | Path | None = None, precision: str = "float32") -> PredictSummary:
     """Masks for every picture without a manual one; see the module docstring. ``boxes``: a boxes file
-    (``ceusfusion annotate``'s BOXES.csv) merged into the manifest first, as ``prepare --boxes`` does."""
+    (``ceusfusion annotate``'s BOXES.csv) merged into the manifest first, as ``prepare --boxes`` does.
+    ``precision`` "bfloat16" is the opt-in faster path on CPUs with bfloat16 units (slightly different masks;
+    BENCHMARKS.md)."""
     cohort, model, out = Path(cohort), Path(model), Path(out)
+    if precision not in PRECISIONS:  # before anything is claimed or read
+        raise CeusError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     rec = read_record(model)
     df = load_cohort(cohort, boxes)
     names = ("cohort.csv", "segments.csv", "failures.csv", "summary.json")
     claim(out, files=[out / n for n in names], folders=[out / "masks", out / "sheets"], force=force,
           inputs=[cohort, model / RECORD_NAME, *(model / f for f in rec.fold_files), *([Path(boxes)] if boxes else [])])
-    seg = load_segmenter(model, rec, device)
+    seg = load_segmenter(model, rec, device, precision)
     with torch.inference_mode():
         done = predict_cases(seg, df, cohort, out, review_below, on_failure)
     given = merge_boxes(read_manifest(cohort), boxes)[0] if boxes else read_manifest(cohort)
@@ -193,5 +197,6 @@ def segment_predict(cohort: str | Path, model: str | Path, out: str | Path, devi
     write_json(out / "summary.json", {"version": 1, "kind": PREDICT_KIND, "model": str(model.resolve()),
                                       "model_sha256": sha256_file(model / RECORD_NAME), "cohort": str(cohort.resolve()),
                                       "roi_sources": counts, "review": n_review, "review_below": review_below,
+                                      "precision": precision,
                                       "failed": len(fail_df), "segmenter_cv": rec.cv})
     return PredictSummary(out, counts, n_review, fail_df)

@@ -69,20 +69,27 @@ def inputs(frame: np.ndarray, view: View, box: Box | None, size: int) -> tuple[t
 
 def paste(prob: torch.Tensor, view: View, shape: tuple[int, int]) -> np.ndarray:
     """The (S, S) output of an unrotated, unmirrored ``view`` sampled back onto the frame: (H, W) float,
-    zero outside the view."""
+    zero outside the view; a stack (K, S, S) gives (K, H, W) in one call."""
+    if prob.ndim == 3:
+        return paste_stack(prob, view, shape)
+    return paste_stack(prob[None], view, shape)[0]
+
+
+def paste_stack(prob: torch.Tensor, view: View, shape: tuple[int, int]) -> np.ndarray:
+    """:func:`paste` of (K, S, S) outputs: (K, H, W), one grid_sample for all K."""
     h, w = shape
     half = view.side / 2.0 * view.scale
     y0, y1 = max(0, int(np.floor(view.cy - half))), min(h, int(np.ceil(view.cy + half)))
     x0, x1 = max(0, int(np.floor(view.cx - half))), min(w, int(np.ceil(view.cx + half)))
-    out = np.zeros((h, w), np.float32)
+    out = np.zeros((len(prob), h, w), np.float32)
     if y1 <= y0 or x1 <= x0:
         return out
     ys = (torch.arange(y0, y1, dtype=torch.float32) + 0.5 - view.cy) / half
     xs = (torch.arange(x0, x1, dtype=torch.float32) + 0.5 - view.cx) / half
     gy, gx = torch.meshgrid(ys, xs, indexing="ij")
     g = torch.stack([gx, gy], dim=-1)[None]
-    out[y0:y1, x0:x1] = F.grid_sample(prob[None, None].float(), g, mode="bilinear", padding_mode="zeros",
-                                      align_corners=False)[0, 0].numpy()
+    out[:, y0:y1, x0:x1] = F.grid_sample(prob[None].float(), g, mode="bilinear", padding_mode="zeros",
+                                         align_corners=False)[0].numpy()
     return out
 
 

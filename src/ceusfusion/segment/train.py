@@ -135,14 +135,17 @@ def jittered_boxes(held: list[Sample], st: SegmentSettings, fold: int) -> list:
     return [jitter_box(mask_box(s), rng, st.jitter, s.frame.shape) for s in held]
 
 
-def score_held_out(seg: Segmenter, held: list[Sample], boxes: list, fold: int) -> list[dict]:
+def score_held_out(seg: Segmenter, held: list[Sample], boxes: list, fold: int, keep: dict | None = None) -> list[dict]:
     """Per held-out picture and mode: Dice, IoU, HD95 of the fold model's mask against the manual one
-    (box-prompted with ``boxes``; automatic from the whole frame)."""
+    (box-prompted with ``boxes``; automatic from the whole frame). ``keep`` (a dict) also receives each
+    out-of-fold mask under (case_id, modality, mode), for a caller that writes them."""
     rows = []
     for s, box in zip(held, boxes):
         for mode, res in (("box", segment_box(seg, s.frame, box)), ("auto", segment_auto(seg, s.frame))):
             rows.append({"case_id": s.case_id, "modality": s.modality, "fold": fold, "mode": mode,
                          **scores(res.mask, s.mask)})
+            if keep is not None:
+                keep[(s.case_id, s.modality, mode)] = res.mask
     return rows
 
 
