@@ -46,3 +46,12 @@ def test_train_warns_once_for_imagenet_weights_at_a_small_crop(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error", InputScaleWarning)
         train(run, TrainConfig(**cfg, weights="none", name="random"), progress=False)
+
+
+def test_measuring_the_map_leaves_the_global_seed_alone():
+    final_map_side.cache_clear()
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    final_map_side("resnet18", 56)
+    assert torch.equal(torch.rand(3), expected)

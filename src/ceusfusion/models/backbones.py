@@ -364,7 +364,8 @@ class InputScaleWarning(UserWarning):
 def final_map_side(arch: str, crop: int) -> int:
     """Side of the backbone's last feature map (its Grad-CAM layer) for a ``crop`` px input, measured on the
     network itself: the rounding of its stride-2 steps differs (DenseNet's pooling rounds down)."""
-    model, _ = build_model(arch, "single", weights="none")
+    with torch.random.fork_rng(devices=[]):  # a throwaway random init must not move the caller's seed
+        model, _ = build_model(arch, "single", weights="none")
     sides = []
     hook = gradcam_layer(model, arch).register_forward_hook(lambda m, i, o: sides.append(int(o.shape[-1])))
     try:
