@@ -350,6 +350,45 @@ def gradcam_layer(model: nn.Module, arch: str) -> nn.Module:
     return model.get_submodule("encoder." + spec_of(arch).gradcam)
 
 
+# the input side ImageNet weights learnt at. Far below it the pretrained features lose what they separate:
+# DDTI, frozen ImageNet Lite0 + logistic head, out-of-fold AUC 0.57 at 2x2 and 4x4 final maps (56 and 112 px),
+# 0.70 at 7x7 (196 px); fine-tuning at 4x4 did not make up for it (0.65) (BENCHMARKS.md, "DL arm")
+IMAGENET_CROP = 224
+
+
+class InputScaleWarning(UserWarning):
+    """ImageNet weights fed an input far below the scale they were trained at (train still runs)."""
+
+
+@lru_cache(maxsize=None)
+def final_map_side(arch: str, crop: int) -> int:
+    """Side of the backbone's last feature map (its Grad-CAM layer) for a ``crop`` px input, measured on the
+    network itself: the rounding of its stride-2 steps differs (DenseNet's pooling rounds down)."""
+    with torch.random.fork_rng(devices=[]):  # a throwaway random init must not move the caller's seed
+        model, _ = build_model(arch, "single", weights="none")
+    sides = []
+    hook = gradcam_layer(model, arch).register_forward_hook(lambda m, i, o: sides.append(int(o.shape[-1])))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.zeros(1, 3, crop, crop))
+    finally:
+        hook.remove()
+    return sides[0]
+
+
+def input_scale_warning(arch: str, crop: int, weights_used: str) -> str | None:
+    """One line when ImageNet weights see a smaller final map than at :data:`IMAGENET_CROP` (else None). Only
+    ImageNet's: weights from ``ceusfusion pretrain`` learnt at the cohort's own size."""
+    if weights_used != "imagenet":
+        return None
+    side, native = final_map_side(arch, crop), final_map_side(arch, IMAGENET_CROP)
+    if side >= native:
+        return None
+    return (f"{arch} with ImageNet weights at crop {crop}: its last feature map is {side}x{side}, not the "
+            f"{native}x{native} its weights learnt at {IMAGENET_CROP} px, and such features lose most of what they "
+            f"separate (BENCHMARKS.md, DDTI): --crop {IMAGENET_CROP} (prepare --size 256), or --weights none")
+
+
 def cam_layer_for(arch: str, crop: int, min_side: int = 7) -> str:
     """The deepest Grad-CAM layer whose map is at least ``min_side`` cells on a side for this input.
 

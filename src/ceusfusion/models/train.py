@@ -38,6 +38,7 @@ import logging
 import math
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -74,10 +75,12 @@ from ceusfusion.core.runtime import (
 )
 from ceusfusion.models.backbones import (
     CeusNet,
+    InputScaleWarning,
     backbone_parameters,
     build_model,
     check_arch,
     fetch_backbone_weights,
+    input_scale_warning,
     input_stats,
     model_channels,
 )
@@ -771,6 +774,9 @@ def _train(run, cfg, resume, overwrite, progress, max_epochs_this_call, world, r
     resolved = None if done else fetch_backbone_weights(cfg.arch, cfg.weights, cfg.require_weights)
     weights = (None, "none") if resolved is None else resolved.pair()
     data, out, train_idx, fold = _setup(run, cfg, resume, overwrite, world, rank, device)
+    scale = input_scale_warning(cfg.arch, cfg.crop, weights[1])
+    if scale and rank == 0:
+        warnings.warn(scale, InputScaleWarning, stacklevel=3)
     pretrained = str(cfg.weights).lower() != "none"
     ctx = _Ctx(cfg, run, out, data, device, world, rank, pretrained, [max_epochs_this_call], weights)
     with _progress_bar(ctx, progress):
