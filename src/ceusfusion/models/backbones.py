@@ -385,8 +385,8 @@ def input_scale_warning(arch: str, crop: int, weights_used: str) -> str | None:
     if side >= native:
         return None
     return (f"{arch} with ImageNet weights at crop {crop}: its last feature map is {side}x{side}, not the "
-            f"{native}x{native} its weights learnt at {IMAGENET_CROP} px, and such features lose most of what they "
-            f"separate (BENCHMARKS.md, DDTI): --crop {IMAGENET_CROP} (prepare --size 256), or --weights none")
+            f"{native}x{native} its weights learnt at {IMAGENET_CROP} px (on DDTI such features separated nodules far "
+            f"less; BENCHMARKS.md): --crop {IMAGENET_CROP} (prepare --size 256), or --weights none")
 
 
 def cam_layer_for(arch: str, crop: int, min_side: int = 7) -> str:
